@@ -1,0 +1,68 @@
+"""Build spacy-seqgpt: the Python package plus the compiled kernels in ``kernels/``.
+
+``kernels/`` sits at the top level of the repository (it is the product's hot code) and is
+shipped inside the package as ``spacy_seqgpt.kernels``. Every ``kernels/*.pyx`` is compiled
+with Cython.
+"""
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+ROOT = Path(__file__).parent
+
+
+def cython_extensions():
+    sources = sorted((ROOT / "kernels").glob("*.pyx"))
+    if not sources:
+        return []
+    from Cython.Build import cythonize
+
+    extensions = [
+        Extension(f"spacy_seqgpt.kernels.{src.stem}", [str(src.relative_to(ROOT))], language="c++")
+        for src in sources
+    ]
+    return cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False})
+
+
+def read_version():
+    about = {}
+    exec((ROOT / "spacy_seqgpt" / "about.py").read_text(), about)
+    return about["__version__"]
+
+
+setup(
+    name="spacy-seqgpt",
+    version=read_version(),
+    description="Open-domain extraction and classification with decoder LLMs (SeqGPT) in spaCy pipelines",
+    long_description=(ROOT / "README.md").read_text(encoding="utf8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["spacy_seqgpt", "spacy_seqgpt.components", "spacy_seqgpt.cli", "spacy_seqgpt.kernels"],
+    package_dir={"spacy_seqgpt.kernels": "kernels"},
+    package_data={"spacy_seqgpt.kernels": ["*.pyx", "*.pxd"]},
+    ext_modules=cython_extensions(),
+    install_requires=[
+        "spacy>=3.8,<3.9",
+        "thinc>=8.3,<8.4",
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.21",
+        "safetensors>=0.4",
+        "peft>=0.17",
+        "bitsandbytes>=0.45",
+        "triton>=3.3; platform_system == 'Linux'",
+        "srsly>=2.4",
+        "wasabi>=1.1",
+        "typer>=0.9",
+    ],
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    entry_points={
+        "spacy_factories": [
+            "seqgpt_ner = spacy_seqgpt.components.ner:make_seqgpt_ner",
+            "seqgpt_textcat = spacy_seqgpt.components.textcat:make_seqgpt_textcat",
+        ],
+        "spacy_cli": ["seqgpt = spacy_seqgpt.cli:seqgpt_cli"],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,1 @@
+"""The spaCy components; each module registers its factory when imported."""

@@ -1,0 +1,140 @@
+"""What ``seqgpt_ner`` and ``seqgpt_textcat`` share: settings, the model, prompting, saving.
+
+A component turns each Doc into prompts (one per window of text and label chunk), has the
+shared model answer all prompts of a batch of Docs together, and hands the answers to the
+subclass, which writes them on the Docs.
+"""
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+
+import srsly
+from spacy import util
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc
+
+from ..generation import generate_answers, subword_starts
+from ..loading import ModelSpec, SharedModel, load_model, with_weights
+from ..prompts import LabelSpec, build_prompt, prompt_labels
+from ..windows import window_ranges
+
+logger = logging.getLogger("spacy_seqgpt")
+
+# Line breaks would end the prompt's input field early; each becomes one space, so offsets hold.
+_LINE_BREAKS = str.maketrans({char: " " for char in "\n\r\u2028\u2029\x0b\x0c\x85"})
+
+MODEL_SETTINGS = {
+    "model": "DAMO-NLP/SeqGPT-560M",
+    "device": "auto",
+    "dtype": "auto",
+    "quantize": None,
+    "adapter": None,
+    "trust_remote_code": False,
+    "batch_size": 16,
+    "max_new_tokens": 256,
+    "num_beams": 1,
+    "max_input_tokens": 512,
+}
+
+
+@dataclass
+class Request:
+    """One prompt: a window of one Doc, asked about some labels (their prompt texts)."""
+
+    doc_index: int
+    start_char: int
+    text: str
+    labels: List[str]
+
+
+class SeqGPTComponent(Pipe):
+    task: str  # "extract" or "classify", set by the subclass
+
+    def __init__(self, vocab, name: str, *, labels: LabelSpec, model: str, device: str, dtype: str,
+                 quantize: Optional[str], adapter: Optional[str], trust_remote_code: bool, batch_size: int,
+                 max_new_tokens: int, num_beams: int, max_input_tokens: int):
+        self.vocab = vocab
+        self.name = name
+        self.label_map: Dict[str, str] = prompt_labels(labels, component=name)
+        self._label_of_text = {text: label for label, text in self.label_map.items()}
+        for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
+                           ("num_beams", num_beams), ("max_input_tokens", max_input_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: '{key}' must be a positive integer, got {value!r}.")
+        self.spec = ModelSpec.resolve(model, device, dtype, quantize, adapter, trust_remote_code)
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.max_input_tokens = max_input_tokens
+        self.stats: Counter = Counter()
+        self._shared: Optional[SharedModel] = None
+
+    @property
+    def labels(self) -> tuple:
+        return tuple(self.label_map)
+
+    @property
+    def shared(self) -> SharedModel:
+        """The model, loaded on first use: a pipeline loaded from disk never fetches the original."""
+        if self._shared is None:
+            self._shared = load_model(self.spec)
+        return self._shared
+
+    def initialize(self, get_examples=None, *, nlp=None) -> None:
+        """Nothing to train; loads the model now instead of on the first Doc."""
+        self.shared
+
+    def __call__(self, doc: Doc) -> Doc:
+        return next(self.pipe([doc]))
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        error_handler = self.get_error_handler()
+        for docs in util.minibatch(stream, size=batch_size):
+            try:
+                requests = self.make_requests(docs)
+                prompts = [build_prompt(self.task, request.text, request.labels) for request in requests]
+                answers = generate_answers(self.shared, prompts, batch_size=self.batch_size,
+                                           max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
+                self.set_annotations(docs, requests, answers)
+                yield from docs
+            except Exception as err:
+                error_handler(self.name, self, docs, err)
+
+    def label_chunks(self) -> List[List[str]]:
+        """The label prompt texts of each prompt asked per window."""
+        return [list(self.label_map.values())]
+
+    def make_requests(self, docs: Sequence[Doc]) -> List[Request]:
+        requests = []
+        chunks = self.label_chunks()
+        for doc_index, doc in enumerate(docs):
+            starts = subword_starts(self.shared, doc.text)
+            for start, end in window_ranges(doc, starts, self.max_input_tokens):
+                text = doc.text[start:end].translate(_LINE_BREAKS)
+                requests.extend(Request(doc_index, start, text, chunk) for chunk in chunks)
+        return requests
+
+    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def label_for(self, prompt_text: str) -> str:
+        return self._label_of_text[prompt_text]
+
+    def to_disk(self, path, *, exclude=tuple()) -> None:
+        """Save the model's weights (safetensors) and tokenizer, so the pipeline loads without a hub."""
+        path = util.ensure_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = {"source_model": self.spec.model, "weights_id": None}
+        if "model" not in exclude:
+            self.shared.save(path / "model")
+            cfg["weights_id"] = self.shared.weights_id
+        srsly.write_json(path / "cfg", cfg)
+
+    def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTComponent":
+        path = util.ensure_path(path)
+        cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
+        if "model" not in exclude and cfg.get("weights_id") and (path / "model").is_dir():
+            self._shared = load_model(with_weights(self.spec, Path(path) / "model", cfg["weights_id"]))
+        return self

@@ -1,0 +1,178 @@
+"""The SeqGPT prompt: building it exactly as the released weights expect, and reading answers.
+
+The official template (Alibaba-NLP/SeqGPT README) is Chinese for every language:
+
+    输入: {text}\\n{task}: {labels joined by '，'}\\n输出: [GEN]
+
+and the model answers one line per queried label, ``label: span, span`` or ``label: None``
+for extraction, and the chosen label(s) for classification. This module imports nothing
+from the rest of the package.
+"""
+import re
+from typing import Dict, Iterable, List, Mapping, Sequence, Union
+
+EXTRACT = "extract"
+CLASSIFY = "classify"
+TASK_WORDS = {EXTRACT: "抽取", CLASSIFY: "分类"}
+LABEL_SEPARATOR = "，"  # U+FF0C, the full-width comma of the official prompt
+GEN_TOKEN = "[GEN]"
+DEFAULT_LABEL_CHUNK_SIZE = 6
+
+# A label containing one of these could not be read back from the prompt or the answer.
+_FORBIDDEN_IN_LABEL = {
+    ",": "a comma",
+    "，": "a full-width comma",
+    ":": "a colon",
+    "：": "a full-width colon",
+}
+_NONE_ANSWERS = {"none", "无", "null", "n/a", "nil", "没有", "无。", "none."}
+# Spans are separated by commas (ASCII or full-width), tabs, or runs of two or more spaces;
+# a single space belongs inside multi-word spans.
+_SPAN_SPLIT = re.compile(r"[,，\t]|\s{2,}")
+_KEY_VALUE_SPLIT = re.compile(r"[:：]")
+
+LabelSpec = Union[Sequence[str], Mapping[str, str]]
+
+
+def build_prompt(task: str, text: str, labels: Sequence[str]) -> str:
+    """The official SeqGPT prompt for ``task`` ("extract" or "classify")."""
+    if task not in TASK_WORDS:
+        raise ValueError(f"Unknown SeqGPT task {task!r}: expected 'extract' or 'classify'.")
+    labels = list(labels)
+    for label in labels:
+        check_label(label)
+    if not labels:
+        raise ValueError("A SeqGPT prompt needs at least one label.")
+    return f"输入: {text}\n{TASK_WORDS[task]}: {LABEL_SEPARATOR.join(labels)}\n输出: {GEN_TOKEN}"
+
+
+def check_label(label: object) -> str:
+    """Return ``label`` if it can be written in a prompt and read back, else raise ValueError."""
+    if not isinstance(label, str):
+        raise ValueError(f"Label {label!r} is a {type(label).__name__}; labels must be strings.")
+    if not label.strip():
+        raise ValueError(f"Label {label!r} is empty; every label needs visible text.")
+    if label != label.strip():
+        raise ValueError(f"Label {label!r} has leading or trailing whitespace; remove it.")
+    if any(ch in label for ch in "\n\r\u2028\u2029\x0b\x0c\x85"):
+        raise ValueError(f"Label {label!r} contains a line break, which would split the prompt.")
+    for char, name in _FORBIDDEN_IN_LABEL.items():
+        if char in label:
+            raise ValueError(
+                f"Label {label!r} contains {name} ({char!r}), which SeqGPT uses as a separator; "
+                "rename the label, or give {label: prompt_text} to write it differently in the prompt."
+            )
+    return label
+
+
+def prompt_labels(spec: LabelSpec, *, component: str = "component") -> Dict[str, str]:
+    """Normalise a ``labels`` setting into ``{label: text written in the prompt}``.
+
+    A list uses each label as its own prompt text; a dict maps the label that ends up on the
+    Doc (e.g. ``"PER"``) to the words the model reads (e.g. ``"person"``).
+    """
+    if isinstance(spec, str) or not isinstance(spec, (Mapping, Sequence)):
+        raise ValueError(
+            f"{component}: 'labels' must be a list of labels or a dict from label to prompt text, "
+            f"got {type(spec).__name__} {spec!r}."
+        )
+    pairs = list(spec.items()) if isinstance(spec, Mapping) else [(label, label) for label in spec]
+    if not pairs:
+        raise ValueError(
+            f"{component}: no labels given. Pass them at add_pipe, e.g. "
+            f'config={{"labels": ["person", "location"]}}.'
+        )
+    mapping: Dict[str, str] = {}
+    seen_texts: Dict[str, str] = {}
+    for label, text in pairs:
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"{component}: label {label!r} must be a non-empty string.")
+        try:
+            check_label(text)
+        except ValueError as err:
+            raise ValueError(f"{component}: {err}") from None
+        if label in mapping:
+            raise ValueError(f"{component}: label {label!r} is given twice.")
+        if text.casefold() in seen_texts:
+            raise ValueError(
+                f"{component}: labels {seen_texts[text.casefold()]!r} and {label!r} are both written "
+                f"as {text!r} in the prompt, so their answers could not be told apart."
+            )
+        mapping[label] = text
+        seen_texts[text.casefold()] = label
+    return mapping
+
+
+def chunk_labels(labels: Sequence[str], size: int = DEFAULT_LABEL_CHUNK_SIZE) -> List[List[str]]:
+    """Split extraction labels into prompts of at most ``size`` labels (SeqGPT uses 6)."""
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"label_chunk_size must be a positive integer, got {size!r}.")
+    labels = list(labels)
+    return [labels[i : i + size] for i in range(0, len(labels), size)]
+
+
+def parse_answer(task: str, answer: object, labels: Iterable[str]):
+    """Read a generated answer leniently; never raises on model output.
+
+    Extraction returns ``{label: [span, ...]}`` with a key for every queried label (spans in
+    answer order, without duplicates). Classification returns the queried labels named in the
+    answer, in answer order. Labels that were not asked for are ignored; a label written with
+    other casing is matched to the queried one.
+    """
+    if task not in TASK_WORDS:
+        raise ValueError(f"Unknown SeqGPT task {task!r}: expected 'extract' or 'classify'.")
+    labels = list(labels)
+    lookup = _label_lookup(labels)
+    text = answer if isinstance(answer, str) else ""
+    if task == EXTRACT:
+        return _parse_extraction(text, labels, lookup)
+    return _parse_classification(text, lookup)
+
+
+def _label_lookup(labels: Sequence[str]) -> Dict[str, str]:
+    lookup = {label.strip().casefold(): label for label in labels}
+    lookup.update({label.strip(): label for label in labels})
+    return lookup
+
+
+def _match_label(candidate: str, lookup: Mapping[str, str]):
+    candidate = candidate.strip().strip("\"'“”‘’「」")
+    return lookup.get(candidate) or lookup.get(candidate.casefold())
+
+
+def _split_spans(value: str) -> List[str]:
+    spans = []
+    for span in _SPAN_SPLIT.split(value):
+        span = span.strip()
+        if span and span.casefold() not in _NONE_ANSWERS:
+            spans.append(span)
+    return spans
+
+
+def _parse_extraction(text: str, labels: Sequence[str], lookup: Mapping[str, str]) -> Dict[str, List[str]]:
+    result: Dict[str, List[str]] = {label: [] for label in labels}
+    for line in text.splitlines():
+        parts = _KEY_VALUE_SPLIT.split(line, maxsplit=1)
+        if len(parts) != 2:
+            continue
+        label = _match_label(parts[0], lookup)
+        if label is None:
+            continue
+        for span in _split_spans(parts[1]):
+            if span not in result[label]:
+                result[label].append(span)
+    return result
+
+
+def _parse_classification(text: str, lookup: Mapping[str, str]) -> List[str]:
+    chosen: List[str] = []
+    for line in text.splitlines():
+        parts = _KEY_VALUE_SPLIT.split(line, maxsplit=1)
+        # "分类: sports" or "label: sports": the value holds the answer unless the key is itself a label
+        candidates = parts if len(parts) == 1 or _match_label(parts[0], lookup) else parts[1:]
+        for candidate in candidates:
+            for item in _SPAN_SPLIT.split(candidate):
+                label = _match_label(item, lookup)
+                if label is not None and label not in chosen:
+                    chosen.append(label)
+    return chosen

@@ -1,0 +1,77 @@
+"""Cutting long documents into windows that fit the model's input budget.
+
+A window is a character range of the Doc holding at most ``max_tokens`` subwords of the
+model's tokenizer. Windows end on sentence boundaries when the Doc has them; a sentence
+that alone is over budget is cut between spaCy tokens, and a single token that is over
+budget between subwords. Spans found in a window's text map back to the Doc by adding the
+window's start offset.
+"""
+from bisect import bisect_left
+from typing import List, Sequence, Tuple
+
+from spacy.tokens import Doc
+
+CharRange = Tuple[int, int]
+
+
+class _SubwordCounter:
+    def __init__(self, subword_starts: Sequence[int]):
+        self.starts = sorted(subword_starts)
+
+    def __call__(self, start: int, end: int) -> int:
+        return bisect_left(self.starts, end) - bisect_left(self.starts, start)
+
+    def cut_points(self, start: int, end: int, max_tokens: int) -> List[int]:
+        """Offsets that cut [start, end) into runs of at most ``max_tokens`` subwords."""
+        inside = self.starts[bisect_left(self.starts, start) : bisect_left(self.starts, end)]
+        return [offset for offset in inside[max_tokens::max_tokens] if offset > start]
+
+
+def window_ranges(doc: Doc, subword_starts: Sequence[int], max_tokens: int) -> List[CharRange]:
+    """Character ranges covering every non-space token of ``doc``, each within ``max_tokens`` subwords."""
+    if max_tokens < 1:
+        raise ValueError(f"max_input_tokens must be a positive integer, got {max_tokens!r}.")
+    count = _SubwordCounter(subword_starts)
+    pieces: List[CharRange] = []
+    for unit in _units(doc):
+        if count(unit[0], unit[1]) <= max_tokens:
+            pieces.append(unit)
+        else:
+            pieces.extend(_split_unit(doc, unit, count, max_tokens))
+    return _pack(pieces, count, max_tokens)
+
+
+def _units(doc: Doc) -> List[CharRange]:
+    """Sentences when the Doc has boundaries, else the whole text, trimmed of outer whitespace."""
+    spans = list(doc.sents) if doc.has_annotation("SENT_START") else [doc[:]]
+    units = []
+    for span in spans:
+        tokens = [token for token in span if not token.is_space]
+        if tokens:
+            units.append((tokens[0].idx, tokens[-1].idx + len(tokens[-1])))
+    return units
+
+
+def _split_unit(doc: Doc, unit: CharRange, count: _SubwordCounter, max_tokens: int) -> List[CharRange]:
+    span = doc.char_span(unit[0], unit[1], alignment_mode="expand")
+    pieces: List[CharRange] = []
+    for token in span:
+        if token.is_space:
+            continue
+        start, end = token.idx, token.idx + len(token)
+        if count(start, end) <= max_tokens:
+            pieces.append((start, end))
+            continue
+        bounds = [start, *count.cut_points(start, end, max_tokens), end]
+        pieces.extend(zip(bounds, bounds[1:]))
+    return pieces
+
+
+def _pack(pieces: List[CharRange], count: _SubwordCounter, max_tokens: int) -> List[CharRange]:
+    windows: List[CharRange] = []
+    for start, end in pieces:
+        if windows and count(windows[-1][0], end) <= max_tokens:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
