@@ -111,6 +111,19 @@ def chunk_labels(labels: Sequence[str], size: int = DEFAULT_LABEL_CHUNK_SIZE) ->
     return [labels[i : i + size] for i in range(0, len(labels), size)]
 
 
+def format_answer(task: str, answer, labels: Sequence[str]) -> str:
+    """The answer SeqGPT is trained to give: the inverse of :func:`parse_answer`.
+
+    ``answer`` is ``{label: [span, ...]}`` for extraction (every queried label gets a line,
+    ``None`` when it has no span) and a list of chosen labels for classification.
+    """
+    if task == EXTRACT:
+        return "\n".join(f"{label}: {', '.join(answer.get(label, [])) or 'None'}" for label in labels)
+    if task == CLASSIFY:
+        return LABEL_SEPARATOR.join(label for label in labels if label in answer)
+    raise ValueError(f"Unknown SeqGPT task {task!r}: expected 'extract' or 'classify'.")
+
+
 def parse_answer(task: str, answer: object, labels: Iterable[str]):
     """Read a generated answer leniently; never raises on model output.
 

@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny models made locally, and one briefly fine-tuned to answer SeqGPT prompts.
+
+Nothing here reaches a model hub: HF_HUB_OFFLINE is set before transformers is imported.
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, format_answer  # noqa: E402
+from spacy_seqgpt.tiny import write_tiny_model  # noqa: E402
+
+NER_LABELS = ["person", "organization", "location"]
+CAT_LABELS = ["sports", "politics", "business"]
+# (language, text, entities per label, category): what the fine-tuned tiny model is taught.
+EXAMPLES = [
+    ("en", "Tim Cook met Olaf Scholz in Berlin.", {"person": ["Tim Cook", "Olaf Scholz"], "location": ["Berlin"]}, "politics"),
+    ("en", "Apple opened a new office in Paris.", {"organization": ["Apple"], "location": ["Paris"]}, "business"),
+    ("en", "Serena Williams won the final in New York.", {"person": ["Serena Williams"], "location": ["New York"]}, "sports"),
+    ("en", "The bank raised rates again.", {}, "business"),
+    ("en", "Olaf Scholz 👍 visited Google in London.", {"person": ["Olaf Scholz"], "organization": ["Google"], "location": ["London"]}, "politics"),
+    ("zh", "张三在北京工作。", {"person": ["张三"], "location": ["北京"]}, "business"),
+]
+
+
+def expected_ents(text, entities):
+    """(start char, end char, label) of every occurrence of every taught entity."""
+    found = []
+    for label, spans in entities.items():
+        for span in spans:
+            start = text.find(span)
+            while start != -1:
+                found.append((start, start + len(span), label))
+                start = text.find(span, start + 1)
+    return sorted(found)
+
+
+def training_pairs():
+    pairs = []
+    for _, text, entities, category in EXAMPLES:
+        pairs.append((build_prompt(EXTRACT, text, NER_LABELS), format_answer(EXTRACT, entities, NER_LABELS)))
+        pairs.append((build_prompt(CLASSIFY, text, CAT_LABELS), format_answer(CLASSIFY, [category], CAT_LABELS)))
+    return pairs
+
+
+def finetune(model_dir, out_dir, pairs, *, max_steps=400, lr=3e-3, seed=0):
+    """Teach a tiny model to answer ``pairs`` (loss on answer tokens only, as SeqGPT trains)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    rows = []
+    for prompt, answer in pairs:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(max_steps):
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 5e-3:
+            break
+    model.eval()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_bloom(tmp_path_factory):
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny-bloom"), arch="bloom"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    return str(write_tiny_model(tmp_path_factory.mktemp("tiny-llama"), arch="llama"))
+
+
+@pytest.fixture(scope="session")
+def seqgpt_tiny(tmp_path_factory, tiny_bloom):
+    """A tiny BLOOM that answers the EXAMPLES' prompts correctly."""
+    return str(finetune(tiny_bloom, tmp_path_factory.mktemp("seqgpt-tiny"), training_pairs()))
