@@ -1,0 +1,123 @@
+"""Model loading: sharing, settings, adapters, and clear errors for what cannot load."""
+import pytest
+import spacy
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from spacy_seqgpt.loading import ModelLoadError, ModelSpec, load_model
+
+from conftest import CAT_LABELS, NER_LABELS
+
+
+def add(nlp, factory, **config):
+    labels = NER_LABELS if factory == "seqgpt_ner" else CAT_LABELS
+    return nlp.add_pipe(factory, name=config.pop("name", None), config={"labels": labels, **config})
+
+
+def test_components_asking_for_the_same_model_share_one_copy(tiny_bloom):
+    nlp = spacy.blank("en")
+    ner = add(nlp, "seqgpt_ner", model=tiny_bloom)
+    textcat = add(nlp, "seqgpt_textcat", model=tiny_bloom, device="cpu", dtype="fp32")
+    other_dtype = add(nlp, "seqgpt_textcat", name="textcat_bf16", model=tiny_bloom, dtype="bfloat16")
+    assert ner.shared is textcat.shared
+    assert ner.shared.model is textcat.shared.model
+    assert other_dtype.shared is not ner.shared
+    assert next(other_dtype.shared.model.parameters()).dtype == torch.bfloat16
+
+
+def test_auto_settings_resolve_to_cpu_float32_here():
+    spec = ModelSpec.resolve("some/model")
+    assert (spec.device, spec.dtype, spec.quantize) == ("cpu", "float32", None)
+    assert spec.trust_remote_code is False
+
+
+@pytest.mark.parametrize("quantize", ["4bit", "8bit"])
+def test_quantize_on_cpu_is_a_clear_error_at_add_pipe(tiny_bloom, quantize):
+    with pytest.raises(ValueError, match=f"quantize='{quantize}' needs a CUDA GPU"):
+        add(spacy.blank("en"), "seqgpt_ner", model=tiny_bloom, quantize=quantize)
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"quantize": "2bit"}, "'quantize' must be null"),
+        ({"device": "gpu0"}, "'device' must be"),
+        ({"device": "cuda"}, "no CUDA GPU is available"),
+        ({"dtype": "int8"}, "'dtype' must be"),
+        ({"model": ""}, "'model' must be a hub id or a local folder"),
+        ({"batch_size": 0}, "'batch_size' must be a positive integer"),
+        ({"max_input_tokens": -5}, "'max_input_tokens' must be a positive integer"),
+        ({"num_beams": 0}, "'num_beams' must be a positive integer"),
+        ({"alignment_mode": "fuzzy"}, "'alignment_mode' must be one of"),
+        ({"spans_key": ""}, "'spans_key' must be null"),
+        ({"label_chunk_size": 0}, "label_chunk_size must be a positive integer"),
+        ({"labels": []}, "no labels given"),
+        ({"labels": ["person", "a, b"]}, "contains a comma"),
+        ({"labels": ["date：time"]}, "full-width colon"),
+        ({"labels": {"PER": ""}}, "is empty"),
+    ],
+)
+def test_bad_settings_are_refused_at_add_pipe(tiny_bloom, config, message):
+    with pytest.raises(ValueError, match=message):
+        add(spacy.blank("en"), "seqgpt_ner", **{"model": tiny_bloom, **config})
+
+
+def test_missing_labels_are_refused_at_add_pipe():
+    with pytest.raises(ValueError, match="seqgpt_textcat: no labels given"):
+        spacy.blank("en").add_pipe("seqgpt_textcat")
+
+
+def test_a_missing_folder_is_a_clear_error_naming_it(tmp_path):
+    nlp = spacy.blank("en")
+    add(nlp, "seqgpt_ner", model=str(tmp_path / "nowhere"))
+    with pytest.raises(ModelLoadError, match=r"nowhere'.*no such folder"):
+        nlp("Tim Cook met Olaf Scholz in Berlin.")
+    with pytest.raises(ModelLoadError, match="no such folder"):
+        nlp.initialize()
+
+
+def test_an_unreachable_hub_model_says_how_to_pass_a_local_folder():
+    nlp = spacy.blank("en")
+    add(nlp, "seqgpt_ner")  # the default, DAMO-NLP/SeqGPT-560M; HF_HUB_OFFLINE is set in conftest
+    with pytest.raises(ModelLoadError) as caught:
+        nlp("Tim Cook met Olaf Scholz in Berlin.")
+    message = str(caught.value)
+    assert "DAMO-NLP/SeqGPT-560M" in message and "HF_HUB_OFFLINE" in message
+    assert 'config={"model": "path/to/folder"}' in message
+
+
+def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelLoadError, match="Could not load the model"):
+        load_model(ModelSpec.resolve(str(tmp_path)))
+
+
+def test_any_causal_lm_folder_works_llama_included(tiny_llama):
+    nlp = spacy.blank("en")
+    add(nlp, "seqgpt_ner", model=tiny_llama, max_new_tokens=16)
+    add(nlp, "seqgpt_textcat", model=tiny_llama, max_new_tokens=8, num_beams=2)
+    docs = list(nlp.pipe(["Tim Cook met Olaf Scholz in Berlin.", "Apple opened a new office in Paris."]))
+    for doc in docs:  # random weights: whatever it answers, the annotations are well formed
+        assert all(ent.label_ in NER_LABELS for ent in doc.ents)
+        assert set(doc.cats) == set(CAT_LABELS)
+    assert nlp.get_pipe("seqgpt_ner").shared.tokenizer.pad_token is not None
+
+
+def test_a_peft_adapter_is_applied(tiny_llama, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ids = AutoTokenizer.from_pretrained(tiny_llama)("Tim Cook met Olaf Scholz", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = peft_model(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama)(ids).logits
+    shared = load_model(ModelSpec.resolve(tiny_llama, adapter=str(tmp_path / "adapter")))
+    with torch.no_grad():
+        got = shared.model(ids).logits
+    assert not torch.allclose(expected, base, atol=1e-4)  # the adapter matters
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ModelLoadError, match="adapter.*no such folder"):
+        load_model(ModelSpec.resolve(tiny_llama, adapter=str(tmp_path / "missing")))
