@@ -6,8 +6,8 @@ weak-value cache, so they are freed when the last component holding them is gone
 torch and transformers are imported only when a model is really loaded, so that spaCy,
 which imports every registered factory when it creates a pipeline, stays fast.
 """
+import hashlib
 import os
-import uuid
 import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,8 +36,8 @@ class ModelSpec:
     quantize: Optional[str] = None
     adapter: Optional[str] = None
     trust_remote_code: bool = False
-    # Set when loading a pipeline saved by this package: components saved from one shared
-    # model carry the same id, so loading them again shares one copy.
+    # Set when loading a pipeline saved by this package: a hash of the saved weights, so
+    # components saved from one model share one copy again, whichever folder they load from.
     weights_id: Optional[str] = None
 
     @classmethod
@@ -95,7 +95,6 @@ class SharedModel:
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
-        self.weights_id = spec.weights_id or uuid.uuid4().hex
 
     @property
     def device(self):
@@ -105,12 +104,27 @@ class SharedModel:
     def is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
 
-    def save(self, path: Path) -> None:
-        """Write weights (safetensors) and tokenizer; a PEFT-wrapped (quantized) model writes its adapter."""
+    def save(self, path: Path) -> str:
+        """Write weights (safetensors) and tokenizer, and return the weights' hash.
+
+        A PEFT-wrapped (quantized) model writes its adapter, which names its base model.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        return weights_hash(path)
+
+
+def weights_hash(path: Path) -> str:
+    """A hash of the safetensors files in ``path``: equal weights, equal hash (writing is deterministic)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(Path(path).glob("*.safetensors")):
+        digest.update(file.name.encode())
+        with file.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 _CACHE: "weakref.WeakValueDictionary[ModelSpec, SharedModel]" = weakref.WeakValueDictionary()

@@ -73,6 +73,13 @@ def test_saved_pipeline_loads_without_the_original_model_and_annotates_the_same(
     assert ner.shared is not nlp.get_pipe("seqgpt_ner").shared  # really read from disk
 
 
+def test_bytes_round_trip_keeps_the_weights(nlp, seqgpt_tiny):
+    texts = [text for _, text, _, _ in ENGLISH]
+    fresh = make_nlp("no-such-org/no-such-model")
+    fresh.from_bytes(nlp.to_bytes())
+    assert [annotations(doc) for doc in fresh.pipe(texts)] == [annotations(doc) for doc in nlp.pipe(texts)]
+
+
 def test_spans_key_keeps_overlaps_and_leaves_ents_alone(seqgpt_tiny):
     nlp = make_nlp(seqgpt_tiny, ner={"spans_key": "seqgpt"})
     doc = nlp.make_doc("Tim Cook met Olaf Scholz in Berlin.")
@@ -176,3 +183,14 @@ def test_multi_label_textcat_writes_every_chosen_label(seqgpt_tiny):
     doc = nlp.make_doc("x")
     textcat.set_annotations([doc], [Request(0, 0, "x", CAT_LABELS)], ["sports，business\nweather"])
     assert doc.cats == {"sports": 1.0, "politics": 0.0, "business": 1.0}
+
+
+def test_line_breaks_never_split_the_prompt_and_offsets_hold(tiny_bloom):
+    ner = spacy.blank("en").add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": tiny_bloom})
+    text = "Tim Cook\nmet Olaf\r\nScholz\u2028in Berlin."
+    doc = spacy.blank("en").make_doc(text)
+    (request,) = ner.make_requests([doc])
+    assert "\n" not in request.text and "\r" not in request.text and "\u2028" not in request.text
+    assert len(request.text) == len(text) and request.start_char == 0
+    ner.set_annotations([doc], [request], ["person: Olaf Scholz\nlocation: Berlin"])
+    assert [(e.text, e.label_) for e in doc.ents] == [("Olaf\r\nScholz", "person"), ("Berlin", "location")]

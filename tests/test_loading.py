@@ -121,3 +121,22 @@ def test_a_peft_adapter_is_applied(tiny_llama, tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(ModelLoadError, match="adapter.*no such folder"):
         load_model(ModelSpec.resolve(tiny_llama, adapter=str(tmp_path / "missing")))
+
+
+def test_saved_checkpoints_share_weights_only_when_the_weights_are_equal(tmp_path):
+    from spacy_seqgpt.tiny import write_tiny_model
+
+    nlp = spacy.blank("en")
+    ner = add(nlp, "seqgpt_ner", model=str(write_tiny_model(tmp_path / "tiny")))
+    add(nlp, "seqgpt_textcat", model=str(tmp_path / "tiny"))
+    nlp.to_disk(tmp_path / "before")
+    with torch.no_grad():  # as a training step would, in place
+        next(ner.shared.model.parameters()).add_(1.0)
+    nlp.to_disk(tmp_path / "after")
+    before, after, before_again = (spacy.load(tmp_path / name) for name in ("before", "after", "before"))
+    shared = {name: pipeline.get_pipe("seqgpt_ner").shared
+              for name, pipeline in (("before", before), ("after", after), ("again", before_again))}
+    assert shared["before"] is not shared["after"]
+    assert shared["before"] is shared["again"] is before.get_pipe("seqgpt_textcat").shared
+    first = lambda s: next(s.model.parameters())  # noqa: E731
+    torch.testing.assert_close(first(shared["after"]), first(shared["before"]) + 1.0)

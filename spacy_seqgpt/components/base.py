@@ -5,6 +5,7 @@ shared model answer all prompts of a batch of Docs together, and hands the answe
 subclass, which writes them on the Docs.
 """
 import logging
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +129,7 @@ class SeqGPTComponent(Pipe):
         path.mkdir(parents=True, exist_ok=True)
         cfg = {"source_model": self.spec.model, "weights_id": None}
         if "model" not in exclude:
-            self.shared.save(path / "model")
-            cfg["weights_id"] = self.shared.weights_id
+            cfg["weights_id"] = self.shared.save(path / "model")
         srsly.write_json(path / "cfg", cfg)
 
     def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTComponent":
@@ -137,4 +137,19 @@ class SeqGPTComponent(Pipe):
         cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
         if "model" not in exclude and cfg.get("weights_id") and (path / "model").is_dir():
             self._shared = load_model(with_weights(self.spec, Path(path) / "model", cfg["weights_id"]))
+        return self
+
+    # Bytes hold the same files as a folder: transformers reads weights from files only.
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            self.to_disk(tmp, exclude=exclude)
+            files = {str(f.relative_to(tmp)): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "SeqGPTComponent":
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in srsly.msgpack_loads(bytes_data).items():
+                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / name).write_bytes(data)
+            self.from_disk(tmp, exclude=exclude)
         return self
