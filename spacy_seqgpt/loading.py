@@ -100,10 +100,6 @@ class SharedModel:
     def device(self):
         return next(self.model.parameters()).device
 
-    @property
-    def is_peft(self) -> bool:
-        return hasattr(self.model, "peft_config")
-
     def save(self, path: Path) -> str:
         """Write weights (safetensors) and tokenizer, and return the weights' hash.
 
@@ -219,7 +215,7 @@ def _load_error_message(what: str, name: str, err: Exception) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     hint = (
         f"If this machine cannot reach the Hugging Face hub{' (HF_HUB_OFFLINE is set)' if offline else ''}, "
-        f"download the {what} where it can (e.g. `hf download {name} --local-dir SeqGPT-560M`) "
+        f"download the {what} where it can (e.g. `hf download {name} --local-dir {name.rsplit('/', 1)[-1]}`) "
         f"and pass the local folder instead, e.g. config={{\"{what}\": \"path/to/folder\"}}."
     )
     return f"Could not load the {what} {name!r}: {reason} {hint}"

@@ -76,6 +76,16 @@ def test_a_missing_folder_is_a_clear_error_naming_it(tmp_path):
         nlp.initialize()
 
 
+def test_a_users_error_handler_sees_the_load_error(tmp_path):
+    nlp = spacy.blank("en")
+    add(nlp, "seqgpt_ner", model=str(tmp_path / "nowhere"))
+    seen = []
+    nlp.set_error_handler(lambda name, component, docs, err: seen.append((name, len(docs), type(err))))
+    doc = nlp("Tim Cook met Olaf Scholz in Berlin.")
+    assert doc.ents == () and seen == [("seqgpt_ner", 1, ModelLoadError)]
+    assert list(nlp.pipe(["a", "b"])) == [] and seen[-1] == ("seqgpt_ner", 2, ModelLoadError)
+
+
 def test_an_unreachable_hub_model_says_how_to_pass_a_local_folder():
     nlp = spacy.blank("en")
     add(nlp, "seqgpt_ner")  # the default, DAMO-NLP/SeqGPT-560M; HF_HUB_OFFLINE is set in conftest

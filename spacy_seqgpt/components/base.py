@@ -17,7 +17,7 @@ from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 
 from ..generation import generate_answers, subword_starts
-from ..loading import ModelSpec, SharedModel, load_model, with_weights
+from ..loading import DEFAULT_MODEL, ModelSpec, SharedModel, load_model, with_weights
 from ..prompts import LabelSpec, build_prompt, prompt_labels
 from ..windows import window_ranges
 
@@ -27,7 +27,7 @@ logger = logging.getLogger("spacy_seqgpt")
 _LINE_BREAKS = str.maketrans({char: " " for char in "\n\r\u2028\u2029\x0b\x0c\x85"})
 
 MODEL_SETTINGS = {
-    "model": "DAMO-NLP/SeqGPT-560M",
+    "model": DEFAULT_MODEL,
     "device": "auto",
     "dtype": "auto",
     "quantize": None,
@@ -88,20 +88,25 @@ class SeqGPTComponent(Pipe):
         self.shared
 
     def __call__(self, doc: Doc) -> Doc:
-        return next(self.pipe([doc]))
+        self.annotate([doc])
+        return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
         error_handler = self.get_error_handler()
         for docs in util.minibatch(stream, size=batch_size):
             try:
-                requests = self.make_requests(docs)
-                prompts = [build_prompt(self.task, request.text, request.labels) for request in requests]
-                answers = generate_answers(self.shared, prompts, batch_size=self.batch_size,
-                                           max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
-                self.set_annotations(docs, requests, answers)
+                self.annotate(docs)
                 yield from docs
             except Exception as err:
                 error_handler(self.name, self, docs, err)
+
+    def annotate(self, docs: Sequence[Doc]) -> None:
+        """Prompt, generate and write the answers for all windows of ``docs`` at once."""
+        requests = self.make_requests(docs)
+        prompts = [build_prompt(self.task, request.text, request.labels) for request in requests]
+        answers = generate_answers(self.shared, prompts, batch_size=self.batch_size,
+                                   max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
+        self.set_annotations(docs, requests, answers)
 
     def label_chunks(self) -> List[List[str]]:
         """The label prompt texts of each prompt asked per window."""
