@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Union
 
 ARCHITECTURES = ("bloom", "llama")
-VOCAB_SIZE = 1024
+MAX_VOCAB_SIZE = 1024  # the BPE trainer stops earlier when the corpus has no more merges
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 # Written for this project: the prompt template, common label words and a little ordinary text.
@@ -39,7 +39,7 @@ def _train_tokenizer():
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=MAX_VOCAB_SIZE,
         special_tokens=list(SPECIAL_TOKENS.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,

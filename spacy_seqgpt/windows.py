@@ -4,7 +4,8 @@ A window is a character range of the Doc holding at most ``max_tokens`` subwords
 model's tokenizer. Windows end on sentence boundaries when the Doc has them; a sentence
 that alone is over budget is cut between spaCy tokens, and a single token that is over
 budget between subwords. Spans found in a window's text map back to the Doc by adding the
-window's start offset.
+window's start offset. Subwords are counted once on the whole Doc, so a window tokenized on
+its own may differ by a subword at its edges: the budget is that close, not exact.
 """
 from bisect import bisect_left
 from typing import List, Sequence, Tuple
