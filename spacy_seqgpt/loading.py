@@ -28,20 +28,20 @@ class ModelLoadError(OSError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that decides which weights end up in memory, resolved and validated."""
+    """Everything that decides which weights end up in memory; made by :meth:`resolve`."""
 
-    model: str = DEFAULT_MODEL
-    device: str = "cpu"
-    dtype: str = "float32"
-    quantize: Optional[str] = None
-    adapter: Optional[str] = None
-    trust_remote_code: bool = False
+    model: str
+    device: str
+    dtype: str
+    quantize: Optional[str]
+    adapter: Optional[str]
+    trust_remote_code: bool
     # Set when loading a pipeline saved by this package: a hash of the saved weights, so
     # components saved from one model share one copy again, whichever folder they load from.
     weights_id: Optional[str] = None
 
     @classmethod
-    def resolve(cls, model: str, device: str = "auto", dtype: str = "auto", quantize: Optional[str] = None,
+    def resolve(cls, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", quantize: Optional[str] = None,
                 adapter: Optional[str] = None, trust_remote_code: bool = False) -> "ModelSpec":
         """Validate the user's settings and turn ``auto`` into concrete choices."""
         if not isinstance(model, str) or not model.strip():

@@ -36,14 +36,18 @@ LabelSpec = Union[Sequence[str], Mapping[str, str]]
 
 def build_prompt(task: str, text: str, labels: Sequence[str]) -> str:
     """The official SeqGPT prompt for ``task`` ("extract" or "classify")."""
-    if task not in TASK_WORDS:
-        raise ValueError(f"Unknown SeqGPT task {task!r}: expected 'extract' or 'classify'.")
+    _check_task(task)
     labels = list(labels)
     for label in labels:
         check_label(label)
     if not labels:
         raise ValueError("A SeqGPT prompt needs at least one label.")
     return f"输入: {text}\n{TASK_WORDS[task]}: {LABEL_SEPARATOR.join(labels)}\n输出: {GEN_TOKEN}"
+
+
+def _check_task(task: str) -> None:
+    if task not in TASK_WORDS:
+        raise ValueError(f"Unknown SeqGPT task {task!r}: expected 'extract' or 'classify'.")
 
 
 def check_label(label: object) -> str:
@@ -117,11 +121,10 @@ def format_answer(task: str, answer, labels: Sequence[str]) -> str:
     ``answer`` is ``{label: [span, ...]}`` for extraction (every queried label gets a line,
     ``None`` when it has no span) and a list of chosen labels for classification.
     """
+    _check_task(task)
     if task == EXTRACT:
         return "\n".join(f"{label}: {', '.join(answer.get(label, [])) or 'None'}" for label in labels)
-    if task == CLASSIFY:
-        return LABEL_SEPARATOR.join(label for label in labels if label in answer)
-    raise ValueError(f"Unknown SeqGPT task {task!r}: expected 'extract' or 'classify'.")
+    return LABEL_SEPARATOR.join(label for label in labels if label in answer)
 
 
 def parse_answer(task: str, answer: object, labels: Iterable[str]):
@@ -132,8 +135,7 @@ def parse_answer(task: str, answer: object, labels: Iterable[str]):
     answer, in answer order. Labels that were not asked for are ignored; a label written with
     other casing is matched to the queried one.
     """
-    if task not in TASK_WORDS:
-        raise ValueError(f"Unknown SeqGPT task {task!r}: expected 'extract' or 'classify'.")
+    _check_task(task)
     labels = list(labels)
     lookup = _label_lookup(labels)
     text = answer if isinstance(answer, str) else ""

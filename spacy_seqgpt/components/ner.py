@@ -1,5 +1,5 @@
 """``seqgpt_ner``: entities (or any spans) for labels chosen at ``add_pipe``."""
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from spacy.language import Language
 from spacy.scorer import Scorer, get_ner_prf
@@ -100,7 +100,7 @@ class SeqGPTNER(SeqGPTComponent):
         if self.spans_key is None:
             return get_ner_prf(examples)
         key = self.spans_key
-        return Scorer.score_spans(examples, f"spans_{key}", getter=_spans_getter(key),
+        return Scorer.score_spans(examples, f"spans_{key}", getter=lambda doc, attr: list(doc.spans.get(key, [])),
                                   has_annotation=lambda doc: key in doc.spans, allow_overlap=True, **kwargs)
 
 
@@ -120,7 +120,3 @@ def _add_spans(doc: Doc, key: str, spans: List[Span]) -> None:
             existing.append(span)
             seen.add((span.start, span.end, span.label))
     doc.spans[key] = existing
-
-
-def _spans_getter(key: str) -> Callable[[Doc, str], List[Span]]:
-    return lambda doc, attr: list(doc.spans.get(key, []))
