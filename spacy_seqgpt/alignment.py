@@ -1,50 +1,127 @@
-"""Finding generated phrases in the text they were extracted from.
+"""Alignment between generated phrases, characters, subwords and spaCy tokens.
 
-SeqGPT answers with phrases, not offsets, so every phrase is searched in the input text:
-all its occurrences, with any run of whitespace in the phrase matching any run in the text
-("New York" finds "New\\nYork"), optionally ignoring case (offsets stay those of the
-original text), and only at word boundaries (a phrase inside a longer word is no match),
-except in scripts written without spaces, such as Chinese, Japanese and Thai.
+SeqGPT answers with phrases, not offsets, so each phrase is searched in its input text; the
+tagger predicts on subwords, so subwords are mapped to spaCy tokens. The work is done by the
+compiled ``spacy_seqgpt.kernels.alignment``; this module checks input, converts Docs and
+offset mappings to arrays, and falls back to the Python reference (with a warning) where the
+extension was not built.
 """
-import re
-import unicodedata
-from functools import lru_cache
-from typing import List, Sequence, Tuple
+import math
+import warnings
+from typing import List, Optional, Sequence, Tuple
 
+import numpy
+from spacy.attrs import IDX, LENGTH, SPACY
+from spacy.tokens import Doc
+
+from . import alignment_reference
+
+try:
+    from .kernels import alignment as _compiled
+except ImportError:  # a source checkout without `pip install -e .`
+    _compiled = None
+
+ALIGNMENT_MODES = ("strict", "contract", "expand")
 Match = Tuple[int, int, int]  # (phrase index, start char, end char)
 
-# Scripts written without spaces between words: a phrase may start or end mid-"word" there.
-_UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
+
+def _fallback_warning() -> None:
+    warnings.warn("spacy_seqgpt.kernels.alignment is not compiled; using the slow Python reference. "
+                  "Build it with `pip install -e .` (or `python setup.py build_ext --inplace`).", stacklevel=3)
 
 
-@lru_cache(maxsize=4096)
-def _is_unspaced(char: str) -> bool:
-    return unicodedata.name(char, "").startswith(_UNSPACED_SCRIPTS)
+def find_phrases(text: str, phrases: Sequence[str], *, case_sensitive: bool = True,
+                 collapse_whitespace: bool = True, word_boundaries: bool = True) -> List[Match]:
+    """All occurrences of each phrase in ``text``: ``(phrase index, start, end)`` sorted by position.
+
+    ``case_sensitive=False`` uses full Unicode case folding ("STRASSE" finds "Straße"; offsets
+    are those of ``text``). ``collapse_whitespace``: any whitespace run matches any other
+    ("New York" finds "New\\nYork"). ``word_boundaries``: a phrase inside a longer word is no
+    match, except in scripts written without spaces (Chinese, Japanese, Thai, ...).
+    Overlapping occurrences are all reported.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"find_phrases: text must be a str, got {type(text).__name__}")
+    bad = [phrase for phrase in phrases if not isinstance(phrase, str)]
+    if bad:
+        raise TypeError(f"find_phrases: every phrase must be a str, got {bad[0]!r}")
+    if _compiled is None:
+        _fallback_warning()
+        return alignment_reference.find_phrases(text, phrases, case_sensitive, collapse_whitespace, word_boundaries)
+    return _compiled.find_phrases(text, phrases, case_sensitive, collapse_whitespace, word_boundaries)
 
 
-def _needs_boundary(char: str) -> bool:
-    return (char.isalnum() or char == "_") and not _is_unspaced(char)
+def _ranges(starts, ends, what: str) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """``starts`` and ``ends`` as int64 arrays of non-empty ranges, or a clear error."""
+    starts = numpy.ascontiguousarray(starts, dtype=numpy.int64)
+    ends = numpy.ascontiguousarray(ends, dtype=numpy.int64)
+    if starts.ndim != 1 or starts.shape != ends.shape:
+        raise ValueError(f"starts and ends must be two lists of the same length, got shapes "
+                         f"{starts.shape} and {ends.shape}")
+    if numpy.any(starts >= ends):
+        i = int(numpy.argmax(starts >= ends))
+        raise ValueError(f"{what} {i} is empty or reversed: ({starts[i]}, {ends[i]})")
+    return starts, ends
 
 
-@lru_cache(maxsize=4096)
-def _phrase_pattern(phrase: str, case_sensitive: bool):
-    words = phrase.split()
-    if not words:
-        return None
-    pattern = r"\s+".join(re.escape(word) for word in words)
-    if _needs_boundary(words[0][0]):
-        pattern = r"(?<!\w)" + pattern
-    if _needs_boundary(words[-1][-1]):
-        pattern += r"(?!\w)"
-    return re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
+def _token_columns(doc: Doc) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Each token's character offset, length and trailing space (0/1), as int64 arrays."""
+    columns = doc.to_array([IDX, LENGTH, SPACY]).astype(numpy.int64).reshape(-1, 3).T
+    return tuple(numpy.ascontiguousarray(column) for column in columns)
 
 
-def find_phrases(text: str, phrases: Sequence[str], *, case_sensitive: bool = True) -> List[Match]:
-    """All occurrences of each phrase in ``text``, as ``(phrase index, start, end)`` sorted by position."""
-    matches: List[Match] = []
-    for index, phrase in enumerate(phrases):
-        pattern = _phrase_pattern(phrase, case_sensitive)
-        if pattern is not None:
-            matches.extend((index, m.start(), m.end()) for m in pattern.finditer(text))
-    matches.sort(key=lambda match: (match[1], match[2], match[0]))
-    return matches
+def char_spans_to_tokens(doc: Doc, starts: Sequence[int], ends: Sequence[int],
+                         alignment_mode: str = "strict") -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Token ranges of character ranges of ``doc.text``: ``(token_starts, token_ends)``, exactly
+    the ``span.start``/``span.end`` of ``doc.char_span(start, end, alignment_mode=...)``, and -1
+    where that gives None. Ranges must not be empty (``start < end``)."""
+    if alignment_mode not in ALIGNMENT_MODES:
+        raise ValueError(f"alignment_mode must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}")
+    starts, ends = _ranges(starts, ends, "character range")
+    if _compiled is None:
+        _fallback_warning()
+        return alignment_reference.char_spans(doc, starts.tolist(), ends.tolist(), alignment_mode)
+    return _compiled.char_spans(*_token_columns(doc), starts, ends, alignment_mode)
+
+
+def align_subwords(doc: Doc, offsets) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    """Map a fast tokenizer's ``offset_mapping`` for ``doc.text`` onto ``doc``'s tokens.
+
+    Returns ``(first_subword, token_of_subword)``: the index of the first subword overlapping
+    each token, and the first token each subword overlaps, -1 where none (special tokens with
+    empty offsets, whitespace-only pieces). A subword covering several tokens counts as the
+    first subword of each.
+    """
+    pairs = numpy.ascontiguousarray(offsets, dtype=numpy.int64)
+    if pairs.size == 0:
+        pairs = pairs.reshape(0, 2)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ValueError(f"offsets must be (start, end) pairs, got shape {pairs.shape}")
+    token_starts, lengths, _ = _token_columns(doc)
+    token_ends = token_starts + lengths
+    if _compiled is None:
+        _fallback_warning()
+        return alignment_reference.align_subwords(token_starts.tolist(), token_ends.tolist(), pairs.tolist())
+    return _compiled.align_subwords(token_starts, token_ends, pairs)
+
+
+def resolve_overlaps(starts: Sequence[int], ends: Sequence[int],
+                     scores: Optional[Sequence[float]] = None) -> numpy.ndarray:
+    """Indices of a maximal set of non-overlapping spans, in text order.
+
+    Spans are taken greedily, highest score first when ``scores`` are given, then longest, then
+    leftmost (spaCy's ``filter_spans`` order), so a span is only ever dropped for a better one
+    that it overlaps. O(n log n).
+    """
+    starts, ends = _ranges(starts, ends, "span")
+    if scores is not None:
+        scores = numpy.ascontiguousarray(scores, dtype=numpy.float64)
+        if scores.shape != starts.shape:
+            raise ValueError(f"scores must have one value per span: {len(scores)} != {len(starts)}")
+        if not all(math.isfinite(score) for score in scores):
+            raise ValueError("scores must be finite numbers")
+    if _compiled is None:
+        _fallback_warning()
+        return alignment_reference.resolve_overlaps(starts.tolist(), ends.tolist(),
+                                                    None if scores is None else scores.tolist())
+    return _compiled.resolve_overlaps(starts, ends, scores)

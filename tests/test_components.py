@@ -156,6 +156,14 @@ def test_case_sensitivity_and_alignment_modes(nlp):
         assert stats["unaligned"] == (0 if expected else 1) and stats["dropped"] == 0
 
 
+def test_every_answer_that_occurs_in_the_text_becomes_a_span(nlp):
+    text = "Visitors of the Große\nStraße, NEW  YORK and 北京 met São Paulo's mayor."
+    answer = "location: große straße, New York, 北京, Sao Paulo, São Paulo"
+    doc, stats = fabricated(nlp, text, answer, spans_key="sc")
+    assert [span.text for span in doc.spans["sc"]] == ["Große\nStraße", "NEW  YORK", "北京", "São Paulo"]
+    assert stats == {"answers": 5, "dropped": 1}  # only "Sao Paulo" is not in the text
+
+
 def test_overlapping_answers_keep_the_longest_in_ents(nlp):
     doc, _ = fabricated(nlp, "He flew to New York City.", "location: New York, New York City\norganization: York")
     assert [(e.text, e.label_) for e in doc.ents] == [("New York City", "location")]

@@ -5,13 +5,10 @@ from spacy.language import Language
 from spacy.scorer import Scorer, get_ner_prf
 from spacy.tokens import Doc, Span
 from spacy.training import validate_examples
-from spacy.util import filter_spans
 
-from ..alignment import find_phrases
+from ..alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases, resolve_overlaps
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, parse_answer
 from .base import MODEL_SETTINGS, Request, SeqGPTComponent, logger
-
-ALIGNMENT_MODES = ("strict", "contract", "expand")
 
 
 @Language.factory(
@@ -79,20 +76,24 @@ class SeqGPTNER(SeqGPTComponent):
         for prompt_text, answer_spans in parse_answer(EXTRACT, answer, request.labels).items():
             phrases.extend(answer_spans)
             labels.extend([self.label_for(prompt_text)] * len(answer_spans))
-        spans, matched = [], set()
-        for index, start, end in find_phrases(request.text, phrases, case_sensitive=self.case_sensitive):
-            matched.add(index)
-            span = doc.char_span(request.start_char + start, request.start_char + end, label=labels[index],
-                                 alignment_mode=self.alignment_mode)
-            if span is None or not len(span):
-                self.stats["unaligned"] += 1
-            else:
-                spans.append(span)
+        matches = find_phrases(request.text, phrases, case_sensitive=self.case_sensitive)
         self.stats["answers"] += len(phrases)
-        self.stats["dropped"] += len(phrases) - len(matched)
+        matched = {index for index, _, _ in matches}
         if len(matched) < len(phrases):
+            self.stats["dropped"] += len(phrases) - len(matched)
             logger.debug("%s dropped answers not in the text: %s", self.name,
                          [phrase for i, phrase in enumerate(phrases) if i not in matched])
+        if not matches:
+            return []
+        token_starts, token_ends = char_spans_to_tokens(
+            doc, [request.start_char + start for _, start, _ in matches],
+            [request.start_char + end for _, _, end in matches], self.alignment_mode)
+        spans = []
+        for (index, _, _), start, end in zip(matches, token_starts.tolist(), token_ends.tolist()):
+            if start < 0 or start == end:
+                self.stats["unaligned"] += 1
+            else:
+                spans.append(Span(doc, start, end, label=labels[index]))
         return spans
 
     def score(self, examples, **kwargs) -> Dict:
@@ -105,10 +106,12 @@ class SeqGPTNER(SeqGPTComponent):
 
 
 def _add_ents(doc: Doc, spans: List[Span]) -> None:
-    """Add non-overlapping spans, longest first; entities already on the Doc are kept."""
+    """Add a maximal set of non-overlapping spans, longest first; entities already set are kept."""
     taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
-    new = [span for span in filter_spans(spans) if not taken.intersection(range(span.start, span.end))]
-    doc.ents = sorted([*doc.ents, *new], key=lambda span: span.start)
+    free = [span for span in spans if not taken.intersection(range(span.start, span.end))]
+    if free:
+        kept = resolve_overlaps([span.start for span in free], [span.end for span in free])
+        doc.ents = sorted([*doc.ents, *(free[i] for i in kept)], key=lambda span: span.start)
 
 
 def _add_spans(doc: Doc, key: str, spans: List[Span]) -> None:
