@@ -2,7 +2,8 @@
 
 ``kernels/`` sits at the top level of the repository (it is the product's hot code) and is
 shipped inside the package as ``spacy_seqgpt.kernels``. Every ``kernels/*.pyx`` is compiled
-with Cython.
+with Cython against spaCy's own declarations (``spacy.tokens.doc``), so building needs spaCy
+and numpy (``pyproject.toml`` lists them).
 """
 from pathlib import Path
 
@@ -15,10 +16,12 @@ def cython_extensions():
     sources = sorted((ROOT / "kernels").glob("*.pyx"))
     if not sources:
         return []
+    import numpy  # spaCy's Doc, which the aligner reads directly, cimports numpy
     from Cython.Build import cythonize
 
     extensions = [
-        Extension(f"spacy_seqgpt.kernels.{src.stem}", [str(src.relative_to(ROOT))], language="c++")
+        Extension(f"spacy_seqgpt.kernels.{src.stem}", [str(src.relative_to(ROOT))], language="c++",
+                  include_dirs=[numpy.get_include()])
         for src in sources
     ]
     return cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False})

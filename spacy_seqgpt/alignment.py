@@ -4,14 +4,12 @@ SeqGPT answers with phrases, not offsets, so each phrase is searched in its inpu
 tagger predicts on subwords, so subwords are mapped to spaCy tokens. The work is done by the
 compiled ``spacy_seqgpt.kernels.alignment``; this module checks input, converts Docs and
 offset mappings to arrays, and falls back to the Python reference (with a warning) where the
-extension was not built.
+extension was not built. Bad input gets a ValueError naming the offending item.
 """
-import math
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
-from spacy.attrs import IDX, LENGTH, SPACY
 from spacy.tokens import Doc
 
 from . import alignment_reference
@@ -51,25 +49,6 @@ def find_phrases(text: str, phrases: Sequence[str], *, case_sensitive: bool = Tr
     return _compiled.find_phrases(text, phrases, case_sensitive, collapse_whitespace, word_boundaries)
 
 
-def _ranges(starts, ends, what: str) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """``starts`` and ``ends`` as int64 arrays of non-empty ranges, or a clear error."""
-    starts = numpy.ascontiguousarray(starts, dtype=numpy.int64)
-    ends = numpy.ascontiguousarray(ends, dtype=numpy.int64)
-    if starts.ndim != 1 or starts.shape != ends.shape:
-        raise ValueError(f"starts and ends must be two lists of the same length, got shapes "
-                         f"{starts.shape} and {ends.shape}")
-    if numpy.any(starts >= ends):
-        i = int(numpy.argmax(starts >= ends))
-        raise ValueError(f"{what} {i} is empty or reversed: ({starts[i]}, {ends[i]})")
-    return starts, ends
-
-
-def _token_columns(doc: Doc) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
-    """Each token's character offset, length and trailing space (0/1), as int64 arrays."""
-    columns = doc.to_array([IDX, LENGTH, SPACY]).astype(numpy.int64).reshape(-1, 3).T
-    return tuple(numpy.ascontiguousarray(column) for column in columns)
-
-
 def char_spans_to_tokens(doc: Doc, starts: Sequence[int], ends: Sequence[int],
                          alignment_mode: str = "strict") -> Tuple[numpy.ndarray, numpy.ndarray]:
     """Token ranges of character ranges of ``doc.text``: ``(token_starts, token_ends)``, exactly
@@ -77,11 +56,10 @@ def char_spans_to_tokens(doc: Doc, starts: Sequence[int], ends: Sequence[int],
     where that gives None. Ranges must not be empty (``start < end``)."""
     if alignment_mode not in ALIGNMENT_MODES:
         raise ValueError(f"alignment_mode must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}")
-    starts, ends = _ranges(starts, ends, "character range")
     if _compiled is None:
         _fallback_warning()
-        return alignment_reference.char_spans(doc, starts.tolist(), ends.tolist(), alignment_mode)
-    return _compiled.char_spans(*_token_columns(doc), starts, ends, alignment_mode)
+        return alignment_reference.char_spans(doc, starts, ends, alignment_mode)
+    return _compiled.char_spans(doc, starts, ends, alignment_mode)
 
 
 def align_subwords(doc: Doc, offsets) -> Tuple[numpy.ndarray, numpy.ndarray]:
@@ -92,17 +70,10 @@ def align_subwords(doc: Doc, offsets) -> Tuple[numpy.ndarray, numpy.ndarray]:
     empty offsets, whitespace-only pieces). A subword covering several tokens counts as the
     first subword of each.
     """
-    pairs = numpy.ascontiguousarray(offsets, dtype=numpy.int64)
-    if pairs.size == 0:
-        pairs = pairs.reshape(0, 2)
-    if pairs.ndim != 2 or pairs.shape[1] != 2:
-        raise ValueError(f"offsets must be (start, end) pairs, got shape {pairs.shape}")
-    token_starts, lengths, _ = _token_columns(doc)
-    token_ends = token_starts + lengths
     if _compiled is None:
         _fallback_warning()
-        return alignment_reference.align_subwords(token_starts.tolist(), token_ends.tolist(), pairs.tolist())
-    return _compiled.align_subwords(token_starts, token_ends, pairs)
+        return alignment_reference.align_subwords(doc, offsets)
+    return _compiled.align_subwords(doc, offsets)
 
 
 def resolve_overlaps(starts: Sequence[int], ends: Sequence[int],
@@ -113,15 +84,7 @@ def resolve_overlaps(starts: Sequence[int], ends: Sequence[int],
     leftmost (spaCy's ``filter_spans`` order), so a span is only ever dropped for a better one
     that it overlaps. O(n log n).
     """
-    starts, ends = _ranges(starts, ends, "span")
-    if scores is not None:
-        scores = numpy.ascontiguousarray(scores, dtype=numpy.float64)
-        if scores.shape != starts.shape:
-            raise ValueError(f"scores must have one value per span: {len(scores)} != {len(starts)}")
-        if not all(math.isfinite(score) for score in scores):
-            raise ValueError("scores must be finite numbers")
     if _compiled is None:
         _fallback_warning()
-        return alignment_reference.resolve_overlaps(starts.tolist(), ends.tolist(),
-                                                    None if scores is None else scores.tolist())
+        return alignment_reference.resolve_overlaps(starts, ends, scores)
     return _compiled.resolve_overlaps(starts, ends, scores)

@@ -4,6 +4,7 @@ Written for obviousness, not speed: they define what the compiled functions must
 (the tests compare the two on random input) and are the fallback where the extension
 was not built.
 """
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
@@ -46,19 +47,33 @@ def find_phrases(text: str, phrases: Sequence[str], case_sensitive: bool = True,
     return sorted(matches, key=lambda match: (match[1], match[2], match[0]))
 
 
+def _check_ranges(starts, ends, what: str, scores=None) -> None:
+    if len(starts) != len(ends) or (scores is not None and len(scores) != len(starts)):
+        raise ValueError("starts and ends (and scores) must have the same length: one value per span")
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        if start >= end:
+            raise ValueError(f"{what} {i} is empty or reversed: ({start}, {end})")
+    if scores is not None and not all(math.isfinite(score) for score in scores):
+        raise ValueError("scores must be finite numbers")
+
+
 def char_spans(doc: Doc, starts: Sequence[int], ends: Sequence[int],
                alignment_mode: str) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    _check_ranges(starts, ends, "character range")
     spans = [doc.char_span(start, end, alignment_mode=alignment_mode) for start, end in zip(starts, ends)]
     return (numpy.array([-1 if span is None else span.start for span in spans], dtype=numpy.int64),
             numpy.array([-1 if span is None else span.end for span in spans], dtype=numpy.int64))
 
 
-def align_subwords(token_starts: Sequence[int], token_ends: Sequence[int],
-                   offsets: Sequence[Tuple[int, int]]) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    first_subword = numpy.full(len(token_starts), -1, dtype=numpy.int64)
+def align_subwords(doc: Doc, offsets: Sequence[Tuple[int, int]]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+    first_subword = numpy.full(len(doc), -1, dtype=numpy.int64)
     token_of_subword = numpy.full(len(offsets), -1, dtype=numpy.int64)
-    for s, (begin, end) in enumerate(offsets):
-        for t, (token_start, token_end) in enumerate(zip(token_starts, token_ends)):
+    for s, pair in enumerate(offsets):
+        if len(pair) != 2:
+            raise ValueError(f"offsets must be (start, end) pairs, got {pair!r} at {s}")
+        begin, end = pair
+        for t, token in enumerate(doc):
+            token_start, token_end = token.idx, token.idx + len(token)
             if max(begin, token_start) < min(end, token_end):
                 if token_of_subword[s] < 0:
                     token_of_subword[s] = t
@@ -69,6 +84,8 @@ def align_subwords(token_starts: Sequence[int], token_ends: Sequence[int],
 
 def resolve_overlaps(starts: Sequence[int], ends: Sequence[int],
                      scores: Optional[Sequence[float]] = None) -> numpy.ndarray:
+    _check_ranges(starts, ends, "span", scores)
+
     def priority(i):
         return (-(scores[i] if scores is not None else 0.0), -(ends[i] - starts[i]), starts[i], i)
 
