@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The Triton kernels run on CPU tensors in the interpreter; Triton reads this when kernels are
+# defined, so before anything imports them. (GPU runs: TRITON_INTERPRET=0 python -m pytest ...)
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,177 @@
+"""The Triton attention kernels (in the interpreter on CPU) against the PyTorch reference."""
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spacy_seqgpt.kernels.attention import (alibi_positions, partial_attention, reference_attention,
+                                            visibility)
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
+needs_kernels = pytest.mark.skipif(DEVICE == "cpu" and not INTERPRETED,
+                                   reason="Triton kernels need CUDA or TRITON_INTERPRET=1")
+TOLERANCE = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+def padding(batch, length, side, generator):
+    """A key padding mask with a different number of pads per row, on the given side."""
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    for b in range(batch):
+        n_pad = int(torch.randint(0, length // 2, (1,), generator=generator))
+        if side == "left":
+            mask[b, :n_pad] = False
+        else:
+            mask[b, length - n_pad:] = False
+    return mask
+
+
+def make_case(name, dtype, dim=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    batch, heads, kv_heads, lq, lk = 2, 4, 2, 37, 37
+    options = {}
+    if name == "decode":  # fewer queries than keys, as with a KV cache
+        lq, lk = 5, 40
+    if name in ("bidirectional", "left-pad", "no-visible-key"):
+        options["key_padding_mask"] = padding(batch, lk, "left", generator)
+    if name == "right-pad":
+        options["key_padding_mask"] = padding(batch, lk, "right", generator)
+    if name == "bidirectional":
+        options["causal"] = False
+    if name == "no-visible-key":  # query 0 of row 0 is itself padding, so sees nothing
+        options["key_padding_mask"][0, :3] = False
+    if name in ("packed", "packed-alibi"):
+        options["segment_ids"] = torch.tensor([[0] * 10 + [1] * 20 + [2] * 7, [0] * 30 + [1] * 7])
+    if name in ("prefix", "decode", "prefix-alibi"):
+        prompt = torch.tensor([[16, 20], [25, 30]])[0 if name != "decode" else 1]
+        options["bidirectional_ids"] = torch.stack([torch.where(torch.arange(lk) < p, 0, -1) for p in prompt])
+        options["key_padding_mask"] = padding(batch, lk, "left", generator)
+        options["key_padding_mask"][:, -lq:] = True
+    if name in ("alibi", "packed-alibi", "prefix-alibi"):
+        options["alibi_slopes"] = torch.tensor([0.5, 0.25, 0.125, 0.0625])
+    q = torch.randn(batch, heads, lq, dim, generator=generator).to(dtype)
+    k = torch.randn(batch, kv_heads, lk, dim, generator=generator).to(dtype)
+    v = torch.randn(batch, kv_heads, lk, dim, generator=generator).to(dtype)
+    return q, k, v, options
+
+
+def to_device(options):
+    return {key: value.to(DEVICE) if torch.is_tensor(value) else value for key, value in options.items()}
+
+
+def run(backend, q, k, v, options, grad_out):
+    q, k, v = (t.detach().to(DEVICE).requires_grad_() for t in (q, k, v))
+    out = partial_attention(q, k, v, backend=backend, **to_device(options))
+    out.backward(grad_out.to(DEVICE))
+    return [t.detach().cpu().float() for t in (out, q.grad, k.grad, v.grad)]
+
+
+CASES = ["causal", "bidirectional", "left-pad", "right-pad", "packed", "prefix", "alibi", "packed-alibi",
+         "prefix-alibi", "decode", "no-visible-key"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", CASES)
+def test_kernel_equals_reference_forward_and_backward(name, dtype):
+    q, k, v, options = make_case(name, dtype)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    expected = run("torch", q.float(), k.float(), v.float(), options, grad_out.float())
+    got = run("triton", q, k, v, options, grad_out)
+    for label, a, b in zip(("out", "dq", "dk", "dv"), got, expected):
+        assert torch.isfinite(a).all(), label
+        torch.testing.assert_close(a, b, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype], msg=label)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dim", [64, 128])
+def test_kernel_head_dims(dim):
+    q, k, v, options = make_case("prefix-alibi", torch.float32, dim=dim)
+    grad_out = torch.randn(q.shape)
+    for a, b in zip(run("triton", q, k, v, options, grad_out), run("torch", q, k, v, options, grad_out)):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+@needs_kernels
+def test_rows_with_no_visible_key_give_zeros_and_zero_gradients():
+    q, k, v, options = make_case("no-visible-key", torch.float32)
+    out, dq, _, _ = run("triton", q, k, v, options, torch.ones(q.shape))
+    assert out[0, :, :3].abs().max() == 0 and dq[0, :, :3].abs().max() == 0
+    assert out[0, :, 3:].abs().max() > 0
+
+
+@st.composite
+def random_masks(draw):
+    batch, lk = draw(st.integers(1, 2)), draw(st.integers(1, 40))
+    lq = draw(st.integers(1, lk))
+    ids = st.lists(st.integers(-1, 2), min_size=lk, max_size=lk)
+    options = {"causal": draw(st.booleans())}
+    if draw(st.booleans()):
+        options["key_padding_mask"] = torch.tensor([draw(st.lists(st.booleans(), min_size=lk, max_size=lk))
+                                                    for _ in range(batch)])
+    if draw(st.booleans()):
+        options["segment_ids"] = torch.tensor([sorted(draw(ids)) for _ in range(batch)])
+    if draw(st.booleans()):
+        options["bidirectional_ids"] = torch.tensor([draw(ids) for _ in range(batch)])
+    if draw(st.booleans()):
+        options["alibi_slopes"] = torch.tensor([0.5, 0.03])
+    return batch, lq, lk, options
+
+
+@needs_kernels
+@settings(deadline=None, max_examples=25)
+@given(case=random_masks(), seed=st.integers(0, 2 ** 16))
+def test_kernel_equals_reference_on_random_masks(case, seed):
+    batch, lq, lk, options = case
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, 2, lq, 16, generator=generator)
+    k, v = torch.randn(2, batch, 1, lk, 16, generator=generator)
+    grad_out = torch.randn(q.shape, generator=generator)
+    for a, b in zip(run("triton", q, k, v, options, grad_out), run("torch", q, k, v, options, grad_out)):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+@settings(deadline=None, max_examples=60)
+@given(case=random_masks())
+def test_reference_visibility_and_alibi_positions_follow_the_contract(case):
+    """The dense reference mask, element by element against DESIGN.md's three rules."""
+    batch, lq, lk, options = case
+    pad, seg, bid = options.get("key_padding_mask"), options.get("segment_ids"), options.get("bidirectional_ids")
+    visible = visibility(batch, lq, lk, "cpu", pad, seg, bid, options["causal"])
+    pos = alibi_positions(pad, seg, batch, lk, "cpu")
+    for b in range(batch):
+        for i in range(lq):
+            p = lk - lq + i
+            for j in range(lk):
+                rule1 = pad is None or bool(pad[b, j])
+                rule2 = seg is None or seg[b, j] == seg[b, p]
+                rule3 = j <= p or not options["causal"] or (bid is not None and bid[b, p] >= 0
+                                                            and bid[b, j] == bid[b, p])
+                assert bool(visible[b, i, j]) == bool(rule1 and rule2 and rule3)
+        for j in range(lk):
+            same = [t for t in range(j) if (seg is None or seg[b, t] == seg[b, j]) and (pad is None or pad[b, t])]
+            assert pos[b, j] == len(same)
+
+
+def test_reference_reproduces_standard_causal_attention():
+    q, k, v = torch.randn(3, 2, 4, 9, 16)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(reference_attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(partial_attention(q, k, v, causal=False), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_input_is_named():
+    q, k = torch.randn(1, 4, 8, 16), torch.randn(1, 3, 8, 16)
+    with pytest.raises(ValueError, match="multiple of key/value heads"):
+        partial_attention(q, k, k)
+    with pytest.raises(ValueError, match="more queries than keys"):
+        partial_attention(q, q[:, :, :4], q[:, :, :4])
+    with pytest.raises(ValueError, match="key_padding_mask must have shape"):
+        partial_attention(q, q, q, key_padding_mask=torch.ones(1, 7, dtype=torch.bool))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        partial_attention(q, q, q, backend="cuda")
+    with pytest.raises(RuntimeError, match="head dim"):
+        partial_attention(torch.randn(1, 1, 4, 24), *torch.randn(2, 1, 1, 4, 24), backend="triton")
