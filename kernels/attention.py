@@ -399,7 +399,11 @@ def _strides(*tensors):
 class _TritonAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, layout: _Layout, scale: float):
-        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+        # The kernels take q, k, v (and write their gradients, allocated alike) with any batch,
+        # head and position strides: HF's (B, L, H, D) transposes pass as they are; views with
+        # gaps (BLOOM's fused qkv) are copied, since empty_like would not keep their strides.
+        q, k, v = (t if t.is_contiguous() or t.transpose(1, 2).is_contiguous() else t.contiguous()
+                   for t in (q, k, v))
         batch, heads, lq, dim = q.shape
         lk = k.shape[2]
         out = torch.empty_like(q)

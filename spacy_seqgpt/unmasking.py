@@ -1,0 +1,222 @@
+"""``unmask(model, layers)``: remove the causal mask in chosen layers of a Hugging Face decoder.
+
+After Dukić & Šnajder: a decoder LLM tags tokens better when some layer groups see the whole
+sequence. Selected layers run ``partial_attention`` bidirectionally (``mode="full"``) or as a
+prefix-LM over the prompt (``mode="prompt"``: bidirectional over the prompt, causal over the
+tokens after it, so the KV cache of ``generate()`` stays exact); the other layers stay causal.
+Padding is masked everywhere, and BLOOM's ALiBi goes through the kernel (symmetric on
+bidirectional pairs) instead of a dense bias.
+
+- Llama, Mistral, Qwen2: an attention function registered with transformers'
+  ``AttentionInterface`` and a mask function with ``AttentionMaskInterface`` that hands it the
+  2-D padding mask instead of an L x L one; each layer's mode is looked up by ``layer_idx``.
+- BLOOM (no attention interface): each ``BloomAttention.forward`` is replaced.
+
+Per-batch inputs come as keyword arguments of the model call (and of ``generate``):
+``prompt_lengths`` (B,) real prompt tokens per row, for ``mode="prompt"``; or
+``bidirectional_ids`` / ``segment_ids`` (B, L) as in the kernel's contract (packing).
+"""
+import types
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+
+from .kernels.attention import BACKENDS, partial_attention
+
+ATTENTION_NAME = "seqgpt_partial"
+MODES = ("full", "prompt")
+BATCH_KWARGS = ("prompt_lengths", "bidirectional_ids", "segment_ids")
+INTERFACE_ATTENTION = {"LlamaAttention": "llama", "MistralAttention": "mistral", "Qwen2Attention": "qwen2"}
+SUPPORTED = ("llama", "mistral", "qwen2", "bloom")
+
+
+def layer_selection(layers: Union[str, Sequence[int]], n_layers: int) -> List[int]:
+    """Layer indices from a group code (``"0110"``: the layers split into 4 groups, first digit
+    nearest the input, 1 = unmasked) or from a list of indices."""
+    if isinstance(layers, str):
+        if not layers or set(layers) - {"0", "1"}:
+            raise ValueError(f"a layer group code is a string of 0s and 1s such as '0110', got {layers!r}")
+        if len(layers) > n_layers or n_layers % len(layers):
+            raise ValueError(f"the code {layers!r} splits {n_layers} layers into {len(layers)} groups: "
+                             f"use a number of groups that divides {n_layers}")
+        size = n_layers // len(layers)
+        return [i for i in range(n_layers) if layers[i // size] == "1"]
+    indices = list(layers)
+    bad = [i for i in indices if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_layers]
+    if bad:
+        raise ValueError(f"layer indices must be integers in [0, {n_layers}), got {bad}")
+    return sorted(set(indices))
+
+
+class UnmaskState:
+    """What the patched attention needs: each layer's mode, the backend, and this batch's ids."""
+
+    def __init__(self, unmasked: Iterable[int], mode: str, backend: str, alibi_slopes=None):
+        self.modes: Dict[int, str] = {i: mode for i in unmasked}
+        self.backend = backend
+        self.alibi_slopes = alibi_slopes
+        self.batch: Dict[str, Optional[torch.Tensor]] = {}
+        self.hook = None
+
+    def capture(self, module, args, kwargs):
+        """Forward pre-hook on the model: take this call's per-batch ids out of its kwargs."""
+        self.batch = {name: kwargs.pop(name, None) for name in BATCH_KWARGS}
+        return args, kwargs
+
+    def attend(self, layer_idx: int, query, key, value, key_padding_mask, scale, alibi_slopes=None):
+        """``partial_attention`` for one layer, ``(B, H, Lq, D)`` in and out."""
+        if key_padding_mask is not None and key_padding_mask.dim() != 2:
+            raise ValueError("unmasked layers take a 2-D padding mask (batch, length); got a "
+                             f"{key_padding_mask.dim()}-D attention mask")
+        mode = self.modes.get(layer_idx)
+        length = key.shape[2]
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask[:, -length:].bool()
+        segment_ids = self._ids("segment_ids", length)
+        bidirectional_ids = None
+        if mode == "prompt":
+            bidirectional_ids = self._ids("bidirectional_ids", length)
+            if bidirectional_ids is None:
+                bidirectional_ids = self._prompt_ids(key_padding_mask, query.shape[0], length, key.device)
+        return partial_attention(query, key, value, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
+                                 bidirectional_ids=bidirectional_ids, causal=mode != "full",
+                                 alibi_slopes=alibi_slopes, scale=scale, backend=self.backend)
+
+    def _ids(self, name: str, length: int) -> Optional[torch.Tensor]:
+        ids = self.batch.get(name)
+        if ids is None:
+            return None
+        if ids.dim() != 2 or ids.shape[1] < length:
+            raise ValueError(f"{name} must be (batch, length) covering all {length} positions (cache included), "
+                             f"got shape {tuple(ids.shape)}")
+        return ids[:, -length:]
+
+    def _prompt_ids(self, key_padding_mask, batch: int, length: int, device) -> torch.Tensor:
+        prompt_lengths = self.batch.get("prompt_lengths")
+        if prompt_lengths is None:
+            raise ValueError("mode='prompt' needs the prompt length of each row: call the model (or generate) "
+                             "with prompt_lengths=tensor of shape (batch,), or pass bidirectional_ids")
+        prompt_lengths = torch.as_tensor(prompt_lengths, device=device).reshape(-1)
+        if prompt_lengths.shape[0] != batch:
+            raise ValueError(f"prompt_lengths has {prompt_lengths.shape[0]} values for a batch of {batch}")
+        real = (torch.ones(batch, length, dtype=torch.bool, device=device) if key_padding_mask is None
+                else key_padding_mask)
+        index = real.long().cumsum(1) - 1  # position among the row's real tokens
+        return torch.where(real & (index < prompt_lengths[:, None]), 0, -1)
+
+
+def _padding_mask_function(batch_size, q_length=None, kv_length=None, q_offset=0, kv_offset=0,
+                           mask_function=None, attention_mask=None, **kwargs):
+    """For transformers' mask creation: the 2-D padding mask of the keys (None: no padding)."""
+    if attention_mask is None or attention_mask.all():
+        return None
+    if attention_mask.shape[-1] < kv_length:  # a static cache longer than the mask seen so far
+        attention_mask = torch.nn.functional.pad(attention_mask, (0, kv_length - attention_mask.shape[-1]))
+    return attention_mask[:, -kv_length:]
+
+
+def _interface_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                         **kwargs):
+    """Registered as an attention implementation: the layer's mode from its ``layer_idx``."""
+    if dropout and module.training:
+        raise ValueError("unmasked attention has no attention dropout; set the model's attention_dropout to 0")
+    window = getattr(module.config, "sliding_window", None)
+    if window is not None and getattr(module.config, "use_sliding_window", True) and key.shape[2] > window:
+        raise ValueError(f"sequences of {key.shape[2]} tokens exceed the model's sliding window ({window}), "
+                         "which unmasked attention does not implement")
+    out = module.seqgpt_unmask.attend(module.layer_idx, query, key, value, attention_mask, scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _bloom_attention_forward(self, hidden_states, residual, alibi, attention_mask, layer_past=None,
+                             use_cache=False, output_attentions=False, **kwargs):
+    """BloomAttention.forward on the kernel: ALiBi from the slopes, no dense bias or mask."""
+    from transformers.models.bloom.modeling_bloom import dropout_add
+
+    batch, q_length, _ = hidden_states.shape
+    query, key, value = self._reshape(self.query_key_value(hidden_states))
+    if layer_past is not None:
+        key, value = layer_past.update(key, value, self.layer_idx)
+    state = self.seqgpt_unmask
+    out = state.attend(self.layer_idx, query, key, value, attention_mask, self.inv_norm_factor,
+                       alibi_slopes=state.alibi_slopes.to(query.device))
+    context = out.transpose(1, 2).reshape(batch, q_length, self.hidden_size)
+    return dropout_add(self.dense(context), residual, self.hidden_dropout, self.training), None
+
+
+def _register_interfaces() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION_NAME, _interface_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, _padding_mask_function)
+
+
+def _accept_batch_kwargs_in_generate(model) -> None:
+    """``generate()`` rejects keyword arguments its model's forward does not name; ours are taken
+    by the pre-hook, so they are hidden from that check (and passed on at every step)."""
+    if getattr(model, "_seqgpt_validate", None) is not None:
+        return
+    validate = model._validate_model_kwargs
+
+    def validate_without_batch_ids(model_kwargs):
+        return validate({key: value for key, value in model_kwargs.items() if key not in BATCH_KWARGS})
+
+    model._seqgpt_validate = validate
+    model._validate_model_kwargs = validate_without_batch_ids
+
+
+def _set_attention_name(model) -> None:
+    """Make transformers call our attention and mask functions (BLOOM: only the mask function)."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            config._attn_implementation = ATTENTION_NAME
+
+
+def unmask(model, layers: Union[str, Sequence[int]], *, mode: str = "full", backend: str = "auto"):
+    """Remove the causal mask in ``layers`` of ``model`` (in place; returns the model).
+
+    ``layers``: a group code such as ``"0110"`` or a list of layer indices; ``"0000"`` keeps the
+    stock model's outputs. ``mode``: ``"full"`` (selected layers bidirectional) or ``"prompt"``
+    (prefix-LM; pass ``prompt_lengths`` with each batch). ``backend``: as for
+    ``partial_attention``. Works on PEFT-wrapped models and in training; calling it again
+    replaces the previous selection.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    model_type = getattr(config, "model_type", None)
+    attention = [m for m in base.modules() if type(m).__name__ in INTERFACE_ATTENTION or type(m).__name__ ==
+                 "BloomAttention"]
+    if model_type not in SUPPORTED or not attention:
+        raise ValueError(f"unmask supports {', '.join(SUPPORTED)} models; got model_type={model_type!r} "
+                         f"({type(base).__name__})")
+    if getattr(config, "attention_dropout", 0.0):
+        raise ValueError(f"unmasked attention has no attention dropout; the model has attention_dropout="
+                         f"{config.attention_dropout}: set it to 0")
+    if getattr(config, "pretraining_tp", 1) > 1 and getattr(config, "slow_but_exact", False):
+        raise ValueError("BLOOM's slow_but_exact tensor-parallel emulation is not supported by unmask")
+    n_layers = len(attention)
+    slopes = None
+    if model_type == "bloom":
+        from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+        slopes = _get_alibi_slopes(config.n_head, "cpu")
+    state = UnmaskState(layer_selection(layers, n_layers), mode, backend, slopes)
+    old = getattr(base, "seqgpt_unmask", None)
+    if old is not None and old.hook is not None:
+        old.hook.remove()
+    state.hook = base.register_forward_pre_hook(state.capture, with_kwargs=True)
+    base.seqgpt_unmask = state
+    _accept_batch_kwargs_in_generate(base)
+    _register_interfaces()
+    for module in attention:
+        module.seqgpt_unmask = state
+        if type(module).__name__ == "BloomAttention":
+            module.forward = types.MethodType(_bloom_attention_forward, module)
+    _set_attention_name(base)
+    return model
