@@ -91,7 +91,6 @@ def main(repeats: int, quick: bool):
                              f"{ours:.3f}", f"{total / ours / 1e9:.1f}",
                              *(f"{times[label] / ours:.2f}x" if label in times else "-"
                                for label in ("sdpa-dense", "flex", "sdpa-flash"))))
-            del q, k, v
     msg.table(rows, header=("shape", "mask", "pass", "ours ms", "ours TFLOP/s", "vs sdpa-dense", "vs flex",
                             "vs sdpa-flash"), divider=True)
     print("ratios are their time / our time: above 1.00x we are faster")

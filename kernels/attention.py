@@ -17,7 +17,6 @@ the kernels on CPU tensors, which is how the tests check them against the refere
 
 Written after the Triton fused-attention tutorial (forward, then dK/dV and dQ kernels).
 """
-import math
 import os
 from typing import Optional
 

@@ -1,10 +1,9 @@
 """The compiled aligner: worked examples, and equality with the Python reference on random input."""
 import re
 
-import numpy
 import pytest
 import spacy
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacy.tokens import Doc
 from spacy.util import filter_spans
