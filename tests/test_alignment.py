@@ -163,16 +163,16 @@ def test_subword_alignment_equals_the_reference(case):
     assert token_of_subword.tolist() == expected[1].tolist()
 
 
-@pytest.fixture(scope="module")
-def bloom_tokenizer(tiny_bloom):
-    return AutoTokenizer.from_pretrained(tiny_bloom)
+@pytest.fixture(scope="module", params=["bloom", "llama"])
+def byte_level_tokenizer(request, tiny_bloom, tiny_llama):
+    return AutoTokenizer.from_pretrained(tiny_bloom if request.param == "bloom" else tiny_llama)
 
 
 @settings(deadline=None, max_examples=100)
 @given(text=texts)
-def test_every_word_token_gets_a_subword_of_a_byte_level_bpe(bloom_tokenizer, text):
+def test_every_word_token_gets_a_subword_of_a_byte_level_bpe(byte_level_tokenizer, text):
     doc = NLP.make_doc(text)
-    offsets = bloom_tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
+    offsets = byte_level_tokenizer(text, return_offsets_mapping=True)["offset_mapping"]
     first_subword, token_of_subword = alignment.align_subwords(doc, offsets)
     for token, subword in zip(doc, first_subword.tolist()):
         if not token.is_space:
