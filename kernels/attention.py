@@ -147,6 +147,26 @@ if triton is not None:
         return visible
 
     @triton.jit
+    def _dot(a, b, IEEE_DOT: tl.constexpr):
+        """fp32 inputs multiply in full precision (not TF32), so fp32 matches the reference."""
+        if IEEE_DOT:
+            return tl.dot(a, b, input_precision="ieee")
+        else:
+            return tl.dot(a, b)
+
+    @triton.jit
+    def _scores(q, k_t, qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi, offs_n, n_valid, k_pad, k_seg,
+                k_bid, k_alibi, HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
+                CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr):
+        """One tile's scores in log2 units, ALiBi included, and which of them are visible."""
+        qk = _dot(q, k_t, IEEE_DOT) * qk_scale
+        if HAS_ALIBI:
+            qk -= slope * tl.abs(q_alibi[:, None] - k_alibi[None, :]).to(tl.float32)
+        visible = _visible(query_pos, m_valid, q_seg, q_bid, offs_n, n_valid, k_pad, k_seg, k_bid,
+                           HAS_PAD, HAS_SEG, HAS_BID, CAUSAL)
+        return qk, visible
+
+    @triton.jit
     def _loop_bounds(LO, HI, base, offs, valid, length, BLOCK: tl.constexpr):
         """The tile-aligned range covering every row's visible range (rows: ``offs``)."""
         lo = tl.min(tl.load(LO + base + offs, mask=valid, other=length))
@@ -189,14 +209,9 @@ if triton is not None:
                         mask=n_valid[None, :], other=0.0)
             k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
                                                             HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-            if IEEE_DOT:
-                qk = tl.dot(q, k, input_precision="ieee") * qk_scale
-            else:
-                qk = tl.dot(q, k) * qk_scale
-            if HAS_ALIBI:
-                qk -= slope * tl.abs(q_alibi[:, None] - k_alibi[None, :]).to(tl.float32)
-            visible = _visible(query_pos, m_valid, q_seg, q_bid, offs_n, n_valid, k_pad, k_seg, k_bid,
-                               HAS_PAD, HAS_SEG, HAS_BID, CAUSAL)
+            qk, visible = _scores(q, k, qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
+                                  offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
+                                  HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
             qk = tl.where(visible, qk, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen nothing yet
@@ -205,10 +220,7 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
                         mask=n_valid[:, None], other=0.0)
-            if IEEE_DOT:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
             m_i = m_new
         empty = l_i == 0.0
         out = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -260,25 +272,13 @@ if triton is not None:
                              mask=m_valid[:, None], other=0.0)
                 lse = tl.load(LSE + (b * H + h) * LQ + offs_m, mask=m_valid, other=float("inf"))
                 delta = tl.load(DELTA + (b * H + h) * LQ + offs_m, mask=m_valid, other=0.0)
-                if IEEE_DOT:
-                    qk = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
-                else:
-                    qk = tl.dot(q, tl.trans(k)) * qk_scale
-                if HAS_ALIBI:
-                    qk -= slope * tl.abs(q_alibi[:, None] - k_alibi[None, :]).to(tl.float32)
-                visible = _visible(query_pos, m_valid, q_seg, q_bid, offs_n, n_valid, k_pad, k_seg, k_bid,
-                                   HAS_PAD, HAS_SEG, HAS_BID, CAUSAL)
+                qk, visible = _scores(q, tl.trans(k), qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
+                                      offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
+                                      HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
                 p = tl.where(visible, tl.exp2(qk - lse[:, None]), 0.0)
-                if IEEE_DOT:
-                    dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision="ieee")
-                    dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-                    ds = p * (dp - delta[:, None])
-                    dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision="ieee")
-                else:
-                    dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-                    dp = tl.dot(do, tl.trans(v))
-                    ds = p * (dp - delta[:, None])
-                    dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+                dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE_DOT)
+                ds = p * (_dot(do, tl.trans(v), IEEE_DOT) - delta[:, None])
+                dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE_DOT)
         tl.store(DK + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
                  (dk * sm_scale).to(DK.dtype.element_ty), mask=n_valid[:, None])
         tl.store(DV + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
@@ -323,23 +323,12 @@ if triton is not None:
                         mask=n_valid[:, None], other=0.0)
             k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
                                                             HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-            if IEEE_DOT:
-                qk = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
-            else:
-                qk = tl.dot(q, tl.trans(k)) * qk_scale
-            if HAS_ALIBI:
-                qk -= slope * tl.abs(q_alibi[:, None] - k_alibi[None, :]).to(tl.float32)
-            visible = _visible(query_pos, m_valid, q_seg, q_bid, offs_n, n_valid, k_pad, k_seg, k_bid,
-                               HAS_PAD, HAS_SEG, HAS_BID, CAUSAL)
+            qk, visible = _scores(q, tl.trans(k), qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
+                                  offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
+                                  HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
             p = tl.where(visible, tl.exp2(qk - lse[:, None]), 0.0)
-            if IEEE_DOT:
-                dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-                ds = p * (dp - delta[:, None])
-                dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
-            else:
-                dp = tl.dot(do, tl.trans(v))
-                ds = p * (dp - delta[:, None])
-                dq += tl.dot(ds.to(k.dtype), k)
+            ds = p * (_dot(do, tl.trans(v), IEEE_DOT) - delta[:, None])
+            dq += _dot(ds.to(k.dtype), k, IEEE_DOT)
         tl.store(DQ + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
                  (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_valid[:, None])
 
