@@ -120,6 +120,13 @@ if triton is not None:
     BACKWARD_CONFIGS = _configs((32, 64), (32, 64, 128), (4, 8), (2, 3))
     AUTOTUNE_KEY = ["LQ", "LK", "D", "CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI", "GROUP"]
 
+    _LOG2E = tl.constexpr(LOG2E)  # scores live in log2 units: exp2 is cheaper than exp
+
+    @triton.jit
+    def _tile(b, h, rows, stride_b, stride_h, stride_row, D: tl.constexpr):
+        """Element offsets of a (rows x D) tile of a (B, H, L, D) tensor with a contiguous last dim."""
+        return b * stride_b + h * stride_h + rows[:, None] * stride_row + tl.arange(0, D)[None, :]
+
     @triton.jit
     def _load_attributes(PAD, SEG, BID, POS, base, offs, valid, HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr,
                          HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr):
@@ -188,15 +195,13 @@ if triton is not None:
         h = batch_head % H
         kv_h = h // GROUP
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, D)
         m_valid = offs_m < LQ
         query_pos = offs_m + (LK - LQ)
-        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
-                    mask=m_valid[:, None], other=0.0)
+        q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D), mask=m_valid[:, None], other=0.0)
         _, q_seg, q_bid, q_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, query_pos, m_valid,
                                                     HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-        qk_scale = sm_scale * 1.4426950408889634  # exp2 instead of exp
-        slope = tl.load(SLOPES + h) * 1.4426950408889634 if HAS_ALIBI else 0.0
+        qk_scale = sm_scale * _LOG2E
+        slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -205,11 +210,11 @@ if triton is not None:
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             n_valid = offs_n < LK
-            k = tl.load(K + b * stride_kb + kv_h * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None],
-                        mask=n_valid[None, :], other=0.0)
+            k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
+                        mask=n_valid[:, None], other=0.0)
             k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
                                                             HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-            qk, visible = _scores(q, k, qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
+            qk, visible = _scores(q, tl.trans(k), qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
                                   offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
                                   HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
             qk = tl.where(visible, qk, float("-inf"))
@@ -218,13 +223,13 @@ if triton is not None:
             p = tl.exp2(qk - m_safe[:, None])
             alpha = tl.exp2(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
+            v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
                         mask=n_valid[:, None], other=0.0)
             acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
             m_i = m_new
         empty = l_i == 0.0
         out = acc / tl.where(empty, 1.0, l_i)[:, None]
-        tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
+        tl.store(O + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
                  out.to(O.dtype.element_ty), mask=m_valid[:, None])
         # log2-sum-exp2 of each row; +inf for empty rows makes their backward probabilities 0.
         tl.store(LSE + batch_head * LQ + offs_m, tl.where(empty, float("inf"), m_i + tl.log2(l_i)), mask=m_valid)
@@ -245,30 +250,27 @@ if triton is not None:
         b = batch_kv_head // hkv
         kv_h = batch_kv_head % hkv
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, D)
         n_valid = offs_n < LK
-        k = tl.load(K + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
-                    mask=n_valid[:, None], other=0.0)
-        v = tl.load(V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
-                    mask=n_valid[:, None], other=0.0)
+        k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D), mask=n_valid[:, None], other=0.0)
+        v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D), mask=n_valid[:, None], other=0.0)
         k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
                                                         HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * _LOG2E
         dk = tl.zeros([BLOCK_N, D], tl.float32)
         dv = tl.zeros([BLOCK_N, D], tl.float32)
         lo, hi = _loop_bounds(QUERY_LO, QUERY_HI, b * LK, offs_n, n_valid, LQ, BLOCK_M)
         for g in range(GROUP):
             h = kv_h * GROUP + g
-            slope = tl.load(SLOPES + h) * 1.4426950408889634 if HAS_ALIBI else 0.0
+            slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
             for start_m in range(lo, hi, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 m_valid = offs_m < LQ
                 query_pos = offs_m + (LK - LQ)
                 _, q_seg, q_bid, q_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, query_pos, m_valid,
                                                             HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-                q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
+                q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
                             mask=m_valid[:, None], other=0.0)
-                do = tl.load(DO + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
+                do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
                              mask=m_valid[:, None], other=0.0)
                 lse = tl.load(LSE + (b * H + h) * LQ + offs_m, mask=m_valid, other=float("inf"))
                 delta = tl.load(DELTA + (b * H + h) * LQ + offs_m, mask=m_valid, other=0.0)
@@ -279,9 +281,9 @@ if triton is not None:
                 dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE_DOT)
                 ds = p * (_dot(do, tl.trans(v), IEEE_DOT) - delta[:, None])
                 dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE_DOT)
-        tl.store(DK + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
+        tl.store(DK + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
                  (dk * sm_scale).to(DK.dtype.element_ty), mask=n_valid[:, None])
-        tl.store(DV + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
+        tl.store(DV + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
                  dv.to(DV.dtype.element_ty), mask=n_valid[:, None])
 
     @triton.autotune(configs=BACKWARD_CONFIGS, key=AUTOTUNE_KEY)
@@ -299,27 +301,24 @@ if triton is not None:
         h = batch_head % H
         kv_h = h // GROUP
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, D)
         m_valid = offs_m < LQ
         query_pos = offs_m + (LK - LQ)
-        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
-                    mask=m_valid[:, None], other=0.0)
-        do = tl.load(DO + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
-                     mask=m_valid[:, None], other=0.0)
+        q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D), mask=m_valid[:, None], other=0.0)
+        do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D), mask=m_valid[:, None], other=0.0)
         lse = tl.load(LSE + batch_head * LQ + offs_m, mask=m_valid, other=float("inf"))
         delta = tl.load(DELTA + batch_head * LQ + offs_m, mask=m_valid, other=0.0)
         _, q_seg, q_bid, q_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, query_pos, m_valid,
                                                     HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-        qk_scale = sm_scale * 1.4426950408889634
-        slope = tl.load(SLOPES + h) * 1.4426950408889634 if HAS_ALIBI else 0.0
+        qk_scale = sm_scale * _LOG2E
+        slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
         dq = tl.zeros([BLOCK_M, D], tl.float32)
         lo, hi = _loop_bounds(KEY_LO, KEY_HI, b * LQ, offs_m, m_valid, LK, BLOCK_N)
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             n_valid = offs_n < LK
-            k = tl.load(K + b * stride_kb + kv_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
+            k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
                         mask=n_valid[:, None], other=0.0)
-            v = tl.load(V + b * stride_vb + kv_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
+            v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
                         mask=n_valid[:, None], other=0.0)
             k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
                                                             HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
@@ -329,7 +328,7 @@ if triton is not None:
             p = tl.where(visible, tl.exp2(qk - lse[:, None]), 0.0)
             ds = p * (_dot(do, tl.trans(v), IEEE_DOT) - delta[:, None])
             dq += _dot(ds.to(k.dtype), k, IEEE_DOT)
-        tl.store(DQ + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
+        tl.store(DQ + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
                  (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_valid[:, None])
 
 
@@ -375,7 +374,7 @@ class _Layout:
         self.bid = dummy if bidirectional_ids is None else bidirectional_ids.int().contiguous()
         self.pos = (dummy if alibi_slopes is None
                     else alibi_positions(key_padding_mask, segment_ids, batch, lk, device).contiguous())
-        self.slopes = dummy.float() if alibi_slopes is None else alibi_slopes.float().contiguous()
+        self.slopes = dummy.float() if alibi_slopes is None else (alibi_slopes.float() * LOG2E).contiguous()
         self.flags = dict(CAUSAL=causal, HAS_PAD=key_padding_mask is not None, HAS_SEG=segment_ids is not None,
                           HAS_BID=bidirectional_ids is not None, HAS_ALIBI=alibi_slopes is not None)
 

@@ -26,8 +26,8 @@ from .kernels.attention import BACKENDS, partial_attention
 ATTENTION_NAME = "seqgpt_partial"
 MODES = ("full", "prompt")
 BATCH_KWARGS = ("prompt_lengths", "bidirectional_ids", "segment_ids")
-INTERFACE_ATTENTION = {"LlamaAttention": "llama", "MistralAttention": "mistral", "Qwen2Attention": "qwen2"}
 SUPPORTED = ("llama", "mistral", "qwen2", "bloom")
+ATTENTION_CLASSES = ("LlamaAttention", "MistralAttention", "Qwen2Attention", "BloomAttention")
 
 
 def layer_selection(layers: Union[str, Sequence[int]], n_layers: int) -> List[int]:
@@ -190,8 +190,7 @@ def unmask(model, layers: Union[str, Sequence[int]], *, mode: str = "full", back
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     model_type = getattr(config, "model_type", None)
-    attention = [m for m in base.modules() if type(m).__name__ in INTERFACE_ATTENTION or type(m).__name__ ==
-                 "BloomAttention"]
+    attention = [m for m in base.modules() if type(m).__name__ in ATTENTION_CLASSES]
     if model_type not in SUPPORTED or not attention:
         raise ValueError(f"unmask supports {', '.join(SUPPORTED)} models; got model_type={model_type!r} "
                          f"({type(base).__name__})")
