@@ -58,13 +58,17 @@ setup(
         "srsly>=2.4",
         "wasabi>=1.1",
         "typer>=0.9",
+        "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2"]},
     entry_points={
         "spacy_factories": [
             "seqgpt_ner = spacy_seqgpt.components.ner:make_seqgpt_ner",
             "seqgpt_textcat = spacy_seqgpt.components.textcat:make_seqgpt_textcat",
+            "llm_unmasked_tagger = spacy_seqgpt.components.tagger:make_llm_unmasked_tagger",
         ],
+        "spacy_readers": ["spacy_seqgpt.ConllCorpus.v1 = spacy_seqgpt.conll:create_conll_corpus"],
+        "thinc_schedules": ["spacy_seqgpt.cosine.v1 = spacy_seqgpt.optimizers:cosine"],
         "spacy_cli": ["seqgpt = spacy_seqgpt.cli:seqgpt_cli"],
     },
     zip_safe=False,

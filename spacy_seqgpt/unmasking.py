@@ -155,8 +155,8 @@ def _register_interfaces() -> None:
 def _accept_batch_kwargs_in_generate(model) -> None:
     """``generate()`` rejects keyword arguments its model's forward does not name; ours are taken
     by the pre-hook, so they are hidden from that check (and passed on at every step)."""
-    if getattr(model, "_seqgpt_validate", None) is not None:
-        return
+    if getattr(model, "_seqgpt_validate", None) is not None or not hasattr(model, "_validate_model_kwargs"):
+        return  # done already, or a model that does not generate (a token classifier)
     validate = model._validate_model_kwargs
 
     def validate_without_batch_ids(model_kwargs):

@@ -5,7 +5,6 @@ shared model answer all prompts of a batch of Docs together, and hands the answe
 subclass, which writes them on the Docs.
 """
 import logging
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from spacy.tokens import Doc
 
 from ..generation import generate_answers, subword_starts
 from ..loading import DEFAULT_MODEL, ModelSpec, SharedModel, load_model, with_weights
+from ..serialization import folder_from_bytes, folder_to_bytes
 from ..prompts import LabelSpec, build_prompt, prompt_labels
 from ..windows import window_ranges
 
@@ -146,15 +146,8 @@ class SeqGPTComponent(Pipe):
 
     # Bytes hold the same files as a folder: transformers reads weights from files only.
     def to_bytes(self, *, exclude=tuple()) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
-            self.to_disk(tmp, exclude=exclude)
-            files = {str(f.relative_to(tmp)): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()}
-        return srsly.msgpack_dumps(files)
+        return folder_to_bytes(lambda folder: self.to_disk(folder, exclude=exclude))
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "SeqGPTComponent":
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, data in srsly.msgpack_loads(bytes_data).items():
-                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / name).write_bytes(data)
-            self.from_disk(tmp, exclude=exclude)
+        folder_from_bytes(bytes_data, lambda folder: self.from_disk(folder, exclude=exclude))
         return self

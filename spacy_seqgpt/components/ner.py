@@ -67,9 +67,9 @@ class SeqGPTNER(SeqGPTComponent):
             found[request.doc_index].extend(self._spans(docs[request.doc_index], request, answer))
         for doc, spans in zip(docs, found):
             if self.spans_key is None:
-                _add_ents(doc, spans)
+                add_ents(doc, spans)
             else:
-                _add_spans(doc, self.spans_key, spans)
+                add_spans(doc, self.spans_key, spans)
 
     def _spans(self, doc: Doc, request: Request, answer: str) -> List[Span]:
         phrases, labels = [], []
@@ -105,7 +105,7 @@ class SeqGPTNER(SeqGPTComponent):
                                   has_annotation=lambda doc: key in doc.spans, allow_overlap=True, **kwargs)
 
 
-def _add_ents(doc: Doc, spans: List[Span]) -> None:
+def add_ents(doc: Doc, spans: List[Span]) -> None:
     """Add a maximal set of non-overlapping spans, longest first; entities already set are kept."""
     taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
     free = [span for span in spans if not taken.intersection(range(span.start, span.end))]
@@ -114,7 +114,7 @@ def _add_ents(doc: Doc, spans: List[Span]) -> None:
         doc.ents = sorted([*doc.ents, *(free[i] for i in kept)], key=lambda span: span.start)
 
 
-def _add_spans(doc: Doc, key: str, spans: List[Span]) -> None:
+def add_spans(doc: Doc, key: str, spans: List[Span]) -> None:
     """Add every span (overlaps allowed) to ``doc.spans[key]``, keeping what is there, once each."""
     existing = list(doc.spans[key]) if key in doc.spans else []
     seen = {(span.start, span.end, span.label) for span in existing}

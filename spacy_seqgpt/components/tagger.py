@@ -1,0 +1,301 @@
+"""``llm_unmasked_tagger``: a decoder LLM fine-tuned as an IOB2 entity tagger (Dukić & Šnajder).
+
+The LLM with a dropout and linear head over the IOB2 tags of the labels, the causal mask
+removed in the layer groups of ``unmask``, trained with (Q)LoRA through ``spacy train``.
+Each spaCy token is scored by its first subword; the loss sees only those positions.
+Predictions are decoded to the most probable valid IOB2 sequence and written to ``doc.ents``
+(entities already there are kept where they do not overlap) or ``doc.spans[spans_key]``, with each span's confidence in
+``doc.spans[spans_key or <component name>].attrs["scores"]``.
+"""
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy
+import srsly
+from spacy import util
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.scorer import Scorer, get_ner_prf
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example, validate_examples, validate_get_examples
+from thinc.api import Model
+
+from ..alignment import resolve_overlaps
+from ..iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
+from ..optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
+from ..serialization import folder_from_bytes, folder_to_bytes
+from ..token_classifier import LORA_DEFAULTS, TaggerSettings, TokenClassifier, softmax
+from .ner import add_ents
+
+DEFAULT_TAGGER_MODEL = "mistralai/Mistral-7B-v0.1"
+
+
+@Language.factory(
+    "llm_unmasked_tagger",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
+    default_config={
+        "model": DEFAULT_TAGGER_MODEL,
+        "unmask": "0110",
+        "quantize": None,
+        "lora": dict(LORA_DEFAULTS),
+        "max_length": 128,
+        "batch_size": 16,
+        "dropout": 0.1,
+        "gradient_checkpointing": False,
+        "mixed_precision": True,
+        "device": "auto",
+        "trust_remote_code": False,
+        "torch_optimizer": "adamw",
+        "spans_key": None,
+        "store_base_weights": True,
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_llm_unmasked_tagger(nlp: Language, name: str, model: str, unmask: Union[str, List[int]],
+                             quantize: Optional[str], lora: Optional[Dict[str, Any]], max_length: int,
+                             batch_size: int, dropout: float, gradient_checkpointing: bool, mixed_precision: bool,
+                             device: str, trust_remote_code: bool, torch_optimizer: str, spans_key: Optional[str],
+                             store_base_weights: bool) -> "LLMUnmaskedTagger":
+    settings = TaggerSettings(model=model, unmask=unmask, quantize=quantize, lora=lora, max_length=max_length,
+                              batch_size=batch_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
+                              mixed_precision=mixed_precision, device=device, trust_remote_code=trust_remote_code)
+    return LLMUnmaskedTagger(nlp.vocab, name, settings=settings, torch_optimizer=torch_optimizer,
+                             spans_key=spans_key, store_base_weights=store_base_weights)
+
+
+def token_scores_model() -> Model:
+    """Docs -> per-token tag probabilities ``(tokens, tags)``; the backward pass takes the
+    gradient with respect to the logits (softmax cross-entropy), as spaCy's tagger does.
+    Tokens without a subword of their own (whitespace) get a row of zeros."""
+    return Model("llm_token_classifier", _forward, attrs={"classifier": None})
+
+
+def _forward(model: Model, docs: Sequence[Doc], is_train: bool):
+    import torch
+
+    classifier: Optional[TokenClassifier] = model.attrs["classifier"]
+    if classifier is None:
+        raise ValueError("llm_unmasked_tagger is not initialized: call nlp.initialize() (or load a trained pipeline)")
+    classifier.model.train(is_train)
+    windows = classifier.encode(docs)
+    with torch.set_grad_enabled(is_train):
+        logits = classifier.logits(windows)
+    probs = softmax(logits)
+    scores = [numpy.zeros((n, len(classifier.tags)), dtype="float32") for n in windows.n_tokens]
+    for doc_index, scored in enumerate(scores):
+        mine = windows.doc == doc_index
+        scored[windows.token[mine]] = probs[mine]
+
+    def backprop(d_scores: List[numpy.ndarray]) -> List[Doc]:
+        grad = numpy.zeros_like(probs)
+        for doc_index, d_doc in enumerate(d_scores):
+            mine = windows.doc == doc_index
+            grad[mine] = d_doc[windows.token[mine]]
+        logits.backward(torch.as_tensor(grad, device=logits.device))
+        return []
+
+    return scores, backprop
+
+
+class LLMUnmaskedTagger(TrainablePipe):
+    def __init__(self, vocab, name: str = "llm_unmasked_tagger", *, settings: TaggerSettings,
+                 torch_optimizer: str = "adamw", spans_key: Optional[str] = None, store_base_weights: bool = True):
+        if torch_optimizer not in TORCH_OPTIMIZERS:
+            raise ValueError(f"{name}: 'torch_optimizer' must be one of {TORCH_OPTIMIZERS}, got {torch_optimizer!r}.")
+        if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
+            raise ValueError(f"{name}: 'spans_key' must be null (write doc.ents) or a non-empty string.")
+        self.vocab = vocab
+        self.name = name
+        self.model = token_scores_model()
+        self.settings = settings
+        self.torch_optimizer = torch_optimizer
+        self.spans_key = spans_key
+        self.store_base_weights = bool(store_base_weights)
+        self.cfg: Dict[str, Any] = {"labels": []}
+        self._optimizer = None
+        self._optimizer_of = None  # the thinc optimizer the torch one mirrors
+
+    # Labels and tags ---------------------------------------------------------------------------
+    @property
+    def labels(self) -> tuple:
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
+
+    @property
+    def tags(self) -> List[str]:
+        return iob_tags(self.labels)
+
+    @property
+    def classifier(self) -> Optional[TokenClassifier]:
+        return self.model.attrs["classifier"]
+
+    def add_label(self, label: str) -> int:
+        self._check_label(label)
+        if self.classifier is not None and label not in self.labels:
+            raise ValueError(f"{self.name}: cannot add the label {label!r} to an initialized tagger (its head has one "
+                             "output per tag); pass all labels to initialize instead.")
+        if label in self.labels:
+            return 0
+        self.cfg["labels"].append(label)
+        return 1
+
+    def _check_label(self, label) -> None:
+        if not isinstance(label, str) or not label.strip() or any(ch.isspace() for ch in label):
+            raise ValueError(f"{self.name}: a label must be a non-empty string without spaces, got {label!r}.")
+
+    def initialize(self, get_examples=None, *, nlp=None, labels: Optional[Iterable[str]] = None) -> None:
+        """Set the labels (given, e.g. from a labels file, or read from the examples) and load the model
+        with a fresh head and adapter."""
+        if labels is not None:
+            if isinstance(labels, str) or not isinstance(labels, Iterable):
+                raise ValueError(f"{self.name}: 'labels' must be a list of strings, got {labels!r}.")
+            labels = list(dict.fromkeys(labels))
+        else:
+            validate_get_examples(get_examples, "LLMUnmaskedTagger.initialize")
+            labels = sorted({span.label_ for eg in get_examples() for span in self._gold_spans(eg.reference)})
+        for label in labels:
+            self._check_label(label)
+        if not labels:
+            raise ValueError(f"{self.name}: no labels: the examples have no entities and none were given. Pass "
+                             f"labels in [initialize.components.{self.name}] or train on annotated examples.")
+        self.cfg["labels"] = labels
+        self._set_classifier(TokenClassifier.load(self.settings, self.tags))
+
+    def _set_classifier(self, classifier: TokenClassifier) -> None:
+        self.model.attrs["classifier"] = classifier
+        self._optimizer = self._optimizer_of = None
+
+    def _gold_spans(self, doc: Doc) -> List[Span]:
+        if self.spans_key is None:
+            return list(doc.ents)
+        return list(doc.spans.get(self.spans_key, []))
+
+    # Prediction --------------------------------------------------------------------------------
+    def predict(self, docs: Iterable[Doc]) -> List[numpy.ndarray]:
+        docs = list(docs)
+        if not any(len(doc) for doc in docs):
+            return [numpy.zeros((len(doc), len(self.tags)), dtype="float32") for doc in docs]
+        return self.model.predict(docs)
+
+    def set_annotations(self, docs: Iterable[Doc], scores: Sequence[numpy.ndarray]) -> None:
+        tags = self.tags
+        for doc, probs in zip(docs, scores):
+            found = decode(probs, tags) if len(doc) else []
+            spans = [Span(doc, start, end, label=label) for start, end, label, _ in found]
+            group = SpanGroup(doc, name=self.spans_key or self.name, spans=spans,
+                              attrs={"scores": [confidence for *_, confidence in found]})
+            doc.spans[self.spans_key or self.name] = group
+            if self.spans_key is None:
+                add_ents(doc, spans)
+
+    # Training ----------------------------------------------------------------------------------
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None,
+               losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """One forward and backward pass (the head's dropout is the ``dropout`` setting; spaCy's
+        ``drop`` does not reach inside the LLM); steps the weights when ``sgd`` is given."""
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "LLMUnmaskedTagger.update")
+        if not any(len(eg.predicted) for eg in examples):
+            return losses
+        scores, backprop = self.model.begin_update([eg.predicted for eg in examples])
+        loss, d_scores = self.get_loss(examples, scores)
+        backprop(d_scores)
+        if sgd not in (None, False):
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: Sequence[numpy.ndarray]):
+        """Mean softmax cross-entropy over tokens scored by a subword and with a gold tag."""
+        tag_index = {tag: i for i, tag in enumerate(self.tags)}
+        d_scores, log_likelihood, n = [], 0.0, 0
+        for eg, probs in zip(examples, scores):
+            gold = numpy.array(gold_tag_indices(self._gold_tags(eg), tag_index, component=self.name), dtype=int)
+            gold[probs.sum(1) == 0] = -1  # tokens without a subword are not predicted
+            rows = numpy.flatnonzero(gold >= 0)
+            d_doc = probs.copy()
+            d_doc[gold < 0] = 0
+            d_doc[rows, gold[rows]] -= 1
+            log_likelihood += float(numpy.log(numpy.maximum(probs[rows, gold[rows]], 1e-12)).sum())
+            n += len(rows)
+            d_scores.append(d_doc)
+        n = max(n, 1)
+        return -log_likelihood / n, [d / n for d in d_scores]
+
+    def _gold_tags(self, eg: Example) -> List[Optional[str]]:
+        """IOB2 tags of the reference aligned to the predicted tokens; None where unknown."""
+        if self.spans_key is None:
+            tags = []
+            for tag in eg.get_aligned_ner():
+                if tag in (None, "-", ""):
+                    tags.append(None)
+                else:
+                    prefix, _, label = tag.partition("-")
+                    tags.append(OUTSIDE if prefix == OUTSIDE else f"{'B' if prefix in 'BU' else 'I'}-{label}")
+            return tags
+        if self.spans_key not in eg.reference.spans:
+            return [None] * len(eg.predicted)
+        spans = eg.get_aligned_spans_y2x(eg.reference.spans[self.spans_key], allow_overlap=True)
+        kept = resolve_overlaps([s.start for s in spans], [s.end for s in spans])
+        return tags_from_spans(len(eg.predicted), [(spans[i].start, spans[i].end, spans[i].label_) for i in kept])
+
+    def finish_update(self, sgd) -> None:
+        """Step the torch weights with the settings of spaCy's optimizer (see ``optimizers``)."""
+        classifier = self.classifier
+        if classifier is None:
+            raise ValueError(f"{self.name} is not initialized: call nlp.initialize() before training")
+        params = classifier.trainable_parameters()
+        if self._optimizer is None or self._optimizer_of is not sgd:
+            self._optimizer = torch_optimizer(sgd, params, self.torch_optimizer)
+            self._optimizer_of = sgd
+        step(self._optimizer, sgd, params)
+
+    @contextmanager
+    def use_params(self, params: dict):
+        # thinc's parameter averages do not cover torch weights: evaluation uses the weights as they are.
+        yield
+
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        validate_examples(examples, "LLMUnmaskedTagger.score")
+        if self.spans_key is None:
+            return get_ner_prf(examples)
+        key = self.spans_key
+        return Scorer.score_spans(examples, f"spans_{key}", getter=lambda doc, attr: list(doc.spans.get(key, [])),
+                                  has_annotation=lambda doc: key in doc.spans, **kwargs)
+
+    # Serialization -----------------------------------------------------------------------------
+    def to_disk(self, path, *, exclude=tuple()) -> None:
+        """Labels, tokenizer, adapter and head, and (unless ``store_base_weights`` is false) the base
+        weights, so ``spacy.load`` and ``spacy package`` need nothing else."""
+        path = util.ensure_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = {"labels": list(self.labels), "source_model": self.settings.model, "parts": None}
+        if self.classifier is not None and "model" not in exclude:
+            cfg["parts"] = self.classifier.save(path, include_base=self.store_base_weights)
+        srsly.write_json(path / "cfg", cfg)
+
+    def from_disk(self, path, *, exclude=tuple()) -> "LLMUnmaskedTagger":
+        path = Path(util.ensure_path(path))
+        cfg = srsly.read_json(path / "cfg")
+        self.cfg["labels"] = list(cfg["labels"])
+        parts = cfg.get("parts")
+        if parts and "model" not in exclude:
+            # Without stored base weights the base comes from the model the tagger was trained on.
+            base = str(path / "base") if parts["base"] else cfg["source_model"]
+            adapter = str(path / "adapter") if parts["adapter"] else None
+            self._set_classifier(TokenClassifier.load(self.settings, self.tags, base=base,
+                                                      tokenizer=str(path / "tokenizer"), adapter=adapter))
+        return self
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        return folder_to_bytes(lambda folder: self.to_disk(folder, exclude=exclude))
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "LLMUnmaskedTagger":
+        folder_from_bytes(bytes_data, lambda folder: self.from_disk(folder, exclude=exclude))
+        return self

@@ -1,0 +1,283 @@
+"""A decoder LLM as a token classifier: loading (QLoRA, unmasking), windows, logits, saving.
+
+The model is transformers' ``AutoModelForTokenClassification`` of the decoder (Llama,
+Mistral, Qwen2 or BLOOM: the body, dropout and a linear head), with the causal mask removed
+in the chosen layer groups by :func:`spacy_seqgpt.unmask`, optionally 4-bit quantized (NF4,
+double quantization, bf16 compute) and wrapped with a PEFT LoRA adapter that also trains the
+head. Docs are tokenized with offsets and cut into windows of at most ``max_length``
+subwords between spaCy tokens; the logits of each token's first subword are its scores.
+"""
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy
+from spacy.tokens import Doc
+
+from .alignment import align_subwords
+from .loading import ModelLoadError, ModelSpec, _check_local_path, _load_error_message, _quantization_config
+
+QUANTIZE_OPTIONS = (None, "4bit")
+LORA_DEFAULTS = {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": None}
+# LoRA goes on the query and value projections (the paper's choice); BLOOM fuses q, k and v.
+DEFAULT_TARGET_MODULES = {"bloom": ["query_key_value"]}
+DEFAULT_TARGETS = ["q_proj", "v_proj"]
+
+
+@dataclass(frozen=True)
+class TaggerSettings:
+    """The component's model settings, checked once."""
+
+    model: str
+    unmask: Union[str, List[int]]
+    quantize: Optional[str]
+    lora: Optional[Dict[str, Any]]
+    max_length: int
+    batch_size: int
+    dropout: float
+    gradient_checkpointing: bool
+    mixed_precision: bool
+    device: str
+    trust_remote_code: bool
+    spec: ModelSpec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.quantize not in QUANTIZE_OPTIONS:
+            raise ValueError(f"'quantize' must be null or \"4bit\", got {self.quantize!r}.")
+        for key in ("max_length", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"'{key}' must be a positive integer, got {value!r}.")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"'dropout' must be a number in [0, 1), got {self.dropout!r}.")
+        if not isinstance(self.unmask, (str, list, tuple)):
+            raise ValueError(f"'unmask' must be a group code such as \"0110\" or a list of layer indices, "
+                             f"got {self.unmask!r}.")
+        if self.lora is not None:
+            lora_settings(self.lora)
+        elif self.quantize is not None:
+            raise ValueError("quantize=\"4bit\" trains through LoRA (QLoRA): 4-bit weights cannot be trained "
+                             "directly. Give 'lora' settings (e.g. {\"r\": 64, \"alpha\": 16}) or set quantize to null.")
+        # Validates the device and refuses 4-bit anywhere but on a CUDA GPU.
+        spec = ModelSpec.resolve(self.model, self.device, "auto" if self.quantize else "float32", self.quantize,
+                                 None, self.trust_remote_code)
+        object.__setattr__(self, "spec", spec)
+
+
+def lora_settings(lora: Dict[str, Any]) -> Dict[str, Any]:
+    """The LoRA settings with defaults filled in; unknown keys are refused."""
+    if not isinstance(lora, dict):
+        raise ValueError(f"'lora' must be null (full fine-tuning) or a dict of LoRA settings, got {lora!r}.")
+    unknown = set(lora) - set(LORA_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown LoRA settings {sorted(unknown)}: use {sorted(LORA_DEFAULTS)}.")
+    merged = {**LORA_DEFAULTS, **lora}
+    if not isinstance(merged["r"], int) or merged["r"] < 1:
+        raise ValueError(f"LoRA 'r' must be a positive integer, got {merged['r']!r}.")
+    return merged
+
+
+@dataclass
+class Windows:
+    """Docs cut into model inputs, and where each token's first subword sits in them."""
+
+    input_ids: List[List[int]]
+    # One entry per token that has a subword: its window, its position there, its doc and index.
+    window: numpy.ndarray
+    position: numpy.ndarray
+    doc: numpy.ndarray
+    token: numpy.ndarray
+    n_tokens: List[int]
+
+
+class TokenClassifier:
+    """The torch model and tokenizer behind ``llm_unmasked_tagger``."""
+
+    def __init__(self, model, tokenizer, settings: TaggerSettings, tags: Sequence[str]):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.tags = list(tags)
+        self._prefix, self._suffix = _special_tokens(tokenizer)
+        if len(self._prefix) + len(self._suffix) >= settings.max_length:
+            raise ValueError(f"max_length={settings.max_length} leaves no room for text next to the tokenizer's "
+                             "special tokens")
+
+    @classmethod
+    def load(cls, settings: TaggerSettings, tags: Sequence[str], *, base: Optional[str] = None,
+             tokenizer: Optional[str] = None, adapter: Optional[str] = None) -> "TokenClassifier":
+        """The base model (``settings.model`` unless ``base`` is given) with a head for ``tags``,
+        unmasked, quantized and wrapped with a LoRA adapter as the settings say; ``adapter``: a
+        saved adapter (and head) to load instead of a fresh one."""
+        import torch
+        from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+
+        spec = settings.spec
+        source = _check_local_path(base or settings.model, "model")
+        remote = {"trust_remote_code": settings.trust_remote_code}
+        try:
+            tok = AutoTokenizer.from_pretrained(_check_local_path(tokenizer, "tokenizer") if tokenizer else source, **remote)
+            config = AutoConfig.from_pretrained(source, num_labels=len(tags), id2label=dict(enumerate(tags)),
+                                                label2id={tag: i for i, tag in enumerate(tags)}, **remote)
+            config.classifier_dropout = settings.dropout
+            kwargs: Dict[str, Any] = {"dtype": torch.float32}
+            if spec.quantize:
+                kwargs = {"dtype": getattr(torch, spec.dtype), "quantization_config": _quantization_config(spec),
+                          "device_map": {"": spec.device}}
+            model = AutoModelForTokenClassification.from_pretrained(source, config=config, **kwargs, **remote)
+        except (OSError, ValueError, ImportError, KeyError) as err:
+            raise ModelLoadError(_load_error_message("model", base or settings.model, err)) from err
+        if not getattr(tok, "is_fast", False):
+            raise ModelLoadError(f"{settings.model!r} has no fast tokenizer: the tagger needs subword offsets.")
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token or tok.unk_token
+        model.config.pad_token_id = tok.pad_token_id
+        if not spec.quantize:
+            model.to(spec.device)
+
+        from .unmasking import unmask
+
+        unmask(model, settings.unmask, mode="full")
+        checkpointing = {"use_reentrant": False}
+        if spec.quantize:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs=checkpointing)
+        elif settings.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+        if settings.lora is not None:
+            model = _with_lora(model, settings, adapter)
+        return cls(model, tok, settings, tags)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def trainable_parameters(self) -> List[Any]:
+        return [param for param in self.model.parameters() if param.requires_grad]
+
+    def encode(self, docs: Sequence[Doc]) -> Windows:
+        """Tokenize the Docs and cut them into windows of at most ``max_length`` subwords."""
+        budget = self.settings.max_length - len(self._prefix) - len(self._suffix)
+        texts = [doc.text for doc in docs]
+        encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
+        input_ids: List[List[int]] = []
+        rows: List[tuple] = []
+        for doc_index, doc in enumerate(docs):
+            ids = encoded["input_ids"][doc_index]
+            first, _ = align_subwords(doc, encoded["offset_mapping"][doc_index])
+            for start, end in _window_bounds(len(ids), first, budget):
+                window = len(input_ids)
+                input_ids.append(self._prefix + ids[start:end] + self._suffix)
+                inside = numpy.flatnonzero((first >= start) & (first < end))
+                rows.extend((window, len(self._prefix) + first[t] - start, doc_index, t) for t in inside)
+        table = numpy.array(rows, dtype=numpy.int64).reshape(-1, 4)
+        return Windows(input_ids, table[:, 0], table[:, 1], table[:, 2], table[:, 3], [len(doc) for doc in docs])
+
+    def logits(self, windows: Windows):
+        """``(tokens with a subword, tags)`` logits, in the order of ``windows``' entries; runs in
+        batches of similar-length windows, keeping the autograd graph when grad is enabled."""
+        import torch
+
+        device = self.device
+        out = torch.zeros(len(windows.window), len(self.tags), device=device)
+        order = sorted(range(len(windows.input_ids)), key=lambda w: len(windows.input_ids[w]))
+        autocast = self.settings.mixed_precision and device.type == "cuda"
+        pieces, placed = [], []
+        for start in range(0, len(order), self.settings.batch_size):
+            batch = order[start : start + self.settings.batch_size]
+            padded = self.tokenizer.pad({"input_ids": [windows.input_ids[w] for w in batch]}, padding_side="right",
+                                        return_tensors="pt")
+            slot = {w: i for i, w in enumerate(batch)}
+            entries = numpy.flatnonzero(numpy.isin(windows.window, batch))
+            if not len(entries):
+                continue
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = self.model(input_ids=padded["input_ids"].to(device),
+                                    attention_mask=padded["attention_mask"].to(device)).logits
+            rows = torch.as_tensor([slot[w] for w in windows.window[entries]], device=device)
+            cols = torch.as_tensor(windows.position[entries], device=device)
+            pieces.append(logits[rows, cols].float())
+            placed.append(torch.as_tensor(entries, device=device))
+        if pieces:
+            out = out.index_copy(0, torch.cat(placed), torch.cat(pieces))
+        return out
+
+    def save(self, path: Path, *, include_base: bool) -> Dict[str, bool]:
+        """Write the tokenizer, the adapter with the head (LoRA) and, unless ``include_base`` is
+        false, the base weights; returns which parts were written."""
+        path = Path(path)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        if self.settings.lora is None:
+            if not include_base:
+                raise ValueError("a fully fine-tuned tagger (lora = null) changed its base weights, so they must "
+                                 "be saved: set store_base_weights = true")
+            self.model.save_pretrained(path / "base")
+            return {"base": True, "adapter": False}
+        self.model.save_pretrained(path / "adapter")
+        if include_base:
+            base = self.model.get_base_model()
+            base.save_pretrained(path / "base", state_dict=_base_state_dict(base))
+        return {"base": include_base, "adapter": True}
+
+
+def _with_lora(model, settings: TaggerSettings, adapter: Optional[str]):
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    lora = lora_settings(settings.lora)
+    targets = lora["target_modules"] or DEFAULT_TARGET_MODULES.get(model.config.model_type, DEFAULT_TARGETS)
+    config = LoraConfig(task_type=TaskType.TOKEN_CLS, r=lora["r"], lora_alpha=lora["alpha"],
+                        lora_dropout=lora["dropout"], target_modules=list(targets))
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise ValueError(f"LoRA target modules {list(targets)} do not fit this {model.config.model_type} model: "
+                         f"{err}") from err
+
+
+def _base_state_dict(base) -> Dict[str, Any]:
+    """The base model's own weights out of a PEFT-wrapped model: LoRA matrices and trained head
+    copies left out (they are in the adapter), wrapped originals under their own names."""
+    state = {}
+    for key, value in base.state_dict().items():
+        if "lora_" in key or ".modules_to_save." in key:
+            continue
+        state[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = value
+    return state
+
+
+def _special_tokens(tokenizer) -> tuple:
+    """The ids the tokenizer puts before and after a text (Llama: BOS; BLOOM: none)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain):]
+    return [], []
+
+
+def _window_bounds(n_subwords: int, first_subword: numpy.ndarray, budget: int) -> List[tuple]:
+    """Subword ranges of at most ``budget`` subwords, cut where a spaCy token starts when one does
+    inside the range (a token longer than the budget is cut between its subwords)."""
+    token_starts = sorted(set(int(i) for i in first_subword if i >= 0))
+    bounds, start = [], 0
+    while start < n_subwords:
+        end = start + budget
+        if end < n_subwords:
+            k = bisect_right(token_starts, end) - 1
+            if k >= 0 and token_starts[k] > start:
+                end = token_starts[k]
+        bounds.append((start, min(end, n_subwords)))
+        start = min(end, n_subwords)
+    return bounds
+
+
+def softmax(logits) -> numpy.ndarray:
+    import torch
+
+    return torch.softmax(logits.detach().float(), dim=-1).cpu().numpy()
+
