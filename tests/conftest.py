@@ -3,6 +3,7 @@
 Nothing here reaches a model hub: HF_HUB_OFFLINE is set before transformers is imported.
 """
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -95,3 +96,15 @@ def tiny_llama(tmp_path_factory):
 def seqgpt_tiny(tmp_path_factory, tiny_bloom):
     """A tiny BLOOM that answers the EXAMPLES' prompts correctly."""
     return str(finetune(tiny_bloom, tmp_path_factory.mktemp("seqgpt-tiny"), training_pairs()))
+
+
+# The public datasets sit beside the checkout (../shared/datasets), on CI as on every developer machine.
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def conll2003():
+    folder = DATASETS / "conll2003"
+    if not (folder / "train.txt").is_file():
+        pytest.fail(f"CoNLL-2003 is expected at {folder} (../shared/datasets beside the checkout)")
+    return folder
