@@ -55,14 +55,8 @@ def test_invalid_sequences_are_repaired():
 
 def brute_force(log_probs):
     n = log_probs.shape[0]
-    best, best_score = None, -numpy.inf
-    for path in itertools.product(range(len(TAGS)), repeat=n):
-        if not is_valid([TAGS[i] for i in path]):
-            continue
-        score = sum(log_probs[i, t] for i, t in enumerate(path))
-        if score > best_score:
-            best, best_score = path, score
-    return best_score
+    return max(sum(log_probs[i, t] for i, t in enumerate(path))
+               for path in itertools.product(range(len(TAGS)), repeat=n) if is_valid([TAGS[i] for i in path]))
 
 
 @settings(max_examples=60, deadline=None)
