@@ -17,8 +17,8 @@ from spacy.tokens import Doc
 
 from ..generation import generate_answers, subword_starts
 from ..loading import DEFAULT_MODEL, ModelSpec, SharedModel, load_model, with_weights
-from ..serialization import folder_from_bytes, folder_to_bytes
 from ..prompts import LabelSpec, build_prompt, prompt_labels
+from ..serialization import folder_from_bytes, folder_to_bytes
 from ..windows import window_ranges
 
 logger = logging.getLogger("spacy_seqgpt")
