@@ -22,3 +22,14 @@ def folder_from_bytes(data: bytes, read: Callable[[Path], None]) -> None:
             (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
             (Path(tmp) / name).write_bytes(content)
         read(Path(tmp))
+
+
+class FolderBytes:
+    """``to_bytes``/``from_bytes`` of a pipe made from its ``to_disk``/``from_disk``."""
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        return folder_to_bytes(lambda folder: self.to_disk(folder, exclude=exclude))
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
+        folder_from_bytes(bytes_data, lambda folder: self.from_disk(folder, exclude=exclude))
+        return self

@@ -18,7 +18,7 @@ from spacy.tokens import Doc
 from ..generation import generate_answers, subword_starts
 from ..loading import DEFAULT_MODEL, ModelSpec, SharedModel, load_model, with_weights
 from ..prompts import LabelSpec, build_prompt, prompt_labels
-from ..serialization import folder_from_bytes, folder_to_bytes
+from ..serialization import FolderBytes
 from ..windows import window_ranges
 
 logger = logging.getLogger("spacy_seqgpt")
@@ -50,7 +50,8 @@ class Request:
     labels: List[str]
 
 
-class SeqGPTComponent(Pipe):
+class SeqGPTComponent(FolderBytes, Pipe):
+    # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
     task: str  # "extract" or "classify", set by the subclass
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, model: str, device: str, dtype: str,
@@ -142,12 +143,4 @@ class SeqGPTComponent(Pipe):
         cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
         if "model" not in exclude and cfg.get("weights_id") and (path / "model").is_dir():
             self._shared = load_model(with_weights(self.spec, Path(path) / "model", cfg["weights_id"]))
-        return self
-
-    # Bytes hold the same files as a folder: transformers reads weights from files only.
-    def to_bytes(self, *, exclude=tuple()) -> bytes:
-        return folder_to_bytes(lambda folder: self.to_disk(folder, exclude=exclude))
-
-    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "SeqGPTComponent":
-        folder_from_bytes(bytes_data, lambda folder: self.from_disk(folder, exclude=exclude))
         return self

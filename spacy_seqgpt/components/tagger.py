@@ -24,7 +24,7 @@ from thinc.api import Model
 from ..alignment import resolve_overlaps
 from ..iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
 from ..optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
-from ..serialization import folder_from_bytes, folder_to_bytes
+from ..serialization import FolderBytes
 from ..token_classifier import LORA_DEFAULTS, TaggerSettings, TokenClassifier, softmax
 from .ner import add_ents
 
@@ -98,7 +98,8 @@ def _forward(model: Model, docs: Sequence[Doc], is_train: bool):
     return scores, backprop
 
 
-class LLMUnmaskedTagger(TrainablePipe):
+class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
+    # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
     def __init__(self, vocab, name: str = "llm_unmasked_tagger", *, settings: TaggerSettings,
                  torch_optimizer: str = "adamw", spans_key: Optional[str] = None, store_base_weights: bool = True):
         if torch_optimizer not in TORCH_OPTIMIZERS:
@@ -291,11 +292,4 @@ class LLMUnmaskedTagger(TrainablePipe):
             adapter = str(path / "adapter") if parts["adapter"] else None
             self._set_classifier(TokenClassifier.load(self.settings, self.tags, base=base,
                                                       tokenizer=str(path / "tokenizer"), adapter=adapter))
-        return self
-
-    def to_bytes(self, *, exclude=tuple()) -> bytes:
-        return folder_to_bytes(lambda folder: self.to_disk(folder, exclude=exclude))
-
-    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "LLMUnmaskedTagger":
-        folder_from_bytes(bytes_data, lambda folder: self.from_disk(folder, exclude=exclude))
         return self
