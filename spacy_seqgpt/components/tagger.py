@@ -82,17 +82,15 @@ def _forward(model: Model, docs: Sequence[Doc], is_train: bool):
     with torch.set_grad_enabled(is_train):
         logits = classifier.logits(windows)
     probs = softmax(logits)
-    scores = [numpy.zeros((n, len(classifier.tags)), dtype="float32") for n in windows.n_tokens]
-    for doc_index, scored in enumerate(scores):
-        mine = windows.doc == doc_index
-        scored[windows.token[mine]] = probs[mine]
+    # Row of each scored token in the Docs' tokens laid end to end: one scatter, one gather.
+    rows = numpy.concatenate([[0], numpy.cumsum(windows.n_tokens)[:-1]]).astype(int)[windows.doc] + windows.token
+    flat = numpy.zeros((sum(windows.n_tokens), len(classifier.tags)), dtype="float32")
+    flat[rows] = probs
+    scores = numpy.split(flat, numpy.cumsum(windows.n_tokens)[:-1])
 
     def backprop(d_scores: List[numpy.ndarray]) -> List[Doc]:
-        grad = numpy.zeros_like(probs)
-        for doc_index, d_doc in enumerate(d_scores):
-            mine = windows.doc == doc_index
-            grad[mine] = d_doc[windows.token[mine]]
-        logits.backward(torch.as_tensor(grad, device=logits.device))
+        grad = numpy.concatenate(d_scores)[rows] if len(rows) else numpy.zeros_like(probs)
+        logits.backward(torch.as_tensor(grad, dtype=logits.dtype, device=logits.device))
         return []
 
     return scores, backprop
