@@ -1,0 +1,41 @@
+"""``python -m spacy seqgpt convert INPUT OUTPUT [--format auto] [--quota N] ...``"""
+from pathlib import Path
+from typing import Optional
+
+import typer
+from wasabi import msg
+
+from . import seqgpt_cli
+
+
+@seqgpt_cli.command("convert")
+def convert_cli(
+    input_path: Path = typer.Argument(..., help="Corpus file: CoNLL-style IOB, weibo-ner, SemEval-2014 XML, CSV, TNEWS JSON or DocBin", exists=True),
+    output: Path = typer.Argument(..., help="JSONL file to write the records to", dir_okay=False),
+    fmt: str = typer.Option("auto", "--format", "-f", help="conll, weibo, semeval-aspects, semeval-polarity, csv, tnews, docbin, or auto (from the file name)"),
+    source: Optional[str] = typer.Option(None, "--source", help="Dataset name in the records (default: the input's folder name)"),
+    lang: Optional[str] = typer.Option(None, "--lang", help="Language code (default: zh for weibo and tnews, else en)"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffling and negative sampling"),
+    quota: int = typer.Option(0, "--quota", help="At most this many records per dataset-label pair (0: no quota)"),
+    max_negatives: int = typer.Option(5, "--max-negatives", help="At most this many sampled negative labels per record"),
+    all_labels: bool = typer.Option(False, "--all-labels", help="Ask for every label of the dataset in each record (evaluation data)"),
+    limit: int = typer.Option(0, "--limit", help="Write at most this many records (0: all)"),
+    label_map: Optional[Path] = typer.Option(None, "--label-map", help="JSON file mapping tag names to label words", exists=True),
+):
+    """Turn a corpus into SeqGPT atomic-task records (JSONL)."""
+    import srsly
+
+    from ..data.readers import read_corpus
+    from ..data.records import write_records
+    from ..data.sampling import corpus_records
+
+    mapping = srsly.read_json(label_map) if label_map else None
+    try:
+        corpus = read_corpus(input_path, fmt, lang=lang, label_map=mapping)
+        records = corpus_records(corpus, source or input_path.resolve().parent.name, seed=seed, quota=quota,
+                                 max_negatives=max_negatives, all_labels=all_labels, limit=limit)
+    except (ValueError, OSError) as err:
+        msg.fail(f"Could not convert {input_path}", str(err), exits=1)
+    write_records(output, records)
+    msg.good(f"Wrote {len(records)} {corpus.task} records ({len(corpus.examples)} examples, "
+             f"{len(corpus.labels)} labels) to {output}")

@@ -1,0 +1,58 @@
+"""``python -m spacy seqgpt evaluate MODEL DATA... --output DIR``"""
+from pathlib import Path
+from typing import List
+
+import typer
+from wasabi import msg
+
+from . import seqgpt_cli
+
+
+@seqgpt_cli.command("evaluate")
+def evaluate_cli(
+    model: str = typer.Argument(..., help="Model folder (a trained SeqGPT model) or hub id"),
+    data: List[Path] = typer.Argument(..., help="Record files (JSONL) or folders of them", exists=True),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for metrics.json, metrics.md and scores.png"),
+    held_out: str = typer.Option("crossner", "--held-out", help="Comma-separated source prefixes never trained on"),
+    limit: int = typer.Option(0, "--limit", help="Score at most this many records per source (0: all)"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    num_beams: int = typer.Option(1, "--num-beams"),
+    device: str = typer.Option("auto", "--device"),
+):
+    """Score a model on atomic-task records: the paper's F1/ROUGE score per dataset and task, and span F1."""
+    from collections import Counter
+
+    import srsly
+
+    from ..data.records import read_records
+    from ..evaluation import score_records, summarize
+    from ..loading import ModelLoadError, ModelSpec, load_model
+    from ..predict import predict_records
+    from ..reports import bar_chart, markdown_table
+
+    records, per_source = [], Counter()
+    for path in data:
+        for record in read_records(path):
+            if not limit or per_source[record["source"]] < limit:
+                per_source[record["source"]] += 1
+                records.append(record)
+    if not records:
+        msg.fail("No records to evaluate", exits=1)
+    try:
+        shared = load_model(ModelSpec.resolve(model, device=device))
+    except (ModelLoadError, ValueError) as err:
+        msg.fail("Could not load the model", str(err), exits=1)
+    msg.info(f"Answering {len(records)} records from {len(per_source)} sources")
+    predictions, generated = predict_records(shared, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                             num_beams=num_beams)
+    prefixes = [p for p in held_out.split(",") if p]
+    results = score_records(records, predictions, generated)
+    summary = summarize(results, prefixes)
+    output.mkdir(parents=True, exist_ok=True)
+    srsly.write_json(output / "metrics.json", {"model": model, "results": results, "summary": summary})
+    table = markdown_table(results, summary, prefixes)
+    (output / "metrics.md").write_text(table, encoding="utf8")
+    bar_chart(results, output / "scores.png")
+    print(table)
+    msg.good(f"Wrote metrics.json, metrics.md and scores.png to {output}")

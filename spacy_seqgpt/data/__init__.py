@@ -1,0 +1,1 @@
+"""SeqGPT training data: atomic-task records, converters from public corpora, sampling, synthesis."""

@@ -1,0 +1,32 @@
+"""Readable label words for corpus tag names: the model reads ``person``, not ``PER``.
+
+SeqGPT is open-domain: it answers for whatever words it is given, so labels are written as
+a person would write them. Known tag sets are listed; any other tag is made readable by
+rule (``card_arrival`` -> ``card arrival``, ``creative-work`` -> ``creative work``).
+"""
+import re
+from typing import Dict, Mapping, Optional
+
+KNOWN: Dict[str, str] = {
+    # CoNLL-2003 and most newswire sets
+    "PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous", "GPE": "geo-political entity",
+    # CrossNER: the single-word compounds of its tag set
+    "academicjournal": "academic journal", "astronomicalobject": "astronomical object",
+    "chemicalcompound": "chemical compound", "chemicalelement": "chemical element",
+    "literarygenre": "literary genre", "musicalartist": "musical artist",
+    "musicalinstrument": "musical instrument", "musicgenre": "music genre", "politicalparty": "political party",
+    "programlang": "programming language", "organisation": "organization", "misc": "miscellaneous",
+    # Weibo NER (Chinese): named (NAM) and nominal (NOM) mentions
+    "PER.NAM": "人名", "PER.NOM": "人物指代", "LOC.NAM": "地名", "LOC.NOM": "地点指代",
+    "ORG.NAM": "机构名", "ORG.NOM": "机构指代", "GPE.NAM": "行政区名", "GPE.NOM": "行政区指代",
+}
+_SEPARATORS = re.compile(r"[_\-]+")
+
+
+def label_word(tag: str, overrides: Optional[Mapping[str, str]] = None) -> str:
+    """The readable word for ``tag``: ``overrides`` first, then the known sets, then by rule."""
+    if overrides and tag in overrides:
+        return overrides[tag]
+    if tag in KNOWN:
+        return KNOWN[tag]
+    return _SEPARATORS.sub(" ", tag).strip().lower() if tag.isascii() else tag

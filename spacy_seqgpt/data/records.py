@@ -1,0 +1,84 @@
+"""The atomic-task record: one prompt and the answer SeqGPT should give.
+
+One JSON object per line::
+
+    {"task": "extract", "text": "...", "labels": ["person", "location"],
+     "answer": {"person": ["Tim Cook"], "location": []}, "source": "conll2003", "lang": "en",
+     "spans": [[0, 8, "person"]]}
+
+``answer`` is ``{label: [span, ...]}`` for extraction (a key per queried label, ``[]`` for
+None) and the list of chosen labels for classification. ``spans`` (character offsets into
+``text``) is optional; records converted from annotated corpora carry it so that evaluation
+can also score strict span F1.
+"""
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Union
+
+import srsly
+
+from ..prompts import CLASSIFY, EXTRACT, check_label
+
+Record = Dict[str, object]
+REQUIRED = ("task", "text", "labels", "answer", "source", "lang")
+
+
+def make_record(task: str, text: str, labels: List[str], answer, source: str, lang: str, spans=None) -> Record:
+    record: Record = {"task": task, "text": text, "labels": list(labels), "answer": answer, "source": source,
+                      "lang": lang}
+    if spans is not None:
+        record["spans"] = [list(span) for span in spans]
+    return record
+
+
+def check_record(record: object, where: str = "record") -> Record:
+    """Return ``record`` if it is a well-formed atomic-task record, else raise ValueError naming the problem."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+    task, text, labels, answer = record["task"], record["text"], record["labels"], record["answer"]
+    if task not in (EXTRACT, CLASSIFY):
+        raise ValueError(f"{where}: task must be 'extract' or 'classify', got {task!r}")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: text must be a non-empty string")
+    if not isinstance(labels, list) or not labels:
+        raise ValueError(f"{where}: labels must be a non-empty list")
+    try:
+        for label in labels:
+            check_label(label)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{where}: labels repeat: {labels}")
+    if task == EXTRACT:
+        if not isinstance(answer, dict) or set(answer) != set(labels):
+            raise ValueError(f"{where}: an extraction answer needs one key per queried label, got {answer!r}")
+        for label, spans in answer.items():
+            if not isinstance(spans, list) or any(not isinstance(s, str) or s not in text for s in spans):
+                raise ValueError(f"{where}: the answer for {label!r} must be a list of substrings of the text")
+    elif not isinstance(answer, list) or any(label not in labels for label in answer):
+        raise ValueError(f"{where}: a classification answer must be a list of queried labels, got {answer!r}")
+    return record
+
+
+def read_records(path: Union[str, Path]) -> Iterator[Record]:
+    """The records of a JSONL file, or of every ``*.jsonl`` file in a folder (sorted by name)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"no records at {str(path)!r}: expected a .jsonl file or a folder of them")
+    for file in files:
+        for number, record in enumerate(srsly.read_jsonl(file), 1):
+            yield check_record(record, f"{file}:{number}")
+
+
+def write_records(path: Union[str, Path], records: Iterable[Record]) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    srsly.write_jsonl(path, records)
+    return len(records)

@@ -1,0 +1,88 @@
+"""From gold examples to atomic-task records, as the SeqGPT paper builds its fine-tuning data.
+
+- **Negative labels**: each record also asks for labels of the dataset that the text does not
+  have (drawn from the dataset's whole label set), so the model learns to answer ``None``
+  and to reject distractors. A gold label is never drawn as a negative.
+- **Quotas**: at most ``quota`` records per dataset-label pair. A label whose quota is full is
+  left out of later records' queries (the record is kept for its other labels); records with
+  no gold label share one quota of their own. Nothing is ever repeated (no up-sampling).
+
+Seeded: same examples, same seed, same records.
+"""
+import random
+from collections import Counter
+from typing import List, Optional
+
+from ..prompts import CLASSIFY, EXTRACT
+from .readers import GoldCorpus
+from .records import Record, make_record
+
+NO_LABEL = ""  # the quota key of records without any gold label
+
+
+def corpus_records(corpus: GoldCorpus, source: str, *, seed: int = 0, quota: int = 0, max_negatives: int = 5,
+                   all_labels: bool = False, limit: int = 0) -> List[Record]:
+    """Records of ``corpus``. ``quota``: per dataset-label pair (0: no quota). ``max_negatives``:
+    at most this many negative labels per record (at least one for classification when there is
+    one). ``all_labels``: ask for the dataset's whole label set in every record, for evaluation
+    (no sampling, no quota). ``limit``: stop after this many records (0: all)."""
+    if quota < 0 or max_negatives < 0 or limit < 0:
+        raise ValueError("quota, max_negatives and limit must be >= 0")
+    rng = random.Random(seed)
+    order = list(range(len(corpus.examples)))
+    if not all_labels:
+        rng.shuffle(order)
+    used: Counter = Counter()
+    records = []
+    for index in order:
+        if limit and len(records) >= limit:
+            break
+        example = corpus.examples[index]
+        gold = _gold_labels(corpus, example)
+        if all_labels:
+            labels = list(corpus.labels)
+        else:
+            labels = _sample_labels(corpus, gold, used, rng, quota, max_negatives)
+            if labels is None:
+                continue
+        records.append(_record(corpus, example, labels, source))
+    return records
+
+
+def _gold_labels(corpus: GoldCorpus, example) -> List[str]:
+    found = example.cats if corpus.task == CLASSIFY else [label for _, _, label in example.spans]
+    return list(dict.fromkeys(found))
+
+
+def _sample_labels(corpus: GoldCorpus, gold: List[str], used: Counter, rng: random.Random, quota: int,
+                   max_negatives: int) -> Optional[List[str]]:
+    """The labels one record asks for, or None when its quotas are all full."""
+    positives = [label for label in gold if not quota or used[label] < quota]
+    if gold and not positives:
+        return None
+    if not gold:
+        if quota and used[NO_LABEL] >= quota:
+            return None
+        used[NO_LABEL] += 1
+    used.update(positives)
+    pool = [label for label in corpus.labels if label not in gold]
+    low = 1 if corpus.task == CLASSIFY and pool else 0
+    if not positives and pool:
+        low = 1  # a record must ask for something
+    count = rng.randint(low, max(low, min(max_negatives, len(pool))))
+    labels = positives + rng.sample(pool, count)
+    rng.shuffle(labels)
+    return labels or None
+
+
+def _record(corpus: GoldCorpus, example, labels: List[str], source: str) -> Record:
+    if corpus.task == CLASSIFY:
+        answer = [label for label in labels if label in example.cats]
+        return make_record(CLASSIFY, example.text, labels, answer, source, corpus.lang)
+    spans = [span for span in example.spans if span[2] in labels]
+    answer = {label: [] for label in labels}
+    for start, end, label in spans:
+        phrase = example.text[start:end]
+        if phrase not in answer[label]:
+            answer[label].append(phrase)
+    return make_record(EXTRACT, example.text, labels, answer, source, corpus.lang, spans=spans)

@@ -1,0 +1,129 @@
+"""The SeqGPT paper's metric, and strict span F1 through spaCy's Scorer.
+
+Per dataset and task: micro-F1 over (label, answer) pairs (extraction: each span under its
+label; classification: each chosen label), ROUGE-1/2/L F-measures of the generated answer
+text against the gold answer text (rouge-score; Chinese, Japanese and Thai scored by
+characters, since rouge-score's own tokenizer keeps only ASCII words), and the final score,
+the mean of F1 and the ROUGE mean. Records that carry gold character ``spans`` are also
+scored by strict span F1: predicted phrases are found in the text (every occurrence) and
+compared as spaCy spans by ``Scorer.score_spans``.
+"""
+from collections import defaultdict
+from typing import Dict, Iterable, List, Sequence, Set, Tuple
+
+from .prompts import CLASSIFY, EXTRACT, format_answer
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+UNSPACED_LANGS = ("zh", "ja", "th")
+
+
+class CharTokenizer:
+    """rouge-score tokenizer for unspaced scripts: every non-space character is a token."""
+
+    def tokenize(self, text: str) -> List[str]:
+        return [char for char in text if not char.isspace()]
+
+
+def answer_pairs(task: str, answer) -> Set[Tuple[str, str]]:
+    """The (label, answer) pairs of a parsed or gold answer."""
+    if task == EXTRACT:
+        return {(label, span) for label, spans in answer.items() for span in spans}
+    return {(label, label) for label in answer}
+
+
+def micro_f1(pairs: Iterable[Tuple[Set, Set]]) -> Dict[str, float]:
+    """Micro precision, recall and F1 over (predicted, gold) pair sets."""
+    tp = fp = fn = 0
+    for predicted, gold in pairs:
+        tp += len(predicted & gold)
+        fp += len(predicted - gold)
+        fn += len(gold - predicted)
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"p": p, "r": r, "f": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str], lang: str) -> Dict[str, float]:
+    """Mean ROUGE-1/2/L F-measures over pairs of texts, and their mean."""
+    from rouge_score import rouge_scorer
+
+    tokenizer = CharTokenizer() if lang in UNSPACED_LANGS else None
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=tokenizer)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for prediction, reference in zip(predictions, references):
+        for name, score in scorer.score(reference, prediction).items():
+            totals[name] += score.fmeasure
+    n = max(len(references), 1)
+    means = {name: total / n for name, total in totals.items()}
+    means["rouge"] = sum(means.values()) / len(ROUGE_TYPES)
+    return means
+
+
+def span_f1(records: Sequence[dict], predictions: Sequence[dict]) -> Dict[str, float]:
+    """Strict span P/R/F (spaCy's ``Scorer.score_spans``) of records with gold ``spans``."""
+    import spacy
+    from spacy.scorer import Scorer
+    from spacy.training import Example
+
+    from .alignment import find_phrases
+
+    examples = []
+    tokenizers = {}
+    for record, predicted in zip(records, predictions):
+        lang = record["lang"]
+        if lang not in tokenizers:
+            tokenizers[lang] = spacy.blank(lang if lang in ("en", "zh", "ja", "th") else "xx")
+        nlp = tokenizers[lang]
+        gold_doc, pred_doc = nlp.make_doc(record["text"]), nlp.make_doc(record["text"])
+        gold_doc.spans["sc"] = _char_spans(gold_doc, [tuple(span) for span in record["spans"]])
+        phrases = [(label, span) for label, spans in predicted.items() for span in spans]
+        matches = find_phrases(record["text"], [span for _, span in phrases])
+        pred_doc.spans["sc"] = _char_spans(pred_doc, [(start, end, phrases[i][0]) for i, start, end in matches])
+        examples.append(Example(pred_doc, gold_doc))
+    scores = Scorer.score_spans(examples, "spans_sc", getter=lambda doc, key: list(doc.spans["sc"]),
+                                allow_overlap=True)
+    return {"p": scores["spans_sc_p"] or 0.0, "r": scores["spans_sc_r"] or 0.0, "f": scores["spans_sc_f"] or 0.0}
+
+
+def _char_spans(doc, spans):
+    found = {}
+    for start, end, label in spans:
+        span = doc.char_span(start, end, label=label, alignment_mode="expand")
+        if span is not None and len(span):
+            found[(span.start, span.end, label)] = span
+    return list(found.values())
+
+
+def score_records(records: Sequence[dict], predictions: Sequence, generated: Sequence[str]) -> Dict[str, dict]:
+    """Scores per ``source/task`` group: f1, rouge1/2/L, rouge, score, n, and span_f1 where gold spans exist."""
+    groups: Dict[Tuple[str, str], List[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        groups[(record["source"], record["task"])].append(i)
+    results = {}
+    for (source, task), indices in sorted(groups.items()):
+        group = [records[i] for i in indices]
+        f1 = micro_f1((answer_pairs(task, predictions[i]), answer_pairs(task, records[i]["answer"])) for i in indices)
+        references = [format_answer(task, r["answer"], r["labels"]) for r in group]
+        rouge = rouge_scores([generated[i] for i in indices], references, group[0]["lang"])
+        result = {"task": task, "source": source, "n": len(indices), "f1": f1["f"], **rouge,
+                  "score": (f1["f"] + rouge["rouge"]) / 2}
+        with_spans = [i for i in indices if task == EXTRACT and "spans" in records[i]]
+        if with_spans:
+            result["span_f1"] = span_f1([records[i] for i in with_spans], [predictions[i] for i in with_spans])["f"]
+        results[f"{source}/{task}"] = result
+    return results
+
+
+def summarize(results: Dict[str, dict], held_out: Sequence[str] = ()) -> Dict[str, dict]:
+    """Mean scores of held-in and held-out groups, per task, and over ALL groups (macro over datasets)."""
+    def is_held_out(result):
+        return any(result["source"].startswith(prefix) for prefix in held_out)
+
+    buckets = {"ALL": list(results.values())}
+    for task in (EXTRACT, CLASSIFY):
+        buckets[task] = [r for r in results.values() if r["task"] == task]
+    buckets["held-in"] = [r for r in results.values() if not is_held_out(r)]
+    buckets["held-out"] = [r for r in results.values() if is_held_out(r)]
+    keys = ("f1", "rouge", "score")
+    return {name: {key: sum(r[key] for r in group) / len(group) for key in keys} | {"datasets": len(group)}
+            for name, group in buckets.items() if group}

@@ -1,0 +1,42 @@
+"""Evaluation results as a Markdown table and a bar chart."""
+from pathlib import Path
+from typing import Dict, Sequence
+
+COLUMNS = ("n", "f1", "rouge1", "rouge2", "rougeL", "score", "span_f1")
+
+
+def markdown_table(results: Dict[str, dict], summary: Dict[str, dict], held_out: Sequence[str] = ()) -> str:
+    """Per dataset and task (held-in first, then held-out), then the summary rows."""
+    def held(result):
+        return "held-out" if any(result["source"].startswith(p) for p in held_out) else "held-in"
+
+    lines = ["| dataset | task | split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
+    for result in sorted(results.values(), key=lambda r: (held(r), r["source"], r["task"])):
+        cells = [str(result["n"])] + [f"{result[c]:.3f}" if c in result else "-" for c in COLUMNS[1:]]
+        lines.append(f"| {result['source']} | {result['task']} | {held(result)} | " + " | ".join(cells) + " |")
+    lines += ["", "| group | datasets | f1 | rouge | score |", "|---|---|---|---|---|"]
+    for name, row in summary.items():
+        lines.append(f"| {name} | {row['datasets']} | {row['f1']:.3f} | {row['rouge']:.3f} | {row['score']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(results: Dict[str, dict], path: Path, title: str = "SeqGPT evaluation") -> None:
+    """F1, ROUGE mean and score per dataset and task, as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    for offset, (key, label) in enumerate((("f1", "micro-F1"), ("rouge", "ROUGE mean"), ("score", "score"))):
+        ax.bar([i + (offset - 1) * width for i in range(len(names))], [results[n][key] for n in names], width,
+               label=label)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

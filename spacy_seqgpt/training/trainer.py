@@ -1,0 +1,197 @@
+"""One SeqGPT training stage (pre-training or fine-tuning): the loop.
+
+Runs through ``accelerate``: on one CPU or GPU as it is, and under ``accelerate launch`` as
+DDP with no change (each process takes every n-th micro-batch; only the main process writes
+logs and checkpoints). bf16 autocast on GPUs that support it. Each optimizer step takes
+``accumulate`` micro-batches; the loss is the summed answer-token cross-entropy divided by
+the step's answer tokens, so a step's gradient does not depend on how it is split.
+"""
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import List, Optional
+
+from wasabi import msg
+
+from ..data.records import read_records
+from ..loading import ModelLoadError, ModelSpec, _check_local_path, _load_error_message, _quantization_config
+from ..optimizers import cosine_rate
+from ..token_classifier import DEFAULT_TARGET_MODULES, DEFAULT_TARGETS, lora_settings
+from .batching import BatchStream
+from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from .encoding import encode_records
+from .loss import AnswerLoss
+from .settings import RunSettings
+
+LOG_FILE = "log.jsonl"
+
+
+def stage_records(settings: RunSettings) -> List[dict]:
+    """The stage's records; its ``fallback_data`` when ``data`` is missing or empty."""
+    train = settings.train
+    for source in (train.data, train.fallback_data):
+        if source and Path(source).exists():
+            records = list(read_records(source))
+            if records:
+                if source != train.data:
+                    msg.warn(f"No records at {train.data}: training stage {settings.stage} on {source} instead")
+                return records
+    raise FileNotFoundError(f"no training records for stage {settings.stage!r} at {train.data!r}"
+                            + (f" or {train.fallback_data!r}" if train.fallback_data else ""))
+
+
+def load_for_training(settings: RunSettings, source: str):
+    """Model (LoRA-wrapped and k-bit prepared as set) and tokenizer, ready to train."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = ModelSpec.resolve(source, "auto", settings.dtype, settings.quantize)
+    path = _check_local_path(source, "model")
+    kwargs = {"dtype": getattr(torch, spec.dtype)}
+    if settings.quantize:
+        kwargs.update(quantization_config=_quantization_config(spec), device_map={"": spec.device})
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_load_error_message("model", source, err)) from err
+    if tokenizer.eos_token_id is None:
+        raise ModelLoadError(f"the tokenizer of {source!r} has no end-of-sequence token to end answers with")
+    if settings.quantize:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+    elif settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if settings.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = lora_settings(dict(settings.lora))
+        targets = lora["target_modules"] or DEFAULT_TARGET_MODULES.get(model.config.model_type, DEFAULT_TARGETS)
+        model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    elif settings.quantize:
+        raise ValueError("quantized training needs LoRA (QLoRA): set [model.lora] or quantize = null")
+    if settings.packing:
+        from ..unmasking import unmask
+
+        try:  # every layer causal, through the kernel, which keeps packed records apart
+            unmask(model, "0", mode="full")
+        except ValueError as err:
+            raise ValueError(f"packing needs segment-aware attention, which this model lacks ({err}); "
+                             "set [data] packing = false") from None
+    return model, tokenizer
+
+
+def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_after: Optional[int] = None) -> Path:
+    """Train one stage into ``output/<stage>``; resumes from its checkpoint when there is one.
+    Returns the folder of the final model. ``stop_after``: end after this step (tests)."""
+    import torch
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    train = settings.train
+    folder = settings.output / settings.stage
+    checkpoints = folder / "checkpoints"
+    torch.manual_seed(settings.seed)
+    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    accelerator = Accelerator(mixed_precision="bf16" if cuda_bf16 else "no")
+    model, tokenizer = load_for_training(settings, init_from or settings.base_model)
+    encoded = encode_records(tokenizer, stage_records(settings), settings.max_length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_rate(
+        step, 1.0, train.steps, train.warmup_steps, train.min_learning_rate / train.learning_rate))
+    loss_model, optimizer = accelerator.prepare(AnswerLoss(model, settings.packing), optimizer)
+    step = 0
+    resumed = latest_checkpoint(checkpoints)
+    if resumed is not None:
+        step = load_checkpoint(resumed, model, optimizer, scheduler)["step"]
+        msg.info(f"Resuming stage {settings.stage} from {resumed} (step {step})")
+    log = _Log(folder / LOG_FILE, step, accelerator.is_main_process)
+    stream = BatchStream(encoded, seed=settings.seed, rows_per_batch=train.batch_size, max_length=settings.max_length,
+                         packing=settings.packing, pad_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    loss_model.train()
+    started = time.time()
+    progress = tqdm(total=train.steps, initial=step, desc=f"seqgpt {settings.stage}", unit="step",
+                    disable=not accelerator.is_local_main_process)
+    while step < train.steps:
+        first = (step * train.accumulate) * accelerator.num_processes + accelerator.process_index
+        batches = [stream[first + m * accelerator.num_processes] for m in range(train.accumulate)]
+        answer_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        total = 0.0
+        for m, batch in enumerate(batches):
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+            sync = accelerator.no_sync(loss_model) if m < len(batches) - 1 else nullcontext()
+            with sync, accelerator.autocast():
+                loss = loss_model(**batch)
+                accelerator.backward(loss / max(answer_tokens, 1))
+            total += float(loss.detach())
+        if train.max_grad_norm:
+            accelerator.clip_grad_norm_(params, train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        progress.update(1)
+        mean_loss = total / max(answer_tokens, 1)
+        progress.set_postfix(loss=f"{mean_loss:.4f}")
+        if step % train.log_every == 0 or step == train.steps:
+            log.write({"stage": settings.stage, "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                       "answer_tokens": answer_tokens, "seconds": round(time.time() - started, 2)})
+        if accelerator.is_main_process and (step % train.checkpoint_every == 0 or step == train.steps):
+            save_checkpoint(checkpoints, step, model, optimizer, scheduler,
+                            {"records": len(encoded)})
+        accelerator.wait_for_everyone()
+        if stop_after is not None and step >= stop_after:
+            break
+    progress.close()
+    final = folder / "final"
+    if step >= train.steps and accelerator.is_main_process:
+        save_final(model, tokenizer, final, quantized=bool(settings.quantize))
+        msg.good(f"Stage {settings.stage} done: {step} steps, model in {final}")
+    return final
+
+
+def save_final(model, tokenizer, folder: Path, *, quantized: bool) -> None:
+    """The trained model in Hugging Face format: LoRA merged into the weights, except on a
+    quantized base (4-bit weights take no exact merge), where the adapter is saved."""
+    from ..unmasking import ATTENTION_NAME
+
+    if hasattr(model, "merge_and_unload") and not quantized:
+        model = model.merge_and_unload()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) == ATTENTION_NAME:
+        base.config._attn_implementation = "eager"  # the packing kernel is a training detail
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+class _Log:
+    """The JSONL loss log; on resume, entries after the checkpoint's step are dropped (they are redone)."""
+
+    def __init__(self, path: Path, step: int, active: bool):
+        self.path, self.active = path, active
+        if not active:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.exists():
+            kept = [line for line in path.read_text(encoding="utf8").splitlines()
+                    if line.strip() and _complete(line) and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf8")
+
+    def write(self, entry: dict) -> None:
+        if self.active:
+            with self.path.open("a", encoding="utf8") as stream:
+                stream.write(json.dumps(entry) + "\n")
+
+
+def _complete(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
