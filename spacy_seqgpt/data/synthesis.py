@@ -1,0 +1,266 @@
+"""Pre-training data synthesis: an instruction-following LLM labels raw sentences.
+
+As in the SeqGPT paper, a strong LLM invents fine-grained labels and their answers for raw
+text, in three kinds of request: entity extraction (NER), entity typing and classification;
+it also names wrong labels, which become the records' negatives. Every answer is checked
+before it becomes a record: spans must occur in the sentence, labels must be non-empty,
+unique and writable in a prompt; what fails is dropped.
+
+Backends: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp's server)
+or a local Hugging Face model. Results are appended as they come, one line per record with
+its ``id`` (``<sentence number>:<kind>``); requests that yield nothing valid are noted in a
+``.rejected.jsonl`` file beside the output. A rerun skips every id found in either file, and
+a line cut short by a kill is removed first, so nothing is lost or written twice.
+"""
+import json
+import os
+import random
+import re
+import time
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..prompts import CLASSIFY, EXTRACT, check_label
+from .records import make_record
+
+KINDS = ("ner", "typing", "classify")
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+SYSTEM = "You annotate text for training an information extraction model. Answer with JSON only."
+INSTRUCTIONS = {
+    "ner": ('List the entities in the sentence with fine-grained types (e.g. "football club", not "organization"). '
+            'Also give a few plausible types that do NOT occur in the sentence. '
+            'Answer as {"entities": [{"text": "<exact span>", "type": "<type>"}], "absent_types": ["<type>"]}.'),
+    "typing": ('Pick one entity in the sentence and give all fine-grained types that fit it, and a few that do not. '
+               'Answer as {"entity": "<exact span>", "types": ["<type>"], "wrong_types": ["<type>"]}.'),
+    "classify": ('Give labels that describe the sentence (topic, intent, sentiment, style...), and a few that do not fit. '
+                 'Answer as {"labels": ["<label>"], "wrong_labels": ["<label>"]}.'),
+}
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+class SynthesisError(RuntimeError):
+    """A backend could not be reached after all retries, or answered with an error that retrying cannot fix."""
+
+
+class RetryableError(Exception):
+    def __init__(self, message: str, retry_after: Optional[float] = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ChatEndpoint:
+    """An OpenAI-compatible ``/chat/completions`` endpoint (stdlib HTTP: no client library needed)."""
+
+    def __init__(self, endpoint: str, model: str, *, api_key: Optional[str] = None, temperature: float = 0.7,
+                 timeout: float = 120.0):
+        if not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--endpoint must be an http(s) URL, got {endpoint!r}")
+        base = endpoint.rstrip("/")
+        self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self.model, self.api_key, self.temperature, self.timeout = model, api_key, temperature, timeout
+
+    def complete(self, messages: List[Dict[str, str]]) -> str:
+        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = json.loads(response.read().decode("utf8"))
+        except urllib.error.HTTPError as err:
+            if err.code in RETRY_STATUS:
+                retry_after = err.headers.get("Retry-After") if err.headers else None
+                raise RetryableError(f"HTTP {err.code}", float(retry_after) if retry_after and retry_after.isdigit() else None)
+            raise SynthesisError(f"{self.url} answered HTTP {err.code}: {err.read()[:200]!r}") from None
+        except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, json.JSONDecodeError) as err:
+            raise RetryableError(f"{type(err).__name__}: {err}")
+        try:
+            return payload["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise SynthesisError(f"{self.url} did not answer in the chat-completions format: {str(payload)[:200]}") from None
+
+
+class LocalModel:
+    """A local Hugging Face causal LM; its chat template is used when it has one."""
+
+    def __init__(self, path: str, *, max_new_tokens: int = 256):
+        from ..loading import ModelSpec, load_model
+
+        self.shared = load_model(ModelSpec.resolve(path))
+        self.max_new_tokens = max_new_tokens
+
+    def complete(self, messages: List[Dict[str, str]]) -> str:
+        from ..generation import generate_answers
+
+        tokenizer = self.shared.tokenizer
+        if getattr(tokenizer, "chat_template", None):
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            prompt = "\n\n".join(m["content"] for m in messages) + "\n\n"
+        return generate_answers(self.shared, [prompt], batch_size=1, max_new_tokens=self.max_new_tokens)[0]
+
+
+def request_messages(kind: str, text: str) -> List[Dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"{INSTRUCTIONS[kind]}\n\nSentence: {text}"}]
+
+
+def parse_json_answer(answer: str) -> Optional[dict]:
+    """The first JSON object in ``answer`` (models like to wrap it in prose or code fences)."""
+    match = _JSON_OBJECT.search(answer or "")
+    if not match:
+        return None
+    try:
+        value = json.loads(match.group())
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def clean_labels(values: object) -> List[str]:
+    """Usable labels in order: strings that can be written in a prompt, each once (case-insensitive)."""
+    labels, seen = [], set()
+    for value in values if isinstance(values, list) else []:
+        if not isinstance(value, str):
+            continue
+        value = " ".join(value.split())
+        try:
+            check_label(value)
+        except ValueError:
+            continue
+        if value.casefold() not in seen:
+            seen.add(value.casefold())
+            labels.append(value)
+    return labels
+
+
+def answer_records(kind: str, text: str, answer: dict, lang: str, source: str, seed: int) -> Optional[dict]:
+    """The checked record of one LLM answer, or None when nothing valid is left."""
+    rng = random.Random(f"{seed}:{kind}:{text}")
+    if kind == "ner":
+        spans: Dict[str, List[str]] = {}
+        for entity in answer.get("entities") or []:
+            if not isinstance(entity, dict) or not isinstance(entity.get("text"), str):
+                continue
+            span, types = entity["text"].strip(), clean_labels([entity.get("type")])
+            if span and span in text and types:
+                label = next((k for k in spans if k.casefold() == types[0].casefold()), types[0])
+                if span not in spans.setdefault(label, []):
+                    spans[label].append(span)
+        if not spans:
+            return None
+        negatives = [label for label in clean_labels(answer.get("absent_types"))
+                     if label.casefold() not in {k.casefold() for k in spans}]
+        labels = list(spans) + negatives
+        rng.shuffle(labels)
+        return make_record(EXTRACT, text, labels, {label: spans.get(label, []) for label in labels}, source, lang)
+    if kind == "typing":
+        entity = answer.get("entity")
+        positives = clean_labels(answer.get("types"))
+        if not isinstance(entity, str) or not entity.strip() or entity.strip() not in text or not positives:
+            return None
+        chosen = {label.casefold() for label in positives}
+        negatives = [label for label in clean_labels(answer.get("wrong_types")) if label.casefold() not in chosen]
+        labels = positives + negatives
+        rng.shuffle(labels)
+        return make_record(CLASSIFY, f"{text} (entity: {entity.strip()})", labels, positives, source, lang)
+    positives = clean_labels(answer.get("labels"))
+    if not positives:
+        return None
+    chosen = {label.casefold() for label in positives}
+    negatives = [label for label in clean_labels(answer.get("wrong_labels")) if label.casefold() not in chosen]
+    labels = positives + negatives
+    rng.shuffle(labels)
+    return make_record(CLASSIFY, text, labels, positives, source, lang)
+
+
+def with_retries(call: Callable[[], str], *, max_retries: int, backoff: float, sleep=time.sleep) -> str:
+    """``call()``, retried on connection errors and busy servers with exponential back-off."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except RetryableError as err:
+            if attempt >= max_retries:
+                raise SynthesisError(f"gave up after {attempt + 1} attempts: {err}") from None
+            sleep(err.retry_after if err.retry_after is not None else backoff * 2 ** attempt)
+            attempt += 1
+
+
+def read_sentences(path: Path) -> List[str]:
+    """Raw sentences: a text file (one per line) or records (their ``text``; a folder of JSONL too)."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".jsonl":
+        from .records import read_records
+
+        texts = [record["text"] for record in read_records(path)]
+    else:
+        texts = [line.strip() for line in path.read_text(encoding="utf8").splitlines()]
+    return list(dict.fromkeys(text for text in texts if text))
+
+
+def done_ids(output: Path) -> set:
+    """Ids already answered (in the output or the rejected file); a trailing partial line is cut off first."""
+    ids = set()
+    for path in (output, rejected_path(output)):
+        if not path.exists():
+            continue
+        _truncate_partial_line(path)
+        for line in path.read_text(encoding="utf8").splitlines():
+            if line.strip():
+                ids.add(json.loads(line)["id"])
+    return ids
+
+
+def rejected_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".rejected.jsonl")
+
+
+def _truncate_partial_line(path: Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _append(path: Path, entry: dict) -> None:
+    # One write of a whole line, flushed and synced before the next request: a kill loses at
+    # most the line being written, which the next run cuts off and redoes.
+    with path.open("a", encoding="utf8") as stream:
+        stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def synthesize(backend, sentences: Sequence[str], output: Path, *, kinds: Iterable[str] = KINDS, lang: str = "en",
+               source: str = "synthesized", seed: int = 0, max_retries: int = 5, backoff: float = 1.0,
+               progress: bool = True, sleep=time.sleep) -> Tuple[int, int]:
+    """Ask ``backend`` about each sentence for each kind; append checked records to ``output``.
+    Returns (records written, requests rejected) in this run."""
+    from tqdm import tqdm
+
+    kinds = list(kinds)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown synthesis kind(s) {sorted(unknown)}: choose from {', '.join(KINDS)}")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    done = done_ids(output)
+    todo = [(f"{i}:{kind}", kind, text) for i, text in enumerate(sentences) for kind in kinds
+            if f"{i}:{kind}" not in done]
+    written = rejected = 0
+    for key, kind, text in tqdm(todo, desc="synthesize", unit="request", disable=not progress):
+        messages = request_messages(kind, text)
+        answer = parse_json_answer(with_retries(lambda: backend.complete(messages), max_retries=max_retries,
+                                                backoff=backoff, sleep=sleep))
+        record = answer_records(kind, text, answer, lang, source, seed) if answer else None
+        if record is None:
+            _append(rejected_path(output), {"id": key, "text": text})
+            rejected += 1
+        else:
+            _append(output, {"id": key, **record})
+            written += 1
+    return written, rejected

@@ -1,0 +1,151 @@
+"""Corpus conversion into atomic-task records: each format, negative sampling, quotas."""
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spacy.tokens import Doc, DocBin
+from spacy.vocab import Vocab
+
+from spacy_seqgpt.data.readers import GoldCorpus, GoldExample, read_corpus
+from spacy_seqgpt.data.records import check_record, read_records
+from spacy_seqgpt.data.sampling import NO_LABEL, corpus_records
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf8")
+    return path
+
+
+def test_conll_iob(tmp_path):
+    path = write(tmp_path, "train.txt", "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n"
+                 "German JJ B-NP B-MISC\ncall NN I-NP O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n")
+    corpus = read_corpus(path)
+    assert corpus.labels == ["organization", "miscellaneous", "person"]
+    records = corpus_records(corpus, "conll2003", all_labels=True)
+    assert records[0] == {"task": "extract", "text": "EU rejects German call", "labels": corpus.labels,
+                          "answer": {"organization": ["EU"], "miscellaneous": ["German"], "person": []},
+                          "source": "conll2003", "lang": "en", "spans": [[0, 2, "organization"], [11, 17, "miscellaneous"]]}
+    assert records[1]["answer"]["person"] == ["Peter Blackburn"]
+
+
+def test_crossner_wnut_tab_files_and_iob1(tmp_path):
+    path = write(tmp_path, "dev.txt", "The\tO\nPython\tI-programlang\nlanguage\tO\nat\tO\nGoogle\tB-organisation\n")
+    record = corpus_records(read_corpus(path), "crossner-ai", all_labels=True)[0]
+    assert record["answer"] == {"programming language": ["Python"], "organization": ["Google"]}
+
+
+def test_weibo_strips_segment_digits_and_joins_without_spaces(tmp_path):
+    path = write(tmp_path, "weiboNER_2nd_conll.train", "我0\tO\n在0\tO\n北0\tB-GPE.NAM\n京1\tI-GPE.NAM\n\n")
+    record = corpus_records(read_corpus(path), "weibo-ner", all_labels=True)[0]
+    assert (record["text"], record["lang"], record["answer"]) == ("我在北京", "zh", {"行政区名": ["北京"]})
+    assert record["spans"] == [[2, 4, "行政区名"]]
+
+
+SEMEVAL = """<?xml version="1.0" encoding="UTF-8"?>
+<sentences><sentence id="1"><text>The staff was rude but the pasta was great.</text>
+<aspectTerms><aspectTerm term="staff" polarity="negative" from="4" to="9"/>
+<aspectTerm term="pasta" polarity="positive" from="27" to="32"/></aspectTerms></sentence>
+<sentence id="2"><text>Nothing to say.</text></sentence></sentences>"""
+
+
+def test_semeval_aspects_and_polarity(tmp_path):
+    path = write(tmp_path, "Restaurants_Train.xml", SEMEVAL)
+    aspects = corpus_records(read_corpus(path), "semeval", all_labels=True)
+    assert aspects[0]["answer"] == {"aspect term": ["staff", "pasta"]}
+    assert aspects[1]["answer"] == {"aspect term": []}
+    polarity = corpus_records(read_corpus(path, "semeval-polarity"), "semeval", all_labels=True)
+    assert [(r["text"], r["answer"]) for r in polarity] == [
+        ("The staff was rude but the pasta was great. (aspect: staff)", ["negative"]),
+        ("The staff was rude but the pasta was great. (aspect: pasta)", ["positive"])]
+    assert polarity[0]["labels"] == ["positive", "negative", "neutral", "conflict"]
+
+
+def test_csv_with_quoted_line_breaks(tmp_path):
+    path = write(tmp_path, "train.csv", 'text,category\n"My card\nhas not arrived",card_arrival\nRate?,exchange_rate\n')
+    records = corpus_records(read_corpus(path), "banking77", all_labels=True)
+    assert [(r["text"], r["answer"]) for r in records] == [("My card\nhas not arrived", ["card arrival"]),
+                                                            ("Rate?", ["exchange rate"])]
+
+
+def test_tnews_uses_chinese_label_names(tmp_path):
+    write(tmp_path, "label_index2en2zh.json", '{"label": "103", "label_desc": "news_sports","label_zh":"体育"}\n'
+          '{"label": "104", "label_desc": "news_finance","label_zh":"财经"}\n')
+    path = write(tmp_path, "train_few_all.json", json.dumps({"label": 103, "label_desc": "news_sports",
+                                                             "sentence": "国足获胜", "id": 1}, ensure_ascii=False) + "\n")
+    corpus = read_corpus(path)
+    assert corpus.labels == ["体育", "财经"]  # the whole label set, also labels without examples
+    record = corpus_records(corpus, "tnews", all_labels=True)[0]
+    assert (record["text"], record["answer"], record["lang"]) == ("国足获胜", ["体育"], "zh")
+
+
+def test_docbin_entities_and_cats(tmp_path):
+    vocab = Vocab()
+    doc = Doc(vocab, words=["Anna", "visited", "Rome"])
+    doc.ents = [doc.char_span(0, 4, "PER"), doc.char_span(13, 17, "LOC")]
+    DocBin(docs=[doc]).to_disk(tmp_path / "ents.spacy")
+    record = corpus_records(read_corpus(tmp_path / "ents.spacy"), "mine", all_labels=True)[0]
+    assert record["answer"] == {"person": ["Anna"], "location": ["Rome"]}
+    cat_doc = Doc(vocab, words=["Great", "match"])
+    cat_doc.cats = {"SPORTS": 1.0, "POLITICS": 0.0}
+    DocBin(docs=[cat_doc], store_user_data=True).to_disk(tmp_path / "cats.spacy")
+    record = corpus_records(read_corpus(tmp_path / "cats.spacy"), "mine", all_labels=True)[0]
+    assert (record["task"], record["labels"], record["answer"]) == ("classify", ["sports", "politics"], ["sports"])
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown format"):
+        read_corpus(write(tmp_path, "a.txt", "x O\n"), "yaml")
+    with pytest.raises(ValueError, match="'text' and 'category'"):
+        read_corpus(write(tmp_path, "b.csv", "sentence,label\nhi,x\n"))
+    with pytest.raises(ValueError, match="missing field"):
+        check_record({"task": "extract", "text": "x"})
+    with pytest.raises(ValueError, match="substrings of the text"):
+        check_record({"task": "extract", "text": "a b", "labels": ["x"], "answer": {"x": ["c"]}, "source": "s",
+                      "lang": "en"})
+    bad = write(tmp_path, "bad.jsonl", '{"task": "classify"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        list(read_records(bad))
+
+
+LABELS = [f"label{i}" for i in range(8)]
+
+
+@st.composite
+def corpora(draw):
+    task = draw(st.sampled_from(["extract", "classify"]))
+    examples = []
+    for k in range(draw(st.integers(1, 40))):
+        gold = draw(st.lists(st.sampled_from(LABELS), max_size=3, unique=True))
+        if task == "classify":
+            examples.append(GoldExample(f"text {k}", cats=gold[:1] or [LABELS[0]]))
+        else:
+            text = f"x{k} " + " ".join(f"w{i}" for i in range(len(gold) + 1))
+            spans = [(text.index(f"w{i}"), text.index(f"w{i}") + 2, label) for i, label in enumerate(gold)]
+            examples.append(GoldExample(text, spans=spans))
+    return GoldCorpus(task, "en", list(LABELS), examples)
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus=corpora(), quota=st.integers(0, 6), max_negatives=st.integers(0, 4), seed=st.integers(0, 5))
+def test_negatives_never_gold_and_quotas_hold(corpus, quota, max_negatives, seed):
+    records = corpus_records(corpus, "d", seed=seed, quota=quota, max_negatives=max_negatives)
+    assert len(records) <= len(corpus.examples)  # never up-sampled
+    counts = {}
+    for record in records:
+        check_record(record)
+        example = next(e for e in corpus.examples if e.text == record["text"])  # texts are unique
+        gold = set(example.cats) | {label for _, _, label in example.spans}
+        if corpus.task == "classify":
+            positives = set(record["answer"])
+        else:
+            positives = {label for label, spans in record["answer"].items() if spans}
+        negatives = set(record["labels"]) - positives
+        assert not negatives & gold, "a gold label was sampled as a negative"
+        assert len(negatives) <= max(max_negatives, 1 if corpus.task == "classify" else 0) or not positives
+        for key in positives or {NO_LABEL}:
+            counts[key] = counts.get(key, 0) + 1
+    if quota:
+        assert all(count <= quota for count in counts.values()), counts
+    assert corpus_records(corpus, "d", seed=seed, quota=quota, max_negatives=max_negatives) == records  # seeded

@@ -1,0 +1,133 @@
+"""SeqGPT training: answer-only loss, packing with segment-aware attention, resumable checkpoints."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import srsly
+import torch
+
+from spacy_seqgpt.data.records import make_record
+from spacy_seqgpt.training.batching import BatchStream, collate, group_rows
+from spacy_seqgpt.training.checkpoints import latest_checkpoint
+from spacy_seqgpt.training.encoding import IGNORE, encode_record
+from spacy_seqgpt.training.loss import AnswerLoss
+from spacy_seqgpt.training.settings import load_settings
+from spacy_seqgpt.training.trainer import load_for_training, train_stage
+
+CONFIG = Path(__file__).parent.parent / "configs" / "seqgpt_tiny.cfg"
+RECORDS = [
+    make_record("extract", "Anna met Ben in Rome.", ["person", "city"], {"person": ["Anna", "Ben"], "city": ["Rome"]},
+                "t", "en"),
+    make_record("classify", "The team won the final.", ["sports", "politics"], ["sports"], "t", "en"),
+    make_record("extract", "Apple opened an office.", ["company"], {"company": ["Apple"]}, "t", "en"),
+    make_record("classify", "Rates rose again today.", ["business", "sports", "health"], ["business"], "t", "en"),
+]
+
+
+def settings_for(tmp_path, model_dir, stage="pt", **overrides):
+    data = tmp_path / "records.jsonl"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    srsly.write_jsonl(data, RECORDS)
+    base = {"paths.base_model": str(model_dir), "paths.output": str(tmp_path / "out"),
+            "paths.pretrain_data": str(data), "paths.finetune_data": str(data)}
+    return load_settings(CONFIG, stage, {**base, **overrides})
+
+
+def test_loss_only_on_answer_tokens_and_left_truncation(tiny_bloom):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bloom)
+    item = encode_record(tokenizer, RECORDS[0], max_length=256)
+    answer = [t for t, label in zip(item.input_ids, item.labels) if label != IGNORE]
+    assert tokenizer.decode(answer) == "person: Anna, Ben\ncity: Rome" + tokenizer.eos_token
+    assert item.labels[: len(item) - len(answer)] == [IGNORE] * (len(item) - len(answer))
+    short = encode_record(tokenizer, RECORDS[0], max_length=len(answer) + 3)
+    assert len(short) == len(answer) + 3 and short.input_ids[-len(answer):] == answer
+    assert short.input_ids[:3] == item.input_ids[-len(answer) - 3: -len(answer)]  # the prompt's start is dropped
+
+
+@pytest.mark.parametrize("arch", ["tiny_bloom", "tiny_llama"])
+def test_packed_rows_give_the_same_loss_as_separate_rows(arch, request, tmp_path):
+    model_dir = request.getfixturevalue(arch)
+    settings = settings_for(tmp_path, model_dir)
+    model, tokenizer = load_for_training(settings, str(model_dir))  # packing: the kernel keeps records apart
+    model.eval()
+    encoded = [encode_record(tokenizer, r, 256) for r in RECORDS]
+    loss = AnswerLoss(model, packed=True)
+    with torch.no_grad():
+        separate = sum(float(loss(**collate(encoded, [[i]], 0))) for i in range(len(encoded)))
+        rows = group_rows(encoded, range(len(encoded)), max_length=256, packing=True)
+        assert len(rows) < len(encoded)  # several records share a row
+        packed = float(loss(**collate(encoded, rows, 0)))
+        # without segment ids, records would see each other and the loss would change
+        leaking = collate(encoded, rows, 0)
+        leaking["segment_ids"] = leaking["segment_ids"].clamp(max=0)
+        leaked = float(loss(**leaking))
+    assert packed == pytest.approx(separate, rel=1e-5)
+    assert abs(leaked - separate) > 1e-3
+
+
+def test_batch_stream_is_seeded_and_covers_every_record_each_epoch(tiny_bloom):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bloom)
+    encoded = [encode_record(tokenizer, r, 64) for r in RECORDS * 3]
+    stream = BatchStream(encoded, seed=1, rows_per_batch=2, max_length=64, packing=False, pad_id=0)
+    again = BatchStream(encoded, seed=1, rows_per_batch=2, max_length=64, packing=False, pad_id=0)
+    for index in (0, 5, 7, 12, 3):  # any order of access: the same batches
+        assert torch.equal(stream[index]["input_ids"], again[index]["input_ids"])
+    epoch = torch.cat([stream[i]["input_ids"][:, :4] for i in range(6)])
+    assert sorted(map(tuple, epoch.tolist())) == sorted(tuple(e.input_ids[:4]) for e in encoded)
+
+
+def read_log(folder):
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_resumed_training_matches_an_uninterrupted_run(tiny_bloom, tmp_path):
+    options = {"pt.steps": 6, "pt.checkpoint_every": 3, "pt.log_every": 1, "pt.batch_size": 2}
+    straight = settings_for(tmp_path / "a", tiny_bloom, **options)
+    train_stage(straight)
+    interrupted = settings_for(tmp_path / "b", tiny_bloom, **options)
+    train_stage(interrupted, stop_after=4)  # "killed" after step 4: the checkpoint is step 3's
+    folder = interrupted.output / "pt"
+    assert latest_checkpoint(folder / "checkpoints").name == "step-3"
+    assert not (folder / "final").exists()
+    (folder / "checkpoints" / "step-9").mkdir()  # a half-written checkpoint is never read
+    train_stage(interrupted)
+    first, second = read_log(straight.output / "pt"), read_log(folder)
+    assert [e["step"] for e in second] == [1, 2, 3, 4, 5, 6]  # step 4 redone once, not logged twice
+    assert [e["loss"] for e in second] == pytest.approx([e["loss"] for e in first], rel=1e-6)
+    assert second[-1]["loss"] < second[0]["loss"]
+    a = torch.load(latest_checkpoint(straight.output / "pt" / "checkpoints") / "state.pt", weights_only=False)
+    assert a["step"] == 6 and not (folder / "checkpoints" / "step-9").exists()
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(folder / "final")
+    other = AutoModelForCausalLM.from_pretrained(straight.output / "pt" / "final")
+    for (name, p), q in zip(reloaded.named_parameters(), other.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_lora_stage_trains_the_adapter_and_saves_a_merged_model(tiny_llama, tmp_path):
+    settings = settings_for(tmp_path, tiny_llama, "ft", **{"pt.steps": 1, "ft.steps": 2, "model.lora": {"r": 4, "alpha": 8}})
+    final = train_stage(settings)
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(final)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    changed = [n for (n, p), q in zip(merged.named_parameters(), base.parameters()) if not torch.equal(p, q)]
+    assert changed and all("q_proj" in n or "v_proj" in n for n in changed)
+
+
+def test_config_errors_are_named(tmp_path, tiny_bloom):
+    with pytest.raises(ValueError, match="--stage"):
+        load_settings(CONFIG, "xx")
+    with pytest.raises(ValueError, match="unknown setting"):
+        settings_for(tmp_path, tiny_bloom, **{"pt.stepz": 3})
+    with pytest.raises(ValueError, match="'steps' must be a positive integer"):
+        settings_for(tmp_path, tiny_bloom, **{"pt.steps": 0})
+    settings = settings_for(tmp_path, tiny_bloom, **{"pt.data": str(tmp_path / "none.jsonl"), "pt.fallback_data": None})
+    with pytest.raises(FileNotFoundError, match="no training records"):
+        train_stage(settings)
