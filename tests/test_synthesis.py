@@ -1,0 +1,141 @@
+"""Synthesis against a chat-completions server on loopback: checked answers, retries, resuming."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from spacy_seqgpt.data.synthesis import (ChatEndpoint, SynthesisError, answer_records, clean_labels, done_ids,
+                                         parse_json_answer, synthesize)
+
+SENTENCES = [f"Sentence {i} mentions Alice Smith and the Acme Corp in Paris." for i in range(12)]
+
+
+def fake_answer(prompt: str) -> dict:
+    """What a helpful LLM would answer, plus one invented span that the checker must drop."""
+    if '"entities"' in prompt:
+        return {"entities": [{"text": "Alice Smith", "type": "software engineer"},
+                             {"text": "Acme Corp", "type": "technology company"},
+                             {"text": "Bob", "type": "software engineer"}],  # not in the text
+                "absent_types": ["river", "technology company", ""]}
+    if '"entity"' in prompt:
+        return {"entity": "Paris", "types": ["city", "capital", "City"], "wrong_types": ["fruit", "city"]}
+    return {"labels": ["business news"], "wrong_labels": ["sports: football", "recipes"]}
+
+
+class ChatServer:
+    """A minimal OpenAI-compatible server: drops the connection on chosen request numbers, can be slow."""
+
+    def __init__(self, drop=(), delay=0.0):
+        self.requests = 0
+        self.drop, self.delay = set(drop), delay
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                server.requests += 1
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if server.requests in server.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # hang up without an answer
+                    return
+                time.sleep(server.delay)
+                prompt = body["messages"][-1]["content"]
+                content = "Sure! " + json.dumps(fake_answer(prompt))
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server():
+    server = ChatServer(drop={2, 5, 6})
+    yield server
+    server.close()
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_checked_records_and_dropped_connections(server, tmp_path):
+    out = tmp_path / "synth.jsonl"
+    sleeps = []
+    written, rejected = synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:3], out, sleep=sleeps.append,
+                                   backoff=0.5, progress=False)
+    assert (written, rejected) == (9, 0)
+    assert sleeps == [0.5, 0.5, 1.0]  # request 2 dropped once; 5 and 6 in a row: back-off doubles
+    records = {r["id"]: r for r in read_lines(out)}
+    ner = records["0:ner"]
+    assert ner["answer"]["software engineer"] == ["Alice Smith"]  # "Bob" is not in the text: dropped
+    assert set(ner["labels"]) == {"software engineer", "technology company", "river"}  # no gold label as negative
+    typing = records["0:typing"]
+    assert typing["text"].endswith("(entity: Paris)")
+    assert sorted(typing["answer"]) == ["capital", "city"] and "fruit" in typing["labels"]
+    assert records["0:classify"]["labels"].count("recipes") == 1
+    assert "sports: football" not in records["0:classify"]["labels"]  # a colon cannot be written in a prompt
+
+
+def test_a_server_that_stays_down_stops_with_a_clear_error(tmp_path):
+    endpoint = ChatEndpoint("http://127.0.0.1:9/v1", "any", timeout=2)  # discard port: refused
+    with pytest.raises(SynthesisError, match="gave up after 3 attempts"):
+        synthesize(endpoint, SENTENCES[:1], tmp_path / "o.jsonl", max_retries=2, sleep=lambda s: None, progress=False)
+
+
+def test_kill_mid_run_then_rerun_loses_and_repeats_nothing(tmp_path):
+    server = ChatServer(delay=0.05)
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("\n".join(SENTENCES), encoding="utf8")
+    out = tmp_path / "synth.jsonl"
+    command = [sys.executable, "-m", "spacy", "seqgpt", "synthesize", str(sentences), str(out),
+               "--endpoint", server.url, "--model", "any"]
+    env = dict(os.environ, OPENAI_API_KEY="test-key")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = len(read_lines(out))
+    assert 5 <= partial < 36, "the kill should land mid-run"
+    with out.open("a") as stream:
+        stream.write('{"id": "11:ner", "task": "ext')  # a line cut short by the kill
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server.close()
+    ids = [r["id"] for r in read_lines(out)]
+    assert sorted(ids) == sorted(f"{i}:{k}" for i in range(12) for k in ("ner", "typing", "classify"))
+    assert done_ids(out) == set(ids)
+
+
+def test_answer_checking_helpers():
+    assert parse_json_answer('```json\n{"labels": ["a"]}\n```') == {"labels": ["a"]}
+    assert parse_json_answer("no json here") is None
+    assert clean_labels(["city", " City ", "", 3, "a,b", "new   york"]) == ["city", "new york"]
+    assert answer_records("ner", "Alice runs.", {"entities": [{"text": "Bob", "type": "x"}]}, "en", "s", 0) is None
+    assert answer_records("classify", "text", {"labels": []}, "en", "s", 0) is None
+
+
+def test_cli_without_a_backend_skips(tmp_path):
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("One sentence.\n")
+    result = subprocess.run([sys.executable, "-m", "spacy", "seqgpt", "synthesize", str(sentences),
+                             str(tmp_path / "o.jsonl")], capture_output=True, text=True)
+    assert result.returncode == 0 and "skipped" in result.stdout and not (tmp_path / "o.jsonl").exists()
