@@ -39,3 +39,35 @@ def convert_cli(
     write_records(output, records)
     msg.good(f"Wrote {len(records)} {corpus.task} records ({len(corpus.examples)} examples, "
              f"{len(corpus.labels)} labels) to {output}")
+
+
+@seqgpt_cli.command("convert-all")
+def convert_all_cli(
+    data_dir: Path = typer.Argument(..., help="Folder laid out as ../shared/datasets (or assets/datasets)", exists=True, file_okay=False),
+    output_dir: Path = typer.Argument(..., help="Writes train/*.jsonl (held-in train splits) and eval/*.jsonl (test splits)"),
+    seed: int = typer.Option(0, "--seed"),
+    quota: int = typer.Option(0, "--quota", help="Training records per dataset-label pair (0: no quota)"),
+    max_negatives: int = typer.Option(5, "--max-negatives"),
+    train_limit: int = typer.Option(0, "--train-limit", help="At most this many training records per file (0: all)"),
+    eval_limit: int = typer.Option(0, "--eval-limit", help="At most this many evaluation records per file (0: all)"),
+):
+    """Convert every known dataset found in DATA_DIR: train splits with sampling and quotas (the catalog
+    has no train split of the held-out CrossNER), test splits with every label asked (evaluation)."""
+    from ..data.catalog import available
+    from ..data.readers import read_corpus
+    from ..data.records import write_records
+    from ..data.sampling import corpus_records
+
+    found = available(data_dir)
+    if not found:
+        msg.fail(f"No known dataset files under {data_dir}", "Expected the layout of ../shared/datasets "
+                 "(e.g. conll2003/train.txt, banking77/train.csv).", exits=1)
+    for item in found:
+        corpus = read_corpus(data_dir / item.path, item.fmt, lang=item.lang)
+        evaluation = item.split == "eval"
+        records = corpus_records(corpus, item.source, seed=seed, quota=0 if evaluation else quota,
+                                 max_negatives=max_negatives, all_labels=evaluation,
+                                 limit=eval_limit if evaluation else train_limit)
+        write_records(output_dir / item.split / item.output_name, records)
+        msg.text(f"{item.split:5} {item.output_name:40} {len(records):6} records")
+    msg.good(f"Converted {len(found)} files into {output_dir}")

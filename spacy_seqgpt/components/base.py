@@ -5,6 +5,8 @@ shared model answer all prompts of a batch of Docs together, and hands the answe
 subclass, which writes them on the Docs.
 """
 import logging
+import os
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,10 @@ MODEL_SETTINGS = {
     "num_beams": 1,
     "max_input_tokens": 512,
 }
+
+
+# Where each shared model was last written by to_disk, and its hash (see SeqGPTComponent.to_disk).
+_SAVED_WEIGHTS: "weakref.WeakKeyDictionary[SharedModel, tuple]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -130,17 +136,27 @@ class SeqGPTComponent(FolderBytes, Pipe):
         return self._label_of_text[prompt_text]
 
     def to_disk(self, path, *, exclude=tuple()) -> None:
-        """Save the model's weights (safetensors) and tokenizer, so the pipeline loads without a hub."""
+        """Save the model's weights (safetensors) and tokenizer, so the pipeline loads without a hub.
+
+        Components of one pipeline that share a model write it once: the first writes it, the
+        others (saved into sibling folders) point at it with a relative path."""
         path = util.ensure_path(path)
         path.mkdir(parents=True, exist_ok=True)
         cfg = {"source_model": self.spec.model, "weights_id": None}
         if "model" not in exclude:
-            cfg["weights_id"] = self.shared.save(path / "model")
+            saved = _SAVED_WEIGHTS.get(self.shared)
+            if saved is not None and saved[0].parent.parent == path.parent and saved[0].is_dir() and saved[0] != path / "model":
+                cfg["weights_in"] = os.path.relpath(saved[0], path)
+                cfg["weights_id"] = saved[1]
+            else:
+                cfg["weights_id"] = self.shared.save(path / "model")
+                _SAVED_WEIGHTS[self.shared] = (path / "model", cfg["weights_id"])
         srsly.write_json(path / "cfg", cfg)
 
     def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTComponent":
         path = util.ensure_path(path)
         cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
-        if "model" not in exclude and cfg.get("weights_id") and (path / "model").is_dir():
-            self._shared = load_model(with_weights(self.spec, Path(path) / "model", cfg["weights_id"]))
+        folder = Path(path) / cfg.get("weights_in", "model")
+        if "model" not in exclude and cfg.get("weights_id") and folder.is_dir():
+            self._shared = load_model(with_weights(self.spec, folder.resolve(), cfg["weights_id"]))
         return self
