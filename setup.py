@@ -60,6 +60,9 @@ setup(
         "wasabi>=1.1",
         "typer>=0.9",
         "matplotlib>=3.7",
+        "accelerate>=1.0",
+        "tqdm>=4.60",
+        "rouge-score>=0.1.2",
     ],
     extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2"]},
     entry_points={

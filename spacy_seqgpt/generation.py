@@ -14,16 +14,18 @@ _PIECES = re.compile(r"\s*\S+")
 
 
 def generate_answers(shared: SharedModel, prompts: Sequence[str], *, batch_size: int, max_new_tokens: int,
-                     num_beams: int = 1) -> List[str]:
-    """Greedy (or beam) answers to ``prompts``, in the order of ``prompts``."""
+                     num_beams: int = 1, progress: bool = False) -> List[str]:
+    """Greedy (or beam) answers to ``prompts``, in the order of ``prompts`` (``progress``: a bar per batch)."""
     import torch
+    from tqdm import tqdm
 
     if not prompts:
         return []
     tokenizer, model = shared.tokenizer, shared.model
     encoded = tokenizer(list(prompts))["input_ids"]
     answers: List[str] = [""] * len(prompts)
-    for indices in _length_sorted_batches(encoded, batch_size):
+    batches = list(_length_sorted_batches(encoded, batch_size))
+    for indices in tqdm(batches, desc="generate", unit="batch", disable=not progress):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, padding_side="left", return_tensors="pt")
         batch = {key: value.to(shared.device) for key, value in batch.items()}
         with torch.inference_mode():

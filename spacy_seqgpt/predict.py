@@ -11,7 +11,8 @@ from .prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, build_prompt, chunk_labe
 
 
 def predict_records(shared: SharedModel, records: Sequence[dict], *, batch_size: int = 16, max_new_tokens: int = 256,
-                    num_beams: int = 1, label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE) -> Tuple[List, List[str]]:
+                    num_beams: int = 1, label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE,
+                    progress: bool = False) -> Tuple[List, List[str]]:
     """``(parsed answers, generated texts)``, one of each per record."""
     owners, prompts, chunks = [], [], []
     for index, record in enumerate(records):
@@ -21,7 +22,7 @@ def predict_records(shared: SharedModel, records: Sequence[dict], *, batch_size:
             chunks.append(chunk)
             prompts.append(build_prompt(record["task"], record["text"], chunk))
     texts = generate_answers(shared, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                             num_beams=num_beams)
+                             num_beams=num_beams, progress=progress)
     parsed: List = [{} if r["task"] == EXTRACT else [] for r in records]
     generated: List[List[str]] = [[] for _ in records]
     for index, chunk, text in zip(owners, chunks, texts):

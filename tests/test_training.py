@@ -131,3 +131,36 @@ def test_config_errors_are_named(tmp_path, tiny_bloom):
     settings = settings_for(tmp_path, tiny_bloom, **{"pt.data": str(tmp_path / "none.jsonl"), "pt.fallback_data": None})
     with pytest.raises(FileNotFoundError, match="no training records"):
         train_stage(settings)
+
+
+def test_training_killed_by_sigkill_resumes_to_the_same_losses(tiny_bloom, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(folder):
+        data = folder / "records.jsonl"
+        folder.mkdir(parents=True, exist_ok=True)
+        srsly.write_jsonl(data, RECORDS * 4)
+        return [sys.executable, "-m", "spacy", "seqgpt", "train", str(CONFIG), "--stage", "pt",
+                "--paths.base_model", str(tiny_bloom), "--paths.output", str(folder / "out"),
+                "--paths.pretrain_data", str(data), "--pt.steps", "40", "--pt.checkpoint_every", "2",
+                "--pt.log_every", "1", "--pt.batch_size", "1"]
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    subprocess.run(command(tmp_path / "a"), check=True, env=env, capture_output=True)
+    killed = tmp_path / "b"
+    process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "out" / "pt" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 7):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(read_log(killed / "out" / "pt")) < 40, "the kill should land mid-run"
+    subprocess.run(command(killed), check=True, env=env, capture_output=True)
+    first, second = read_log(tmp_path / "a" / "out" / "pt"), read_log(killed / "out" / "pt")
+    assert [e["step"] for e in second] == list(range(1, 41))
+    assert [e["loss"] for e in second] == pytest.approx([e["loss"] for e in first], rel=1e-6)

@@ -45,7 +45,7 @@ def evaluate_cli(
         msg.fail("Could not load the model", str(err), exits=1)
     msg.info(f"Answering {len(records)} records from {len(per_source)} sources")
     predictions, generated = predict_records(shared, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                             num_beams=num_beams)
+                                             num_beams=num_beams, progress=True)
     prefixes = [p for p in held_out.split(",") if p]
     results = score_records(records, predictions, generated)
     summary = summarize(results, prefixes)
