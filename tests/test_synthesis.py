@@ -139,3 +139,13 @@ def test_cli_without_a_backend_skips(tmp_path):
     result = subprocess.run([sys.executable, "-m", "spacy", "seqgpt", "synthesize", str(sentences),
                              str(tmp_path / "o.jsonl")], capture_output=True, text=True)
     assert result.returncode == 0 and "skipped" in result.stdout and not (tmp_path / "o.jsonl").exists()
+
+
+def test_local_model_backend_notes_unusable_answers(tiny_bloom, tmp_path):
+    from spacy_seqgpt.data.synthesis import LocalModel, rejected_path
+
+    out = tmp_path / "local.jsonl"
+    backend = LocalModel(str(tiny_bloom), max_new_tokens=8)  # random weights: no JSON comes out
+    assert synthesize(backend, ["Anna lives in Rome."], out, kinds=["classify"], progress=False) == (0, 1)
+    assert [r["id"] for r in read_lines(rejected_path(out))] == ["0:classify"]
+    assert done_ids(out) == {"0:classify"}  # a rerun does not ask again

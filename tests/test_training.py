@@ -164,3 +164,11 @@ def test_training_killed_by_sigkill_resumes_to_the_same_losses(tiny_bloom, tmp_p
     first, second = read_log(tmp_path / "a" / "out" / "pt"), read_log(killed / "out" / "pt")
     assert [e["step"] for e in second] == list(range(1, 41))
     assert [e["loss"] for e in second] == pytest.approx([e["loss"] for e in first], rel=1e-6)
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tiny_bloom, tmp_path):
+    settings = settings_for(tmp_path, tiny_bloom, **{"pt.steps": 4, "pt.checkpoint_every": 1})
+    train_stage(settings, stop_after=1)
+    srsly.write_jsonl(tmp_path / "records.jsonl", RECORDS[:2])
+    with pytest.raises(ValueError, match="the data changed"):
+        train_stage(settings)

@@ -20,7 +20,7 @@ from ..optimizers import cosine_rate
 from ..token_classifier import DEFAULT_TARGET_MODULES, DEFAULT_TARGETS, lora_settings
 from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
-from .encoding import encode_records
+from .encoding import IGNORE, encode_records
 from .loss import AnswerLoss
 from .settings import RunSettings
 
@@ -107,11 +107,17 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     step = 0
     resumed = latest_checkpoint(checkpoints)
     if resumed is not None:
-        step = load_checkpoint(resumed, model, optimizer, scheduler)["step"]
+        state = load_checkpoint(resumed, model, optimizer, scheduler)
+        if state["extra"].get("records") != len(encoded):
+            raise ValueError(f"{resumed} was trained on {state['extra'].get('records')} records, this run has "
+                             f"{len(encoded)}: the data changed. Delete {folder} to start over, or set another "
+                             "--paths.output")
+        step = state["step"]
         msg.info(f"Resuming stage {settings.stage} from {resumed} (step {step})")
     log = _Log(folder / LOG_FILE, step, accelerator.is_main_process)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stream = BatchStream(encoded, seed=settings.seed, rows_per_batch=train.batch_size, max_length=settings.max_length,
-                         packing=settings.packing, pad_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                         packing=settings.packing, pad_id=pad_id)
     loss_model.train()
     started = time.time()
     progress = tqdm(total=train.steps, initial=step, desc=f"seqgpt {settings.stage}", unit="step",
@@ -119,7 +125,7 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     while step < train.steps:
         first = (step * train.accumulate) * accelerator.num_processes + accelerator.process_index
         batches = [stream[first + m * accelerator.num_processes] for m in range(train.accumulate)]
-        answer_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        answer_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
         total = 0.0
         for m, batch in enumerate(batches):
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
