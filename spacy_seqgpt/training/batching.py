@@ -21,16 +21,21 @@ def epoch_order(n: int, seed: int, epoch: int) -> List[int]:
     return order
 
 
+OPEN_ROWS = 64  # packing looks for room in the last this many rows only: linear time on big corpora
+
+
 def group_rows(encoded: Sequence[Encoded], order: Sequence[int], max_length: int, packing: bool) -> List[List[int]]:
-    """Indices of the records of each row: one per row, or packed first fit up to ``max_length``."""
+    """Indices of the records of each row: one per row, or packed first fit (among the last
+    ``OPEN_ROWS`` rows) up to ``max_length`` tokens."""
     if not packing:
         return [[i] for i in order]
     rows: List[List[int]] = []
     free: List[int] = []
     for i in order:
         size = len(encoded[i])
-        for row, room in enumerate(free):
-            if size <= room:
+        first_open = max(0, len(rows) - OPEN_ROWS)
+        for row in range(first_open, len(rows)):
+            if size <= free[row]:
                 rows[row].append(i)
                 free[row] -= size
                 break
