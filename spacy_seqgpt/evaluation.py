@@ -94,8 +94,10 @@ def _char_spans(doc, spans):
     return list(found.values())
 
 
-def score_records(records: Sequence[dict], predictions: Sequence, generated: Sequence[str]) -> Dict[str, dict]:
-    """Scores per ``source/task`` group: f1, rouge1/2/L, rouge, score, n, and span_f1 where gold spans exist."""
+def score_records(records: Sequence[dict], predictions: Sequence, generated: Sequence[str],
+                  held_out: Sequence[str] = ()) -> Dict[str, dict]:
+    """Scores per ``source/task`` group: f1, rouge1/2/L, rouge, score, n, span_f1 where gold spans
+    exist, and split ("held-out" for sources starting with one of ``held_out``, else "held-in")."""
     groups: Dict[Tuple[str, str], List[int]] = defaultdict(list)
     for i, record in enumerate(records):
         groups[(record["source"], record["task"])].append(i)
@@ -105,7 +107,8 @@ def score_records(records: Sequence[dict], predictions: Sequence, generated: Seq
         f1 = micro_f1((answer_pairs(task, predictions[i]), answer_pairs(task, records[i]["answer"])) for i in indices)
         references = [format_answer(task, r["answer"], r["labels"]) for r in group]
         rouge = rouge_scores([generated[i] for i in indices], references, group[0]["lang"])
-        result = {"task": task, "source": source, "n": len(indices), "f1": f1["f"], **rouge,
+        split = "held-out" if source.startswith(tuple(held_out)) else "held-in"
+        result = {"task": task, "source": source, "split": split, "n": len(indices), "f1": f1["f"], **rouge,
                   "score": (f1["f"] + rouge["rouge"]) / 2}
         with_spans = [i for i in indices if task == EXTRACT and "spans" in records[i]]
         if with_spans:
@@ -114,16 +117,13 @@ def score_records(records: Sequence[dict], predictions: Sequence, generated: Seq
     return results
 
 
-def summarize(results: Dict[str, dict], held_out: Sequence[str] = ()) -> Dict[str, dict]:
+def summarize(results: Dict[str, dict]) -> Dict[str, dict]:
     """Mean scores of held-in and held-out groups, per task, and over ALL groups (macro over datasets)."""
-    def is_held_out(result):
-        return any(result["source"].startswith(prefix) for prefix in held_out)
-
     buckets = {"ALL": list(results.values())}
     for task in (EXTRACT, CLASSIFY):
         buckets[task] = [r for r in results.values() if r["task"] == task]
-    buckets["held-in"] = [r for r in results.values() if not is_held_out(r)]
-    buckets["held-out"] = [r for r in results.values() if is_held_out(r)]
+    for split in ("held-in", "held-out"):
+        buckets[split] = [r for r in results.values() if r["split"] == split]
     keys = ("f1", "rouge", "score")
     return {name: {key: sum(r[key] for r in group) / len(group) for key in keys} | {"datasets": len(group)}
             for name, group in buckets.items() if group}

@@ -1,19 +1,16 @@
 """Evaluation results as a Markdown table and a bar chart."""
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict
 
 COLUMNS = ("n", "f1", "rouge1", "rouge2", "rougeL", "score", "span_f1")
 
 
-def markdown_table(results: Dict[str, dict], summary: Dict[str, dict], held_out: Sequence[str] = ()) -> str:
+def markdown_table(results: Dict[str, dict], summary: Dict[str, dict]) -> str:
     """Per dataset and task (held-in first, then held-out), then the summary rows."""
-    def held(result):
-        return "held-out" if any(result["source"].startswith(p) for p in held_out) else "held-in"
-
     lines = ["| dataset | task | split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
-    for result in sorted(results.values(), key=lambda r: (held(r), r["source"], r["task"])):
+    for result in sorted(results.values(), key=lambda r: (r["split"], r["source"], r["task"])):
         cells = [str(result["n"])] + [f"{result[c]:.3f}" if c in result else "-" for c in COLUMNS[1:]]
-        lines.append(f"| {result['source']} | {result['task']} | {held(result)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {result['source']} | {result['task']} | {result['split']} | " + " | ".join(cells) + " |")
     lines += ["", "| group | datasets | f1 | rouge | score |", "|---|---|---|---|---|"]
     for name, row in summary.items():
         lines.append(f"| {name} | {row['datasets']} | {row['f1']:.3f} | {row['rouge']:.3f} | {row['score']:.3f} |")

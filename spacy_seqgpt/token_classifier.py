@@ -15,14 +15,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy
 from spacy.tokens import Doc
 
+from .adapters import add_lora, lora_settings, prepare_for_training
 from .alignment import align_subwords
 from .loading import ModelLoadError, ModelSpec, _check_local_path, _load_error_message, _quantization_config
 
 QUANTIZE_OPTIONS = (None, "4bit")
-LORA_DEFAULTS = {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": None}
-# LoRA goes on the query and value projections (the paper's choice); BLOOM fuses q, k and v.
-DEFAULT_TARGET_MODULES = {"bloom": ["query_key_value"]}
-DEFAULT_TARGETS = ["q_proj", "v_proj"]
 
 
 @dataclass(frozen=True)
@@ -63,19 +60,6 @@ class TaggerSettings:
         spec = ModelSpec.resolve(self.model, self.device, "auto" if self.quantize else "float32", self.quantize,
                                  None, self.trust_remote_code)
         object.__setattr__(self, "spec", spec)
-
-
-def lora_settings(lora: Dict[str, Any]) -> Dict[str, Any]:
-    """The LoRA settings with defaults filled in; unknown keys are refused."""
-    if not isinstance(lora, dict):
-        raise ValueError(f"'lora' must be null (full fine-tuning) or a dict of LoRA settings, got {lora!r}.")
-    unknown = set(lora) - set(LORA_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown LoRA settings {sorted(unknown)}: use {sorted(LORA_DEFAULTS)}.")
-    merged = {**LORA_DEFAULTS, **lora}
-    if not isinstance(merged["r"], int) or merged["r"] < 1:
-        raise ValueError(f"LoRA 'r' must be a positive integer, got {merged['r']!r}.")
-    return merged
 
 
 @dataclass
@@ -139,16 +123,14 @@ class TokenClassifier:
         from .unmasking import unmask
 
         unmask(model, settings.unmask, mode="full")
-        checkpointing = {"use_reentrant": False}
-        if spec.quantize:
-            from peft import prepare_model_for_kbit_training
+        model = prepare_for_training(model, quantized=bool(spec.quantize),
+                                     gradient_checkpointing=settings.gradient_checkpointing)
+        if settings.lora is not None and adapter is not None:  # a saved adapter and head
+            from peft import PeftModel
 
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs=checkpointing)
-        elif settings.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
-        if settings.lora is not None:
-            model = _with_lora(model, settings, adapter)
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        elif settings.lora is not None:
+            model = add_lora(model, settings.lora, "TOKEN_CLS")
         return cls(model, tok, settings, tags)
 
     @property
@@ -221,22 +203,6 @@ class TokenClassifier:
             base = self.model.get_base_model()
             base.save_pretrained(path / "base", state_dict=_base_state_dict(base))
         return {"base": include_base, "adapter": True}
-
-
-def _with_lora(model, settings: TaggerSettings, adapter: Optional[str]):
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-
-    if adapter is not None:
-        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    lora = lora_settings(settings.lora)
-    targets = lora["target_modules"] or DEFAULT_TARGET_MODULES.get(model.config.model_type, DEFAULT_TARGETS)
-    config = LoraConfig(task_type=TaskType.TOKEN_CLS, r=lora["r"], lora_alpha=lora["alpha"],
-                        lora_dropout=lora["dropout"], target_modules=list(targets))
-    try:
-        return get_peft_model(model, config)
-    except ValueError as err:
-        raise ValueError(f"LoRA target modules {list(targets)} do not fit this {model.config.model_type} model: "
-                         f"{err}") from err
 
 
 def _base_state_dict(base) -> Dict[str, Any]:

@@ -41,7 +41,10 @@ def test_score_is_mean_of_f1_and_rouge_and_span_f1_is_strict():
                       spans=[[0, 4, "person"], [9, 12, "person"], [16, 20, "city"]])]
     predictions = [{"person": ["Anna", "Ben"], "city": ["Rome"]}]
     generated = ["person: Anna, Ben\ncity: Rome"]
-    result = score_records(records, predictions, generated)["d/extract"]
+    result = score_records(records, predictions, generated, held_out=["crossner"])["d/extract"]
+    assert result["split"] == "held-in"
+    assert score_records([dict(records[0], source="crossner-ai")], predictions, generated,
+                         held_out=["crossner"])["crossner-ai/extract"]["split"] == "held-out"
     assert result["f1"] == 1.0 and result["rouge"] == pytest.approx(1.0) and result["score"] == pytest.approx(1.0)
     assert result["span_f1"] == 1.0
     # "Ben" found but labelled city: one false positive and one false negative among 3 gold spans
@@ -53,18 +56,18 @@ def test_score_is_mean_of_f1_and_rouge_and_span_f1_is_strict():
 
 def test_summary_and_table_split_held_in_from_held_out():
     results = {
-        "conll/extract": {"source": "conll", "task": "extract", "n": 2, "f1": 0.5, "rouge": 0.7, "score": 0.6,
+        "conll/extract": {"source": "conll", "task": "extract", "split": "held-in", "n": 2, "f1": 0.5, "rouge": 0.7, "score": 0.6,
                           "rouge1": 0.7, "rouge2": 0.7, "rougeL": 0.7},
-        "crossner-ai/extract": {"source": "crossner-ai", "task": "extract", "n": 1, "f1": 0.1, "rouge": 0.3,
+        "crossner-ai/extract": {"source": "crossner-ai", "task": "extract", "split": "held-out", "n": 1, "f1": 0.1, "rouge": 0.3,
                                 "score": 0.2, "rouge1": 0.3, "rouge2": 0.3, "rougeL": 0.3},
-        "tnews/classify": {"source": "tnews", "task": "classify", "n": 1, "f1": 1.0, "rouge": 1.0, "score": 1.0,
+        "tnews/classify": {"source": "tnews", "task": "classify", "split": "held-in", "n": 1, "f1": 1.0, "rouge": 1.0, "score": 1.0,
                            "rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0},
     }
-    summary = summarize(results, ["crossner"])
+    summary = summarize(results)
     assert summary["held-out"]["score"] == pytest.approx(0.2)
     assert summary["held-in"]["score"] == pytest.approx(0.8)
     assert summary["extract"]["f1"] == pytest.approx(0.3)
     assert summary["ALL"]["datasets"] == 3
-    table = markdown_table(results, summary, ["crossner"])
+    table = markdown_table(results, summary)
     rows = [line for line in table.splitlines() if line.startswith("| crossner-ai")]
     assert rows and "held-out" in rows[0]

@@ -47,11 +47,11 @@ def evaluate_cli(
     predictions, generated = predict_records(shared, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                              num_beams=num_beams, progress=True)
     prefixes = [p for p in held_out.split(",") if p]
-    results = score_records(records, predictions, generated)
-    summary = summarize(results, prefixes)
+    results = score_records(records, predictions, generated, prefixes)
+    summary = summarize(results)
     output.mkdir(parents=True, exist_ok=True)
     srsly.write_json(output / "metrics.json", {"model": model, "results": results, "summary": summary})
-    table = markdown_table(results, summary, prefixes)
+    table = markdown_table(results, summary)
     (output / "metrics.md").write_text(table, encoding="utf8")
     bar_chart(results, output / "scores.png")
     print(table)

@@ -25,7 +25,8 @@ from ..alignment import resolve_overlaps
 from ..iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
 from ..optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
 from ..serialization import FolderBytes
-from ..token_classifier import LORA_DEFAULTS, TaggerSettings, TokenClassifier, softmax
+from ..adapters import LORA_DEFAULTS
+from ..token_classifier import TaggerSettings, TokenClassifier, softmax
 from .ner import add_ents
 
 DEFAULT_TAGGER_MODEL = "mistralai/Mistral-7B-v0.1"

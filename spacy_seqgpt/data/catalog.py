@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-HELD_OUT = ("crossner",)
 CROSSNER_DOMAINS = ("ai", "literature", "music", "politics", "science")
 
 
@@ -42,10 +41,6 @@ CATALOG: List[DatasetFile] = [
     DatasetFile("tnews", "tnews/test_public.json", "tnews", "eval"),
     *(DatasetFile(f"crossner-{domain}", f"crossner/{domain}/test.txt", "conll", "eval") for domain in CROSSNER_DOMAINS),
 ]
-
-
-def is_held_out(source: str) -> bool:
-    return source.startswith(HELD_OUT)
 
 
 def available(data_dir: Path) -> List[DatasetFile]:

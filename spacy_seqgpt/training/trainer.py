@@ -14,10 +14,10 @@ from typing import List, Optional
 
 from wasabi import msg
 
+from ..adapters import add_lora, prepare_for_training
 from ..data.records import read_records
 from ..loading import ModelLoadError, ModelSpec, _check_local_path, _load_error_message, _quantization_config
 from ..optimizers import cosine_rate
-from ..token_classifier import DEFAULT_TARGET_MODULES, DEFAULT_TARGETS, lora_settings
 from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .encoding import IGNORE, encode_records
@@ -58,19 +58,10 @@ def load_for_training(settings: RunSettings, source: str):
         raise ModelLoadError(_load_error_message("model", source, err)) from err
     if tokenizer.eos_token_id is None:
         raise ModelLoadError(f"the tokenizer of {source!r} has no end-of-sequence token to end answers with")
-    if settings.quantize:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
-    elif settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    model = prepare_for_training(model, quantized=bool(settings.quantize),
+                                 gradient_checkpointing=settings.gradient_checkpointing)
     if settings.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        lora = lora_settings(dict(settings.lora))
-        targets = lora["target_modules"] or DEFAULT_TARGET_MODULES.get(model.config.model_type, DEFAULT_TARGETS)
-        model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                                 target_modules=targets, task_type="CAUSAL_LM"))
+        model = add_lora(model, settings.lora, "CAUSAL_LM")
     elif settings.quantize:
         raise ValueError("quantized training needs LoRA (QLoRA): set [model.lora] or quantize = null")
     if settings.packing:
@@ -183,10 +174,8 @@ class _Log:
         if not active:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if path.exists():
-            kept = [line for line in path.read_text(encoding="utf8").splitlines()
-                    if line.strip() and _complete(line) and json.loads(line)["step"] <= step]
+        lines = path.read_text(encoding="utf8").splitlines() if path.exists() else []
+        kept = [line for line in lines if _logged_step(line) <= step]
         path.write_text("".join(line + "\n" for line in kept), encoding="utf8")
 
     def write(self, entry: dict) -> None:
@@ -195,9 +184,9 @@ class _Log:
                 stream.write(json.dumps(entry) + "\n")
 
 
-def _complete(line: str) -> bool:
+def _logged_step(line: str) -> float:
+    """The step of a log line; infinity for a line cut short by a kill (so it is dropped)."""
     try:
-        json.loads(line)
-        return True
-    except ValueError:
-        return False
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
