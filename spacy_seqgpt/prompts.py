@@ -9,7 +9,7 @@ for extraction, and the chosen label(s) for classification. This module imports 
 from the rest of the package.
 """
 import re
-from typing import Dict, Iterable, List, Mapping, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 EXTRACT = "extract"
 CLASSIFY = "classify"
@@ -137,11 +137,10 @@ def parse_answer(task: str, answer: object, labels: Iterable[str]):
     """
     _check_task(task)
     labels = list(labels)
-    lookup = _label_lookup(labels)
     text = answer if isinstance(answer, str) else ""
     if task == EXTRACT:
-        return _parse_extraction(text, labels, lookup)
-    return _parse_classification(text, lookup)
+        return _parse_extraction(text, labels)
+    return _parse_classification(text, _label_lookup(labels))
 
 
 def _label_lookup(labels: Sequence[str]) -> Dict[str, str]:
@@ -155,27 +154,38 @@ def _match_label(candidate: str, lookup: Mapping[str, str]):
     return lookup.get(candidate) or lookup.get(candidate.casefold())
 
 
-def _split_spans(value: str) -> List[str]:
-    spans = []
-    for span in _SPAN_SPLIT.split(value):
-        span = span.strip()
+def _split_spans(value: str) -> Iterable[Tuple[str, int]]:
+    """The spans of one answer line's value with their offsets in it (split as SeqGPT writes them)."""
+    start = 0
+    for end, next_start in [(m.start(), m.end()) for m in _SPAN_SPLIT.finditer(value)] + [(len(value), len(value))]:
+        piece = value[start:end]
+        span = piece.strip()
         if span and span.casefold() not in _NONE_ANSWERS:
-            spans.append(span)
-    return spans
+            yield span, start + len(piece) - len(piece.lstrip())
+        start = next_start
 
 
-def _parse_extraction(text: str, labels: Sequence[str], lookup: Mapping[str, str]) -> Dict[str, List[str]]:
+def locate_spans(answer: str, labels: Iterable[str]) -> List[Tuple[str, str, int]]:
+    """``(label, span, offset in the answer)`` of every extracted span, in answer order, as
+    :func:`parse_answer` reads them (duplicates kept): to score a span by its answer tokens."""
+    lookup = _label_lookup(list(labels))
+    found = []
+    offset = 0
+    for line in answer.splitlines(keepends=True):
+        split = _KEY_VALUE_SPLIT.search(line)
+        label = _match_label(line[: split.start()], lookup) if split else None
+        if label is not None:
+            value = line[split.end():].rstrip("\r\n")
+            found.extend((label, span, offset + split.end() + at) for span, at in _split_spans(value))
+        offset += len(line)
+    return found
+
+
+def _parse_extraction(text: str, labels: Sequence[str]) -> Dict[str, List[str]]:
     result: Dict[str, List[str]] = {label: [] for label in labels}
-    for line in text.splitlines():
-        parts = _KEY_VALUE_SPLIT.split(line, maxsplit=1)
-        if len(parts) != 2:
-            continue
-        label = _match_label(parts[0], lookup)
-        if label is None:
-            continue
-        for span in _split_spans(parts[1]):
-            if span not in result[label]:
-                result[label].append(span)
+    for label, span, _ in locate_spans(text, labels):
+        if span not in result[label]:
+            result[label].append(span)
     return result
 
 

@@ -1,0 +1,440 @@
+# cython: language_level=3
+"""Answer grammars for constrained SeqGPT decoding: which next tokens keep an answer valid.
+
+A grammar reads the answer byte by byte, so it is exact whatever the tokenizer merges (a
+span's tokens in the answer, " Paris" after ": ", need not be the tokens it had in the
+input). The decoder asks only about the few best-scoring tokens of each row (``allowed``),
+then moves the chosen rows on (``advance``); both loop in C over rows, candidates and bytes.
+
+- ``ExtractionGrammar``: one line per queried label, in order, ``label: span, span`` or
+  ``label: None``, then end-of-sequence. A span is a substring of the input text: a
+  shift-and (bitap) automaton over the input's bytes keeps the set of input positions where
+  the span read so far could continue, one bit each, so a step is a few word operations. Its
+  start and end sets say where spans may begin and end: on character boundaries, never
+  starting with a space, and with ``boundaries`` given, only on spaCy token boundaries (the
+  strict alignment modes). Characters that split spans when the answer is read back (",",
+  "，", tab, line breaks) never occur inside one.
+- ``ClassificationGrammar``: labels from a trie of the queried labels, each at most once,
+  joined by "，" (one label only when exclusive), then end-of-sequence.
+
+A row's state is six integers and a bitset of ``n_words`` 64-bit words; rows that share a
+grammar (beams, chunks of one prompt) keep their own states.
+"""
+import numpy as np
+
+cimport cython
+from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.string cimport memcpy, memset
+
+# State slots (ints) and phases.
+cdef enum:
+    PHASE = 0
+    LINE = 1    # extraction: the label's line; classification: labels chosen so far
+    POS = 2     # extraction: bytes of "label: " written; classification: trie node
+    NONE_POS = 3  # bytes of "None" written, -1 when the value cannot be "None"
+    LENGTH = 4  # extraction: bytes of the value; classification: bytes of "，" written
+    N_INTS = 6
+cdef enum:
+    FORCED = 0  # writing a fixed string: "label: " (extraction), "，" (classification)
+    VALUE = 1   # extraction: a span or "None"; classification: a label
+    COMMA = 2   # extraction: after "," comes " "
+    DONE = 3
+cdef int MAX_WORDS = 4096
+cdef const unsigned char* NONE_BYTES = b"None"
+cdef const unsigned char* SEPARATOR_BYTES = b"\xef\xbc\x8c"  # "，" in UTF-8
+
+_SEPARATOR = "，".encode("utf8")
+# Bytes that end a span when the answer is read back (prompts.parse_answer) or end its line.
+_SPLITTERS = b",\t\n\r\x0b\x0c"
+
+
+cdef class TokenBytes:
+    """The bytes each token id writes; ``None`` for tokens that write nothing usable (special)."""
+    cdef readonly bytes data
+    cdef int64_t[::1] offsets
+    cdef uint8_t[::1] usable
+    cdef readonly int64_t eos_id
+    cdef readonly int64_t size
+
+    def __init__(self, pieces, int64_t eos_id):
+        pieces = list(pieces)
+        self.size = len(pieces)
+        if not 0 <= eos_id < self.size:
+            raise ValueError(f"the end-of-sequence id {eos_id} is not in the vocabulary of {self.size} tokens")
+        offsets = np.zeros(self.size + 1, dtype=np.int64)
+        usable = np.zeros(self.size, dtype=np.uint8)
+        chunks = []
+        total = 0
+        for i, piece in enumerate(pieces):
+            if piece:
+                chunks.append(piece)
+                total += len(piece)
+                usable[i] = 1
+            offsets[i + 1] = total
+        self.data = b"".join(chunks)
+        self.offsets = offsets
+        self.usable = usable
+        self.eos_id = eos_id
+
+    def piece(self, int64_t token):
+        if not self.usable[token]:
+            return None
+        return self.data[self.offsets[token]:self.offsets[token + 1]]
+
+
+cdef class Grammar:
+    """What every grammar offers the decoder; ``step`` reads one byte (or, with -1, the end)."""
+    cdef readonly int n_words
+
+    cdef void start(self, int64_t* state, uint64_t* bits) noexcept nogil:
+        pass
+
+    cdef bint step(self, int64_t* state, uint64_t* bits, int byte) noexcept nogil:
+        return False
+
+    cdef bint feed(self, int64_t* state, uint64_t* bits, TokenBytes vocab, int64_t token):
+        """Step through the bytes of ``token`` in place; False as soon as one is not allowed."""
+        cdef const unsigned char* data
+        cdef int64_t i
+        if token == vocab.eos_id:
+            return self.step(state, bits, -1)
+        if token < 0 or token >= vocab.size or not vocab.usable[token]:
+            return False
+        data = <const unsigned char*> vocab.data
+        for i in range(vocab.offsets[token], vocab.offsets[token + 1]):
+            if not self.step(state, bits, data[i]):
+                return False
+        return True
+
+    def initial_state(self):
+        """``(ints, bits)`` of a row that has written nothing yet (numpy arrays)."""
+        ints = np.zeros(N_INTS, dtype=np.int64)
+        bits = np.zeros(max(self.n_words, 1), dtype=np.uint64)
+        cdef int64_t[::1] i_view = ints
+        cdef uint64_t[::1] b_view = bits
+        self.start(&i_view[0], &b_view[0])
+        return ints, bits
+
+    def accepts(self, text):
+        """Whether the grammar accepts ``text`` (bytes or str) followed by the end: for tests and checks."""
+        ints, bits = self.initial_state()
+        cdef int64_t[::1] i_view = ints
+        cdef uint64_t[::1] b_view = bits
+        data = text.encode("utf8") if isinstance(text, str) else bytes(text)
+        for byte in data:
+            if not self.step(&i_view[0], &b_view[0], byte):
+                return False
+        return self.step(&i_view[0], &b_view[0], -1)
+
+
+cdef inline void shift_and(uint64_t* bits, const uint64_t* mask, int n_words) noexcept nogil:
+    """bits = (bits & mask) << 1 over ``n_words`` words."""
+    cdef int w
+    cdef uint64_t carry = 0, word
+    for w in range(n_words):
+        word = bits[w] & mask[w]
+        bits[w] = (word << 1) | carry
+        carry = word >> 63
+
+
+cdef inline bint any_common(const uint64_t* a, const uint64_t* b, int n_words) noexcept nogil:
+    cdef int w
+    for w in range(n_words):
+        if a[w] & b[w]:
+            return True
+    return False
+
+
+cdef inline bint any_set(const uint64_t* a, int n_words) noexcept nogil:
+    cdef int w
+    for w in range(n_words):
+        if a[w]:
+            return True
+    return False
+
+
+def _bitset(positions, int n_words):
+    out = np.zeros(n_words, dtype=np.uint64)
+    for p in positions:
+        out[p >> 6] |= np.uint64(1) << np.uint64(p & 63)
+    return out
+
+
+cdef class ExtractionGrammar(Grammar):
+    """Answers ``label: span, span`` / ``label: None``, one line per label, spans from ``text``."""
+    cdef uint8_t[::1] forced   # every line's "label: ", concatenated
+    cdef int64_t[::1] forced_at  # line i's prefix is forced[forced_at[i]:forced_at[i + 1]]
+    cdef int n_lines
+    cdef int64_t mask_of[256]  # row of ``masks`` for a byte, -1 where the byte may not be in a span
+    cdef uint64_t[:, ::1] masks
+    cdef uint64_t[::1] starts
+    cdef uint64_t[::1] ends
+
+    def __init__(self, str text, labels, boundaries=None):
+        """``labels``: the prompt texts queried, in order. ``boundaries``: ``(starts, ends)`` character
+        offsets spans must begin and end on (spaCy tokens), or None for any character boundary."""
+        labels = list(labels)
+        if not labels:
+            raise ValueError("an extraction grammar needs at least one label")
+        lines = [label.encode("utf8") + b": " for label in labels]
+        self.forced = np.frombuffer(b"".join(lines), dtype=np.uint8).copy()
+        self.forced_at = np.cumsum([0] + [len(line) for line in lines]).astype(np.int64)
+        self.n_lines = len(lines)
+        data = text.encode("utf8")
+        n = len(data)
+        self.n_words = (n + 1 + 63) // 64 or 1
+        if self.n_words > MAX_WORDS:
+            raise ValueError(f"the input is too long for an extraction grammar ({n} bytes)")
+        # Character boundaries in bytes: a UTF-8 continuation byte never starts or ends a span.
+        char_start = [not (0x80 <= b < 0xC0) for b in data] + [True]
+        if boundaries is None:
+            start_at = [p for p in range(n) if char_start[p] and not chr(data[p]).isspace()]
+            end_at = [p for p in range(1, n + 1) if char_start[p] and not chr(data[p - 1]).isspace()]
+        else:
+            byte_of = _byte_offsets(text)
+            start_at = [byte_of[c] for c in boundaries[0] if 0 <= c < len(text)]
+            end_at = [byte_of[c] for c in boundaries[1] if 0 < c <= len(text)]
+        self.starts = _bitset(start_at, self.n_words)
+        self.ends = _bitset(end_at, self.n_words)
+        rows = {}
+        for p, b in enumerate(data):
+            if b not in _SPLITTERS and b != 0xEF:  # 0xEF: the lead byte of "，" is handled below
+                rows.setdefault(b, []).append(p)
+        # Full-width characters other than "，" keep their lead byte where they occur.
+        for p in range(n - 2):
+            if data[p] == 0xEF and data[p:p + 3] != _SEPARATOR:
+                rows.setdefault(0xEF, []).append(p)
+        masks = np.zeros((max(len(rows), 1), self.n_words), dtype=np.uint64)
+        for c in range(256):
+            self.mask_of[c] = -1
+        for r, (b, positions) in enumerate(sorted(rows.items())):
+            self.mask_of[b] = r
+            masks[r] = _bitset(positions, self.n_words)
+        self.masks = masks
+
+    cdef void _open_value(self, int64_t* state, uint64_t* bits, bint none_allowed) noexcept nogil:
+        state[PHASE] = VALUE
+        state[NONE_POS] = 0 if none_allowed else -1
+        state[LENGTH] = 0
+        memcpy(bits, &self.starts[0], self.n_words * sizeof(uint64_t))
+
+    cdef void start(self, int64_t* state, uint64_t* bits) noexcept nogil:
+        memset(state, 0, N_INTS * sizeof(int64_t))
+        memset(bits, 0, self.n_words * sizeof(uint64_t))
+        state[PHASE] = FORCED
+
+    cdef bint _complete(self, int64_t* state, uint64_t* bits) noexcept nogil:
+        if state[NONE_POS] == 4:
+            return True
+        return state[LENGTH] > 0 and any_common(bits, &self.ends[0], self.n_words)
+
+    cdef bint step(self, int64_t* state, uint64_t* bits, int byte) noexcept nogil:
+        cdef int64_t phase = state[PHASE], line = state[LINE], pos
+        cdef int64_t row
+        if phase == FORCED:
+            if byte < 0:
+                return False
+            pos = self.forced_at[line] + state[POS]
+            if self.forced[pos] != byte:
+                return False
+            state[POS] += 1
+            if pos + 1 == self.forced_at[line + 1]:
+                self._open_value(state, bits, True)
+            return True
+        if phase == COMMA:
+            if byte != 32:
+                return False
+            self._open_value(state, bits, False)
+            return True
+        if phase != VALUE:
+            return False
+        if byte < 0 or byte == 10:  # the end, or the next line
+            if not self._complete(state, bits):
+                return False
+            if byte < 0:
+                if line != self.n_lines - 1:
+                    return False
+                state[PHASE] = DONE
+                return True
+            if line == self.n_lines - 1:
+                return False
+            state[PHASE] = FORCED
+            state[LINE] = line + 1
+            state[POS] = 0
+            return True
+        if byte == 44:  # ",": another span follows
+            if state[LENGTH] == 0 or not any_common(bits, &self.ends[0], self.n_words):
+                return False
+            state[PHASE] = COMMA
+            return True
+        if state[NONE_POS] >= 0 and state[NONE_POS] < 4 and NONE_BYTES[state[NONE_POS]] == byte:
+            state[NONE_POS] += 1
+        else:
+            state[NONE_POS] = -1
+        row = self.mask_of[byte]
+        if row < 0:
+            memset(bits, 0, self.n_words * sizeof(uint64_t))
+        else:
+            shift_and(bits, &self.masks[row, 0], self.n_words)
+        state[LENGTH] += 1
+        return state[NONE_POS] >= 0 or any_set(bits, self.n_words)
+
+
+def _byte_offsets(str text):
+    """Byte offset of each character offset of ``text`` (one more entry for the end)."""
+    offsets = [0]
+    for char in text:
+        offsets.append(offsets[-1] + len(char.encode("utf8")))
+    return offsets
+
+
+cdef class ClassificationGrammar(Grammar):
+    """Answers naming queried labels, each once, joined by "，" (only one when ``exclusive``)."""
+    cdef int64_t[::1] child      # first child of each trie node
+    cdef int64_t[::1] sibling    # next sibling
+    cdef uint8_t[::1] edge       # the byte leading into each node
+    cdef int64_t[::1] label_at   # the label a node completes, -1 if none
+    cdef bint exclusive
+
+    def __init__(self, labels, bint exclusive):
+        labels = [label.encode("utf8") for label in labels]
+        if not labels or any(not label for label in labels):
+            raise ValueError("a classification grammar needs non-empty labels")
+        child, sibling, edge, label_at = [-1], [-1], [0], [-1]
+        for index, label in enumerate(labels):
+            node = 0
+            for b in label:
+                nxt = child[node]
+                while nxt >= 0 and edge[nxt] != b:
+                    nxt = sibling[nxt]
+                if nxt < 0:
+                    nxt = len(child)
+                    child.append(-1)
+                    sibling.append(child[node])
+                    edge.append(b)
+                    label_at.append(-1)
+                    child[node] = nxt
+                node = nxt
+            label_at[node] = index
+        self.child = np.array(child, dtype=np.int64)
+        self.sibling = np.array(sibling, dtype=np.int64)
+        self.edge = np.array(edge, dtype=np.uint8)
+        self.label_at = np.array(label_at, dtype=np.int64)
+        self.exclusive = exclusive
+        self.n_words = (len(labels) + 63) // 64
+
+    cdef void start(self, int64_t* state, uint64_t* bits) noexcept nogil:
+        memset(state, 0, N_INTS * sizeof(int64_t))
+        memset(bits, 0, self.n_words * sizeof(uint64_t))
+        state[PHASE] = VALUE
+
+    cdef bint _fresh_label(self, int64_t* state, uint64_t* bits) noexcept nogil:
+        cdef int64_t label = self.label_at[state[POS]]
+        return label >= 0 and not (bits[label >> 6] >> (label & 63)) & 1
+
+    cdef bint step(self, int64_t* state, uint64_t* bits, int byte) noexcept nogil:
+        cdef int64_t node, label
+        if state[PHASE] == FORCED:  # inside "，"
+            if byte != SEPARATOR_BYTES[state[LENGTH]]:
+                return False
+            state[LENGTH] += 1
+            if state[LENGTH] == 3:
+                state[PHASE] = VALUE
+                state[POS] = 0
+            return True
+        if state[PHASE] != VALUE:
+            return False
+        if byte >= 0:
+            node = self.child[state[POS]]
+            while node >= 0 and self.edge[node] != byte:
+                node = self.sibling[node]
+            if node >= 0:
+                state[POS] = node
+                return True
+        # No label continues: the end, or a separator, may close the label read so far.
+        if byte < 0 and state[POS] == 0 and not self.exclusive and state[LINE] == 0:
+            state[PHASE] = DONE  # a multi-label answer may name no label
+            return True
+        if not self._fresh_label(state, bits) or (byte >= 0 and (self.exclusive or byte != SEPARATOR_BYTES[0])):
+            return False
+        label = self.label_at[state[POS]]
+        bits[label >> 6] |= (<uint64_t> 1) << (label & 63)
+        state[LINE] += 1  # labels chosen so far
+        if byte < 0:
+            state[PHASE] = DONE
+        else:
+            state[PHASE] = FORCED
+            state[LENGTH] = 1
+        return True
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def allowed(list grammars, int64_t[:, ::1] ints, uint64_t[:, ::1] bits, int64_t[:, ::1] candidates,
+            TokenBytes vocab):
+    """(rows, k) booleans: may row r write ``candidates[r, j]`` next? Rows without a grammar may write anything."""
+    cdef Py_ssize_t rows = candidates.shape[0], k = candidates.shape[1], r, j
+    cdef int n_words = bits.shape[1]
+    out = np.zeros((rows, k), dtype=np.bool_)
+    cdef uint8_t[:, ::1] ok = out.view(np.uint8)
+    cdef int64_t scratch_ints[N_INTS]
+    scratch = np.zeros(max(n_words, 1), dtype=np.uint64)
+    cdef uint64_t[::1] scratch_bits = scratch
+    cdef Grammar grammar
+    for r in range(rows):
+        if grammars[r] is None:
+            ok[r, :] = 1
+            continue
+        grammar = <Grammar> grammars[r]
+        for j in range(k):
+            memcpy(scratch_ints, &ints[r, 0], N_INTS * sizeof(int64_t))
+            memcpy(&scratch_bits[0], &bits[r, 0], n_words * sizeof(uint64_t))
+            ok[r, j] = grammar.feed(scratch_ints, &scratch_bits[0], vocab, candidates[r, j])
+    return out
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def best_allowed(Grammar grammar, int64_t[::1] ints, uint64_t[::1] bits, float[::1] scores, TokenBytes vocab):
+    """The highest-scoring token the grammar allows anywhere in the vocabulary (-1 if none): the
+    fallback when none of the best few candidates is allowed."""
+    cdef int64_t token, best = -1
+    cdef float best_score = 0
+    cdef int64_t scratch_ints[N_INTS]
+    scratch = np.zeros(bits.shape[0], dtype=np.uint64)
+    cdef uint64_t[::1] scratch_bits = scratch
+    cdef Py_ssize_t n = min(<Py_ssize_t> vocab.size, scores.shape[0])
+    for token in range(n):
+        if best >= 0 and scores[token] <= best_score:
+            continue
+        memcpy(scratch_ints, &ints[0], N_INTS * sizeof(int64_t))
+        memcpy(&scratch_bits[0], &bits[0], bits.shape[0] * sizeof(uint64_t))
+        if grammar.feed(scratch_ints, &scratch_bits[0], vocab, token):
+            best = token
+            best_score = scores[token]
+    return best
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def advance(list grammars, int64_t[:, ::1] ints, uint64_t[:, ::1] bits, int64_t[::1] source, int64_t[::1] tokens,
+            TokenBytes vocab):
+    """New states: row i is row ``source[i]`` after writing ``tokens[i]`` (which must be allowed)."""
+    cdef Py_ssize_t rows = source.shape[0], i
+    cdef int n_words = bits.shape[1]
+    new_ints = np.zeros((rows, N_INTS), dtype=np.int64)
+    new_bits = np.zeros((rows, n_words), dtype=np.uint64)
+    cdef int64_t[:, ::1] out_ints = new_ints
+    cdef uint64_t[:, ::1] out_bits = new_bits
+    for i in range(rows):
+        out_ints[i, :] = ints[source[i], :]
+        out_bits[i, :] = bits[source[i], :]
+        grammar = grammars[source[i]]
+        if grammar is not None and not (<Grammar> grammar).feed(&out_ints[i, 0], &out_bits[i, 0], vocab, tokens[i]):
+            raise ValueError(f"token {tokens[i]} is not allowed in row {source[i]}")
+    return new_ints, new_bits
+
+
+def is_done(int64_t[:, ::1] ints):
+    """Which rows have read a complete answer and its end."""
+    return np.asarray(ints[:, PHASE]) == DONE

@@ -1,0 +1,322 @@
+"""Batched, constrained, scored decoding of SeqGPT answers, sharing each document's prompt prefix.
+
+What ``generate()`` cannot do for us, in one loop:
+
+- **Shared prefixes.** The prompts of one group (a window of a document asked about several
+  label chunks) start with the same tokens. Those are encoded once; their KV cache is copied
+  to each prompt's rows, and only the rest of each prompt is encoded on top. Rows then hold
+  padding in the middle (``[pad prefix | pad rest]``): the attention mask says which columns
+  are real, and positions (Llama) or ALiBi distances (BLOOM) count real tokens only.
+- **Constraints.** A grammar per prompt (``kernels/constraints.pyx``) is asked about the few
+  best tokens of each row; only if none is allowed is the whole vocabulary searched.
+- **Scores.** Each generated token keeps the log-probability the model gave it, so a span's
+  probability is the product over the tokens that wrote it.
+- **Prefix-LM models** (``unmask(..., mode="prompt")``): every call passes each row's prompt
+  length, so the prompt attends both ways and the generated tokens causally. The prompt
+  must then be encoded whole, so prefixes are not shared.
+- Rows whose answer is complete leave the batch (the cache is compacted), and the LM head
+  runs on the last position only.
+"""
+import inspect
+from dataclasses import dataclass, field
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .kernels.constraints import TokenBytes, advance, allowed, best_allowed
+from .loading import SharedModel
+from .token_bytes import token_pieces
+
+DEFAULT_CANDIDATES = 8
+
+
+@dataclass
+class Query:
+    """One prompt; queries with equal ``group`` share their common leading tokens."""
+
+    prompt: str
+    group: Hashable = None
+    grammar: object = None  # a kernels.constraints grammar, or None for free decoding
+
+
+@dataclass
+class Answer:
+    """A generated answer: its text and each token's log-probability (end-of-sequence excluded)."""
+
+    text: str
+    tokens: List[int]
+    logprobs: List[float]
+    token_ends: List[int]  # byte offset in the UTF-8 answer where each token ends
+
+    def probability(self, start: int, end: int) -> float:
+        """Probability of the tokens that wrote characters ``start:end`` of ``text``."""
+        byte_start = len(self.text[:start].encode("utf8"))
+        byte_end = byte_start + len(self.text[start:end].encode("utf8"))
+        total, token_start = 0.0, 0
+        for token_end, logprob in zip(self.token_ends, self.logprobs):
+            if token_start < byte_end and token_end > byte_start:
+                total += logprob
+            token_start = token_end
+        return float(np.exp(total))
+
+
+@dataclass
+class _Row:
+    query: int
+    tokens: List[int] = field(default_factory=list)
+    logprobs: List[float] = field(default_factory=list)
+    score: float = 0.0  # sum of log-probabilities (beam search)
+
+
+def vocabulary_bytes(shared: SharedModel) -> TokenBytes:
+    """The model's token table for grammars, built once per loaded model."""
+    table = getattr(shared, "_token_bytes", None)
+    if table is None:
+        size = shared.model.get_output_embeddings().weight.shape[0]
+        table = TokenBytes(token_pieces(shared.tokenizer, max(size, len(shared.tokenizer))),
+                           shared.tokenizer.eos_token_id)
+        shared._token_bytes = table
+    return table
+
+
+def prefix_lm_layers(model) -> bool:
+    """Whether ``model`` was unmasked with ``mode="prompt"`` (its calls need prompt lengths)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    state = getattr(base, "seqgpt_unmask", None)
+    return state is not None and "prompt" in state.modes.values()
+
+
+class Decoder:
+    """Answers many queries in batches of ``batch_size`` prompts (times ``num_beams`` rows)."""
+
+    def __init__(self, shared: SharedModel, *, batch_size: int, max_new_tokens: int, num_beams: int = 1,
+                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True):
+        self.shared = shared
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.candidates = max(candidates, 2 * num_beams)
+        self.prompt_mode = prefix_lm_layers(shared.model)
+        self.share_prefixes = share_prefixes and not self.prompt_mode
+        base = shared.model.get_base_model() if hasattr(shared.model, "get_base_model") else shared.model
+        self._positions = "position_ids" in inspect.signature(base.forward).parameters
+        self.vocab = vocabulary_bytes(shared)
+
+    def decode(self, queries: Sequence[Query], *, progress: bool = False) -> List[Answer]:
+        from tqdm import tqdm
+
+        if not queries:
+            return []
+        ids = self.shared.tokenizer([query.prompt for query in queries])["input_ids"]
+        answers: List[Optional[Answer]] = [None] * len(queries)
+        batches = list(self._batches(queries, ids))
+        for members in tqdm(batches, desc="decode", unit="batch", disable=not progress):
+            for index, answer in zip(members, self._decode_batch([ids[i] for i in members],
+                                                                 [queries[i] for i in members])):
+                answers[index] = answer
+        return answers
+
+    def _batches(self, queries: Sequence[Query], ids: Sequence[List[int]]):
+        """Whole groups, longest prompts first, up to ``batch_size`` queries a batch (one group may exceed it)."""
+        groups: Dict[Hashable, List[int]] = {}
+        for index, query in enumerate(queries):
+            key = (0, query.group) if self.share_prefixes and query.group is not None else (1, index)
+            groups.setdefault(key, []).append(index)
+        ordered = sorted(groups.values(), key=lambda members: -max(len(ids[i]) for i in members))
+        batch: List[int] = []
+        for members in ordered:
+            if batch and len(batch) + len(members) > self.batch_size:
+                yield batch
+                batch = []
+            batch.extend(members)
+        if batch:
+            yield batch
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def _decode_batch(self, ids: List[List[int]], queries: List[Query]) -> List[Answer]:
+        import torch
+
+        tokenizer, device = self.shared.tokenizer, self.shared.device
+        group_of, prefixes = self._split_prefixes(ids, queries)
+        beams = self.num_beams
+        rows = [query for query in range(len(queries)) for _ in range(beams)]
+        prompt_lengths = torch.tensor([len(ids[query]) for query in rows], device=device)
+        with torch.inference_mode():
+            prefix_ids, mask = self._left_pad([ids[q][:n] for q, n in prefixes], device)
+            logits, cache = self._forward(prefix_ids, mask, None, prompt_lengths[::beams][[q for q, _ in prefixes]]
+                                          if self.prompt_mode else None)
+            to_rows = torch.tensor([group_of[query] for query in rows], device=device)
+            cache.reorder_cache(to_rows)
+            mask = mask[to_rows]
+            rests = [ids[query][prefixes[group_of[query]][1]:] for query in rows]
+            if any(rests):
+                rest_ids, rest_mask = self._left_pad(rests, device)
+                mask = torch.cat([mask, rest_mask], 1)
+                logits, cache = self._forward(rest_ids, mask, cache, prompt_lengths if self.prompt_mode else None)
+            else:
+                logits = logits[to_rows]
+            grammars = [queries[query].grammar for query in rows]
+            states = self._initial_states(grammars)
+            live = [_Row(query, score=0.0 if i % beams == 0 else -np.inf) for i, query in enumerate(rows)]
+            finished: Dict[int, List[Tuple[float, _Row]]] = {}
+            for step in range(self.max_new_tokens):
+                logprobs = torch.log_softmax(logits.float(), -1)
+                picks = (self._greedy if beams == 1 else self._beam_step)(logprobs, live, grammars, states, finished)
+                if not picks:
+                    live = []
+                    break
+                source = np.array([row for row, _, _ in picks], dtype=np.int64)
+                tokens = np.array([token for _, token, _ in picks], dtype=np.int64)
+                states = advance(grammars, *states, source, tokens, self.vocab) if states else None
+                live = [_Row(live[row].query, live[row].tokens + [token], live[row].logprobs + [lp],
+                             live[row].score + lp) for row, token, lp in picks]
+                grammars = [grammars[row] for row in source]
+                if not np.array_equal(source, np.arange(len(logits))):
+                    index = torch.from_numpy(source).to(device)
+                    cache.reorder_cache(index)
+                    mask, prompt_lengths = mask[index], prompt_lengths[index]
+                mask = torch.cat([mask, mask.new_ones((len(picks), 1))], 1)
+                logits, cache = self._forward(torch.from_numpy(tokens).to(device)[:, None], mask, cache,
+                                              prompt_lengths if self.prompt_mode else None)
+        for row in live:  # out of new tokens: the rows still going are answers too
+            finished.setdefault(row.query, []).append((self._normalized(row), row))
+        return [self._answer(max(finished[query], key=lambda item: item[0])[1]) for query in range(len(queries))]
+
+    def _split_prefixes(self, ids, queries):
+        """Each query's group index, and per group (first query, prefix length) to encode once."""
+        group_of: List[int] = []
+        prefixes: List[Tuple[int, int]] = []
+        first: Dict[Hashable, int] = {}
+        for query, tokens in enumerate(ids):
+            key = queries[query].group if self.share_prefixes and queries[query].group is not None else ("", query)
+            if key not in first:
+                first[key] = len(prefixes)
+                prefixes.append((query, len(tokens)))
+            group = first[key]
+            group_of.append(group)
+            head, length = prefixes[group]
+            length = min(length, _common_length(ids[head], tokens))
+            prefixes[group] = (head, length)
+        if self.share_prefixes:  # each prompt keeps at least one token of its own to predict from
+            for query, tokens in enumerate(ids):
+                head, length = prefixes[group_of[query]]
+                prefixes[group_of[query]] = (head, min(length, len(tokens) - 1))
+        return group_of, prefixes
+
+    def _left_pad(self, sequences: List[List[int]], device):
+        import torch
+
+        width = max(len(seq) for seq in sequences)
+        pad = self.shared.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(seq)) + seq for seq in sequences], device=device)
+        mask = torch.tensor([[0] * (width - len(seq)) + [1] * len(seq) for seq in sequences], device=device)
+        return ids, mask
+
+    def _forward(self, input_ids, mask, cache, prompt_lengths):
+        kwargs = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache, "use_cache": True,
+                  "logits_to_keep": 1}
+        if self._positions:
+            kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        if prompt_lengths is not None:
+            kwargs["prompt_lengths"] = prompt_lengths
+        out = self.shared.model(**kwargs)
+        return out.logits[:, -1], out.past_key_values
+
+    # -- choosing tokens ------------------------------------------------------------------------
+
+    def _initial_states(self, grammars):
+        if all(grammar is None for grammar in grammars):
+            return None
+        width = max(grammar.n_words for grammar in grammars if grammar is not None) or 1
+        ints = np.zeros((len(grammars), 6), dtype=np.int64)
+        bits = np.zeros((len(grammars), width), dtype=np.uint64)
+        for row, grammar in enumerate(grammars):
+            if grammar is not None:
+                row_ints, row_bits = grammar.initial_state()
+                ints[row], bits[row, : len(row_bits)] = row_ints, row_bits
+        return ints, bits
+
+    def _candidates(self, logprobs, grammars, states):
+        """Per row: (token, log-probability) pairs the row may write, best first."""
+        k = min(self.candidates, logprobs.shape[-1])
+        top_lp, top_ids = (tensor.cpu().numpy() for tensor in logprobs.topk(k, -1))
+        if states is None:
+            return [list(zip(ids.tolist(), lps.tolist())) for ids, lps in zip(top_ids, top_lp)]
+        ok = allowed(grammars, states[0], states[1], np.ascontiguousarray(top_ids, dtype=np.int64), self.vocab)
+        out = []
+        for row, (ids, lps, fits) in enumerate(zip(top_ids, top_lp, ok)):
+            pairs = [(int(t), float(lp)) for t, lp, fit in zip(ids, lps, fits) if fit]
+            if not pairs and grammars[row] is not None:
+                scores = logprobs[row].cpu().numpy()
+                token = best_allowed(grammars[row], states[0][row], states[1][row], scores, self.vocab)
+                # A grammar with no way on (an unusual vocabulary): end the answer here.
+                token = token if token >= 0 else self.vocab.eos_id
+                pairs = [(token, float(scores[token]))]
+            out.append(pairs)
+        return out
+
+    def _greedy(self, logprobs, live, grammars, states, finished):
+        picks = []
+        for row, pairs in enumerate(self._candidates(logprobs, grammars, states)):
+            token, lp = pairs[0]
+            if token == self.vocab.eos_id:
+                finished[live[row].query] = [(0.0, live[row])]
+            else:
+                picks.append((row, token, lp))
+        return picks
+
+    def _beam_step(self, logprobs, live, grammars, states, finished):
+        """Standard beam search: per query the ``num_beams`` best continuations of its beams;
+        a hypothesis ending here is scored by its mean log-probability (length penalty 1)."""
+        beams = self.num_beams
+        by_query: Dict[int, List[Tuple[float, int, int, float]]] = {}
+        for row, pairs in enumerate(self._candidates(logprobs, grammars, states)):
+            for token, lp in pairs:
+                by_query.setdefault(live[row].query, []).append((live[row].score + lp, row, token, lp))
+        picks = []
+        for query, options in by_query.items():
+            done = finished.setdefault(query, [])
+            kept = []
+            for total, row, token, lp in sorted(options, key=lambda option: -option[0]):
+                if not np.isfinite(total):
+                    continue
+                if token == self.vocab.eos_id:
+                    ended = _Row(query, live[row].tokens, live[row].logprobs, total)
+                    done.append((total / (len(ended.tokens) + 1), ended))
+                else:
+                    kept.append((row, token, lp))
+                if len(kept) == beams:
+                    break
+            done.sort(key=lambda item: -item[0])
+            del done[beams:]
+            best_live = kept[0] if kept else None
+            if best_live is not None and len(done) == beams:
+                length = len(live[best_live[0]].tokens) + 1
+                if (live[best_live[0]].score + best_live[2]) / length <= done[-1][0]:
+                    continue  # no live beam can beat the finished ones any more
+            while kept and len(kept) < beams:  # keep the row count fixed per query
+                kept.append(kept[-1][:2] + (-np.inf,))
+            picks.extend(kept)
+        return picks
+
+    @staticmethod
+    def _normalized(row: _Row) -> float:
+        return row.score / max(len(row.tokens), 1)
+
+    def _answer(self, row: _Row) -> Answer:
+        ends, total = [], 0
+        for token in row.tokens:
+            piece = self.vocab.piece(token)
+            total += len(piece) if piece else 0
+            ends.append(total)
+        data = b"".join(self.vocab.piece(token) or b"" for token in row.tokens)
+        return Answer(data.decode("utf8", errors="replace"), row.tokens, row.logprobs, ends)
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
