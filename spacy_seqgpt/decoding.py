@@ -41,12 +41,13 @@ class Query:
 
 @dataclass
 class Answer:
-    """A generated answer: its text and each token's log-probability (end-of-sequence excluded)."""
+    """A generated answer: its text and each token's log-probability (end-of-sequence excluded).
+    An answer made from text alone has no tokens, and every part of it probability 1."""
 
     text: str
-    tokens: List[int]
-    logprobs: List[float]
-    token_ends: List[int]  # byte offset in the UTF-8 answer where each token ends
+    tokens: List[int] = field(default_factory=list)
+    logprobs: List[float] = field(default_factory=list)
+    token_ends: List[int] = field(default_factory=list)  # byte offset in the UTF-8 answer where each token ends
 
     def probability(self, start: int, end: int) -> float:
         """Probability of the tokens that wrote characters ``start:end`` of ``text``."""
@@ -213,15 +214,53 @@ class Decoder:
         mask = torch.tensor([[0] * (width - len(seq)) + [1] * len(seq) for seq in sequences], device=device)
         return ids, mask
 
-    def _forward(self, input_ids, mask, cache, prompt_lengths):
+    def _forward(self, input_ids, mask, cache, prompt_lengths, *, every_position: bool = False):
         kwargs = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache, "use_cache": True,
-                  "logits_to_keep": 1}
+                  "logits_to_keep": 0 if every_position else 1}
         if self._positions:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         if prompt_lengths is not None:
             kwargs["prompt_lengths"] = prompt_lengths
         out = self.shared.model(**kwargs)
-        return out.logits[:, -1], out.past_key_values
+        return (out.logits if every_position else out.logits[:, -1]), out.past_key_values
+
+    # -- scoring given answers ---------------------------------------------------------------
+
+    def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[List[int]]) -> np.ndarray:
+        """``(len(prompts), len(continuations))``: the log-probability of each continuation's
+        tokens after each prompt. A prompt is encoded once; its continuations are then scored
+        together in one forward pass on copies of its KV cache."""
+        import torch
+
+        if any(not tokens for tokens in continuations):
+            raise ValueError("every continuation to score needs at least one token")
+        ids = self.shared.tokenizer(list(prompts))["input_ids"]
+        out = np.zeros((len(ids), len(continuations)), dtype=np.float64)
+        per_batch = max(1, self.batch_size // len(continuations))
+        device, n = self.shared.device, len(continuations)
+        for first in range(0, len(ids), per_batch):
+            batch = ids[first:first + per_batch]
+            lengths = torch.tensor([len(tokens) for tokens in batch], device=device)
+            with torch.inference_mode():
+                prompt_ids, mask = self._left_pad(batch, device)
+                last, cache = self._forward(prompt_ids, mask, None, lengths if self.prompt_mode else None)
+                totals = torch.log_softmax(last.float(), -1)[:, [tokens[0] for tokens in continuations]]
+                if max(len(tokens) for tokens in continuations) > 1:
+                    rows = torch.arange(len(batch), device=device).repeat_interleave(n)
+                    cache.reorder_cache(rows)
+                    width = max(len(tokens) for tokens in continuations) - 1
+                    rest = torch.tensor([tokens[1:] + [0] * (width + 1 - len(tokens)) for tokens in continuations],
+                                        device=device)
+                    real = torch.tensor([[1] * (len(tokens) - 1) + [0] * (width + 1 - len(tokens))
+                                         for tokens in continuations], device=device)
+                    inputs = torch.tensor([tokens[:-1][:width] + [0] * (width + 1 - len(tokens))
+                                           for tokens in continuations], device=device)
+                    logits, _ = self._forward(inputs.repeat(len(batch), 1), torch.cat([mask[rows], real.repeat(len(batch), 1)], 1),
+                                              cache, lengths[rows] if self.prompt_mode else None, every_position=True)
+                    picked = torch.log_softmax(logits.float(), -1).gather(-1, rest.repeat(len(batch), 1)[..., None])[..., 0]
+                    totals = totals + (picked * real.repeat(len(batch), 1)).sum(-1).view(len(batch), n)
+            out[first:first + len(batch)] = totals.cpu().numpy()
+        return out
 
     # -- choosing tokens ------------------------------------------------------------------------
 

@@ -36,13 +36,17 @@ class ModelSpec:
     quantize: Optional[str]
     adapter: Optional[str]
     trust_remote_code: bool
+    # A layer group code (e.g. "0110") of a model trained as a prefix-LM: those layers see the
+    # prompt both ways (spacy_seqgpt.unmask, mode="prompt"). It changes the model, so it is part of the key.
+    unmask: Optional[str] = None
     # Set when loading a pipeline saved by this package: a hash of the saved weights, so
     # components saved from one model share one copy again, whichever folder they load from.
     weights_id: Optional[str] = None
 
     @classmethod
     def resolve(cls, model: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto", quantize: Optional[str] = None,
-                adapter: Optional[str] = None, trust_remote_code: bool = False) -> "ModelSpec":
+                adapter: Optional[str] = None, trust_remote_code: bool = False,
+                unmask: Optional[str] = None) -> "ModelSpec":
         """Validate the user's settings and turn ``auto`` into concrete choices."""
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"'model' must be a hub id or a local folder, got {model!r}.")
@@ -50,6 +54,9 @@ class ModelSpec:
             raise ValueError(f"'quantize' must be null, \"8bit\" or \"4bit\", got {quantize!r}.")
         if adapter is not None and (not isinstance(adapter, str) or not adapter.strip()):
             raise ValueError(f"'adapter' must be a path or hub id of a PEFT adapter, got {adapter!r}.")
+        if unmask is not None and (not isinstance(unmask, str) or not unmask or set(unmask) - {"0", "1"}):
+            raise ValueError(f"'unmask' must be null or a layer group code of 0s and 1s such as \"0110\" "
+                             f"(the prefix-LM layers of a model trained with unmask(mode='prompt')), got {unmask!r}.")
         resolved_device = _resolve_device(device)
         if quantize is not None and not resolved_device.startswith("cuda"):
             raise ValueError(
@@ -57,7 +64,7 @@ class ModelSpec:
                 f"{resolved_device!r}. Set 'quantize' to null to run unquantized on this device."
             )
         return cls(model=model, device=resolved_device, dtype=_resolve_dtype(dtype, resolved_device),
-                   quantize=quantize, adapter=adapter, trust_remote_code=bool(trust_remote_code))
+                   quantize=quantize, adapter=adapter, trust_remote_code=bool(trust_remote_code), unmask=unmask)
 
 
 def _resolve_device(device: str) -> str:
@@ -156,6 +163,10 @@ def _load(spec: ModelSpec) -> SharedModel:
         model.to(spec.device)
     if spec.adapter is not None:
         model = _apply_adapter(model, spec)
+    if spec.unmask is not None:
+        from .unmasking import unmask
+
+        unmask(model, spec.unmask, mode="prompt")
     model.eval()
     _prepare_tokenizer(tokenizer, model, spec.model)
     return SharedModel(spec, model, tokenizer)

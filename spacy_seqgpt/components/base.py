@@ -17,7 +17,8 @@ from spacy import util
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 
-from ..generation import generate_answers, subword_starts
+from ..decoding import Answer, Decoder, Query
+from ..generation import subword_starts
 from ..loading import DEFAULT_MODEL, ModelSpec, SharedModel, load_model, with_weights
 from ..prompts import LabelSpec, build_prompt, prompt_labels
 from ..serialization import FolderBytes
@@ -39,6 +40,8 @@ MODEL_SETTINGS = {
     "max_new_tokens": 256,
     "num_beams": 1,
     "max_input_tokens": 512,
+    "constrained": True,
+    "unmask": None,
 }
 
 
@@ -62,7 +65,8 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, model: str, device: str, dtype: str,
                  quantize: Optional[str], adapter: Optional[str], trust_remote_code: bool, batch_size: int,
-                 max_new_tokens: int, num_beams: int, max_input_tokens: int):
+                 max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
+                 unmask: Optional[str]):
         self.vocab = vocab
         self.name = name
         self.label_map: Dict[str, str] = prompt_labels(labels, component=name)
@@ -71,11 +75,12 @@ class SeqGPTComponent(FolderBytes, Pipe):
                            ("num_beams", num_beams), ("max_input_tokens", max_input_tokens)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: '{key}' must be a positive integer, got {value!r}.")
-        self.spec = ModelSpec.resolve(model, device, dtype, quantize, adapter, trust_remote_code)
+        self.spec = ModelSpec.resolve(model, device, dtype, quantize, adapter, trust_remote_code, unmask)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
         self.max_input_tokens = max_input_tokens
+        self.constrained = bool(constrained)
         self.stats: Counter = Counter()
         self._shared: Optional[SharedModel] = None
 
@@ -108,12 +113,23 @@ class SeqGPTComponent(FolderBytes, Pipe):
                 error_handler(self.name, self, docs, err)
 
     def annotate(self, docs: Sequence[Doc]) -> None:
-        """Prompt, generate and write the answers for all windows of ``docs`` at once."""
+        """Prompt, generate and write the answers for all windows of ``docs`` at once.
+
+        The prompts of one window (its label chunks) share their leading tokens' KV cache;
+        with ``constrained``, every answer follows the grammar of :meth:`grammar`."""
         requests = self.make_requests(docs)
-        prompts = [build_prompt(self.task, request.text, request.labels) for request in requests]
-        answers = generate_answers(self.shared, prompts, batch_size=self.batch_size,
-                                   max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
-        self.set_annotations(docs, requests, answers)
+        queries = [Query(build_prompt(self.task, request.text, request.labels), (request.doc_index, request.start_char),
+                         self.grammar(docs[request.doc_index], request) if self.constrained else None)
+                   for request in requests]
+        self.set_annotations(docs, requests, self.decoder().decode(queries))
+
+    def decoder(self) -> Decoder:
+        return Decoder(self.shared, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                       num_beams=self.num_beams)
+
+    def grammar(self, doc: Doc, request: Request):
+        """The answer grammar of ``request`` (kernels.constraints), for constrained decoding."""
+        raise NotImplementedError
 
     def label_chunks(self) -> List[List[str]]:
         """The label prompt texts of each prompt asked per window."""
@@ -129,7 +145,7 @@ class SeqGPTComponent(FolderBytes, Pipe):
                 requests.extend(Request(doc_index, start, text, chunk) for chunk in chunks)
         return requests
 
-    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[str]) -> None:
+    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]) -> None:
         raise NotImplementedError
 
     def label_for(self, prompt_text: str) -> str:

@@ -1,5 +1,5 @@
 """``seqgpt_ner``: entities (or any spans) for labels chosen at ``add_pipe``."""
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from spacy.language import Language
 from spacy.scorer import Scorer, get_ner_prf
@@ -7,8 +7,12 @@ from spacy.tokens import Doc, Span
 from spacy.training import validate_examples
 
 from ..alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases, resolve_overlaps
-from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, parse_answer
+from ..decoding import Answer
+from ..kernels.constraints import ExtractionGrammar
+from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, locate_spans
 from .base import MODEL_SETTINGS, Request, SeqGPTComponent, logger
+
+SCORE_ATTR = "seqgpt_score"  # span._.seqgpt_score: the probability of an entity's answer tokens
 
 
 @Language.factory(
@@ -21,61 +25,85 @@ from .base import MODEL_SETTINGS, Request, SeqGPTComponent, logger
         "alignment_mode": "expand",
         "case_sensitive": False,
         "spans_key": None,
+        "threshold": 0.0,
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_seqgpt_ner(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]], model: str, device: str,
                     dtype: str, quantize: Optional[str], adapter: Optional[str], trust_remote_code: bool,
                     batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int,
-                    label_chunk_size: int, alignment_mode: str, case_sensitive: bool,
-                    spans_key: Optional[str]) -> "SeqGPTNER":
+                    constrained: bool, unmask: Optional[str], label_chunk_size: int, alignment_mode: str,
+                    case_sensitive: bool, spans_key: Optional[str], threshold: float) -> "SeqGPTNER":
     return SeqGPTNER(nlp.vocab, name, labels=labels, model=model, device=device, dtype=dtype, quantize=quantize,
                      adapter=adapter, trust_remote_code=trust_remote_code, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
-                     label_chunk_size=label_chunk_size, alignment_mode=alignment_mode,
-                     case_sensitive=case_sensitive, spans_key=spans_key)
+                     constrained=constrained, unmask=unmask, label_chunk_size=label_chunk_size,
+                     alignment_mode=alignment_mode, case_sensitive=case_sensitive, spans_key=spans_key,
+                     threshold=threshold)
 
 
 class SeqGPTNER(SeqGPTComponent):
     """Asks the model to extract spans for each label and writes those found in the text.
 
-    Each answer phrase is searched in its window; every occurrence becomes a span. Phrases
-    that do not occur are dropped and counted in ``stats["dropped"]`` (``stats["unaligned"]``
-    for matches that ``alignment_mode`` cannot map to tokens).
+    Each answer phrase is searched in its window; every occurrence becomes a span, scored by
+    the probability of the answer tokens that wrote the phrase (``doc.spans[key].attrs["scores"]``,
+    or ``span._.seqgpt_score`` on entities). Spans scored below ``threshold`` are left out
+    (``stats["below_threshold"]``). Phrases that do not occur are dropped and counted in
+    ``stats["dropped"]`` (``stats["unaligned"]`` for matches that ``alignment_mode`` cannot map
+    to tokens); constrained decoding makes both impossible.
     """
 
     task = EXTRACT
 
     def __init__(self, vocab, name: str, *, label_chunk_size: int, alignment_mode: str, case_sensitive: bool,
-                 spans_key: Optional[str], **settings):
+                 spans_key: Optional[str], threshold: float, **settings):
         super().__init__(vocab, name, **settings)
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(f"{name}: 'alignment_mode' must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}.")
         if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
             raise ValueError(f"{name}: 'spans_key' must be null (write doc.ents) or a non-empty string.")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"{name}: 'threshold' is a span probability between 0 and 1, got {threshold!r}.")
         self._chunks = chunk_labels(list(self.label_map.values()), label_chunk_size)
         self.alignment_mode = alignment_mode
         self.case_sensitive = case_sensitive
         self.spans_key = spans_key
+        self.threshold = float(threshold)
+        if not Span.has_extension(SCORE_ATTR):
+            Span.set_extension(SCORE_ATTR, default=None)
 
     def label_chunks(self) -> List[List[str]]:
         return self._chunks
 
-    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[str]) -> None:
-        found: List[List[Span]] = [[] for _ in docs]
+    def grammar(self, doc: Doc, request: Request) -> ExtractionGrammar:
+        if self.alignment_mode == "expand":  # any substring maps to the tokens it touches
+            return ExtractionGrammar(request.text, request.labels)
+        # strict and contract keep only spans on token boundaries: offer only those
+        end = request.start_char + len(request.text)
+        tokens = [token for token in doc if request.start_char <= token.idx and token.idx + len(token) <= end]
+        return ExtractionGrammar(request.text, request.labels, (
+            [token.idx - request.start_char for token in tokens],
+            [token.idx + len(token) - request.start_char for token in tokens]))
+
+    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]) -> None:
+        found: List[List[Tuple[Span, float]]] = [[] for _ in docs]
         for request, answer in zip(requests, answers):
             found[request.doc_index].extend(self._spans(docs[request.doc_index], request, answer))
-        for doc, spans in zip(docs, found):
+        for doc, scored in zip(docs, found):
+            kept = [(span, score) for span, score in scored if score >= self.threshold]
+            if len(kept) < len(scored):
+                self.stats["below_threshold"] += len(scored) - len(kept)
             if self.spans_key is None:
-                add_ents(doc, spans)
+                add_ents(doc, kept)
             else:
-                add_spans(doc, self.spans_key, spans)
+                add_spans(doc, self.spans_key, kept)
 
-    def _spans(self, doc: Doc, request: Request, answer: str) -> List[Span]:
-        phrases, labels = [], []
-        for prompt_text, answer_spans in parse_answer(EXTRACT, answer, request.labels).items():
-            phrases.extend(answer_spans)
-            labels.extend([self.label_for(prompt_text)] * len(answer_spans))
+    def _spans(self, doc: Doc, request: Request, answer: Answer) -> List[Tuple[Span, float]]:
+        phrases, labels, scores = [], [], []
+        for prompt_text, phrase, offset in locate_spans(answer.text, request.labels):
+            phrases.append(phrase)
+            labels.append(self.label_for(prompt_text))
+            scores.append(answer.probability(offset, offset + len(phrase)))
         matches = find_phrases(request.text, phrases, case_sensitive=self.case_sensitive)
         self.stats["answers"] += len(phrases)
         matched = {index for index, _, _ in matches}
@@ -93,7 +121,7 @@ class SeqGPTNER(SeqGPTComponent):
             if start < 0 or start == end:
                 self.stats["unaligned"] += 1
             else:
-                spans.append(Span(doc, start, end, label=labels[index]))
+                spans.append((Span(doc, start, end, label=labels[index]), scores[index]))
         return spans
 
     def score(self, examples, **kwargs) -> Dict:
@@ -105,21 +133,31 @@ class SeqGPTNER(SeqGPTComponent):
                                   has_annotation=lambda doc: key in doc.spans, allow_overlap=True, **kwargs)
 
 
-def add_ents(doc: Doc, spans: List[Span]) -> None:
+def add_ents(doc: Doc, scored: List[Tuple[Span, float]]) -> None:
     """Add a maximal set of non-overlapping spans, longest first; entities already set are kept."""
     taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
-    free = [span for span in spans if not taken.intersection(range(span.start, span.end))]
+    free = [(span, score) for span, score in scored if not taken.intersection(range(span.start, span.end))]
     if free:
-        kept = resolve_overlaps([span.start for span in free], [span.end for span in free])
-        doc.ents = sorted([*doc.ents, *(free[i] for i in kept)], key=lambda span: span.start)
+        kept = [free[i] for i in resolve_overlaps([span.start for span, _ in free], [span.end for span, _ in free])]
+        doc.ents = sorted([*doc.ents, *(span for span, _ in kept)], key=lambda span: span.start)
+        for span, score in kept:
+            span._.set(SCORE_ATTR, score)
 
 
-def add_spans(doc: Doc, key: str, spans: List[Span]) -> None:
-    """Add every span (overlaps allowed) to ``doc.spans[key]``, keeping what is there, once each."""
-    existing = list(doc.spans[key]) if key in doc.spans else []
-    seen = {(span.start, span.end, span.label) for span in existing}
-    for span in sorted(spans, key=lambda span: (span.start, span.end)):
-        if (span.start, span.end, span.label) not in seen:
-            existing.append(span)
-            seen.add((span.start, span.end, span.label))
-    doc.spans[key] = existing
+def add_spans(doc: Doc, key: str, scored: List[Tuple[Span, float]]) -> None:
+    """Add every span (overlaps allowed) to ``doc.spans[key]`` with its score in the group's
+    ``attrs["scores"]``, keeping what is there; a span found twice keeps its best score."""
+    group = doc.spans[key] if key in doc.spans else None
+    spans = list(group) if group is not None else []
+    scores = list(group.attrs.get("scores", [None] * len(spans))) if group is not None else []
+    where = {(span.start, span.end, span.label): i for i, span in enumerate(spans)}
+    for span, score in sorted(scored, key=lambda item: (item[0].start, item[0].end)):
+        i = where.get((span.start, span.end, span.label))
+        if i is None:
+            where[(span.start, span.end, span.label)] = len(spans)
+            spans.append(span)
+            scores.append(score)
+        elif scores[i] is None or score > scores[i]:
+            scores[i] = score
+    doc.spans[key] = spans
+    doc.spans[key].attrs["scores"] = scores

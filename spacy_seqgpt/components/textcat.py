@@ -7,14 +7,18 @@ from spacy.scorer import Scorer
 from spacy.tokens import Doc
 from spacy.training import validate_examples
 
-from ..prompts import CLASSIFY, parse_answer
+import numpy as np
+
+from ..decoding import Answer
+from ..kernels.constraints import ClassificationGrammar
+from ..prompts import CLASSIFY, LABEL_SEPARATOR, build_prompt, parse_answer
 from .base import MODEL_SETTINGS, Request, SeqGPTComponent
 
 
 @Language.factory(
     "seqgpt_textcat",
     assigns=["doc.cats"],
-    default_config={"labels": [], **MODEL_SETTINGS, "multi_label": False},
+    default_config={"labels": [], **MODEL_SETTINGS, "multi_label": False, "scoring": False},
     default_score_weights={"cats_score": 1.0, "cats_score_desc": None, "cats_micro_p": None, "cats_micro_r": None,
                            "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None,
                            "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None},
@@ -22,31 +26,71 @@ from .base import MODEL_SETTINGS, Request, SeqGPTComponent
 def make_seqgpt_textcat(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]], model: str,
                         device: str, dtype: str, quantize: Optional[str], adapter: Optional[str],
                         trust_remote_code: bool, batch_size: int, max_new_tokens: int, num_beams: int,
-                        max_input_tokens: int, multi_label: bool) -> "SeqGPTTextcat":
+                        max_input_tokens: int, constrained: bool, unmask: Optional[str], multi_label: bool,
+                        scoring: bool) -> "SeqGPTTextcat":
     return SeqGPTTextcat(nlp.vocab, name, labels=labels, model=model, device=device, dtype=dtype,
                          quantize=quantize, adapter=adapter, trust_remote_code=trust_remote_code,
                          batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                         max_input_tokens=max_input_tokens, multi_label=multi_label)
+                         max_input_tokens=max_input_tokens, constrained=constrained, unmask=unmask,
+                         multi_label=multi_label, scoring=scoring)
 
 
 class SeqGPTTextcat(SeqGPTComponent):
     """Asks the model which of the labels apply and writes ``doc.cats`` for every label.
 
-    A label's score is the share of the Doc's windows whose answer chose it (one window for
-    most Docs, so 1.0 or 0.0). Unless ``multi_label``, only the first label of an answer counts.
+    Generating (the default), a label's score is the share of the Doc's windows whose answer
+    chose it (one window for most Docs, so 1.0 or 0.0); unless ``multi_label``, only the first
+    label of an answer counts. With ``scoring``, nothing is generated: every label is ranked
+    by the model's likelihood of answering it, all labels of a window in one forward pass, and
+    ``doc.cats`` holds probabilities (averaged over windows). Exclusive labels: the answer
+    "label" then end, normalised over the labels, so they sum to 1. ``multi_label``: the
+    probability that the answer names the label first and then ends or names another.
     """
 
     task = CLASSIFY
 
-    def __init__(self, vocab, name: str, *, multi_label: bool, **settings):
+    def __init__(self, vocab, name: str, *, multi_label: bool, scoring: bool, **settings):
         super().__init__(vocab, name, **settings)
         self.multi_label = bool(multi_label)
+        self.scoring = bool(scoring)
 
-    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[str]) -> None:
+    def grammar(self, doc: Doc, request: Request) -> ClassificationGrammar:
+        return ClassificationGrammar(request.labels, exclusive=not self.multi_label)
+
+    def annotate(self, docs: Sequence[Doc]) -> None:
+        if not self.scoring:
+            return super().annotate(docs)
+        requests = self.make_requests(docs)
+        prompts = [build_prompt(CLASSIFY, request.text, request.labels) for request in requests]
+        probs = self.label_probabilities(prompts)
+        totals = np.zeros((len(docs), len(self.labels)))
+        windows = np.zeros(len(docs))
+        for request, row in zip(requests, probs):
+            totals[request.doc_index] += row
+            windows[request.doc_index] += 1
+        for doc, total, count in zip(docs, totals, windows):
+            doc.cats.update({label: float(value / max(count, 1)) for label, value in zip(self.labels, total)})
+
+    def label_probabilities(self, prompts: Sequence[str]) -> np.ndarray:
+        """``(prompts, labels)``: each label's probability as the answer (see the class docs)."""
+        tokenizer = self.shared.tokenizer
+        answers = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in self.label_map.values()]
+        ends = [[tokenizer.eos_token_id]]
+        if self.multi_label:
+            ends.append(tokenizer(LABEL_SEPARATOR, add_special_tokens=False)["input_ids"][:1])
+        logprobs = self.decoder().continuation_logprobs(prompts, [answer + end for end in ends for answer in answers])
+        by_end = logprobs.reshape(len(prompts), len(ends), len(answers))
+        if self.multi_label:
+            return np.clip(np.exp(by_end).sum(1), 0.0, 1.0)
+        import torch
+
+        return torch.softmax(torch.from_numpy(by_end[:, 0]), 1).numpy()
+
+    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]) -> None:
         votes = [Counter() for _ in docs]
         windows = Counter()
         for request, answer in zip(requests, answers):
-            chosen = parse_answer(CLASSIFY, answer, request.labels)
+            chosen = parse_answer(CLASSIFY, answer.text, request.labels)
             for prompt_text in chosen if self.multi_label else chosen[:1]:
                 votes[request.doc_index][self.label_for(prompt_text)] += 1
             windows[request.doc_index] += 1
