@@ -10,10 +10,10 @@ then moves the chosen rows on (``advance``); both loop in C over rows, candidate
   ``label: None``, then end-of-sequence. A span is a substring of the input text: a
   shift-and (bitap) automaton over the input's bytes keeps the set of input positions where
   the span read so far could continue, one bit each, so a step is a few word operations. Its
-  start and end sets say where spans may begin and end: on character boundaries, never
-  starting with a space, and with ``boundaries`` given, only on spaCy token boundaries (the
-  strict alignment modes). Characters that split spans when the answer is read back (",",
-  "，", tab, line breaks) never occur inside one.
+  start and end sets say where spans may begin and end: on characters other than spaces, or
+  with ``boundaries`` given, only on spaCy token boundaries (the strict alignment modes).
+  Characters that split spans when the answer is read back (",", "，", tab, line breaks)
+  never occur inside one.
 - ``ClassificationGrammar``: labels from a trie of the queried labels, each at most once,
   joined by "，" (one label only when exclusive), then end-of-sequence.
 
@@ -32,20 +32,20 @@ cdef enum:
     LINE = 1    # extraction: the label's line; classification: labels chosen so far
     POS = 2     # extraction: bytes of "label: " written; classification: trie node
     NONE_POS = 3  # bytes of "None" written, -1 when the value cannot be "None"
-    LENGTH = 4  # extraction: bytes of the value; classification: bytes of "，" written
+    LENGTH = 4  # extraction: bytes of the value so far
     N_INTS = 6
 cdef enum:
-    FORCED = 0  # writing a fixed string: "label: " (extraction), "，" (classification)
+    FORCED = 0  # extraction: writing "label: "
     VALUE = 1   # extraction: a span or "None"; classification: a label
     COMMA = 2   # extraction: after "," comes " "
     DONE = 3
 cdef int MAX_WORDS = 4096
 cdef const unsigned char* NONE_BYTES = b"None"
-cdef const unsigned char* SEPARATOR_BYTES = b"\xef\xbc\x8c"  # "，" in UTF-8
 
 _SEPARATOR = "，".encode("utf8")
-# Bytes that end a span when the answer is read back (prompts.parse_answer) or end its line.
-_SPLITTERS = b",\t\n\r\x0b\x0c"
+# Characters that end a span when the answer is read back (prompts.parse_answer splits spans
+# at commas and tabs, and lines wherever str.splitlines does): never inside a span.
+SPAN_SPLITTERS = frozenset(",，\t\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 cdef class TokenBytes:
@@ -185,25 +185,20 @@ cdef class ExtractionGrammar(Grammar):
         self.n_words = (n + 1 + 63) // 64 or 1
         if self.n_words > MAX_WORDS:
             raise ValueError(f"the input is too long for an extraction grammar ({n} bytes)")
-        # Character boundaries in bytes: a UTF-8 continuation byte never starts or ends a span.
-        char_start = [not (0x80 <= b < 0xC0) for b in data] + [True]
-        if boundaries is None:
-            start_at = [p for p in range(n) if char_start[p] and not chr(data[p]).isspace()]
-            end_at = [p for p in range(1, n + 1) if char_start[p] and not chr(data[p - 1]).isspace()]
+        byte_of = _byte_offsets(text)
+        if boundaries is None:  # any characters but spaces at either end
+            start_at = [byte_of[i] for i, char in enumerate(text) if not char.isspace()]
+            end_at = [byte_of[i + 1] for i, char in enumerate(text) if not char.isspace()]
         else:
-            byte_of = _byte_offsets(text)
             start_at = [byte_of[c] for c in boundaries[0] if 0 <= c < len(text)]
             end_at = [byte_of[c] for c in boundaries[1] if 0 < c <= len(text)]
         self.starts = _bitset(start_at, self.n_words)
         self.ends = _bitset(end_at, self.n_words)
         rows = {}
-        for p, b in enumerate(data):
-            if b not in _SPLITTERS and b != 0xEF:  # 0xEF: the lead byte of "，" is handled below
-                rows.setdefault(b, []).append(p)
-        # Full-width characters other than "，" keep their lead byte where they occur.
-        for p in range(n - 2):
-            if data[p] == 0xEF and data[p:p + 3] != _SEPARATOR:
-                rows.setdefault(0xEF, []).append(p)
+        for i, char in enumerate(text):
+            if char not in SPAN_SPLITTERS:
+                for k, b in enumerate(char.encode("utf8")):
+                    rows.setdefault(b, []).append(byte_of[i] + k)
         masks = np.zeros((max(len(rows), 1), self.n_words), dtype=np.uint64)
         for c in range(256):
             self.mask_of[c] = -1
@@ -283,27 +278,37 @@ cdef class ExtractionGrammar(Grammar):
 def _byte_offsets(str text):
     """Byte offset of each character offset of ``text`` (one more entry for the end)."""
     offsets = [0]
+    total = 0
     for char in text:
-        offsets.append(offsets[-1] + len(char.encode("utf8")))
+        total += len(char.encode("utf8"))
+        offsets.append(total)
     return offsets
 
 
 cdef class ClassificationGrammar(Grammar):
-    """Answers naming queried labels, each once, joined by "，" (only one when ``exclusive``)."""
+    """Answers naming queried labels, each once, joined by "，" (only one when ``exclusive``).
+
+    One trie holds every label, and (unless exclusive) every label followed by "，": labels
+    may share leading bytes with each other and with the separator, and the trie decides
+    only when the bytes do."""
     cdef int64_t[::1] child      # first child of each trie node
     cdef int64_t[::1] sibling    # next sibling
     cdef uint8_t[::1] edge       # the byte leading into each node
     cdef int64_t[::1] label_at   # the label a node completes, -1 if none
+    cdef int64_t[::1] joined_at  # the label a node completes together with "，", -1 if none
     cdef bint exclusive
 
     def __init__(self, labels, bint exclusive):
         labels = [label.encode("utf8") for label in labels]
         if not labels or any(not label for label in labels):
             raise ValueError("a classification grammar needs non-empty labels")
-        child, sibling, edge, label_at = [-1], [-1], [0], [-1]
-        for index, label in enumerate(labels):
+        if any(_SEPARATOR in label for label in labels):
+            raise ValueError("a label in a classification grammar cannot contain the separator '，'")
+        child, sibling, edge, label_at, joined_at = [-1], [-1], [0], [-1], [-1]
+
+        def insert(path):
             node = 0
-            for b in label:
+            for b in path:
                 nxt = child[node]
                 while nxt >= 0 and edge[nxt] != b:
                     nxt = sibling[nxt]
@@ -313,13 +318,20 @@ cdef class ClassificationGrammar(Grammar):
                     sibling.append(child[node])
                     edge.append(b)
                     label_at.append(-1)
+                    joined_at.append(-1)
                     child[node] = nxt
                 node = nxt
-            label_at[node] = index
+            return node
+
+        for index, label in enumerate(labels):
+            label_at[insert(label)] = index
+            if not exclusive:
+                joined_at[insert(label + _SEPARATOR)] = index
         self.child = np.array(child, dtype=np.int64)
         self.sibling = np.array(sibling, dtype=np.int64)
         self.edge = np.array(edge, dtype=np.uint8)
         self.label_at = np.array(label_at, dtype=np.int64)
+        self.joined_at = np.array(joined_at, dtype=np.int64)
         self.exclusive = exclusive
         self.n_words = (len(labels) + 63) // 64
 
@@ -328,43 +340,36 @@ cdef class ClassificationGrammar(Grammar):
         memset(bits, 0, self.n_words * sizeof(uint64_t))
         state[PHASE] = VALUE
 
-    cdef bint _fresh_label(self, int64_t* state, uint64_t* bits) noexcept nogil:
-        cdef int64_t label = self.label_at[state[POS]]
-        return label >= 0 and not (bits[label >> 6] >> (label & 63)) & 1
+    cdef bint _choose(self, int64_t* state, uint64_t* bits, int64_t label) noexcept nogil:
+        """Mark ``label`` chosen; False if it was chosen before."""
+        if (bits[label >> 6] >> (label & 63)) & 1:
+            return False
+        bits[label >> 6] |= (<uint64_t> 1) << (label & 63)
+        state[LINE] += 1
+        return True
 
     cdef bint step(self, int64_t* state, uint64_t* bits, int byte) noexcept nogil:
-        cdef int64_t node, label
-        if state[PHASE] == FORCED:  # inside "，"
-            if byte != SEPARATOR_BYTES[state[LENGTH]]:
-                return False
-            state[LENGTH] += 1
-            if state[LENGTH] == 3:
-                state[PHASE] = VALUE
-                state[POS] = 0
-            return True
+        cdef int64_t node = state[POS]
         if state[PHASE] != VALUE:
             return False
-        if byte >= 0:
-            node = self.child[state[POS]]
-            while node >= 0 and self.edge[node] != byte:
-                node = self.sibling[node]
-            if node >= 0:
-                state[POS] = node
+        if byte < 0:  # the end: after a whole label, or at once for a multi-label answer naming none
+            if node == 0 and state[LINE] == 0 and not self.exclusive:
+                state[PHASE] = DONE
                 return True
-        # No label continues: the end, or a separator, may close the label read so far.
-        if byte < 0 and state[POS] == 0 and not self.exclusive and state[LINE] == 0:
-            state[PHASE] = DONE  # a multi-label answer may name no label
-            return True
-        if not self._fresh_label(state, bits) or (byte >= 0 and (self.exclusive or byte != SEPARATOR_BYTES[0])):
-            return False
-        label = self.label_at[state[POS]]
-        bits[label >> 6] |= (<uint64_t> 1) << (label & 63)
-        state[LINE] += 1  # labels chosen so far
-        if byte < 0:
+            if self.label_at[node] < 0 or not self._choose(state, bits, self.label_at[node]):
+                return False
             state[PHASE] = DONE
-        else:
-            state[PHASE] = FORCED
-            state[LENGTH] = 1
+            return True
+        node = self.child[node]
+        while node >= 0 and self.edge[node] != byte:
+            node = self.sibling[node]
+        if node < 0:
+            return False
+        if self.joined_at[node] >= 0:  # "label，": the next label starts at the root
+            if not self._choose(state, bits, self.joined_at[node]):
+                return False
+            node = 0
+        state[POS] = node
         return True
 
 

@@ -17,6 +17,7 @@ What ``generate()`` cannot do for us, in one loop:
 - Rows whose answer is complete leave the batch (the cache is compacted), and the LM head
   runs on the last position only.
 """
+import codecs
 import inspect
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
@@ -42,12 +43,14 @@ class Query:
 @dataclass
 class Answer:
     """A generated answer: its text and each token's log-probability (end-of-sequence excluded).
-    An answer made from text alone has no tokens, and every part of it probability 1."""
+    An answer made from text alone has no tokens, and every part of it probability 1.
+    ``complete`` is False when ``max_new_tokens`` cut the answer short."""
 
     text: str
     tokens: List[int] = field(default_factory=list)
     logprobs: List[float] = field(default_factory=list)
     token_ends: List[int] = field(default_factory=list)  # byte offset in the UTF-8 answer where each token ends
+    complete: bool = True
 
     def probability(self, start: int, end: int) -> float:
         """Probability of the tokens that wrote characters ``start:end`` of ``text``."""
@@ -67,6 +70,7 @@ class _Row:
     tokens: List[int] = field(default_factory=list)
     logprobs: List[float] = field(default_factory=list)
     score: float = 0.0  # sum of log-probabilities (beam search)
+    ended: bool = False  # wrote end-of-sequence
 
 
 def vocabulary_bytes(shared: SharedModel) -> TokenBytes:
@@ -182,7 +186,8 @@ class Decoder:
                                               prompt_lengths if self.prompt_mode else None)
         for row in live:  # out of new tokens: the rows still going are answers too
             finished.setdefault(row.query, []).append((self._normalized(row), row))
-        return [self._answer(max(finished[query], key=lambda item: item[0])[1]) for query in range(len(queries))]
+        return [self._answer(max(finished.get(query) or [(0.0, _Row(query))], key=lambda item: item[0])[1])
+                for query in range(len(queries))]
 
     def _split_prefixes(self, ids, queries):
         """Each query's group index, and per group (first query, prefix length) to encode once."""
@@ -300,6 +305,7 @@ class Decoder:
         for row, pairs in enumerate(self._candidates(logprobs, grammars, states)):
             token, lp = pairs[0]
             if token == self.vocab.eos_id:
+                live[row].ended = True
                 finished[live[row].query] = [(0.0, live[row])]
             else:
                 picks.append((row, token, lp))
@@ -321,7 +327,7 @@ class Decoder:
                 if not np.isfinite(total):
                     continue
                 if token == self.vocab.eos_id:
-                    ended = _Row(query, live[row].tokens, live[row].logprobs, total)
+                    ended = _Row(query, live[row].tokens, live[row].logprobs, total, ended=True)
                     done.append((total / (len(ended.tokens) + 1), ended))
                 else:
                     kept.append((row, token, lp))
@@ -350,7 +356,9 @@ class Decoder:
             total += len(piece) if piece else 0
             ends.append(total)
         data = b"".join(self.vocab.piece(token) or b"" for token in row.tokens)
-        return Answer(data.decode("utf8", errors="replace"), row.tokens, row.logprobs, ends)
+        # An answer cut short may end inside a character: that part is left out, not replaced.
+        text = codecs.getincrementaldecoder("utf8")(errors="replace").decode(data, final=row.ended)
+        return Answer(text, row.tokens, row.logprobs, ends, row.ended)
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:

@@ -8,6 +8,7 @@ from spacy.training import validate_examples
 
 from ..alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases, resolve_overlaps
 from ..decoding import Answer
+from ..kernels.charclass import splits_word
 from ..kernels.constraints import ExtractionGrammar
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, locate_spans
 from .base import MODEL_SETTINGS, Request, SeqGPTComponent, logger
@@ -48,7 +49,8 @@ class SeqGPTNER(SeqGPTComponent):
     Each answer phrase is searched in its window; every occurrence becomes a span, scored by
     the probability of the answer tokens that wrote the phrase (``doc.spans[key].attrs["scores"]``,
     or ``span._.seqgpt_score`` on entities). Spans scored below ``threshold`` are left out
-    (``stats["below_threshold"]``). Phrases that do not occur are dropped and counted in
+    (``stats["below_threshold"]``), and so is the last span of an answer that ``max_new_tokens``
+    cut short (``stats["cut"]``). Phrases that do not occur are dropped and counted in
     ``stats["dropped"]`` (``stats["unaligned"]`` for matches that ``alignment_mode`` cannot map
     to tokens); constrained decoding makes both impossible.
     """
@@ -76,14 +78,21 @@ class SeqGPTNER(SeqGPTComponent):
         return self._chunks
 
     def grammar(self, doc: Doc, request: Request) -> ExtractionGrammar:
-        if self.alignment_mode == "expand":  # any substring maps to the tokens it touches
-            return ExtractionGrammar(request.text, request.labels)
-        # strict and contract keep only spans on token boundaries: offer only those
-        end = request.start_char + len(request.text)
-        tokens = [token for token in doc if request.start_char <= token.idx and token.idx + len(token) <= end]
-        return ExtractionGrammar(request.text, request.labels, (
-            [token.idx - request.start_char for token in tokens],
-            [token.idx + len(token) - request.start_char for token in tokens]))
+        """Spans that :meth:`_spans` will find and align: they begin and end where
+        ``find_phrases`` lets a match (not inside a word), and for the strict alignment modes
+        also on token boundaries."""
+        text = request.text
+        cuts = [i for i in range(len(text) + 1) if i in (0, len(text)) or not splits_word(text[i - 1], text[i])]
+        starts = [i for i in cuts if i < len(text) and not text[i].isspace()]
+        ends = [i for i in cuts if i > 0 and not text[i - 1].isspace()]
+        if self.alignment_mode != "expand":
+            end = request.start_char + len(text)
+            tokens = [token for token in doc if request.start_char <= token.idx and token.idx + len(token) <= end]
+            token_starts = {token.idx - request.start_char for token in tokens}
+            token_ends = {token.idx + len(token) - request.start_char for token in tokens}
+            starts = [i for i in starts if i in token_starts]
+            ends = [i for i in ends if i in token_ends]
+        return ExtractionGrammar(text, request.labels, (starts, ends))
 
     def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]) -> None:
         found: List[List[Tuple[Span, float]]] = [[] for _ in docs]
@@ -100,7 +109,12 @@ class SeqGPTNER(SeqGPTComponent):
 
     def _spans(self, doc: Doc, request: Request, answer: Answer) -> List[Tuple[Span, float]]:
         phrases, labels, scores = [], [], []
-        for prompt_text, phrase, offset in locate_spans(answer.text, request.labels):
+        located = locate_spans(answer.text, request.labels)
+        if not answer.complete and self.constrained and located:
+            # max_new_tokens cut the answer: its last span may be cut short of where it ends
+            located.pop()
+            self.stats["cut"] += 1
+        for prompt_text, phrase, offset in located:
             phrases.append(phrase)
             labels.append(self.label_for(prompt_text))
             scores.append(answer.probability(offset, offset + len(phrase)))

@@ -1,0 +1,260 @@
+"""The decoder behind seqgpt_ner/seqgpt_textcat: constraints, scores, shared prefixes, prefix-LM models."""
+import random
+
+import numpy as np
+import pytest
+import spacy
+import torch
+
+from conftest import CAT_LABELS, EXAMPLES, NER_LABELS
+from spacy_seqgpt.conll import read_sentences
+from spacy_seqgpt.decoding import Decoder, Query
+from spacy_seqgpt.generation import generate_answers
+from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
+from spacy_seqgpt.loading import ModelSpec, load_model
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, chunk_labels, parse_answer
+from spacy_seqgpt.unmasking import unmask
+
+ODD_TEXTS = ["", " ", "a", "Tim, Cook, and Olaf", "北京，上海。", "é\u0301 👍🏽 x", "None of None", "\t tabs\tand  spaces ",
+             "U.S. firm's C++ code (v2.0) -- done!", "person: Tim\nlocation: Berlin", "ＡＢＣ，ｘ＂ｙ", "a" * 300]
+
+
+def asked(texts, labels, chunk_size):
+    """(text, label chunk) of each extraction prompt, one per chunk of each text."""
+    return [(text, chunk) for text in texts for chunk in chunk_labels(labels, chunk_size)]
+
+
+def queries_for(texts, labels, chunk_size, constrained=True):
+    """Extraction queries, one group per text (its label chunks share the prompt's start)."""
+    return [Query(build_prompt(EXTRACT, text, chunk), text, ExtractionGrammar(text, chunk) if constrained else None)
+            for text, chunk in asked(texts, labels, chunk_size)]
+
+
+def varied_texts(conll2003, n, seed=0):
+    rng = random.Random(seed)
+    sentences = [" ".join(tokens) for tokens, _ in read_sentences(conll2003 / "test.txt")]
+    sentences = rng.sample(sentences, n - len(ODD_TEXTS))
+    return ODD_TEXTS + sentences
+
+
+@pytest.fixture(scope="module")
+def random_bloom(tiny_bloom):
+    return load_model(ModelSpec.resolve(tiny_bloom, "cpu"))
+
+
+@pytest.fixture(scope="module")
+def random_llama(tiny_llama):
+    return load_model(ModelSpec.resolve(tiny_llama, "cpu"))
+
+
+@pytest.fixture(scope="module")
+def taught(seqgpt_tiny):
+    return load_model(ModelSpec.resolve(seqgpt_tiny, "cpu"))
+
+
+def test_a_random_model_constrained_always_answers_in_the_grammar_and_every_span_aligns(tiny_bloom, conll2003):
+    texts = varied_texts(conll2003, 300)
+    labels = ["person", "organization", "location", "miscellaneous"]
+    for mode in ("expand", "strict"):
+        nlp = spacy.blank("en")
+        ner = nlp.add_pipe("seqgpt_ner", config={"model": tiny_bloom, "labels": labels, "label_chunk_size": 2,
+                                                 "max_new_tokens": 24, "batch_size": 32, "spans_key": "sc",
+                                                 "alignment_mode": mode})
+        docs = list(nlp.pipe(texts[: 300 if mode == "expand" else 60], batch_size=100))
+        assert ner.stats["answers"] > len(docs)  # random answers name many spans...
+        assert ner.stats["dropped"] == 0 and ner.stats["unaligned"] == 0  # ...and every one is in the text
+        assert sum(len(doc.spans["sc"]) for doc in docs) > 0
+
+
+def test_random_constrained_answers_parse_completely_with_beams_too(random_bloom, random_llama):
+    texts = ODD_TEXTS + ["Apple opened a new office in Paris.", "张三在北京工作。"]
+    for shared in (random_bloom, random_llama):
+        for beams in (1, 3):
+            queries = queries_for(texts, NER_LABELS, 2)
+            answers = Decoder(shared, batch_size=8, max_new_tokens=48, num_beams=beams).decode(queries)
+            for (text, chunk), query, answer in zip(asked(texts, NER_LABELS, 2), queries, answers):
+                if answer.complete:
+                    assert query.grammar.accepts(answer.text), answer.text
+                    assert [line.split(":")[0] for line in answer.text.split("\n")] == chunk
+                for spans in parse_answer(EXTRACT, answer.text, chunk).values():
+                    assert all(span in text for span in spans)
+            classify = [Query(build_prompt(CLASSIFY, text, CAT_LABELS), None, ClassificationGrammar(CAT_LABELS, True))
+                        for text in texts]
+            for answer in Decoder(shared, batch_size=8, max_new_tokens=16, num_beams=beams).decode(classify):
+                assert answer.complete and answer.text in CAT_LABELS
+
+
+def taught_queries(constrained):
+    queries = []
+    for index, (_, text, _, _) in enumerate(EXAMPLES):
+        queries.append(Query(build_prompt(EXTRACT, text, NER_LABELS), index,
+                             ExtractionGrammar(text, NER_LABELS) if constrained else None))
+        queries.append(Query(build_prompt(CLASSIFY, text, CAT_LABELS), index,
+                             ClassificationGrammar(CAT_LABELS, True) if constrained else None))
+    return queries
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_constrained_and_free_decoding_agree_with_the_taught_model(taught, beams):
+    decoder = Decoder(taught, batch_size=4, max_new_tokens=40, num_beams=beams)
+    free = [answer.text for answer in decoder.decode(taught_queries(False))]
+    constrained = [answer.text for answer in decoder.decode(taught_queries(True))]
+    assert constrained == free
+    assert parse_answer(EXTRACT, free[0], NER_LABELS) == {"person": ["Tim Cook", "Olaf Scholz"], "organization": [],
+                                                         "location": ["Berlin"]}
+
+
+def test_the_components_write_the_same_with_and_without_constraints(seqgpt_tiny):
+    def annotate(constrained):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "constrained": constrained})
+        nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "constrained": constrained})
+        return [([(e.start_char, e.end_char, e.label_) for e in doc.ents], doc.cats)
+                for doc in nlp.pipe([text for lang, text, _, _ in EXAMPLES if lang == "en"])]
+
+    assert annotate(True) == annotate(False)
+
+
+def test_free_greedy_decoding_is_transformers_generate(taught, random_llama):
+    for shared in (taught, random_llama):
+        queries = taught_queries(False)
+        ours = [answer.text for answer in Decoder(shared, batch_size=5, max_new_tokens=30).decode(queries)]
+        theirs = generate_answers(shared, [query.prompt for query in queries], batch_size=5, max_new_tokens=30)
+        assert ours == theirs
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_sharing_the_prefix_cache_gives_the_same_answers_as_encoding_every_prompt(random_bloom, random_llama, beams):
+    texts = ODD_TEXTS[:6] + ["Tim Cook met Olaf Scholz in Berlin.", "The bank raised rates again."]
+    for shared in (random_bloom, random_llama):
+        queries = queries_for(texts, ["person", "organization", "location", "date", "event"], 2)
+        shared_runs = Decoder(shared, batch_size=7, max_new_tokens=20, num_beams=beams).decode(queries)
+        alone = Decoder(shared, batch_size=7, max_new_tokens=20, num_beams=beams, share_prefixes=False).decode(queries)
+        assert [a.text for a in shared_runs] == [a.text for a in alone]
+        for a, b in zip(shared_runs, alone):
+            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def full_logprobs(shared, prompt, tokens, **kwargs):
+    """Log-probability of each of ``tokens`` after ``prompt``: one forward pass, no cache."""
+    prompt_ids = shared.tokenizer(prompt)["input_ids"]
+    ids = torch.tensor([prompt_ids + tokens])
+    with torch.no_grad():
+        logits = shared.model(input_ids=ids, **kwargs).logits[0].float()
+    logprobs = torch.log_softmax(logits[len(prompt_ids) - 1:-1], -1)
+    return logprobs[torch.arange(len(tokens)), torch.tensor(tokens)].numpy()
+
+
+def test_token_logprobs_are_those_of_a_full_forward_pass(taught, random_bloom):
+    for shared in (taught, random_bloom):
+        queries = taught_queries(True)
+        for query, answer in zip(queries, Decoder(shared, batch_size=3, max_new_tokens=16).decode(queries)):
+            np.testing.assert_allclose(answer.logprobs, full_logprobs(shared, query.prompt, answer.tokens), atol=1e-4)
+
+
+def test_span_scores_are_probabilities_stored_as_spacy_stores_them(seqgpt_tiny):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "spans_key": "sc"})
+    doc = nlp(EXAMPLES[0][1])
+    scores = doc.spans["sc"].attrs["scores"]
+    assert len(scores) == len(doc.spans["sc"]) == 3
+    assert all(0.5 < score <= 1.0 for score in scores)  # taught answers: confident
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS})
+    ents = nlp(EXAMPLES[0][1]).ents
+    assert [ent._.seqgpt_score for ent in ents] == pytest.approx(scores)
+
+
+def test_the_threshold_keeps_exactly_the_spans_scored_at_or_above_it(tiny_bloom):
+    texts = ["Tim Cook met Olaf Scholz in Berlin.", "Apple opened a new office in Paris."]
+
+    def spans(threshold):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("seqgpt_ner", config={"model": tiny_bloom, "labels": NER_LABELS, "spans_key": "sc",
+                                           "max_new_tokens": 24, "threshold": threshold})
+        return [list(zip([(s.start, s.end, s.label_) for s in doc.spans["sc"]], doc.spans["sc"].attrs["scores"]))
+                for doc in nlp.pipe(texts)]
+
+    everything = spans(0.0)
+    found = sorted(score for doc in everything for _, score in doc)
+    assert found and all(0.0 <= score <= 1.0 for score in found)
+    cut = found[len(found) // 2]
+    assert spans(cut) == [[(span, score) for span, score in doc if score >= cut] for doc in everything]
+
+
+def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, taught):
+    nlp = spacy.blank("en")
+    textcat = nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True})
+    for _, text, _, category in EXAMPLES:
+        cats = nlp(text).cats
+        assert sum(cats.values()) == pytest.approx(1.0)
+        assert max(cats, key=cats.get) == category
+    # each label's probability is its answer's likelihood, normalised over the labels
+    prompt = build_prompt(CLASSIFY, EXAMPLES[1][1], CAT_LABELS)
+    eos = taught.tokenizer.eos_token_id
+    likelihoods = [full_logprobs(taught, prompt, taught.tokenizer(label, add_special_tokens=False)["input_ids"] + [eos]).sum()
+                   for label in CAT_LABELS]
+    expected = torch.softmax(torch.tensor(likelihoods), 0).numpy()
+    np.testing.assert_allclose(textcat.label_probabilities([prompt])[0], expected, atol=1e-4)
+    multi = spacy.blank("en")
+    multi.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,
+                                             "multi_label": True, "batch_size": 2})
+    for doc in multi.pipe([text for _, text, _, _ in EXAMPLES]):
+        assert all(0.0 <= p <= 1.0 for p in doc.cats.values())
+
+
+def test_textcat_scoring_averages_the_windows_of_a_long_document(seqgpt_tiny):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,
+                                           "max_input_tokens": 24})
+    doc = nlp(" ".join(text for lang, text, _, _ in EXAMPLES if lang == "en"))
+    assert sum(doc.cats.values()) == pytest.approx(1.0)
+
+
+def greedy_by_recomputation(shared, prompt, max_new_tokens):
+    """The prefix-LM answer from first principles: the whole sequence re-encoded at every step,
+    prompt tokens bidirectional (id 0) in the unmasked layers, generated ones causal (-1).
+    Returns the tokens and each one's log-probability."""
+    ids = shared.tokenizer(prompt)["input_ids"]
+    n_prompt, logprobs = len(ids), []
+    for _ in range(max_new_tokens):
+        bidirectional = torch.tensor([[0] * n_prompt + [-1] * (len(ids) - n_prompt)])
+        with torch.no_grad():
+            logits = shared.model(input_ids=torch.tensor([ids]), bidirectional_ids=bidirectional).logits[0, -1]
+        token = int(logits.argmax())
+        if token == shared.tokenizer.eos_token_id:
+            break
+        ids.append(token)
+        logprobs.append(float(torch.log_softmax(logits.float(), -1)[token]))
+    return ids[n_prompt:], logprobs
+
+
+@pytest.mark.parametrize("model", ["seqgpt_tiny", "tiny_llama"])
+def test_prefix_lm_models_decode_with_the_prompt_bidirectional(model, request):
+    path = request.getfixturevalue(model)
+    stock = load_model(ModelSpec.resolve(path, "cpu"))
+    shared = load_model(ModelSpec.resolve(path, "cpu", unmask="0110"))
+    assert shared.model is not stock.model
+    texts = ["Tim Cook met Olaf Scholz in Berlin.", "Apple opened a new office in Paris.", "北京"]
+    queries = queries_for(texts, NER_LABELS, 2, constrained=False)
+    ours = Decoder(shared, batch_size=4, max_new_tokens=12).decode(queries)
+    for query, answer in zip(queries, ours):
+        tokens, logprobs = greedy_by_recomputation(shared, query.prompt, 12)
+        assert answer.tokens == tokens
+        np.testing.assert_allclose(answer.logprobs, logprobs, atol=1e-4)
+    causal = Decoder(stock, batch_size=4, max_new_tokens=12).decode(queries)
+    # the unmasked layers do change what the model says
+    assert not np.allclose([a.logprobs[0] for a in ours], [a.logprobs[0] for a in causal], atol=1e-3)
+    constrained = Decoder(shared, batch_size=4, max_new_tokens=48).decode(queries_for(texts, NER_LABELS, 2))
+    assert all(answer.text.startswith(("person: ", "location: ")) for answer in constrained)
+
+
+def test_bad_settings_are_named(seqgpt_tiny):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="threshold"):
+        nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "threshold": 1.5})
+    with pytest.raises(ValueError, match="unmask"):
+        nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "unmask": "01x"})
+    with pytest.raises(ValueError, match="divides"):
+        nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "unmask": "011"})(
+            nlp.make_doc("text"))
