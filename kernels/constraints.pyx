@@ -92,6 +92,11 @@ cdef class Grammar:
     cdef bint step(self, int64_t* state, uint64_t* bits, int byte) noexcept nogil:
         return False
 
+    cdef bint prefers(self, const int64_t* before, const int64_t* after) noexcept nogil:
+        """For the fallback: is a move from ``before`` to ``after`` a better way out than the
+        model's best allowed token? (None of the model's favourites was allowed.)"""
+        return False
+
     cdef bint feed(self, int64_t* state, uint64_t* bits, TokenBytes vocab, int64_t token):
         """Step through the bytes of ``token`` in place; False as soon as one is not allowed."""
         cdef const unsigned char* data
@@ -244,7 +249,8 @@ cdef class ExtractionGrammar(Grammar):
         if phase != VALUE:
             return False
         if byte < 0 or byte == 10:  # the end, or the next line
-            if not self._complete(state, bits):
+            # (after ", " a line may end too: the parser skips the empty span)
+            if not self._complete(state, bits) and not (state[LENGTH] == 0 and state[NONE_POS] < 0):
                 return False
             if byte < 0:
                 if line != self.n_lines - 1:
@@ -273,6 +279,16 @@ cdef class ExtractionGrammar(Grammar):
             shift_and(bits, &self.masks[row, 0], self.n_words)
         state[LENGTH] += 1
         return state[NONE_POS] >= 0 or any_set(bits, self.n_words)
+
+
+    cdef bint prefers(self, const int64_t* before, const int64_t* after) noexcept nogil:
+        # The model wants a value that is not in the text: "None" (as free decoding would drop
+        # the value), or after "," a space and the end of the line, rather than the likeliest
+        # scrap of text.
+        if after[PHASE] == VALUE and (after[NONE_POS] > 0 or (before[PHASE] == COMMA and after[LENGTH] == 0)):
+            return True
+        return (before[PHASE] == VALUE and before[LENGTH] == 0 and before[NONE_POS] < 0
+                and (after[PHASE] == DONE or after[LINE] > before[LINE]))
 
 
 def _byte_offsets(str text):
@@ -401,22 +417,26 @@ def allowed(list grammars, int64_t[:, ::1] ints, uint64_t[:, ::1] bits, int64_t[
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def best_allowed(Grammar grammar, int64_t[::1] ints, uint64_t[::1] bits, float[::1] scores, TokenBytes vocab):
-    """The highest-scoring token the grammar allows anywhere in the vocabulary (-1 if none): the
-    fallback when none of the best few candidates is allowed."""
+    """The fallback when none of the best few candidates is allowed: the highest-scoring
+    allowed token of the whole vocabulary, taking a token the grammar ``prefers`` over any
+    other (-1 if nothing is allowed)."""
     cdef int64_t token, best = -1
     cdef float best_score = 0
+    cdef bint best_preferred = False, preferred
     cdef int64_t scratch_ints[N_INTS]
     scratch = np.zeros(bits.shape[0], dtype=np.uint64)
     cdef uint64_t[::1] scratch_bits = scratch
     cdef Py_ssize_t n = min(<Py_ssize_t> vocab.size, scores.shape[0])
     for token in range(n):
-        if best >= 0 and scores[token] <= best_score:
+        if best_preferred and scores[token] <= best_score:
             continue
         memcpy(scratch_ints, &ints[0], N_INTS * sizeof(int64_t))
         memcpy(&scratch_bits[0], &bits[0], bits.shape[0] * sizeof(uint64_t))
-        if grammar.feed(scratch_ints, &scratch_bits[0], vocab, token):
-            best = token
-            best_score = scores[token]
+        if not grammar.feed(scratch_ints, &scratch_bits[0], vocab, token):
+            continue
+        preferred = grammar.prefers(&ints[0], scratch_ints)
+        if best < 0 or (preferred and not best_preferred) or (preferred == best_preferred and scores[token] > best_score):
+            best, best_score, best_preferred = token, scores[token], preferred
     return best
 
 

@@ -125,8 +125,7 @@ class Decoder:
         """Whole groups, longest prompts first, up to ``batch_size`` queries a batch (one group may exceed it)."""
         groups: Dict[Hashable, List[int]] = {}
         for index, query in enumerate(queries):
-            key = (0, query.group) if self.share_prefixes and query.group is not None else (1, index)
-            groups.setdefault(key, []).append(index)
+            groups.setdefault(self._group_key(index, query), []).append(index)
         ordered = sorted(groups.values(), key=lambda members: -max(len(ids[i]) for i in members))
         batch: List[int] = []
         for members in ordered:
@@ -137,19 +136,24 @@ class Decoder:
         if batch:
             yield batch
 
+    def _group_key(self, index: int, query: Query) -> Hashable:
+        """Queries with one key share a prefix; a query without a group (or with sharing off) is alone."""
+        return (0, query.group) if self.share_prefixes and query.group is not None else (1, index)
+
     # -- one batch --------------------------------------------------------------------------
 
     def _decode_batch(self, ids: List[List[int]], queries: List[Query]) -> List[Answer]:
         import torch
 
-        tokenizer, device = self.shared.tokenizer, self.shared.device
+        device = self.shared.device
         group_of, prefixes = self._split_prefixes(ids, queries)
         beams = self.num_beams
         rows = [query for query in range(len(queries)) for _ in range(beams)]
         prompt_lengths = torch.tensor([len(ids[query]) for query in rows], device=device)
         with torch.inference_mode():
             prefix_ids, mask = self._left_pad([ids[q][:n] for q, n in prefixes], device)
-            logits, cache = self._forward(prefix_ids, mask, None, prompt_lengths[::beams][[q for q, _ in prefixes]]
+            # (prompt mode: no sharing, so each prefix is a whole prompt)
+            logits, cache = self._forward(prefix_ids, mask, None, torch.tensor([n for _, n in prefixes], device=device)
                                           if self.prompt_mode else None)
             to_rows = torch.tensor([group_of[query] for query in rows], device=device)
             cache.reorder_cache(to_rows)
@@ -165,7 +169,7 @@ class Decoder:
             states = self._initial_states(grammars)
             live = [_Row(query, score=0.0 if i % beams == 0 else -np.inf) for i, query in enumerate(rows)]
             finished: Dict[int, List[Tuple[float, _Row]]] = {}
-            for step in range(self.max_new_tokens):
+            for _ in range(self.max_new_tokens):
                 logprobs = torch.log_softmax(logits.float(), -1)
                 picks = (self._greedy if beams == 1 else self._beam_step)(logprobs, live, grammars, states, finished)
                 if not picks:
@@ -195,7 +199,7 @@ class Decoder:
         prefixes: List[Tuple[int, int]] = []
         first: Dict[Hashable, int] = {}
         for query, tokens in enumerate(ids):
-            key = queries[query].group if self.share_prefixes and queries[query].group is not None else ("", query)
+            key = self._group_key(query, queries[query])
             if key not in first:
                 first[key] = len(prefixes)
                 prefixes.append((query, len(tokens)))

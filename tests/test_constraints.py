@@ -13,7 +13,8 @@ ALPHABET = "ab ,，.\tNone北京é👍\u3000\u2028"
 
 def reference_extraction(answer, text, labels):
     """Lines ``label: value`` in label order; each value ``None`` or spans joined by ", ", each
-    span a substring of ``text`` without splitters and without spaces at either end."""
+    span a substring of ``text`` without splitters and without spaces at either end (the last
+    of several may be empty: "a, " ends a line as well)."""
     lines = answer.split("\n")
     if len(lines) != len(labels):
         return False
@@ -23,7 +24,10 @@ def reference_extraction(answer, text, labels):
         value = line[len(label) + 2:]
         if value == "None":
             continue
-        for span in value.split(", "):
+        spans = value.split(", ")
+        if len(spans) > 1 and spans[-1] == "":
+            spans.pop()
+        for span in spans:
             if (not span or span[0].isspace() or span[-1].isspace() or span not in text
                     or any(char in SPAN_SPLITTERS for char in span)):
                 return False
@@ -115,10 +119,33 @@ def test_states_move_token_by_token_and_the_vocabulary_fallback_finds_an_allowed
     scores = np.full(len(pieces), -5.0, dtype=np.float32)
     scores[[8, 9]] = 0.0  # the best tokens are not allowed; the end is the best that is
     assert best_allowed(grammar, ints[0], bits[0], scores, vocab) == 0
+    scores[5] = -1.0  # "," is better still: another span may follow
+    assert best_allowed(grammar, ints[0], bits[0], scores, vocab) == 5
     ints, bits = advance([grammar], ints, bits, np.array([0]), np.array([0]), vocab)
     assert is_done(ints).tolist() == [True]
     with pytest.raises(ValueError, match="not allowed"):
         advance([grammar], ints, bits, np.array([0]), np.array([3]), vocab)
+
+
+def test_the_fallback_prefers_none_to_a_scrap_of_text_the_model_did_not_want():
+    pieces = [None, b"person", b":", b" Mars", b" None", b" met", b",", b" ", b"Olaf"]
+    vocab = TokenBytes(pieces, eos_id=0)
+    grammar = ExtractionGrammar("Tim Cook met Olaf", ["person"])
+    ints, bits = (np.stack([part]) for part in grammar.initial_state())
+
+    def write(token):
+        return advance([grammar], ints, bits, np.array([0]), np.array([token]), vocab)
+
+    ints, bits = write(1)
+    ints, bits = write(2)
+    scores = np.array([-9, -9, -9, 0.0, -8, -3, -9, -9, -2], dtype=np.float32)  # wants " Mars"
+    assert best_allowed(grammar, ints[0], bits[0], scores, vocab) == 4  # " None", though " met" scores higher
+    ints, bits = write(5)
+    ints, bits = write(6)  # "person: met," and the model wants " Mars" again
+    assert best_allowed(grammar, ints[0], bits[0], scores, vocab) == 7  # " " rather than " met"
+    ints, bits = write(7)
+    assert best_allowed(grammar, ints[0], bits[0], scores, vocab) == 0  # then the end, not "Olaf"
+    assert grammar.accepts("person: met, ") and not grammar.accepts("person: , met")
 
 
 def test_bad_grammar_inputs_are_named():

@@ -60,6 +60,9 @@ def test_a_random_model_constrained_always_answers_in_the_grammar_and_every_span
         ner = nlp.add_pipe("seqgpt_ner", config={"model": tiny_bloom, "labels": labels, "label_chunk_size": 2,
                                                  "max_new_tokens": 24, "batch_size": 32, "spans_key": "sc",
                                                  "alignment_mode": mode})
+        # Random weights rarely rank an allowed token among the best 8, and the fallback then
+        # prefers "None": checking every token makes the model write spans, many of them.
+        ner.decoder = lambda: Decoder(ner.shared, batch_size=32, max_new_tokens=24, candidates=1024)
         docs = list(nlp.pipe(texts[: 300 if mode == "expand" else 60], batch_size=100))
         assert ner.stats["answers"] > len(docs)  # random answers name many spans...
         assert ner.stats["dropped"] == 0 and ner.stats["unaligned"] == 0  # ...and every one is in the text
@@ -165,19 +168,20 @@ def test_span_scores_are_probabilities_stored_as_spacy_stores_them(seqgpt_tiny):
     assert [ent._.seqgpt_score for ent in ents] == pytest.approx(scores)
 
 
-def test_the_threshold_keeps_exactly_the_spans_scored_at_or_above_it(tiny_bloom):
-    texts = ["Tim Cook met Olaf Scholz in Berlin.", "Apple opened a new office in Paris."]
+def test_the_threshold_keeps_exactly_the_spans_scored_at_or_above_it(seqgpt_tiny):
+    # taught sentences (confident spans) and changed ones (the model hesitates)
+    texts = [text for _, text, _, _ in EXAMPLES] + ["Tim Cook met Olaf Scholz in Paris.", "Apple met Olaf in Berlin."]
 
     def spans(threshold):
         nlp = spacy.blank("en")
-        nlp.add_pipe("seqgpt_ner", config={"model": tiny_bloom, "labels": NER_LABELS, "spans_key": "sc",
-                                           "max_new_tokens": 24, "threshold": threshold})
+        nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "spans_key": "sc",
+                                           "threshold": threshold})
         return [list(zip([(s.start, s.end, s.label_) for s in doc.spans["sc"]], doc.spans["sc"].attrs["scores"]))
                 for doc in nlp.pipe(texts)]
 
     everything = spans(0.0)
     found = sorted(score for doc in everything for _, score in doc)
-    assert found and all(0.0 <= score <= 1.0 for score in found)
+    assert all(0.0 <= score <= 1.0 for score in found) and found[0] < 0.5 < found[-1]
     cut = found[len(found) // 2]
     assert spans(cut) == [[(span, score) for span, score in doc if score >= cut] for doc in everything]
 

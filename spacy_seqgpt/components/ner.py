@@ -1,4 +1,5 @@
 """``seqgpt_ner``: entities (or any spans) for labels chosen at ``add_pipe``."""
+from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from spacy.language import Language
@@ -82,9 +83,7 @@ class SeqGPTNER(SeqGPTComponent):
         ``find_phrases`` lets a match (not inside a word), and for the strict alignment modes
         also on token boundaries."""
         text = request.text
-        cuts = [i for i in range(len(text) + 1) if i in (0, len(text)) or not splits_word(text[i - 1], text[i])]
-        starts = [i for i in cuts if i < len(text) and not text[i].isspace()]
-        ends = [i for i in cuts if i > 0 and not text[i - 1].isspace()]
+        starts, ends = word_edges(text)
         if self.alignment_mode != "expand":
             end = request.start_char + len(text)
             tokens = [token for token in doc if request.start_char <= token.idx and token.idx + len(token) <= end]
@@ -145,6 +144,15 @@ class SeqGPTNER(SeqGPTComponent):
         key = self.spans_key
         return Scorer.score_spans(examples, f"spans_{key}", getter=lambda doc, attr: list(doc.spans.get(key, [])),
                                   has_annotation=lambda doc: key in doc.spans, allow_overlap=True, **kwargs)
+
+
+@lru_cache(maxsize=64)  # a window's label chunks ask for the same text
+def word_edges(text: str) -> Tuple[List[int], List[int]]:
+    """Where a span of ``text`` may start and end for ``find_phrases``: not inside a word of a
+    spaced script, and not on a space."""
+    cuts = [i for i in range(len(text) + 1) if i in (0, len(text)) or not splits_word(text[i - 1], text[i])]
+    return ([i for i in cuts if i < len(text) and not text[i].isspace()],
+            [i for i in cuts if i > 0 and not text[i - 1].isspace()])
 
 
 def add_ents(doc: Doc, scored: List[Tuple[Span, float]]) -> None:

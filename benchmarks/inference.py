@@ -1,0 +1,169 @@
+"""Documents per second of ``seqgpt_ner`` against the official SeqGPT inference recipe.
+
+The official recipe (the SeqGPT repository's inference script) sends one prompt per label
+chunk to ``transformers``' ``generate`` with 4 beams, one document at a time. ``seqgpt_ner``
+batches the prompts of many documents, shares each document's prompt prefix across its
+label chunks, decodes greedily under the answer grammar, and scores every span. Both answer
+the same CoNLL-2003 test sentences (first ``--n``) about the same 12 labels (chunks of 6)
+with the same model and ``max_new_tokens``; both rates, the ratio and the micro-F1 of each
+against the gold entities (the four CoNLL types; the other labels' spans are not counted)
+are printed. A random-weight model gives meaningless F1, so compare F1 with ``--model``
+pointing at trained weights (e.g. SeqGPT-560M).
+
+    python benchmarks/inference.py                        # tiny random BLOOM, CPU
+    python benchmarks/inference.py --preset bloomz-560m   # BLOOMZ-560M's shape, random weights (GPU)
+    python benchmarks/inference.py --model path/to/SeqGPT-560M --n 500
+"""
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import spacy
+from spacy.scorer import PRFScore
+from wasabi import msg
+
+from spacy_seqgpt.alignment import find_phrases
+from spacy_seqgpt.conll import read_sentences
+from spacy_seqgpt.prompts import EXTRACT, build_prompt, chunk_labels, parse_answer
+from spacy_seqgpt.tiny import write_tiny_model
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003" / "test.txt"
+CONLL_LABELS = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous"}
+LABELS = list(CONLL_LABELS.values()) + ["date", "time", "event", "product", "money", "percent", "law", "language"]
+
+
+def load_sentences(path: Path, n: int):
+    """``[(text, gold {(start, end, label)})]`` for the first ``n`` sentences, tokens joined by spaces."""
+    out = []
+    for tokens, tags in read_sentences(path):
+        starts, position = [], 0
+        for token in tokens:
+            starts.append(position)
+            position += len(token) + 1
+        gold, current = set(), None
+        for i, tag in enumerate(tags + ["O"]):
+            if current and not tag.startswith("I-"):
+                gold.add((starts[current[0]], starts[i - 1] + len(tokens[i - 1]), CONLL_LABELS[current[1]]))
+                current = None
+            if tag != "O" and (current is None or tag.startswith("B-")):
+                current = (i, tag[2:])
+        out.append((" ".join(tokens), gold))
+        if len(out) == n:
+            break
+    return out
+
+
+def official_recipe(model, tokenizer, texts, max_new_tokens, device):
+    """One ``generate`` call per label chunk of each document, 4 beams: as the SeqGPT script does."""
+    import torch
+    from tqdm import tqdm
+
+    predictions = []
+    for text in tqdm(texts, desc="official recipe", unit="doc", leave=False):
+        found = set()
+        for chunk in chunk_labels(LABELS, 6):
+            inputs = tokenizer(build_prompt(EXTRACT, text, chunk), return_tensors="pt").to(device)
+            with torch.inference_mode():
+                output = model.generate(**inputs, num_beams=4, do_sample=False, max_new_tokens=max_new_tokens,
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            phrases, labels = [], []
+            for label, spans in parse_answer(EXTRACT, answer, chunk).items():
+                phrases.extend(spans)
+                labels.extend([label] * len(spans))
+            found.update((start, end, labels[i]) for i, start, end in find_phrases(text, phrases, case_sensitive=False))
+        predictions.append(found)
+    return predictions
+
+
+def ours(nlp, texts):
+    return [{(e.start_char, e.end_char, e.label_) for e in doc.ents} for doc in nlp.pipe(texts, batch_size=128)]
+
+
+def micro_f1(predictions, golds):
+    known = set(CONLL_LABELS.values())
+    score = PRFScore()
+    for predicted, gold in zip(predictions, golds):
+        score.score_set({span for span in predicted if span[2] in known}, gold)
+    return score.fscore
+
+
+def make_model(preset: str, folder: Path) -> str:
+    if preset == "tiny":
+        return str(write_tiny_model(folder, "bloom"))
+    # BLOOMZ-560M's exact configuration with random weights, and the tiny byte-level tokenizer
+    # (the real one cannot be downloaded here): ids beyond it write nothing.
+    import torch
+    from transformers import AutoTokenizer, BloomConfig, BloomForCausalLM
+
+    write_tiny_model(folder, "bloom")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = BloomConfig(vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    BloomForCausalLM(config).save_pretrained(folder)
+    return str(folder)
+
+
+def timed(name, function, repeats):
+    times, result = [], None
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+        msg.text(f"{name}: run {repeat + 1}/{repeats} took {times[-1]:.1f} s")
+    return statistics.median(times), result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--n", type=int, default=500, help="sentences")
+    parser.add_argument("--model", help="a local model folder (default: random weights, see --preset)")
+    parser.add_argument("--preset", choices=["tiny", "bloomz-560m"], default="tiny")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16, help="seqgpt_ner's batch_size (prompts per forward)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--official-n", type=int, default=0, help="time the official recipe on fewer sentences "
+                        "(its rate is per document either way; 0: all)")
+    args = parser.parse_args()
+    sentences = load_sentences(args.data, args.n)
+    texts, golds = [text for text, _ in sentences], [gold for _, gold in sentences]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = args.model or make_model(args.preset, Path(tmp) / "model")
+        nlp = spacy.blank("en")
+        ner = nlp.add_pipe("seqgpt_ner", config={"model": model_path, "labels": LABELS, "device": args.device,
+                                                 "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size})
+        shared = ner.shared
+        msg.info(f"{len(texts)} sentences x {len(LABELS)} labels (2 prompts each), model "
+                 f"{args.model or args.preset} on {shared.device}, max_new_tokens={args.max_new_tokens}")
+        ours(nlp, texts[:8])  # warm-up: first-call costs out of the timing
+        ours_time, ours_predictions = timed("seqgpt_ner", lambda: ours(nlp, texts), args.repeats)
+        beams = spacy.blank("en")
+        beams.add_pipe("seqgpt_ner", config={"model": model_path, "labels": LABELS, "device": args.device,
+                                             "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+                                             "num_beams": 4})
+        beams_time, beams_predictions = timed("seqgpt_ner, 4 beams", lambda: ours(beams, texts), args.repeats)
+        official_texts = texts[: args.official_n or len(texts)]
+        official_time, official_predictions = timed(
+            "official recipe", lambda: official_recipe(shared.model, shared.tokenizer, official_texts, args.max_new_tokens, shared.device),
+            args.repeats)
+    rates = {
+        "official recipe (generate, 4 beams, a prompt at a time)": (len(official_texts) / official_time,
+                                                                      micro_f1(official_predictions, golds)),
+        "seqgpt_ner, constrained, 4 beams": (len(texts) / beams_time, micro_f1(beams_predictions, golds)),
+        "seqgpt_ner (defaults: constrained, greedy)": (len(texts) / ours_time, micro_f1(ours_predictions, golds)),
+    }
+    baseline = rates["official recipe (generate, 4 beams, a prompt at a time)"][0]
+    msg.table([(name, f"{rate:.2f}", f"{rate / baseline:.1f}x", f"{f1:.3f}") for name, (rate, f1) in rates.items()],
+              header=("", "docs/s", "vs official", "micro-F1"), divider=True, widths=(56, 8, 11, 8))
+    msg.good(f"seqgpt_ner is {rates['seqgpt_ner (defaults: constrained, greedy)'][0] / baseline:.1f}x the official "
+             f"recipe's rate (median of {args.repeats}); with 4 beams too "
+             f"{rates['seqgpt_ner, constrained, 4 beams'][0] / baseline:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
