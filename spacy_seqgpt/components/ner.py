@@ -14,7 +14,9 @@ from ..kernels.constraints import ExtractionGrammar
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, locate_spans
 from .base import MODEL_SETTINGS, Request, SeqGPTComponent, logger
 
-SCORE_ATTR = "seqgpt_score"  # span._.seqgpt_score: the probability of an entity's answer tokens
+SCORE_ATTR = "seqgpt_score"  # span._.seqgpt_score: the score of an entity its component wrote
+if not Span.has_extension(SCORE_ATTR):
+    Span.set_extension(SCORE_ATTR, default=None)
 
 
 @Language.factory(
@@ -72,8 +74,6 @@ class SeqGPTNER(SeqGPTComponent):
         self.case_sensitive = case_sensitive
         self.spans_key = spans_key
         self.threshold = float(threshold)
-        if not Span.has_extension(SCORE_ATTR):
-            Span.set_extension(SCORE_ATTR, default=None)
 
     def label_chunks(self) -> List[List[str]]:
         return self._chunks
@@ -156,7 +156,8 @@ def word_edges(text: str) -> Tuple[List[int], List[int]]:
 
 
 def add_ents(doc: Doc, scored: List[Tuple[Span, float]]) -> None:
-    """Add a maximal set of non-overlapping spans, longest first; entities already set are kept."""
+    """Add a maximal set of non-overlapping ``(span, score)`` pairs, longest first, each score in
+    ``span._.seqgpt_score``; entities already set are kept."""
     taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
     free = [(span, score) for span, score in scored if not taken.intersection(range(span.start, span.end))]
     if free:

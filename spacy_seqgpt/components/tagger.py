@@ -186,11 +186,11 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         for doc, probs in zip(docs, scores):
             found = decode(probs, tags) if len(doc) else []
             spans = [Span(doc, start, end, label=label) for start, end, label, _ in found]
-            group = SpanGroup(doc, name=self.spans_key or self.name, spans=spans,
-                              attrs={"scores": [confidence for *_, confidence in found]})
-            doc.spans[self.spans_key or self.name] = group
+            confidences = [confidence for *_, confidence in found]
+            doc.spans[self.spans_key or self.name] = SpanGroup(doc, name=self.spans_key or self.name, spans=spans,
+                                                               attrs={"scores": confidences})
             if self.spans_key is None:
-                add_ents(doc, spans)
+                add_ents(doc, list(zip(spans, confidences)))
 
     # Training ----------------------------------------------------------------------------------
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None,
