@@ -245,8 +245,16 @@ class Decoder:
             raise ValueError("every continuation to score needs at least one token")
         ids = self.shared.tokenizer(list(prompts))["input_ids"]
         out = np.zeros((len(ids), len(continuations)), dtype=np.float64)
-        per_batch = max(1, self.batch_size // len(continuations))
         device, n = self.shared.device, len(continuations)
+        # After its first token (predicted from the prompt's last position), continuation c is
+        # read as inputs c[:-1] predicting targets c[1:], right-padded to one width.
+        width = max(len(tokens) for tokens in continuations) - 1
+        pad = [[0] * (width + 1 - len(tokens)) for tokens in continuations]
+        inputs = torch.tensor([tokens[:-1] + extra for tokens, extra in zip(continuations, pad)], device=device)
+        targets = torch.tensor([tokens[1:] + extra for tokens, extra in zip(continuations, pad)], device=device)
+        real = torch.tensor([[1] * (len(tokens) - 1) + extra for tokens, extra in zip(continuations, pad)],
+                            device=device)
+        per_batch = max(1, self.batch_size // n)
         for first in range(0, len(ids), per_batch):
             batch = ids[first:first + per_batch]
             lengths = torch.tensor([len(tokens) for tokens in batch], device=device)
@@ -254,20 +262,14 @@ class Decoder:
                 prompt_ids, mask = self._left_pad(batch, device)
                 last, cache = self._forward(prompt_ids, mask, None, lengths if self.prompt_mode else None)
                 totals = torch.log_softmax(last.float(), -1)[:, [tokens[0] for tokens in continuations]]
-                if max(len(tokens) for tokens in continuations) > 1:
+                if width:
                     rows = torch.arange(len(batch), device=device).repeat_interleave(n)
                     cache.reorder_cache(rows)
-                    width = max(len(tokens) for tokens in continuations) - 1
-                    rest = torch.tensor([tokens[1:] + [0] * (width + 1 - len(tokens)) for tokens in continuations],
-                                        device=device)
-                    real = torch.tensor([[1] * (len(tokens) - 1) + [0] * (width + 1 - len(tokens))
-                                         for tokens in continuations], device=device)
-                    inputs = torch.tensor([tokens[:-1][:width] + [0] * (width + 1 - len(tokens))
-                                           for tokens in continuations], device=device)
-                    logits, _ = self._forward(inputs.repeat(len(batch), 1), torch.cat([mask[rows], real.repeat(len(batch), 1)], 1),
-                                              cache, lengths[rows] if self.prompt_mode else None, every_position=True)
-                    picked = torch.log_softmax(logits.float(), -1).gather(-1, rest.repeat(len(batch), 1)[..., None])[..., 0]
-                    totals = totals + (picked * real.repeat(len(batch), 1)).sum(-1).view(len(batch), n)
+                    logits, _ = self._forward(inputs.repeat(len(batch), 1),
+                                              torch.cat([mask[rows], real.repeat(len(batch), 1)], 1), cache,
+                                              lengths[rows] if self.prompt_mode else None, every_position=True)
+                    picked = torch.log_softmax(logits.float(), -1).gather(-1, targets.repeat(len(batch), 1)[..., None])
+                    totals = totals + (picked[..., 0] * real.repeat(len(batch), 1)).sum(-1).view(len(batch), n)
             out[first:first + len(batch)] = totals.cpu().numpy()
         return out
 
