@@ -1,5 +1,4 @@
 """``seqgpt_textcat``: document categories for labels chosen at ``add_pipe``."""
-from collections import Counter
 from typing import Dict, List, Optional, Sequence, Union
 
 from spacy.language import Language
@@ -61,15 +60,8 @@ class SeqGPTTextcat(SeqGPTComponent):
         if not self.scoring:
             return super().annotate(docs)
         requests = self.make_requests(docs)
-        prompts = [build_prompt(CLASSIFY, request.text, request.labels) for request in requests]
-        probs = self.label_probabilities(prompts)
-        totals = np.zeros((len(docs), len(self.labels)))
-        windows = np.zeros(len(docs))
-        for request, row in zip(requests, probs):
-            totals[request.doc_index] += row
-            windows[request.doc_index] += 1
-        for doc, total, count in zip(docs, totals, windows):
-            doc.cats.update({label: float(value / max(count, 1)) for label, value in zip(self.labels, total)})
+        self._write_cats(docs, requests, self.label_probabilities(
+            [build_prompt(CLASSIFY, request.text, request.labels) for request in requests]))
 
     def label_probabilities(self, prompts: Sequence[str]) -> np.ndarray:
         """``(prompts, labels)``: each label's probability as the answer (see the class docs)."""
@@ -87,15 +79,23 @@ class SeqGPTTextcat(SeqGPTComponent):
         return torch.softmax(torch.from_numpy(by_end[:, 0]), 1).numpy()
 
     def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]) -> None:
-        votes = [Counter() for _ in docs]
-        windows = Counter()
-        for request, answer in zip(requests, answers):
-            chosen = parse_answer(CLASSIFY, answer.text, request.labels)
-            for prompt_text in chosen if self.multi_label else chosen[:1]:
-                votes[request.doc_index][self.label_for(prompt_text)] += 1
+        column = {label: i for i, label in enumerate(self.labels)}
+        chosen = np.zeros((len(requests), len(self.labels)))
+        for row, (request, answer) in enumerate(zip(requests, answers)):
+            named = parse_answer(CLASSIFY, answer.text, request.labels)
+            for prompt_text in named if self.multi_label else named[:1]:
+                chosen[row, column[self.label_for(prompt_text)]] = 1.0
+        self._write_cats(docs, requests, chosen)
+
+    def _write_cats(self, docs: Sequence[Doc], requests: Sequence[Request], values: np.ndarray) -> None:
+        """``doc.cats``: each label's value (a row per request) averaged over the Doc's windows."""
+        totals = np.zeros((len(docs), len(self.labels)))
+        windows = np.zeros(len(docs))
+        for request, row in zip(requests, values):
+            totals[request.doc_index] += row
             windows[request.doc_index] += 1
-        for i, doc in enumerate(docs):
-            doc.cats.update({label: votes[i][label] / windows[i] if windows[i] else 0.0 for label in self.labels})
+        for doc, total, count in zip(docs, totals, windows):
+            doc.cats.update({label: float(value / max(count, 1)) for label, value in zip(self.labels, total)})
 
     def score(self, examples, **kwargs) -> Dict:
         validate_examples(examples, "SeqGPTTextcat.score")
