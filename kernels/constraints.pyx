@@ -11,9 +11,11 @@ then moves the chosen rows on (``advance``); both loop in C over rows, candidate
   shift-and (bitap) automaton over the input's bytes keeps the set of input positions where
   the span read so far could continue, one bit each, so a step is a few word operations. Its
   start and end sets say where spans may begin and end: on characters other than spaces, or
-  with ``boundaries`` given, only on spaCy token boundaries (the strict alignment modes).
-  Characters that split spans when the answer is read back (",", "，", tab, line breaks)
-  never occur inside one.
+  where ``boundaries`` says (``seqgpt_ner`` passes where its phrase search can match, and
+  token boundaries for the strict alignment modes). Characters that split spans when the
+  answer is read back (",", "，", tab, line breaks) never occur inside one. When none of the
+  model's favourite tokens is allowed, the fallback takes "None" (or ends the line after a
+  comma) before a scrap of text the model did not want.
 - ``ClassificationGrammar``: labels from a trie of the queried labels, each at most once,
   joined by "，" (one label only when exclusive), then end-of-sequence.
 
