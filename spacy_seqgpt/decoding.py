@@ -159,12 +159,13 @@ class Decoder:
             cache.reorder_cache(to_rows)
             mask = mask[to_rows]
             rests = [ids[query][prefixes[group_of[query]][1]:] for query in rows]
-            if any(rests):
+            logits = logits[to_rows]
+            if any(rests):  # rows without a rest of their own keep the prefix pass's logits
                 rest_ids, rest_mask = self._left_pad(rests, device)
                 mask = torch.cat([mask, rest_mask], 1)
-                logits, cache = self._forward(rest_ids, mask, cache, prompt_lengths if self.prompt_mode else None)
-            else:
-                logits = logits[to_rows]
+                rest_logits, cache = self._forward(rest_ids, mask, cache, prompt_lengths if self.prompt_mode else None)
+                own = torch.tensor([bool(rest) for rest in rests], device=device)
+                logits = torch.where(own[:, None], rest_logits, logits)
             grammars = [queries[query].grammar for query in rows]
             states = self._initial_states(grammars)
             live = [_Row(query, score=0.0 if i % beams == 0 else -np.inf) for i, query in enumerate(rows)]
@@ -208,9 +209,12 @@ class Decoder:
             head, length = prefixes[group]
             length = min(length, _common_length(ids[head], tokens))
             prefixes[group] = (head, length)
-        if self.share_prefixes:  # each prompt keeps at least one token of its own to predict from
-            for query, tokens in enumerate(ids):
-                head, length = prefixes[group_of[query]]
+        # A prompt that shares its prefix keeps at least one token of its own to predict from;
+        # a prompt alone in its group is encoded whole and predicts from the prefix pass.
+        members = np.bincount(group_of, minlength=len(prefixes))
+        for query, tokens in enumerate(ids):
+            head, length = prefixes[group_of[query]]
+            if members[group_of[query]] > 1:
                 prefixes[group_of[query]] = (head, min(length, len(tokens) - 1))
         return group_of, prefixes
 

@@ -130,9 +130,12 @@ def test_free_greedy_decoding_is_transformers_generate(taught, random_llama):
 def test_sharing_the_prefix_cache_gives_the_same_answers_as_encoding_every_prompt(random_bloom, random_llama, beams):
     texts = ODD_TEXTS[:6] + ["Tim Cook met Olaf Scholz in Berlin.", "The bank raised rates again."]
     for shared in (random_bloom, random_llama):
-        queries = queries_for(texts, ["person", "organization", "location", "date", "event"], 2)
-        shared_runs = Decoder(shared, batch_size=7, max_new_tokens=20, num_beams=beams).decode(queries)
-        alone = Decoder(shared, batch_size=7, max_new_tokens=20, num_beams=beams, share_prefixes=False).decode(queries)
+        # groups of three chunks, and prompts alone in their group, mixed in batches
+        queries = queries_for(texts, ["person", "organization", "location", "date", "event"], 2) + [
+            Query(build_prompt(CLASSIFY, text, CAT_LABELS), None, ClassificationGrammar(CAT_LABELS, False))
+            for text in texts[:4]]
+        shared_runs = Decoder(shared, batch_size=8, max_new_tokens=20, num_beams=beams).decode(queries)
+        alone = Decoder(shared, batch_size=8, max_new_tokens=20, num_beams=beams, share_prefixes=False).decode(queries)
         assert [a.text for a in shared_runs] == [a.text for a in alone]
         for a, b in zip(shared_runs, alone):
             np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
