@@ -44,6 +44,7 @@ cdef enum:
 cdef int MAX_WORDS = 4096
 cdef const unsigned char* NONE_BYTES = b"None"
 
+STATE_INTS = N_INTS  # integers in a row's state (the decoder allocates the states)
 _SEPARATOR = "，".encode("utf8")
 # Characters that end a span when the answer is read back (prompts.parse_answer splits spans
 # at commas and tabs, and lines wherever str.splitlines does): never inside a span.
@@ -461,7 +462,3 @@ def advance(list grammars, int64_t[:, ::1] ints, uint64_t[:, ::1] bits, int64_t[
             raise ValueError(f"token {tokens[i]} is not allowed in row {source[i]}")
     return new_ints, new_bits
 
-
-def is_done(int64_t[:, ::1] ints):
-    """Which rows have read a complete answer and its end."""
-    return np.asarray(ints[:, PHASE]) == DONE

@@ -11,6 +11,11 @@ DEFAULT_TARGET_MODULES = {"bloom": ["query_key_value"]}
 DEFAULT_TARGETS = ["q_proj", "v_proj"]
 
 
+def base_model(model):
+    """The model inside a PEFT wrapper, or ``model`` itself when it is not wrapped."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def lora_settings(lora: Dict[str, Any]) -> Dict[str, Any]:
     """The LoRA settings with defaults filled in; unknown keys are refused."""
     if not isinstance(lora, dict):

@@ -24,7 +24,8 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .kernels.constraints import TokenBytes, advance, allowed, best_allowed
+from .adapters import base_model
+from .kernels.constraints import STATE_INTS, TokenBytes, advance, allowed, best_allowed
 from .loading import SharedModel
 from .token_bytes import token_pieces
 
@@ -84,9 +85,8 @@ def vocabulary_bytes(shared: SharedModel) -> TokenBytes:
     return table
 
 
-def prefix_lm_layers(model) -> bool:
-    """Whether ``model`` was unmasked with ``mode="prompt"`` (its calls need prompt lengths)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+def prefix_lm_layers(base) -> bool:
+    """Whether ``base`` (unwrapped) was unmasked with ``mode="prompt"`` (its calls need prompt lengths)."""
     state = getattr(base, "seqgpt_unmask", None)
     return state is not None and "prompt" in state.modes.values()
 
@@ -101,9 +101,9 @@ class Decoder:
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
         self.candidates = max(candidates, 2 * num_beams)
-        self.prompt_mode = prefix_lm_layers(shared.model)
+        base = base_model(shared.model)
+        self.prompt_mode = prefix_lm_layers(base)
         self.share_prefixes = share_prefixes and not self.prompt_mode
-        base = shared.model.get_base_model() if hasattr(shared.model, "get_base_model") else shared.model
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
         self.vocab = vocabulary_bytes(shared)
 
@@ -149,10 +149,10 @@ class Decoder:
         group_of, prefixes = self._split_prefixes(ids, queries)
         beams = self.num_beams
         rows = [query for query in range(len(queries)) for _ in range(beams)]
-        prompt_lengths = torch.tensor([len(ids[query]) for query in rows], device=device)
+        # prefix-LM only; no sharing then, so each prefix is a whole prompt
+        prompt_lengths = torch.tensor([len(ids[query]) for query in rows], device=device) if self.prompt_mode else None
         with torch.inference_mode():
             prefix_ids, mask = self._left_pad([ids[q][:n] for q, n in prefixes], device)
-            # (prompt mode: no sharing, so each prefix is a whole prompt)
             logits, cache = self._forward(prefix_ids, mask, None, torch.tensor([n for _, n in prefixes], device=device)
                                           if self.prompt_mode else None)
             to_rows = torch.tensor([group_of[query] for query in rows], device=device)
@@ -163,7 +163,7 @@ class Decoder:
             if any(rests):  # rows without a rest of their own keep the prefix pass's logits
                 rest_ids, rest_mask = self._left_pad(rests, device)
                 mask = torch.cat([mask, rest_mask], 1)
-                rest_logits, cache = self._forward(rest_ids, mask, cache, prompt_lengths if self.prompt_mode else None)
+                rest_logits, cache = self._forward(rest_ids, mask, cache, prompt_lengths)
                 own = torch.tensor([bool(rest) for rest in rests], device=device)
                 logits = torch.where(own[:, None], rest_logits, logits)
             grammars = [queries[query].grammar for query in rows]
@@ -185,10 +185,10 @@ class Decoder:
                 if not np.array_equal(source, np.arange(len(logits))):
                     index = torch.from_numpy(source).to(device)
                     cache.reorder_cache(index)
-                    mask, prompt_lengths = mask[index], prompt_lengths[index]
+                    mask = mask[index]
+                    prompt_lengths = prompt_lengths[index] if prompt_lengths is not None else None
                 mask = torch.cat([mask, mask.new_ones((len(picks), 1))], 1)
-                logits, cache = self._forward(torch.from_numpy(tokens).to(device)[:, None], mask, cache,
-                                              prompt_lengths if self.prompt_mode else None)
+                logits, cache = self._forward(torch.from_numpy(tokens).to(device)[:, None], mask, cache, prompt_lengths)
         for row in live:  # out of new tokens: the rows still going are answers too
             finished.setdefault(row.query, []).append((self._normalized(row), row))
         return [self._answer(max(finished.get(query) or [(0.0, _Row(query))], key=lambda item: item[0])[1])
@@ -283,7 +283,7 @@ class Decoder:
         if all(grammar is None for grammar in grammars):
             return None
         width = max(grammar.n_words for grammar in grammars if grammar is not None) or 1
-        ints = np.zeros((len(grammars), 6), dtype=np.int64)
+        ints = np.zeros((len(grammars), STATE_INTS), dtype=np.int64)
         bits = np.zeros((len(grammars), width), dtype=np.uint64)
         for row, grammar in enumerate(grammars):
             if grammar is not None:
@@ -360,12 +360,9 @@ class Decoder:
         return row.score / max(len(row.tokens), 1)
 
     def _answer(self, row: _Row) -> Answer:
-        ends, total = [], 0
-        for token in row.tokens:
-            piece = self.vocab.piece(token)
-            total += len(piece) if piece else 0
-            ends.append(total)
-        data = b"".join(self.vocab.piece(token) or b"" for token in row.tokens)
+        pieces = [self.vocab.piece(token) or b"" for token in row.tokens]
+        ends = np.cumsum([len(piece) for piece in pieces], dtype=np.int64).tolist()
+        data = b"".join(pieces)
         # An answer cut short may end inside a character: that part is left out, not replaced.
         text = codecs.getincrementaldecoder("utf8")(errors="replace").decode(data, final=row.ended)
         return Answer(text, row.tokens, row.logprobs, ends, row.ended)

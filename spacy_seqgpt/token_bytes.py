@@ -37,10 +37,10 @@ def _scheme(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return "decode"
-    decoder = json.dumps(json.loads(backend.to_str()).get("decoder"))
+    decoder = json.dumps(json.loads(backend.to_str()).get("decoder"), ensure_ascii=False)
     if '"ByteLevel"' in decoder:
         return "byte_level"
-    if '"Metaspace"' in decoder or '"\\u2581"' in decoder or "▁" in decoder:
+    if '"Metaspace"' in decoder or "▁" in decoder:
         return "metaspace"
     return "decode"
 

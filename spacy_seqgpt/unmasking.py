@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
+from .adapters import base_model
 from .kernels.attention import BACKENDS, partial_attention
 
 ATTENTION_NAME = "seqgpt_partial"
@@ -187,7 +188,7 @@ def unmask(model, layers: Union[str, Sequence[int]], *, mode: str = "full", back
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = getattr(base, "config", None)
     model_type = getattr(config, "model_type", None)
     attention = [m for m in base.modules() if type(m).__name__ in ATTENTION_CLASSES]

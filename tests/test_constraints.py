@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacy_seqgpt.kernels.constraints import (SPAN_SPLITTERS, ClassificationGrammar, ExtractionGrammar, TokenBytes,
-                                              advance, allowed, best_allowed, is_done)
+                                              advance, allowed, best_allowed)
 from spacy_seqgpt.prompts import EXTRACT, format_answer, parse_answer
 
 ALPHABET = "ab ,，.\tNone北京é👍\u3000\u2028"
@@ -122,7 +122,7 @@ def test_states_move_token_by_token_and_the_vocabulary_fallback_finds_an_allowed
     scores[5] = -1.0  # "," is better still: another span may follow
     assert best_allowed(grammar, ints[0], bits[0], scores, vocab) == 5
     ints, bits = advance([grammar], ints, bits, np.array([0]), np.array([0]), vocab)
-    assert is_done(ints).tolist() == [True]
+    assert not allowed([grammar], ints, bits, np.arange(len(pieces))[None], vocab).any()  # nothing after the end
     with pytest.raises(ValueError, match="not allowed"):
         advance([grammar], ints, bits, np.array([0]), np.array([3]), vocab)
 

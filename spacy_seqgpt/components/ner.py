@@ -85,8 +85,8 @@ class SeqGPTNER(SeqGPTComponent):
         text = request.text
         starts, ends = word_edges(text)
         if self.alignment_mode != "expand":
-            end = request.start_char + len(text)
-            tokens = [token for token in doc if request.start_char <= token.idx and token.idx + len(token) <= end]
+            window = doc.char_span(request.start_char, request.start_char + len(text), alignment_mode="contract")
+            tokens = window if window is not None else []
             token_starts = {token.idx - request.start_char for token in tokens}
             token_ends = {token.idx + len(token) - request.start_char for token in tokens}
             starts = [i for i in starts if i in token_starts]

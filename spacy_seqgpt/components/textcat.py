@@ -52,9 +52,11 @@ class SeqGPTTextcat(SeqGPTComponent):
         super().__init__(vocab, name, **settings)
         self.multi_label = bool(multi_label)
         self.scoring = bool(scoring)
+        # Every request asks about all labels, and a grammar keeps no state: one serves them all.
+        self._grammar = ClassificationGrammar(list(self.label_map.values()), exclusive=not self.multi_label)
 
     def grammar(self, doc: Doc, request: Request) -> ClassificationGrammar:
-        return ClassificationGrammar(request.labels, exclusive=not self.multi_label)
+        return self._grammar
 
     def annotate(self, docs: Sequence[Doc]) -> None:
         if not self.scoring:

@@ -6,6 +6,7 @@ positions that predict an answer token first and only those go through the head.
 """
 import torch
 
+from ..adapters import base_model
 from .encoding import IGNORE
 
 
@@ -20,7 +21,7 @@ class AnswerLoss(torch.nn.Module):
 
     def forward(self, input_ids, labels, attention_mask, position_ids, segment_ids) -> torch.Tensor:
         model = self.model
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model(model)
         state = getattr(base, "seqgpt_unmask", None)
         if state is not None:  # the decoder is called directly: hand the kernel its segment ids here
             state.batch = {"segment_ids": segment_ids if self.packed else None}

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from wasabi import msg
 
-from ..adapters import add_lora, prepare_for_training
+from ..adapters import add_lora, base_model, prepare_for_training
 from ..data.records import read_records
 from ..loading import ModelLoadError, ModelSpec, _check_local_path, _load_error_message, _quantization_config
 from ..optimizers import cosine_rate
@@ -158,7 +158,7 @@ def save_final(model, tokenizer, folder: Path, *, quantized: bool) -> None:
 
     if hasattr(model, "merge_and_unload") and not quantized:
         model = model.merge_and_unload()
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     if getattr(base.config, "_attn_implementation", None) == ATTENTION_NAME:
         base.config._attn_implementation = "eager"  # the packing kernel is a training detail
     folder.mkdir(parents=True, exist_ok=True)
