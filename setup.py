@@ -1,15 +1,18 @@
 """Build spacy-seqgpt: the Python package plus the compiled kernels in ``kernels/``.
 
 ``kernels/`` sits at the top level of the repository (it is the product's hot code) and is
-shipped inside the package as ``spacy_seqgpt.kernels``. Every ``kernels/*.pyx`` is compiled
-with Cython against spaCy's own declarations (``spacy.tokens.doc``), so building needs spaCy
-and numpy (``pyproject.toml`` lists them).
+shipped inside the package as ``spacy_seqgpt.kernels``: ``spacy_seqgpt/kernels`` is a link to
+it, and ``kernels/`` has no ``__init__.py`` of its own, so from the repository root a bare
+``import kernels`` never shadows an installed package of that name. Every ``kernels/*.pyx``
+is compiled with Cython against spaCy's own declarations (``spacy.tokens.doc``), so building
+needs spaCy and numpy (``pyproject.toml`` lists them).
 """
 from pathlib import Path
 
 from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
+PACKAGES = ("cli", "components", "data", "decoding", "evaluation", "kernels", "models", "text", "training")
 
 
 def cython_extensions():
@@ -41,10 +44,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["spacy_seqgpt", "spacy_seqgpt.components", "spacy_seqgpt.cli", "spacy_seqgpt.data", "spacy_seqgpt.training",
-              "spacy_seqgpt.kernels"],
-    package_dir={"spacy_seqgpt.kernels": "kernels"},
-    package_data={"spacy_seqgpt.kernels": ["*.pyx", "*.pxd"]},
+    packages=["spacy_seqgpt", *(f"spacy_seqgpt.{name}" for name in PACKAGES)],
+    package_data={"spacy_seqgpt.kernels": ["*.pyx", "*.pyi"]},
     ext_modules=cython_extensions(),
     install_requires=[
         "spacy>=3.8,<3.9",
@@ -71,8 +72,8 @@ setup(
             "seqgpt_textcat = spacy_seqgpt.components.textcat:make_seqgpt_textcat",
             "llm_unmasked_tagger = spacy_seqgpt.components.tagger:make_llm_unmasked_tagger",
         ],
-        "spacy_readers": ["spacy_seqgpt.ConllCorpus.v1 = spacy_seqgpt.conll:create_conll_corpus"],
-        "thinc_schedules": ["spacy_seqgpt.cosine.v1 = spacy_seqgpt.optimizers:cosine"],
+        "spacy_readers": ["spacy_seqgpt.ConllCorpus.v1 = spacy_seqgpt.data.conll:create_conll_corpus"],
+        "thinc_schedules": ["spacy_seqgpt.cosine.v1 = spacy_seqgpt.training.optimizers:cosine"],
         "spacy_cli": ["seqgpt = spacy_seqgpt.cli:seqgpt_cli"],
     },
     zip_safe=False,

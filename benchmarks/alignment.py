@@ -21,8 +21,8 @@ import spacy
 from spacy.tokens import Doc, Span
 from wasabi import msg
 
-from spacy_seqgpt import alignment, alignment_reference
-from spacy_seqgpt.tiny import write_tiny_model
+from spacy_seqgpt.text import alignment, alignment_reference
+from spacy_seqgpt.models.tiny import write_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003" / "test.txt"
 

@@ -24,10 +24,10 @@ import spacy
 from spacy.scorer import PRFScore
 from wasabi import msg
 
-from spacy_seqgpt.alignment import find_phrases
-from spacy_seqgpt.conll import read_sentences
+from spacy_seqgpt.text.alignment import find_phrases
+from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.prompts import EXTRACT, build_prompt, chunk_labels, parse_answer
-from spacy_seqgpt.tiny import write_tiny_model
+from spacy_seqgpt.models.tiny import write_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003" / "test.txt"
 CONLL_LABELS = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous"}
@@ -141,7 +141,7 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_path = args.model or make_model(args.preset, Path(tmp) / "model")
-        settings = {"model": model_path, "labels": LABELS, "device": args.device,
+        settings = {"model": {"name": model_path, "device": args.device}, "labels": LABELS,
                     "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
         for name, extra in variants.items():
             nlp = spacy.blank("en")

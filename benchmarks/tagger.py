@@ -23,8 +23,8 @@ from thinc.api import Adam, fix_random_seed
 from tqdm import tqdm
 from wasabi import msg
 
-from spacy_seqgpt.conll import create_conll_corpus
-from spacy_seqgpt.tiny import write_tiny_model
+from spacy_seqgpt.data.conll import create_conll_corpus
+from spacy_seqgpt.models.tiny import write_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003"
 

@@ -30,7 +30,7 @@ def build(model: str):
 def main(model: str = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
-            from spacy_seqgpt.tiny import write_tiny_model
+            from spacy_seqgpt.models.tiny import write_tiny_model
 
             model = str(write_tiny_model(Path(tmp) / "tiny-bloom", arch="bloom"))
             msg.info("No --model given: using a tiny random-weight BLOOM (answers are noise)")

@@ -1,12 +1,30 @@
 """Partially bidirectional attention: causal, bidirectional and prefix-LM in one fused kernel.
 
-``partial_attention(q, k, v, ...)`` follows the contract in DESIGN.md ("Attention semantics"):
-``q (B, H, Lq, D)``, ``k, v (B, Hkv, Lk, D)`` with ``H % Hkv == 0``; query ``i`` sits at key
-position ``p(i) = Lk - Lq + i``; key ``j`` is visible to it when it is real
-(``key_padding_mask``), in the same segment (``segment_ids``: packing) and ``j <= p(i)``, or
-``causal=False``, or both share a non-negative ``bidirectional_ids`` value (prefix-LM).
-ALiBi adds ``-slope_h * |pos(i) - pos(j)|``, ``pos`` counting real tokens of the segment.
-A query with no visible key gets zeros and zero gradients.
+The contract of ``partial_attention`` (the reference below, the Triton kernels and the tests
+all follow it; the rest of the package cites it here):
+
+Shapes. ``q (B, H, Lq, D)``; ``k, v (B, Hkv, Lk, D)`` with ``H % Hkv == 0`` (grouped-query
+attention: query head ``h`` reads key/value head ``h // (H // Hkv)``, nothing is copied);
+``Lq <= Lk``. Query ``i`` sits at key position ``p(i) = Lk - Lq + i``, so a query block that
+continues a KV cache sees the cache as its past.
+
+Who sees whom. Key ``j`` is visible to query ``i`` of row ``b`` when all three hold:
+
+1. ``key_padding_mask[b, j]`` is true: the key is a real token (None: every key is real);
+2. ``segment_ids[b, j] == segment_ids[b, p(i)]``: same packed record (None: one segment);
+3. ``j <= p(i)`` (causal), or ``causal=False`` (bidirectional), or
+   ``bidirectional_ids[b, p(i)] >= 0`` and ``bidirectional_ids[b, j] == bidirectional_ids[b, p(i)]``:
+   tokens sharing a non-negative id see each other both ways. A prompt with id 0 followed by
+   answer tokens with id -1 is a prefix-LM: the prompt is bidirectional, the answer causal.
+
+ALiBi. With ``alibi_slopes`` (shape ``(H,)``), the score of ``(i, j)`` gets
+``-slope_h * |pos(i) - pos(j)|``, where ``pos`` counts the real tokens of the same segment
+before a position (padding and other records do not count). On causal pairs this differs
+from BLOOM's own bias by a constant per query row, which softmax ignores, so stock BLOOM is
+reproduced; on bidirectional pairs the bias stays symmetric.
+
+Empty rows. A query with no visible key (a padded query position, say) outputs zeros and
+gets zero gradients: never NaN.
 
 On CUDA the Triton kernels below run, forward and backward, flash-attention style: online
 softmax in fp32, nothing of size Lq x Lk in memory, GQA by indexing (k/v never copied), and

@@ -15,7 +15,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, format_answer  # noqa: E402
-from spacy_seqgpt.tiny import write_tiny_model  # noqa: E402
+from spacy_seqgpt.models.tiny import write_tiny_model  # noqa: E402
 
 NER_LABELS = ["person", "organization", "location"]
 CAT_LABELS = ["sports", "politics", "business"]
@@ -80,6 +80,28 @@ def finetune(model_dir, out_dir, pairs, *, max_steps=400, lr=3e-3, seed=0):
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def load(path, **settings):
+    """The shared model of ``path`` as the components load it (``settings``: HFModel's)."""
+    from spacy_seqgpt.models import HFModel, load_shared
+
+    return load_shared(HFModel(name=str(path), **settings).resolved())
+
+
+def generate_texts(shared, prompts, max_new_tokens):
+    """transformers' greedy ``generate()`` answer to each prompt, one prompt at a time."""
+    import torch
+
+    texts = []
+    for prompt in prompts:
+        inputs = shared.tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            output = shared.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                           pad_token_id=shared.tokenizer.pad_token_id,
+                                           eos_token_id=shared.tokenizer.eos_token_id)
+        texts.append(shared.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+    return texts
 
 
 @pytest.fixture(scope="session")

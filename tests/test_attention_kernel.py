@@ -136,7 +136,7 @@ def test_kernel_equals_reference_on_random_masks(case, seed):
 @settings(deadline=None, max_examples=60)
 @given(case=random_masks())
 def test_reference_visibility_and_alibi_positions_follow_the_contract(case):
-    """The dense reference mask, element by element against DESIGN.md's three rules."""
+    """The dense reference mask, element by element against the contract's three rules (kernels/attention.py)."""
     batch, lq, lk, options = case
     pad, seg, bid = options.get("key_padding_mask"), options.get("segment_ids"), options.get("bidirectional_ids")
     visible = visibility(batch, lq, lk, "cpu", pad, seg, bid, options["causal"])

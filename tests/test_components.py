@@ -6,8 +6,8 @@ from spacy.training import Example
 from transformers import AutoTokenizer
 
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, expected_ents
-from spacy_seqgpt.components.base import Request
-from spacy_seqgpt.decoding import Answer
+from spacy_seqgpt.decoding import Answer, Request
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT
 
 ENGLISH = [example for example in EXAMPLES if example[0] == "en"]
 
@@ -138,7 +138,7 @@ def fabricated(nlp, text, answer, **ner_settings):
     """Annotate ``text`` as if the model had answered ``answer`` (no model run)."""
     ner = spacy.blank("en").add_pipe("seqgpt_ner", config={"labels": NER_LABELS, **ner_settings})
     doc = nlp.make_doc(text)
-    ner.set_annotations([doc], [Request(0, 0, text, NER_LABELS)], [Answer(answer)])
+    ner.set_annotations([doc], [Request(0, 0, text, EXTRACT, NER_LABELS)], [Answer(answer)])
     return doc, ner.stats
 
 
@@ -193,7 +193,7 @@ def test_multi_label_textcat_writes_every_chosen_label(seqgpt_tiny):
     nlp = make_nlp(seqgpt_tiny, textcat={"multi_label": True})
     textcat = nlp.get_pipe("seqgpt_textcat")
     doc = nlp.make_doc("x")
-    textcat.set_annotations([doc], [Request(0, 0, "x", CAT_LABELS)], [Answer("sports，business\nweather")])
+    textcat.set_annotations([doc], [Request(0, 0, "x", CLASSIFY, CAT_LABELS)], [Answer("sports，business\nweather")])
     assert doc.cats == {"sports": 1.0, "politics": 0.0, "business": 1.0}
 
 

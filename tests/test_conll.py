@@ -3,7 +3,7 @@ import pytest
 import spacy
 from spacy.util import registry
 
-from spacy_seqgpt.conll import read_docs, read_sentences
+from spacy_seqgpt.data.conll import read_docs, read_sentences
 
 CONLL = """-DOCSTART- -X- -X- O
 

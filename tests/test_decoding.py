@@ -6,14 +6,12 @@ import pytest
 import spacy
 import torch
 
-from conftest import CAT_LABELS, EXAMPLES, NER_LABELS
-from spacy_seqgpt.conll import read_sentences
+from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
+from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.decoding import Decoder, Query
-from spacy_seqgpt.generation import generate_answers
 from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
-from spacy_seqgpt.loading import ModelSpec, load_model
+from spacy_seqgpt.models.unmasking import unmask
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, chunk_labels, parse_answer
-from spacy_seqgpt.unmasking import unmask
 
 ODD_TEXTS = ["", " ", "a", "Tim, Cook, and Olaf", "北京，上海。", "é\u0301 👍🏽 x", "None of None", "\t tabs\tand  spaces ",
              "U.S. firm's C++ code (v2.0) -- done!", "person: Tim\nlocation: Berlin", "ＡＢＣ，ｘ＂ｙ", "a" * 300]
@@ -39,17 +37,17 @@ def varied_texts(conll2003, n, seed=0):
 
 @pytest.fixture(scope="module")
 def random_bloom(tiny_bloom):
-    return load_model(ModelSpec.resolve(tiny_bloom, "cpu"))
+    return load(tiny_bloom, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def random_llama(tiny_llama):
-    return load_model(ModelSpec.resolve(tiny_llama, "cpu"))
+    return load(tiny_llama, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def taught(seqgpt_tiny):
-    return load_model(ModelSpec.resolve(seqgpt_tiny, "cpu"))
+    return load(seqgpt_tiny, device="cpu")
 
 
 def test_a_random_model_constrained_always_answers_in_the_grammar_and_every_span_aligns(tiny_bloom, conll2003):
@@ -122,7 +120,7 @@ def test_free_greedy_decoding_is_transformers_generate(taught, random_llama):
     for shared in (taught, random_llama):
         queries = taught_queries(False)
         ours = [answer.text for answer in Decoder(shared, batch_size=5, max_new_tokens=30).decode(queries)]
-        theirs = generate_answers(shared, [query.prompt for query in queries], batch_size=5, max_new_tokens=30)
+        theirs = generate_texts(shared, [query.prompt for query in queries], max_new_tokens=30)
         assert ours == theirs
 
 
@@ -239,8 +237,8 @@ def greedy_by_recomputation(shared, prompt, max_new_tokens):
 @pytest.mark.parametrize("model", ["seqgpt_tiny", "tiny_llama"])
 def test_prefix_lm_models_decode_with_the_prompt_bidirectional(model, request):
     path = request.getfixturevalue(model)
-    stock = load_model(ModelSpec.resolve(path, "cpu"))
-    shared = load_model(ModelSpec.resolve(path, "cpu", unmask="0110"))
+    stock = load(path, device="cpu")
+    shared = load(path, device="cpu", unmask="0110")
     assert shared.model is not stock.model
     texts = ["Tim Cook met Olaf Scholz in Berlin.", "Apple opened a new office in Paris.", "北京"]
     queries = queries_for(texts, NER_LABELS, 2, constrained=False)
@@ -261,7 +259,7 @@ def test_bad_settings_are_named(seqgpt_tiny):
     with pytest.raises(ValueError, match="threshold"):
         nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "threshold": 1.5})
     with pytest.raises(ValueError, match="unmask"):
-        nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "unmask": "01x"})
+        nlp.add_pipe("seqgpt_ner", config={"model": {"name": seqgpt_tiny, "unmask": "01x"}, "labels": NER_LABELS})
     with pytest.raises(ValueError, match="divides"):
-        nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "unmask": "011"})(
+        nlp.add_pipe("seqgpt_textcat", config={"model": {"name": seqgpt_tiny, "unmask": "011"}, "labels": CAT_LABELS})(
             nlp.make_doc("text"))

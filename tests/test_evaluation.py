@@ -1,8 +1,14 @@
-"""The SeqGPT metric against hand-computed values, and the evaluate report."""
+"""The SeqGPT metric against hand-computed values; evaluation decoding as the components do; the report."""
 import pytest
+import spacy
+import srsly
 
-from spacy_seqgpt.evaluation import answer_pairs, micro_f1, rouge_scores, score_records, span_f1, summarize
-from spacy_seqgpt.reports import markdown_table
+from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
+from spacy_seqgpt.data.records import make_record
+from spacy_seqgpt.evaluation.predict import predict_records, record_requests
+from spacy_seqgpt.evaluation.metrics import answer_pairs, micro_f1, rouge_scores, score_records, span_f1, summarize
+from spacy_seqgpt.evaluation.reports import markdown_table
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, parse_answer
 
 
 def test_micro_f1_over_label_answer_pairs():
@@ -71,3 +77,48 @@ def test_summary_and_table_split_held_in_from_held_out():
     table = markdown_table(results, summary)
     rows = [line for line in table.splitlines() if line.startswith("| crossner-ai")]
     assert rows and "held-out" in rows[0]
+
+
+TAUGHT = [make_record(EXTRACT, text, NER_LABELS, {label: entities.get(label, []) for label in NER_LABELS}, "taught",
+                      lang) for lang, text, entities, _ in EXAMPLES]
+TAUGHT += [make_record(CLASSIFY, text, CAT_LABELS, [category], "taught", lang) for lang, text, _, category in EXAMPLES]
+
+
+def test_free_decoding_in_evaluation_is_transformers_generate(seqgpt_tiny):
+    shared = load(seqgpt_tiny)
+    parsed, generated = predict_records(shared, TAUGHT, batch_size=4, max_new_tokens=40, constrained=False)
+    prompts = [build_prompt(record["task"], record["text"], record["labels"]) for record in TAUGHT]
+    assert generated == [text.strip() for text in generate_texts(shared, prompts, max_new_tokens=40)]
+    assert parsed == [parse_answer(record["task"], text, record["labels"]) for record, text in zip(TAUGHT, generated)]
+
+
+def test_constrained_evaluation_gives_the_taught_answers(seqgpt_tiny):
+    parsed, _ = predict_records(load(seqgpt_tiny), TAUGHT, batch_size=4, max_new_tokens=40)
+    assert parsed == [record["answer"] for record in TAUGHT]
+
+
+def test_evaluation_asks_what_the_components_ask(seqgpt_tiny):
+    """Same windows and label chunks: a long text (a window of at most 12 subwords) and 7 labels."""
+    text = " ".join(text for lang, text, _, _ in EXAMPLES if lang == "en")
+    labels = NER_LABELS + ["date", "event", "product", "law"]
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("seqgpt_ner", config={"labels": labels, "model": seqgpt_tiny, "max_input_tokens": 12})
+    record = make_record(EXTRACT, text, labels, {label: [] for label in labels}, "x", "en")
+    ours = record_requests([record], load(seqgpt_tiny).tokenizer, 12)
+    theirs = ner.make_requests([nlp.make_doc(text)])
+    assert len({r.start_char for r in ours}) > 2 and [len(r.labels) for r in ours[:2]] == [6, 1]
+    assert ours == theirs
+
+
+def test_the_report_says_how_answers_were_decoded(seqgpt_tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    srsly.write_jsonl(tmp_path / "records.jsonl", TAUGHT[:2])
+    for switch, word in (("--free", "free"), ("--constrained", "constrained")):
+        result = CliRunner().invoke(seqgpt_cli, ["evaluate", seqgpt_tiny, str(tmp_path / "records.jsonl"),
+                                          "-o", str(tmp_path / word), "--max-new-tokens", "40", switch])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / word / "metrics.md").read_text().startswith(f"Decoding: {word}, greedy")
+        assert srsly.read_json(tmp_path / word / "metrics.json")["decoding"]["constrained"] == (word == "constrained")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_seqgpt.iob import (allowed_starts, allowed_transitions, decode, gold_tag_indices, iob_tags,
+from spacy_seqgpt.text.iob import (allowed_starts, allowed_transitions, decode, gold_tag_indices, iob_tags,
                               spans_from_tags, tags_from_spans, viterbi)
 
 LABELS = ["PER", "LOC"]

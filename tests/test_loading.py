@@ -4,21 +4,24 @@ import spacy
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spacy_seqgpt.loading import ModelLoadError, ModelSpec, load_model
+from spacy_seqgpt.models import HFModel, ModelLoadError
 
-from conftest import CAT_LABELS, NER_LABELS
+from conftest import CAT_LABELS, NER_LABELS, load
 
 
-def add(nlp, factory, **config):
+def add(nlp, factory, model=None, name=None, **config):
+    """The component with the model block's settings from ``model`` (a dict) or the short form (a name)."""
     labels = NER_LABELS if factory == "seqgpt_ner" else CAT_LABELS
-    return nlp.add_pipe(factory, name=config.pop("name", None), config={"labels": labels, **config})
+    if model is not None:
+        config["model"] = model
+    return nlp.add_pipe(factory, name=name, config={"labels": labels, **config})
 
 
 def test_components_asking_for_the_same_model_share_one_copy(tiny_bloom):
     nlp = spacy.blank("en")
     ner = add(nlp, "seqgpt_ner", model=tiny_bloom)
-    textcat = add(nlp, "seqgpt_textcat", model=tiny_bloom, device="cpu", dtype="fp32")
-    other_dtype = add(nlp, "seqgpt_textcat", name="textcat_bf16", model=tiny_bloom, dtype="bfloat16")
+    textcat = add(nlp, "seqgpt_textcat", model={"name": tiny_bloom, "device": "cpu", "dtype": "fp32"})
+    other_dtype = add(nlp, "seqgpt_textcat", name="textcat_bf16", model={"name": tiny_bloom, "dtype": "bfloat16"})
     assert ner.shared is textcat.shared
     assert ner.shared.model is textcat.shared.model
     assert other_dtype.shared is not ner.shared
@@ -26,7 +29,7 @@ def test_components_asking_for_the_same_model_share_one_copy(tiny_bloom):
 
 
 def test_auto_settings_resolve_to_cpu_float32_here():
-    spec = ModelSpec.resolve("some/model")
+    spec = HFModel(name="some/model").resolved()
     assert (spec.device, spec.dtype, spec.quantize) == ("cpu", "float32", None)
     assert spec.trust_remote_code is False
 
@@ -34,17 +37,18 @@ def test_auto_settings_resolve_to_cpu_float32_here():
 @pytest.mark.parametrize("quantize", ["4bit", "8bit"])
 def test_quantize_on_cpu_is_a_clear_error_at_add_pipe(tiny_bloom, quantize):
     with pytest.raises(ValueError, match=f"quantize='{quantize}' needs a CUDA GPU"):
-        add(spacy.blank("en"), "seqgpt_ner", model=tiny_bloom, quantize=quantize)
+        add(spacy.blank("en"), "seqgpt_ner", model={"name": tiny_bloom, "quantize": quantize})
 
 
 @pytest.mark.parametrize(
     "config,message",
     [
-        ({"quantize": "2bit"}, "'quantize' must be null"),
-        ({"device": "gpu0"}, "'device' must be"),
-        ({"device": "cuda"}, "no CUDA GPU is available"),
-        ({"dtype": "int8"}, "'dtype' must be"),
-        ({"model": ""}, "'model' must be a hub id or a local folder"),
+        ({"model": {"quantize": "2bit"}}, "'quantize' must be null"),
+        ({"model": {"device": "gpu0"}}, "'device' must be"),
+        ({"model": {"device": "cuda"}}, "no CUDA GPU is available"),
+        ({"model": {"dtype": "int8"}}, "'dtype' must be"),
+        ({"model": {"name": ""}}, "'name' must be a hub id or a local folder"),
+        ({"model": ""}, "'name' must be a hub id or a local folder"),
         ({"batch_size": 0}, "'batch_size' must be a positive integer"),
         ({"max_input_tokens": -5}, "'max_input_tokens' must be a positive integer"),
         ({"num_beams": 0}, "'num_beams' must be a positive integer"),
@@ -58,8 +62,11 @@ def test_quantize_on_cpu_is_a_clear_error_at_add_pipe(tiny_bloom, quantize):
     ],
 )
 def test_bad_settings_are_refused_at_add_pipe(tiny_bloom, config, message):
+    config = {"model": tiny_bloom, **config}
+    if isinstance(config["model"], dict):  # a model block: these settings on the tiny model
+        config["model"] = {"name": tiny_bloom, **config["model"]}
     with pytest.raises(ValueError, match=message):
-        add(spacy.blank("en"), "seqgpt_ner", **{"model": tiny_bloom, **config})
+        add(spacy.blank("en"), "seqgpt_ner", **config)
 
 
 def test_missing_labels_are_refused_at_add_pipe():
@@ -99,7 +106,7 @@ def test_an_unreachable_hub_model_says_how_to_pass_a_local_folder():
 def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ModelLoadError, match="Could not load the model"):
-        load_model(ModelSpec.resolve(str(tmp_path)))
+        load(tmp_path)
 
 
 def test_any_causal_lm_folder_works_llama_included(tiny_llama):
@@ -124,17 +131,17 @@ def test_a_peft_adapter_is_applied(tiny_llama, tmp_path):
     with torch.no_grad():
         expected = peft_model(ids).logits
         base = AutoModelForCausalLM.from_pretrained(tiny_llama)(ids).logits
-    shared = load_model(ModelSpec.resolve(tiny_llama, adapter=str(tmp_path / "adapter")))
+    shared = load(tiny_llama, adapter=str(tmp_path / "adapter"))
     with torch.no_grad():
         got = shared.model(ids).logits
     assert not torch.allclose(expected, base, atol=1e-4)  # the adapter matters
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     with pytest.raises(ModelLoadError, match="adapter.*no such folder"):
-        load_model(ModelSpec.resolve(tiny_llama, adapter=str(tmp_path / "missing")))
+        load(tiny_llama, adapter=str(tmp_path / "missing"))
 
 
 def test_saved_checkpoints_share_weights_only_when_the_weights_are_equal(tmp_path):
-    from spacy_seqgpt.tiny import write_tiny_model
+    from spacy_seqgpt.models.tiny import write_tiny_model
 
     nlp = spacy.blank("en")
     ner = add(nlp, "seqgpt_ner", model=str(write_tiny_model(tmp_path / "tiny")))

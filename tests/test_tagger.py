@@ -13,13 +13,13 @@ from spacy.training import Example
 from spacy.util import load_config, registry
 from thinc.api import Adam
 
-from spacy_seqgpt.conll import create_conll_corpus, read_docs
-from spacy_seqgpt.iob import tags_from_spans
-from spacy_seqgpt.optimizers import step, torch_optimizer
-from spacy_seqgpt.sweep import run_sweep
+from spacy_seqgpt.data.conll import create_conll_corpus, read_docs
+from spacy_seqgpt.text.iob import tags_from_spans
+from spacy_seqgpt.training.optimizers import step, torch_optimizer
+from spacy_seqgpt.training.sweep import run_sweep
 
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).parent.parent / "configs" / "training"
 N_SENTENCES = 32
 
 
@@ -28,9 +28,14 @@ def conll_examples(nlp, path, limit):
     return list(create_conll_corpus(path, limit)(nlp))
 
 
+MODEL_KEYS = ("unmask", "quantize", "dtype", "adapter")
+
+
 def tagger_nlp(model, **config):
+    """A pipeline with the tagger on ``model``; the model block's settings among ``config`` go in the block."""
+    block = {"name": model, "device": "cpu", **{key: config.pop(key) for key in MODEL_KEYS if key in config}}
     nlp = spacy.blank("en")
-    nlp.add_pipe("llm_unmasked_tagger", config={"model": model, "device": "cpu", **config})
+    nlp.add_pipe("llm_unmasked_tagger", config={"model": block, **config})
     return nlp
 
 
@@ -89,7 +94,7 @@ def test_saved_pipeline_predicts_the_same(tmp_path, trained_bloom, conll2003):
     nlp.to_disk(tmp_path / "full")
     assert (tmp_path / "full" / "llm_unmasked_tagger" / "base").is_dir()
     assert predictions(spacy.load(tmp_path / "full"), texts) == expected
-    restored = tagger_nlp(nlp.get_pipe("llm_unmasked_tagger").settings.model, unmask="0110")
+    restored = tagger_nlp(nlp.get_pipe("llm_unmasked_tagger").settings.model.name, unmask="0110")
     restored.get_pipe("llm_unmasked_tagger").from_bytes(nlp.get_pipe("llm_unmasked_tagger").to_bytes())
     assert predictions(restored, texts) == expected
 
@@ -227,8 +232,9 @@ def test_cosine_schedule():
 def test_gpu_configs_hold_the_papers_settings_and_refuse_a_cpu(name):
     config = load_config(CONFIGS / name, interpolate=True)
     component = config["components"]["llm_unmasked_tagger"]
-    assert (component["quantize"], component["torch_optimizer"], dict(component["lora"])) == (
-        "4bit", "paged_adamw_8bit", {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": None})
+    assert (component["model"]["quantize"], component["model"]["dtype"], component["torch_optimizer"],
+            dict(component["lora"])) == (
+        "4bit", "bfloat16", "paged_adamw_8bit", {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": None})
     training = config["training"]
     assert (training["accumulate_gradient"], training["batcher"]["size"], training["max_epochs"]) == (4, 64, 5)
     optimizer = registry.resolve({"o": training["optimizer"]}, validate=False)["o"]
@@ -242,7 +248,7 @@ def test_gpu_configs_hold_the_papers_settings_and_refuse_a_cpu(name):
 def test_bad_settings_and_inputs_get_clear_errors(tiny_llama):
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         tagger_nlp(tiny_llama, quantize="4bit")
-    with pytest.raises(ValueError, match="'quantize' must be null or \"4bit\""):
+    with pytest.raises(ValueError, match="'quantize' must be null, \"8bit\" or \"4bit\""):
         tagger_nlp(tiny_llama, quantize="3bit")
     with pytest.raises(ValueError, match="trains through LoRA"):
         tagger_nlp(tiny_llama, quantize="4bit", lora=None)
@@ -250,8 +256,12 @@ def test_bad_settings_and_inputs_get_clear_errors(tiny_llama):
         tagger_nlp(tiny_llama, lora={"rank": 8})
     with pytest.raises(ValueError, match="torch_optimizer"):
         tagger_nlp(tiny_llama, torch_optimizer="sgd")
-    nlp = tagger_nlp(tiny_llama, unmask="012")
-    with pytest.raises(ValueError, match="string of 0s and 1s"):
+    with pytest.raises(ValueError, match="code of 0s and 1s"):
+        tagger_nlp(tiny_llama, unmask="012")
+    with pytest.raises(ValueError, match="trains its own LoRA adapter"):
+        tagger_nlp(tiny_llama, adapter="some/adapter")
+    nlp = tagger_nlp(tiny_llama, unmask="011")
+    with pytest.raises(ValueError, match="divides"):
         nlp.get_pipe("llm_unmasked_tagger").initialize(labels=["PER"])
     nlp = tagger_nlp(tiny_llama)
     with pytest.raises(ValueError, match="not initialized"):
@@ -282,7 +292,7 @@ def test_unmask_sweep_trains_every_code_and_names_the_best(tmp_path, tiny_llama,
         meta = srsly.read_json(tmp_path / row["code"] / "model-best" / "meta.json")
         assert row["score"] == meta["performance"]["ents_f"]
         assert load_config(tmp_path / row["code"] / "model-best" / "config.cfg")[
-            "components"]["llm_unmasked_tagger"]["unmask"] == row["code"]
+            "components"]["llm_unmasked_tagger"]["model"]["unmask"] == row["code"]
     # A rerun finds every result and trains nothing.
     (tmp_path / "00" / "model-best" / "meta.json").unlink()
     assert run_sweep(CONFIGS / "tagger_tiny.cfg", tmp_path, groups=2, overrides=overrides) == rows

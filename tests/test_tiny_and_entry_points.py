@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spacy_seqgpt.tiny import write_tiny_model
+from spacy_seqgpt.models.tiny import write_tiny_model
 
 
 def run_python(code, *args):

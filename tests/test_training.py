@@ -15,7 +15,7 @@ from spacy_seqgpt.training.loss import AnswerLoss
 from spacy_seqgpt.training.settings import load_settings
 from spacy_seqgpt.training.trainer import load_for_training, train_stage
 
-CONFIG = Path(__file__).parent.parent / "configs" / "seqgpt_tiny.cfg"
+CONFIG = Path(__file__).parent.parent / "configs" / "training" / "seqgpt_tiny.cfg"
 RECORDS = [
     make_record("extract", "Anna met Ben in Rome.", ["person", "city"], {"person": ["Anna", "Ben"], "city": ["Rome"]},
                 "t", "en"),

@@ -4,7 +4,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from spacy_seqgpt import unmask
-from spacy_seqgpt.unmasking import layer_selection
+from spacy_seqgpt.models.unmasking import layer_selection
 
 ARCHS = ["llama", "bloom"]
 

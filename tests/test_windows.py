@@ -4,7 +4,7 @@ import spacy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_seqgpt.windows import window_ranges
+from spacy_seqgpt.text.windows import window_ranges
 
 NLP = spacy.blank("en")
 NLP.add_pipe("sentencizer")

@@ -18,6 +18,8 @@ def evaluate_cli(
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     num_beams: int = typer.Option(1, "--num-beams"),
+    max_input_tokens: int = typer.Option(512, "--max-input-tokens", help="Longer texts are cut into windows, as the components cut them"),
+    constrained: bool = typer.Option(True, "--constrained/--free", help="Answers follow the components' answer grammars (default), or decode freely as the paper does"),
     device: str = typer.Option("auto", "--device"),
 ):
     """Score a model on atomic-task records: the paper's F1/ROUGE score per dataset and task, and span F1."""
@@ -26,10 +28,10 @@ def evaluate_cli(
     import srsly
 
     from ..data.records import read_records
-    from ..evaluation import score_records, summarize
-    from ..loading import ModelLoadError, ModelSpec, load_model
-    from ..predict import predict_records
-    from ..reports import bar_chart, markdown_table
+    from ..evaluation.metrics import score_records, summarize
+    from ..evaluation.predict import predict_records
+    from ..evaluation.reports import bar_chart, markdown_table
+    from ..models import HFModel, ModelLoadError, load_shared
 
     records, per_source = [], Counter()
     for path in data:
@@ -40,18 +42,20 @@ def evaluate_cli(
     if not records:
         msg.fail("No records to evaluate", exits=1)
     try:
-        shared = load_model(ModelSpec.resolve(model, device=device))
+        shared = load_shared(HFModel(name=model, device=device).resolved())
     except (ModelLoadError, ValueError) as err:
         msg.fail("Could not load the model", str(err), exits=1)
     msg.info(f"Answering {len(records)} records from {len(per_source)} sources")
-    predictions, generated = predict_records(shared, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                             num_beams=num_beams, progress=True)
+    decoding = {"constrained": constrained, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
+                "max_input_tokens": max_input_tokens}
+    predictions, generated = predict_records(shared, records, batch_size=batch_size, progress=True, **decoding)
     prefixes = [p for p in held_out.split(",") if p]
     results = score_records(records, predictions, generated, prefixes)
     summary = summarize(results)
     output.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(output / "metrics.json", {"model": model, "results": results, "summary": summary})
-    table = markdown_table(results, summary)
+    srsly.write_json(output / "metrics.json", {"model": model, "decoding": decoding, "results": results,
+                                               "summary": summary})
+    table = markdown_table(results, summary, decoding)
     (output / "metrics.md").write_text(table, encoding="utf8")
     bar_chart(results, output / "scores.png")
     print(table)

@@ -20,7 +20,7 @@ def init_tiny_cli(
     seed: int = typer.Option(0, "--seed", "-s", help="Random seed of the weights"),
 ):
     """Write a tiny random-weight causal LM with a byte-level BPE tokenizer (Hugging Face format)."""
-    from ..tiny import write_tiny_model
+    from ..models.tiny import write_tiny_model
 
     write_tiny_model(out, arch=arch.value, seed=seed)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6

@@ -18,7 +18,7 @@ def train_cli(
     """Train one SeqGPT stage; resumes from the stage's last checkpoint. Extra options override the config."""
     from spacy.cli._util import parse_config_overrides
 
-    from ..loading import ModelLoadError
+    from ..models import ModelLoadError
     from ..training.settings import load_settings
     from ..training.trainer import train_stage
 

@@ -21,7 +21,7 @@ def unmask_sweep_cli(
 ):
     """Train and score the tagger with every unmasking configuration; writes a table and a plot
     of the dev scores and names the best. Extra options override the config (as `spacy train`)."""
-    from ..sweep import run_sweep
+    from ..training.sweep import run_sweep
 
     run_sweep(config_path, output, groups=groups, component=component, metric=metric,
               overrides=parse_config_overrides(ctx.args),

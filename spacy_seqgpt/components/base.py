@@ -8,74 +8,51 @@ import logging
 import os
 import weakref
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import srsly
 from spacy import util
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 
-from ..decoding import Answer, Decoder, Query
-from ..generation import subword_starts
-from ..loading import DEFAULT_MODEL, ModelSpec, SharedModel, load_model, with_weights
-from ..prompts import LabelSpec, build_prompt, prompt_labels
-from ..serialization import FolderBytes
-from ..windows import window_ranges
+from ..decoding import Answer, Decoder, Request, make_queries, window_requests
+from ..models import HFModel, SharedModel, load_shared
+from ..models.spec import model_block, model_settings
+from ..prompts import LabelSpec, prompt_labels
+from ..validation import check_positive_int
+from .serialization import FolderBytes
 
 logger = logging.getLogger("spacy_seqgpt")
 
-# Line breaks would end the prompt's input field early; each becomes one space, so offsets hold.
-_LINE_BREAKS = str.maketrans({char: " " for char in "\n\r\u2028\u2029\x0b\x0c\x85"})
-
-MODEL_SETTINGS = {
-    "model": DEFAULT_MODEL,
-    "device": "auto",
-    "dtype": "auto",
-    "quantize": None,
-    "adapter": None,
-    "trust_remote_code": False,
+# Shared by both components' default_config; the model block is [components.<name>.model].
+SETTINGS = {
+    "model": model_block(),
     "batch_size": 16,
     "max_new_tokens": 256,
     "num_beams": 1,
     "max_input_tokens": 512,
     "constrained": True,
-    "unmask": None,
 }
-
 
 # Where each shared model was last written by to_disk, and its hash (see SeqGPTComponent.to_disk).
 _SAVED_WEIGHTS: "weakref.WeakKeyDictionary[SharedModel, tuple]" = weakref.WeakKeyDictionary()
-
-
-@dataclass
-class Request:
-    """One prompt: a window of one Doc, asked about some labels (their prompt texts)."""
-
-    doc_index: int
-    start_char: int
-    text: str
-    labels: List[str]
 
 
 class SeqGPTComponent(FolderBytes, Pipe):
     # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
     task: str  # "extract" or "classify", set by the subclass
 
-    def __init__(self, vocab, name: str, *, labels: LabelSpec, model: str, device: str, dtype: str,
-                 quantize: Optional[str], adapter: Optional[str], trust_remote_code: bool, batch_size: int,
-                 max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
-                 unmask: Optional[str]):
+    def __init__(self, vocab, name: str, *, labels: LabelSpec, model: Union[str, HFModel], batch_size: int,
+                 max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool, **legacy):
         self.vocab = vocab
         self.name = name
         self.label_map: Dict[str, str] = prompt_labels(labels, component=name)
         self._label_of_text = {text: label for label, text in self.label_map.items()}
         for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
                            ("num_beams", num_beams), ("max_input_tokens", max_input_tokens)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: '{key}' must be a positive integer, got {value!r}.")
-        self.spec = ModelSpec.resolve(model, device, dtype, quantize, adapter, trust_remote_code, unmask)
+            check_positive_int(value, key, name)
+        self.spec = model_settings(model, name, **legacy).resolved()
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
@@ -92,7 +69,7 @@ class SeqGPTComponent(FolderBytes, Pipe):
     def shared(self) -> SharedModel:
         """The model, loaded on first use: a pipeline loaded from disk never fetches the original."""
         if self._shared is None:
-            self._shared = load_model(self.spec)
+            self._shared = load_shared(self.spec)
         return self._shared
 
     def initialize(self, get_examples=None, *, nlp=None) -> None:
@@ -118,10 +95,8 @@ class SeqGPTComponent(FolderBytes, Pipe):
         The prompts of one window (its label chunks) share their leading tokens' KV cache;
         with ``constrained``, every answer follows the grammar of :meth:`grammar`."""
         requests = self.make_requests(docs)
-        queries = [Query(build_prompt(self.task, request.text, request.labels), (request.doc_index, request.start_char),
-                         self.grammar(docs[request.doc_index], request) if self.constrained else None)
-                   for request in requests]
-        self.set_annotations(docs, requests, self.decoder().decode(queries))
+        grammar = (lambda request: self.grammar(docs[request.doc_index], request)) if self.constrained else None
+        self.set_annotations(docs, requests, self.decoder().decode(make_queries(requests, grammar)))
 
     def decoder(self) -> Decoder:
         return Decoder(self.shared, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
@@ -136,14 +111,8 @@ class SeqGPTComponent(FolderBytes, Pipe):
         return [list(self.label_map.values())]
 
     def make_requests(self, docs: Sequence[Doc]) -> List[Request]:
-        requests = []
-        chunks = self.label_chunks()
-        for doc_index, doc in enumerate(docs):
-            starts = subword_starts(self.shared, doc.text)
-            for start, end in window_ranges(doc, starts, self.max_input_tokens):
-                text = doc.text[start:end].translate(_LINE_BREAKS)
-                requests.extend(Request(doc_index, start, text, chunk) for chunk in chunks)
-        return requests
+        asks = (self.task, self.label_chunks())
+        return window_requests(docs, self.shared.tokenizer, lambda _: asks, self.max_input_tokens)
 
     def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]) -> None:
         raise NotImplementedError
@@ -158,7 +127,7 @@ class SeqGPTComponent(FolderBytes, Pipe):
         others (saved into sibling folders) point at it with a relative path."""
         path = util.ensure_path(path)
         path.mkdir(parents=True, exist_ok=True)
-        cfg = {"source_model": self.spec.model, "weights_id": None}
+        cfg = {"source_model": self.spec.name, "weights_id": None}
         if "model" not in exclude:
             saved = _SAVED_WEIGHTS.get(self.shared)
             if saved is not None and saved[0].parent.parent == path.parent and saved[0].is_dir() and saved[0] != path / "model":
@@ -174,5 +143,5 @@ class SeqGPTComponent(FolderBytes, Pipe):
         cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
         folder = Path(path) / cfg.get("weights_in", "model")
         if "model" not in exclude and cfg.get("weights_id") and folder.is_dir():
-            self._shared = load_model(with_weights(self.spec, folder.resolve(), cfg["weights_id"]))
+            self._shared = load_shared(self.spec, source=folder.resolve(), weights_id=cfg["weights_id"])
         return self

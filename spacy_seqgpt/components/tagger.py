@@ -16,51 +16,54 @@ import srsly
 from spacy import util
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.scorer import Scorer, get_ner_prf
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
-from ..alignment import resolve_overlaps
-from ..iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
-from ..optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
-from ..serialization import FolderBytes
-from ..adapters import LORA_DEFAULTS
-from ..token_classifier import TaggerSettings, TokenClassifier, softmax
-from .ner import add_ents
+from ..models.adapters import LORA_DEFAULTS
+from ..models.spec import HFModel, model_block, model_settings
+from ..models.token_classifier import TaggerSettings, TokenClassifier, softmax
+from ..text.alignment import resolve_overlaps
+from ..text.iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
+from ..training.optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
+from ..validation import check_spans_key
+from .serialization import FolderBytes
+from .spans import add_ents, score_spans
 
-DEFAULT_TAGGER_MODEL = "mistralai/Mistral-7B-v0.1"
+# The paper's decoder, with its middle layer groups unmasked; float32 weights to train (4-bit
+# QLoRA computes in ``dtype``: the 7B configs set bfloat16).
+TAGGER_MODEL = {"name": "mistralai/Mistral-7B-v0.1", "unmask": "0110", "dtype": "float32"}
 
 
 @Language.factory(
     "llm_unmasked_tagger",
     assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
     default_config={
-        "model": DEFAULT_TAGGER_MODEL,
-        "unmask": "0110",
-        "quantize": None,
+        "model": model_block(**TAGGER_MODEL),
         "lora": dict(LORA_DEFAULTS),
         "max_length": 128,
         "batch_size": 16,
         "dropout": 0.1,
         "gradient_checkpointing": False,
         "mixed_precision": True,
-        "device": "auto",
-        "trust_remote_code": False,
         "torch_optimizer": "adamw",
         "spans_key": None,
         "store_base_weights": True,
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
-def make_llm_unmasked_tagger(nlp: Language, name: str, model: str, unmask: Union[str, List[int]],
-                             quantize: Optional[str], lora: Optional[Dict[str, Any]], max_length: int,
-                             batch_size: int, dropout: float, gradient_checkpointing: bool, mixed_precision: bool,
-                             device: str, trust_remote_code: bool, torch_optimizer: str, spans_key: Optional[str],
-                             store_base_weights: bool) -> "LLMUnmaskedTagger":
-    settings = TaggerSettings(model=model, unmask=unmask, quantize=quantize, lora=lora, max_length=max_length,
-                              batch_size=batch_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
-                              mixed_precision=mixed_precision, device=device, trust_remote_code=trust_remote_code)
+def make_llm_unmasked_tagger(nlp: Language, name: str, model: Union[str, HFModel], lora: Optional[Dict[str, Any]],
+                             max_length: int, batch_size: int, dropout: float, gradient_checkpointing: bool,
+                             mixed_precision: bool, torch_optimizer: str, spans_key: Optional[str],
+                             store_base_weights: bool,
+                             # model settings as pipelines saved by 0.1 have them (see models.spec.model_settings)
+                             unmask: Optional[Union[str, List[int]]] = None, quantize: Optional[str] = None,
+                             device: Optional[str] = None,
+                             trust_remote_code: Optional[bool] = None) -> "LLMUnmaskedTagger":
+    spec = model_settings(model, name, TAGGER_MODEL, unmask=unmask, quantize=quantize, device=device,
+                          trust_remote_code=trust_remote_code)
+    settings = TaggerSettings(model=spec, lora=lora, max_length=max_length, batch_size=batch_size, dropout=dropout,
+                              gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision)
     return LLMUnmaskedTagger(nlp.vocab, name, settings=settings, torch_optimizer=torch_optimizer,
                              spans_key=spans_key, store_base_weights=store_base_weights)
 
@@ -103,14 +106,12 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
                  torch_optimizer: str = "adamw", spans_key: Optional[str] = None, store_base_weights: bool = True):
         if torch_optimizer not in TORCH_OPTIMIZERS:
             raise ValueError(f"{name}: 'torch_optimizer' must be one of {TORCH_OPTIMIZERS}, got {torch_optimizer!r}.")
-        if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
-            raise ValueError(f"{name}: 'spans_key' must be null (write doc.ents) or a non-empty string.")
         self.vocab = vocab
         self.name = name
         self.model = token_scores_model()
         self.settings = settings
         self.torch_optimizer = torch_optimizer
-        self.spans_key = spans_key
+        self.spans_key = check_spans_key(spans_key, name)
         self.store_base_weights = bool(store_base_weights)
         self.cfg: Dict[str, Any] = {"labels": []}
         self._optimizer = None
@@ -262,12 +263,7 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         yield
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
-        validate_examples(examples, "LLMUnmaskedTagger.score")
-        if self.spans_key is None:
-            return get_ner_prf(examples)
-        key = self.spans_key
-        return Scorer.score_spans(examples, f"spans_{key}", getter=lambda doc, attr: list(doc.spans.get(key, [])),
-                                  has_annotation=lambda doc: key in doc.spans, **kwargs)
+        return score_spans(examples, self.spans_key, "LLMUnmaskedTagger", **kwargs)
 
     # Serialization -----------------------------------------------------------------------------
     def to_disk(self, path, *, exclude=tuple()) -> None:
@@ -275,7 +271,7 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         weights, so ``spacy.load`` and ``spacy package`` need nothing else."""
         path = util.ensure_path(path)
         path.mkdir(parents=True, exist_ok=True)
-        cfg = {"labels": list(self.labels), "source_model": self.settings.model, "parts": None}
+        cfg = {"labels": list(self.labels), "source_model": self.settings.model.name, "parts": None}
         if self.classifier is not None and "model" not in exclude:
             cfg["parts"] = self.classifier.save(path, include_base=self.store_base_weights)
         srsly.write_json(path / "cfg", cfg)

@@ -8,30 +8,33 @@ from spacy.training import validate_examples
 
 import numpy as np
 
-from ..decoding import Answer
+from ..decoding import Answer, Request, make_queries
 from ..kernels.constraints import ClassificationGrammar
-from ..prompts import CLASSIFY, LABEL_SEPARATOR, build_prompt, parse_answer
-from .base import MODEL_SETTINGS, Request, SeqGPTComponent
+from ..models import HFModel
+from ..prompts import CLASSIFY, LABEL_SEPARATOR, parse_answer
+from .base import SETTINGS, SeqGPTComponent
 
 
 @Language.factory(
     "seqgpt_textcat",
     assigns=["doc.cats"],
-    default_config={"labels": [], **MODEL_SETTINGS, "multi_label": False, "scoring": False},
+    default_config={"labels": [], **SETTINGS, "multi_label": False, "scoring": False},
     default_score_weights={"cats_score": 1.0, "cats_score_desc": None, "cats_micro_p": None, "cats_micro_r": None,
                            "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None,
                            "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None},
 )
-def make_seqgpt_textcat(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]], model: str,
-                        device: str, dtype: str, quantize: Optional[str], adapter: Optional[str],
-                        trust_remote_code: bool, batch_size: int, max_new_tokens: int, num_beams: int,
-                        max_input_tokens: int, constrained: bool, unmask: Optional[str], multi_label: bool,
-                        scoring: bool) -> "SeqGPTTextcat":
-    return SeqGPTTextcat(nlp.vocab, name, labels=labels, model=model, device=device, dtype=dtype,
-                         quantize=quantize, adapter=adapter, trust_remote_code=trust_remote_code,
-                         batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                         max_input_tokens=max_input_tokens, constrained=constrained, unmask=unmask,
-                         multi_label=multi_label, scoring=scoring)
+def make_seqgpt_textcat(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
+                        model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
+                        max_input_tokens: int, constrained: bool, multi_label: bool, scoring: bool,
+                        # model settings as pipelines saved by 0.1 have them (see models.spec.model_settings)
+                        device: Optional[str] = None, dtype: Optional[str] = None, quantize: Optional[str] = None,
+                        adapter: Optional[str] = None, trust_remote_code: Optional[bool] = None,
+                        unmask: Optional[str] = None) -> "SeqGPTTextcat":
+    return SeqGPTTextcat(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
+                         constrained=constrained, multi_label=multi_label, scoring=scoring, device=device,
+                         dtype=dtype, quantize=quantize, adapter=adapter, trust_remote_code=trust_remote_code,
+                         unmask=unmask)
 
 
 class SeqGPTTextcat(SeqGPTComponent):
@@ -63,7 +66,7 @@ class SeqGPTTextcat(SeqGPTComponent):
             return super().annotate(docs)
         requests = self.make_requests(docs)
         self._write_cats(docs, requests, self.label_probabilities(
-            [build_prompt(CLASSIFY, request.text, request.labels) for request in requests]))
+            [query.prompt for query in make_queries(requests)]))
 
     def label_probabilities(self, prompts: Sequence[str]) -> np.ndarray:
         """``(prompts, labels)``: each label's probability as the answer (see the class docs)."""

@@ -1,1 +1,2 @@
-"""SeqGPT training data: atomic-task records, converters from public corpora, sampling, synthesis."""
+"""Data: atomic-task records, converters from public corpora, sampling, synthesis, and CoNLL
+files as spaCy training data (``spacy_seqgpt.ConllCorpus.v1``)."""

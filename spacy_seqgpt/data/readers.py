@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from ..conll import read_sentences
-from ..iob import spans_from_tags
+from .conll import read_sentences
+from ..text.iob import spans_from_tags
 from ..prompts import CLASSIFY, EXTRACT
 from .label_words import label_word
 

@@ -88,20 +88,21 @@ class LocalModel:
     """A local Hugging Face causal LM; its chat template is used when it has one."""
 
     def __init__(self, path: str, *, max_new_tokens: int = 256):
-        from ..loading import ModelSpec, load_model
+        from ..decoding import Decoder
+        from ..models import HFModel, load_shared
 
-        self.shared = load_model(ModelSpec.resolve(path))
-        self.max_new_tokens = max_new_tokens
+        self.shared = load_shared(HFModel(name=path).resolved())
+        self.decoder = Decoder(self.shared, batch_size=1, max_new_tokens=max_new_tokens)
 
     def complete(self, messages: List[Dict[str, str]]) -> str:
-        from ..generation import generate_answers
+        from ..decoding import Query
 
         tokenizer = self.shared.tokenizer
         if getattr(tokenizer, "chat_template", None):
             prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             prompt = "\n\n".join(m["content"] for m in messages) + "\n\n"
-        return generate_answers(self.shared, [prompt], batch_size=1, max_new_tokens=self.max_new_tokens)[0]
+        return self.decoder.decode([Query(prompt)])[0].text
 
 
 def request_messages(kind: str, text: str) -> List[Dict[str, str]]:

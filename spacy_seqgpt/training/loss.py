@@ -6,7 +6,7 @@ positions that predict an answer token first and only those go through the head.
 """
 import torch
 
-from ..adapters import base_model
+from ..models.adapters import base_model
 from .encoding import IGNORE
 
 

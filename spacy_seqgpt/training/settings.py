@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional
 
 from thinc.api import Config
 
+from ..validation import check_positive_int
+
 STAGES = ("pt", "ft")
 
 
@@ -33,9 +35,7 @@ class StageSettings:
 
     def __post_init__(self):
         for key in ("steps", "batch_size", "accumulate", "checkpoint_every", "log_every"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"training setting '{key}' must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, key), key, "training setting")
         if not self.learning_rate > 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("learning_rate must be positive; warmup_steps, weight_decay and max_grad_norm >= 0")
 

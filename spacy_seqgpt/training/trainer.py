@@ -14,10 +14,10 @@ from typing import List, Optional
 
 from wasabi import msg
 
-from ..adapters import add_lora, base_model, prepare_for_training
 from ..data.records import read_records
-from ..loading import ModelLoadError, ModelSpec, _check_local_path, _load_error_message, _quantization_config
-from ..optimizers import cosine_rate
+from ..models import HFModel
+from ..models.adapters import add_lora, base_model, prepare_for_training
+from .optimizers import cosine_rate
 from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .encoding import IGNORE, encode_records
@@ -43,35 +43,22 @@ def stage_records(settings: RunSettings) -> List[dict]:
 
 def load_for_training(settings: RunSettings, source: str):
     """Model (LoRA-wrapped and k-bit prepared as set) and tokenizer, ready to train."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    spec = ModelSpec.resolve(source, "auto", settings.dtype, settings.quantize)
-    path = _check_local_path(source, "model")
-    kwargs = {"dtype": getattr(torch, spec.dtype)}
-    if settings.quantize:
-        kwargs.update(quantization_config=_quantization_config(spec), device_map={"": spec.device})
+    if settings.quantize and settings.lora is None:
+        raise ValueError("quantized training needs LoRA (QLoRA): set [model.lora] or quantize = null")
+    # Packed rows go through the kernel with every layer causal: it keeps packed records apart.
+    spec = HFModel(name=source, dtype=settings.dtype, quantize=settings.quantize,
+                   unmask="0" if settings.packing else None).resolved()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(_load_error_message("model", source, err)) from err
-    if tokenizer.eos_token_id is None:
-        raise ModelLoadError(f"the tokenizer of {source!r} has no end-of-sequence token to end answers with")
+        model, tokenizer = spec.load(task="causal_lm", unmask_mode="full")
+    except ValueError as err:
+        if settings.packing and "unmask supports" in str(err):
+            raise ValueError(f"packing needs segment-aware attention, which this model lacks ({err}); "
+                             "set [data] packing = false") from None
+        raise
     model = prepare_for_training(model, quantized=bool(settings.quantize),
                                  gradient_checkpointing=settings.gradient_checkpointing)
     if settings.lora is not None:
         model = add_lora(model, settings.lora, "CAUSAL_LM")
-    elif settings.quantize:
-        raise ValueError("quantized training needs LoRA (QLoRA): set [model.lora] or quantize = null")
-    if settings.packing:
-        from ..unmasking import unmask
-
-        try:  # every layer causal, through the kernel, which keeps packed records apart
-            unmask(model, "0", mode="full")
-        except ValueError as err:
-            raise ValueError(f"packing needs segment-aware attention, which this model lacks ({err}); "
-                             "set [data] packing = false") from None
     return model, tokenizer
 
 
@@ -106,9 +93,8 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
         step = state["step"]
         msg.info(f"Resuming stage {settings.stage} from {resumed} (step {step})")
     log = _Log(folder / LOG_FILE, step, accelerator.is_main_process)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stream = BatchStream(encoded, seed=settings.seed, rows_per_batch=train.batch_size, max_length=settings.max_length,
-                         packing=settings.packing, pad_id=pad_id)
+                         packing=settings.packing, pad_id=tokenizer.pad_token_id)
     loss_model.train()
     started = time.time()
     progress = tqdm(total=train.steps, initial=step, desc=f"seqgpt {settings.stage}", unit="step",
@@ -154,7 +140,7 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
 def save_final(model, tokenizer, folder: Path, *, quantized: bool) -> None:
     """The trained model in Hugging Face format: LoRA merged into the weights, except on a
     quantized base (4-bit weights take no exact merge), where the adapter is saved."""
-    from ..unmasking import ATTENTION_NAME
+    from ..models.unmasking import ATTENTION_NAME
 
     if hasattr(model, "merge_and_unload") and not quantized:
         model = model.merge_and_unload()

@@ -2,30 +2,18 @@
 
 SeqGPT answers with phrases, not offsets, so each phrase is searched in its input text; the
 tagger predicts on subwords, so subwords are mapped to spaCy tokens. The work is done by the
-compiled ``spacy_seqgpt.kernels.alignment``; this module checks input, converts Docs and
-offset mappings to arrays, and falls back to the Python reference (with a warning) where the
-extension was not built. Bad input gets a ValueError naming the offending item.
+compiled ``spacy_seqgpt.kernels.alignment``; this module checks input and documents the
+functions. Bad input gets a ValueError naming the offending item.
 """
-import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
 from spacy.tokens import Doc
 
-from . import alignment_reference
-
-try:
-    from .kernels import alignment as _compiled
-except ImportError:  # a source checkout without `pip install -e .`
-    _compiled = None
+from ..kernels import alignment as _compiled
 
 ALIGNMENT_MODES = ("strict", "contract", "expand")
 Match = Tuple[int, int, int]  # (phrase index, start char, end char)
-
-
-def _fallback_warning() -> None:
-    warnings.warn("spacy_seqgpt.kernels.alignment is not compiled; using the slow Python reference. "
-                  "Build it with `pip install -e .` (or `python setup.py build_ext --inplace`).", stacklevel=3)
 
 
 def find_phrases(text: str, phrases: Sequence[str], *, case_sensitive: bool = True,
@@ -43,9 +31,6 @@ def find_phrases(text: str, phrases: Sequence[str], *, case_sensitive: bool = Tr
     bad = [phrase for phrase in phrases if not isinstance(phrase, str)]
     if bad:
         raise TypeError(f"find_phrases: every phrase must be a str, got {bad[0]!r}")
-    if _compiled is None:
-        _fallback_warning()
-        return alignment_reference.find_phrases(text, phrases, case_sensitive, collapse_whitespace, word_boundaries)
     return _compiled.find_phrases(text, phrases, case_sensitive, collapse_whitespace, word_boundaries)
 
 
@@ -56,9 +41,6 @@ def char_spans_to_tokens(doc: Doc, starts: Sequence[int], ends: Sequence[int],
     where that gives None. Ranges must not be empty (``start < end``)."""
     if alignment_mode not in ALIGNMENT_MODES:
         raise ValueError(f"alignment_mode must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}")
-    if _compiled is None:
-        _fallback_warning()
-        return alignment_reference.char_spans(doc, starts, ends, alignment_mode)
     return _compiled.char_spans(doc, starts, ends, alignment_mode)
 
 
@@ -70,9 +52,6 @@ def align_subwords(doc: Doc, offsets) -> Tuple[numpy.ndarray, numpy.ndarray]:
     empty offsets, whitespace-only pieces). A subword covering several tokens counts as the
     first subword of each.
     """
-    if _compiled is None:
-        _fallback_warning()
-        return alignment_reference.align_subwords(doc, offsets)
     return _compiled.align_subwords(doc, offsets)
 
 
@@ -84,7 +63,4 @@ def resolve_overlaps(starts: Sequence[int], ends: Sequence[int],
     leftmost (spaCy's ``filter_spans`` order), so a span is only ever dropped for a better one
     that it overlaps. O(n log n).
     """
-    if _compiled is None:
-        _fallback_warning()
-        return alignment_reference.resolve_overlaps(starts, ends, scores)
     return _compiled.resolve_overlaps(starts, ends, scores)

@@ -5,6 +5,8 @@ the same LoRA settings with the same defaults (the QLoRA paper's r 64, alpha 16,
 """
 from typing import Any, Dict
 
+from ..validation import check_positive_int
+
 LORA_DEFAULTS = {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": None}
 # LoRA goes on the query and value projections (the paper's choice); BLOOM fuses q, k and v.
 DEFAULT_TARGET_MODULES = {"bloom": ["query_key_value"]}
@@ -24,8 +26,7 @@ def lora_settings(lora: Dict[str, Any]) -> Dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown LoRA settings {sorted(unknown)}: use {sorted(LORA_DEFAULTS)}.")
     merged = {**LORA_DEFAULTS, **lora}
-    if not isinstance(merged["r"], int) or merged["r"] < 1:
-        raise ValueError(f"LoRA 'r' must be a positive integer, got {merged['r']!r}.")
+    check_positive_int(merged["r"], "r", "LoRA")
     return merged
 
 

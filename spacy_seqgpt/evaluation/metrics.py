@@ -11,7 +11,7 @@ compared as spaCy spans by ``Scorer.score_spans``.
 from collections import defaultdict
 from typing import Dict, Iterable, List, Sequence, Set, Tuple
 
-from .prompts import CLASSIFY, EXTRACT, format_answer
+from ..prompts import CLASSIFY, EXTRACT, format_answer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 UNSPACED_LANGS = ("zh", "ja", "th")
@@ -65,7 +65,7 @@ def span_f1(records: Sequence[dict], predictions: Sequence[dict]) -> Dict[str, f
     from spacy.scorer import Scorer
     from spacy.training import Example
 
-    from .alignment import find_phrases
+    from ..text.alignment import find_phrases
 
     examples = []
     tokenizers = {}

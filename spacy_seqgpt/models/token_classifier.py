@@ -2,64 +2,52 @@
 
 The model is transformers' ``AutoModelForTokenClassification`` of the decoder (Llama,
 Mistral, Qwen2 or BLOOM: the body, dropout and a linear head), with the causal mask removed
-in the chosen layer groups by :func:`spacy_seqgpt.unmask`, optionally 4-bit quantized (NF4,
-double quantization, bf16 compute) and wrapped with a PEFT LoRA adapter that also trains the
-head. Docs are tokenized with offsets and cut into windows of at most ``max_length``
+in the chosen layer groups by :func:`spacy_seqgpt.unmask`, optionally quantized (QLoRA: 4-bit
+NF4, double quantization) and wrapped with a PEFT LoRA adapter that also trains the head. Docs are tokenized with offsets and cut into windows of at most ``max_length``
 subwords between spaCy tokens; the logits of each token's first subword are its scores.
 """
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy
 from spacy.tokens import Doc
 
+from ..text.alignment import align_subwords
+from ..validation import check_positive_int
 from .adapters import add_lora, lora_settings, prepare_for_training
-from .alignment import align_subwords
-from .loading import ModelLoadError, ModelSpec, _check_local_path, _load_error_message, _quantization_config
-
-QUANTIZE_OPTIONS = (None, "4bit")
+from .loading import ModelLoadError
+from .spec import HFModel
 
 
 @dataclass(frozen=True)
 class TaggerSettings:
-    """The component's model settings, checked once."""
+    """The tagger's model and training settings, checked once; the model resolved for this machine."""
 
-    model: str
-    unmask: Union[str, List[int]]
-    quantize: Optional[str]
+    model: HFModel
     lora: Optional[Dict[str, Any]]
     max_length: int
     batch_size: int
     dropout: float
     gradient_checkpointing: bool
     mixed_precision: bool
-    device: str
-    trust_remote_code: bool
-    spec: ModelSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.quantize not in QUANTIZE_OPTIONS:
-            raise ValueError(f"'quantize' must be null or \"4bit\", got {self.quantize!r}.")
         for key in ("max_length", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"'{key}' must be a positive integer, got {value!r}.")
+            check_positive_int(getattr(self, key), key)
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"'dropout' must be a number in [0, 1), got {self.dropout!r}.")
-        if not isinstance(self.unmask, (str, list, tuple)):
-            raise ValueError(f"'unmask' must be a group code such as \"0110\" or a list of layer indices, "
-                             f"got {self.unmask!r}.")
+        if self.model.adapter is not None:
+            raise ValueError("the tagger trains its own LoRA adapter (the 'lora' setting) and saves it with the "
+                             "pipeline: leave the model's 'adapter' null.")
         if self.lora is not None:
             lora_settings(self.lora)
-        elif self.quantize is not None:
-            raise ValueError("quantize=\"4bit\" trains through LoRA (QLoRA): 4-bit weights cannot be trained "
-                             "directly. Give 'lora' settings (e.g. {\"r\": 64, \"alpha\": 16}) or set quantize to null.")
-        # Validates the device and refuses 4-bit anywhere but on a CUDA GPU.
-        spec = ModelSpec.resolve(self.model, self.device, "auto" if self.quantize else "float32", self.quantize,
-                                 None, self.trust_remote_code)
-        object.__setattr__(self, "spec", spec)
+        elif self.model.quantize is not None:
+            raise ValueError(f"quantize={self.model.quantize!r} trains through LoRA (QLoRA): quantized weights cannot "
+                             "be trained directly. Give 'lora' settings (e.g. {\"r\": 64, \"alpha\": 16}) or set "
+                             "quantize to null.")
+        object.__setattr__(self, "model", self.model.resolved())
 
 
 @dataclass
@@ -94,36 +82,11 @@ class TokenClassifier:
         """The base model (``settings.model`` unless ``base`` is given) with a head for ``tags``,
         unmasked, quantized and wrapped with a LoRA adapter as the settings say; ``adapter``: a
         saved adapter (and head) to load instead of a fresh one."""
-        import torch
-        from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
-
-        spec = settings.spec
-        source = _check_local_path(base or settings.model, "model")
-        remote = {"trust_remote_code": settings.trust_remote_code}
-        try:
-            tok = AutoTokenizer.from_pretrained(_check_local_path(tokenizer, "tokenizer") if tokenizer else source, **remote)
-            config = AutoConfig.from_pretrained(source, num_labels=len(tags), id2label=dict(enumerate(tags)),
-                                                label2id={tag: i for i, tag in enumerate(tags)}, **remote)
-            config.classifier_dropout = settings.dropout
-            kwargs: Dict[str, Any] = {"dtype": torch.float32}
-            if spec.quantize:
-                kwargs = {"dtype": getattr(torch, spec.dtype), "quantization_config": _quantization_config(spec),
-                          "device_map": {"": spec.device}}
-            model = AutoModelForTokenClassification.from_pretrained(source, config=config, **kwargs, **remote)
-        except (OSError, ValueError, ImportError, KeyError) as err:
-            raise ModelLoadError(_load_error_message("model", base or settings.model, err)) from err
+        model, tok = settings.model.load(task="token_classification", source=base, tokenizer_source=tokenizer,
+                                         tags=tags, dropout=settings.dropout, unmask_mode="full")
         if not getattr(tok, "is_fast", False):
-            raise ModelLoadError(f"{settings.model!r} has no fast tokenizer: the tagger needs subword offsets.")
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token or tok.unk_token
-        model.config.pad_token_id = tok.pad_token_id
-        if not spec.quantize:
-            model.to(spec.device)
-
-        from .unmasking import unmask
-
-        unmask(model, settings.unmask, mode="full")
-        model = prepare_for_training(model, quantized=bool(spec.quantize),
+            raise ModelLoadError(f"{settings.model.name!r} has no fast tokenizer: the tagger needs subword offsets.")
+        model = prepare_for_training(model, quantized=settings.model.quantize is not None,
                                      gradient_checkpointing=settings.gradient_checkpointing)
         if settings.lora is not None and adapter is not None:  # a saved adapter and head
             from peft import PeftModel

@@ -1,8 +1,8 @@
 """Plain Python twins of the compiled aligner in ``spacy_seqgpt.kernels.alignment``.
 
 Written for obviousness, not speed: they define what the compiled functions must return
-(the tests compare the two on random input) and are the fallback where the extension
-was not built.
+(the property tests compare the two on random input) and are the baseline the alignment
+benchmark measures the compiled aligner against. Nothing in the package runs them.
 """
 import math
 from typing import List, Optional, Sequence, Tuple
@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy
 from spacy.tokens import Doc
 
-from .kernels.charclass import normalize_phrase, splits_word
+from ..kernels.charclass import normalize_phrase, splits_word
 
 
 def find_phrases(text: str, phrases: Sequence[str], case_sensitive: bool = True, collapse_whitespace: bool = True,

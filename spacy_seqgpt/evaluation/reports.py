@@ -1,13 +1,15 @@
 """Evaluation results as a Markdown table and a bar chart."""
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 COLUMNS = ("n", "f1", "rouge1", "rouge2", "rougeL", "score", "span_f1")
 
 
-def markdown_table(results: Dict[str, dict], summary: Dict[str, dict]) -> str:
-    """Per dataset and task (held-in first, then held-out), then the summary rows."""
-    lines = ["| dataset | task | split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
+def markdown_table(results: Dict[str, dict], summary: Dict[str, dict], decoding: Optional[dict] = None) -> str:
+    """Per dataset and task (held-in first, then held-out), then the summary rows; ``decoding``
+    (the settings the answers were decoded with) as a line above."""
+    lines = [describe_decoding(decoding), ""] if decoding else []
+    lines += ["| dataset | task | split | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
     for result in sorted(results.values(), key=lambda r: (r["split"], r["source"], r["task"])):
         cells = [str(result["n"])] + [f"{result[c]:.3f}" if c in result else "-" for c in COLUMNS[1:]]
         lines.append(f"| {result['source']} | {result['task']} | {result['split']} | " + " | ".join(cells) + " |")
@@ -15,6 +17,14 @@ def markdown_table(results: Dict[str, dict], summary: Dict[str, dict]) -> str:
     for name, row in summary.items():
         lines.append(f"| {name} | {row['datasets']} | {row['f1']:.3f} | {row['rouge']:.3f} | {row['score']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def describe_decoding(decoding: dict) -> str:
+    """``Decoding: constrained, greedy, ...`` for a report."""
+    beams = decoding.get("num_beams", 1)
+    return (f"Decoding: {'constrained' if decoding.get('constrained') else 'free'}, "
+            f"{'greedy' if beams == 1 else f'{beams} beams'}, at most {decoding.get('max_new_tokens')} new tokens, "
+            f"windows of {decoding.get('max_input_tokens')} subwords.")
 
 
 def bar_chart(results: Dict[str, dict], path: Path, title: str = "SeqGPT evaluation") -> None:

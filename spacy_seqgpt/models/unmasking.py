@@ -21,8 +21,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
+from ..kernels.attention import BACKENDS, partial_attention
+from ..validation import check_unmask_code
 from .adapters import base_model
-from .kernels.attention import BACKENDS, partial_attention
 
 ATTENTION_NAME = "seqgpt_partial"
 MODES = ("full", "prompt")
@@ -34,16 +35,15 @@ ATTENTION_CLASSES = ("LlamaAttention", "MistralAttention", "Qwen2Attention", "Bl
 def layer_selection(layers: Union[str, Sequence[int]], n_layers: int) -> List[int]:
     """Layer indices from a group code (``"0110"``: the layers split into 4 groups, first digit
     nearest the input, 1 = unmasked) or from a list of indices."""
+    check_unmask_code(layers)
     if isinstance(layers, str):
-        if not layers or set(layers) - {"0", "1"}:
-            raise ValueError(f"a layer group code is a string of 0s and 1s such as '0110', got {layers!r}")
         if len(layers) > n_layers or n_layers % len(layers):
             raise ValueError(f"the code {layers!r} splits {n_layers} layers into {len(layers)} groups: "
                              f"use a number of groups that divides {n_layers}")
         size = n_layers // len(layers)
         return [i for i in range(n_layers) if layers[i // size] == "1"]
     indices = list(layers)
-    bad = [i for i in indices if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n_layers]
+    bad = [i for i in indices if i >= n_layers]
     if bad:
         raise ValueError(f"layer indices must be integers in [0, {n_layers}), got {bad}")
     return sorted(set(indices))

@@ -24,9 +24,9 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .adapters import base_model
-from .kernels.constraints import STATE_INTS, TokenBytes, advance, allowed, best_allowed
-from .loading import SharedModel
+from ..kernels.constraints import STATE_INTS, TokenBytes, advance, allowed, best_allowed
+from ..models.adapters import base_model
+from ..models.loading import SharedModel
 from .token_bytes import token_pieces
 
 DEFAULT_CANDIDATES = 8

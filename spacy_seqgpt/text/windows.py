@@ -7,12 +7,29 @@ budget between subwords. Spans found in a window's text map back to the Doc by a
 window's start offset. Subwords are counted once on the whole Doc, so a window tokenized on
 its own may differ by a subword at its edges: the budget is that close, not exact.
 """
+import re
 from bisect import bisect_left
 from typing import List, Sequence, Tuple
 
 from spacy.tokens import Doc
 
+from ..validation import check_positive_int
+
 CharRange = Tuple[int, int]
+_PIECES = re.compile(r"\s*\S+")
+
+
+def subword_starts(tokenizer, text: str) -> List[int]:
+    """The character offset where each of ``text``'s subwords starts, under ``tokenizer``."""
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return [start for start, _ in offsets]
+    # Tokenizers without offsets: count each whitespace-delimited piece on its own.
+    starts: List[int] = []
+    for match in _PIECES.finditer(text):
+        n = len(tokenizer(match.group(), add_special_tokens=False)["input_ids"])
+        starts.extend([match.start()] * n)
+    return starts
 
 
 class _SubwordCounter:
@@ -30,8 +47,7 @@ class _SubwordCounter:
 
 def window_ranges(doc: Doc, subword_starts: Sequence[int], max_tokens: int) -> List[CharRange]:
     """Character ranges covering every non-space token of ``doc``, each within ``max_tokens`` subwords."""
-    if max_tokens < 1:
-        raise ValueError(f"max_input_tokens must be a positive integer, got {max_tokens!r}.")
+    check_positive_int(max_tokens, "max_input_tokens")
     count = _SubwordCounter(subword_starts)
     pieces: List[CharRange] = []
     for unit in _units(doc):

@@ -13,12 +13,13 @@ from typing import Dict, List, Optional, Sequence
 import srsly
 from wasabi import msg
 
+from ..validation import check_positive_int
+
 RESULTS = "results.jsonl"
 
 
 def all_codes(groups: int) -> List[str]:
-    if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"--groups must be a positive integer, got {groups!r}")
+    check_positive_int(groups, "--groups")
     return ["".join(bits) for bits in itertools.product("01", repeat=groups)]
 
 
@@ -42,7 +43,7 @@ def run_sweep(config_path: Path, output: Path, *, groups: int = 4, component: st
             msg.info(f"[{number}/{len(codes)}] unmask={code}: done before, {metric} {results[code]['score']:.4f}")
             continue
         msg.divider(f"[{number}/{len(codes)}] unmask={code}")
-        run_overrides = {**(overrides or {}), f"components.{component}.unmask": code,
+        run_overrides = {**(overrides or {}), f"components.{component}.model.unmask": code,
                          # The sweep keeps scores, not 16 copies of the base model.
                          f"components.{component}.store_base_weights": False}
         train(config_path, output / code, overrides=run_overrides)

@@ -1,0 +1,13 @@
+"""Type stubs of the compiled aligner (kernels/alignment.pyx); documented in spacy_seqgpt.text.alignment."""
+from typing import List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.tokens import Doc
+
+def find_phrases(text: str, phrases: Sequence[str], case_sensitive: bool = True, collapse_whitespace: bool = True,
+                 word_boundaries: bool = True) -> List[Tuple[int, int, int]]: ...
+def char_spans(doc: Doc, starts: Sequence[int], ends: Sequence[int],
+               alignment_mode: str) -> Tuple[numpy.ndarray, numpy.ndarray]: ...
+def align_subwords(doc: Doc, offsets: Sequence[Tuple[int, int]]) -> Tuple[numpy.ndarray, numpy.ndarray]: ...
+def resolve_overlaps(starts: Sequence[int], ends: Sequence[int],
+                     scores: Optional[Sequence[float]] = None) -> numpy.ndarray: ...

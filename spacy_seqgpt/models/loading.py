@@ -1,0 +1,209 @@
+"""Loading Hugging Face models: one loader for the SeqGPT components, the tagger and training.
+
+:func:`load_pretrained` reads a tokenizer and a model (a causal LM, or a token classifier for
+the tagger) at the dtype, device and quantization of an :class:`HFModel`, applies a PEFT
+adapter, removes the causal mask where ``unmask`` says, and completes the tokenizer by one
+rule (a missing end-of-sequence token is taken from the model's generation config; a missing
+padding token is the end-of-sequence token, else the unknown token). Whatever goes wrong is a
+:class:`ModelLoadError` that names the model and says what to do.
+
+:func:`load_shared` is the components' view: models in a weak-value cache, so components that
+ask for the same weights share one copy, freed with the last component that holds it. torch
+and transformers are imported only when a model is really loaded.
+"""
+import hashlib
+import os
+import weakref
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple
+
+from .spec import DEFAULT_MODEL, HFModel
+
+TASKS = ("causal_lm", "token_classification")
+# What transformers, tokenizers, PEFT and the hub raise for a model that cannot be read.
+LOAD_ERRORS = (OSError, ValueError, ImportError, KeyError)
+
+
+class ModelLoadError(OSError):
+    """A model or tokenizer could not be loaded; the message says which and how to fix it."""
+
+
+def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[str] = None,
+                    tokenizer_source: Optional[str] = None, tags: Sequence[str] = (), dropout: Optional[float] = None,
+                    unmask_mode: str = "prompt") -> Tuple[Any, Any]:
+    """``(model, tokenizer)`` for the resolved settings ``spec``.
+
+    ``source``/``tokenizer_source``: read the weights/tokenizer from these folders instead of
+    ``spec.name`` (a saved pipeline). ``task="token_classification"`` puts a fresh head with one
+    output per tag of ``tags`` (and ``dropout`` before it) on the decoder. ``unmask_mode``: how
+    the layers of ``spec.unmask`` see the sequence (:func:`spacy_seqgpt.unmask`).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    name = source or spec.name
+    path = checked_source(name, "model")
+    remote = {"trust_remote_code": spec.trust_remote_code}
+    kwargs: dict = {"dtype": getattr(torch, spec.dtype), **remote}
+    if spec.quantize is not None:
+        kwargs.update(quantization_config=quantization_config(spec), device_map={"": spec.device})
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checked_source(tokenizer_source, "tokenizer") if tokenizer_source
+                                                  else path, **remote)
+        if task == "token_classification":
+            config = AutoConfig.from_pretrained(path, num_labels=len(tags), id2label=dict(enumerate(tags)),
+                                                label2id={tag: i for i, tag in enumerate(tags)}, **remote)
+            if dropout is not None:
+                config.classifier_dropout = dropout
+            model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except LOAD_ERRORS as err:
+        raise ModelLoadError(load_error_message("model", name, err)) from err
+    if spec.quantize is None:
+        model.to(spec.device)
+    if spec.adapter is not None:
+        model = _apply_adapter(model, spec)
+    if spec.unmask is not None:
+        from .unmasking import unmask
+
+        unmask(model, spec.unmask, mode=unmask_mode)
+    complete_tokenizer(tokenizer, model, name, needs_eos=task == "causal_lm")
+    return model, tokenizer
+
+
+def complete_tokenizer(tokenizer, model, name: str, *, needs_eos: bool) -> None:
+    """Give ``tokenizer`` an end-of-sequence token (from the model's generation config when the
+    tokenizer lacks one) and a padding token (end-of-sequence, else unknown)."""
+    if tokenizer.eos_token_id is None:
+        generation = getattr(model, "generation_config", None)
+        eos = getattr(generation, "eos_token_id", None)
+        eos = eos if eos is not None else getattr(model.config, "eos_token_id", None)
+        if eos is not None:
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos if isinstance(eos, int) else eos[0])
+        elif needs_eos:
+            raise ModelLoadError(f"The tokenizer of {name!r} has no end-of-sequence token and the model names none, "
+                                 "so answers could not end. Set eos_token in its tokenizer_config.json.")
+    if tokenizer.pad_token_id is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ModelLoadError(f"The tokenizer of {name!r} has no padding, end-of-sequence or unknown token to "
+                                 "pad batches with. Set pad_token in its tokenizer_config.json.")
+        tokenizer.pad_token = fallback
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def quantization_config(spec: HFModel):
+    """bitsandbytes settings: 8-bit, or 4-bit NF4 with double quantization computing in ``spec.dtype``."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if spec.quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, spec.dtype))
+
+
+def _apply_adapter(model, spec: HFModel):
+    from peft import PeftModel
+
+    source = checked_source(spec.adapter, "adapter")
+    try:
+        model = PeftModel.from_pretrained(model, source)
+    except LOAD_ERRORS as err:
+        raise ModelLoadError(load_error_message("adapter", spec.adapter, err)) from err
+    # Merging makes inference as fast as the base model and lets the pipeline save plain
+    # weights; 4-/8-bit weights cannot take a merge without loss, so those keep the adapter.
+    return model if spec.quantize else model.merge_and_unload()
+
+
+def _looks_like_path(name: str) -> bool:
+    # A hub id is "name" or "org/name": anything else with a separator is meant as a folder.
+    return name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or Path(name).expanduser().exists()
+
+
+def checked_source(name: str, what: str) -> str:
+    """Where to load ``name`` from: an existing folder, or a hub id left as it is."""
+    if not _looks_like_path(name):
+        return name
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"Could not load the {what} {name!r}: no such folder. Pass an existing local folder "
+                             f"or a Hugging Face hub id such as {DEFAULT_MODEL!r}.")
+    return str(path)
+
+
+def load_error_message(what: str, name: str, err: Exception) -> str:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    hint = (
+        f"If this machine cannot reach the Hugging Face hub{' (HF_HUB_OFFLINE is set)' if offline else ''}, "
+        f"download the {what} where it can (e.g. `hf download {name} --local-dir {name.rsplit('/', 1)[-1]}`) "
+        f"and pass the local folder instead, e.g. config={{\"{what}\": \"path/to/folder\"}}."
+    )
+    return f"Could not load the {what} {name!r}: {reason} {hint}"
+
+
+# -- the components' shared models -------------------------------------------------------------
+
+class SharedModel:
+    """A loaded causal LM with its tokenizer, shared by every component that asked for it."""
+
+    def __init__(self, spec: HFModel, model: Any, tokenizer: Any):
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def save(self, path: Path) -> str:
+        """Write weights (safetensors) and tokenizer, and return the weights' hash.
+
+        A PEFT-wrapped (quantized) model writes its adapter, which names its base model.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return weights_hash(path)
+
+
+def weights_hash(path: Path) -> str:
+    """A hash of the safetensors files in ``path``: equal weights, equal hash (writing is deterministic)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(Path(path).glob("*.safetensors")):
+        digest.update(file.name.encode())
+        with file.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+_CACHE: "weakref.WeakValueDictionary[tuple, SharedModel]" = weakref.WeakValueDictionary()
+
+
+def load_shared(spec: HFModel, *, source: Optional[Path] = None, weights_id: Optional[str] = None) -> SharedModel:
+    """The causal LM of the resolved settings ``spec``, loaded on first use and shared.
+
+    ``source`` and ``weights_id``: weights a component saved (their hash); components saved
+    from one model share it again, whichever folder they load from. The adapter, if any, was
+    merged into (or saved with) those weights."""
+    if weights_id is not None:  # whichever folder they are read from: every setting but the name and adapter
+        key: tuple = (type(spec), weights_id, *(getattr(spec, f.name) for f in fields(spec)
+                                                if f.name not in ("name", "adapter")))
+    else:
+        key = (spec,)
+    shared = _CACHE.get(key)
+    if shared is None:
+        saved = replace(spec, adapter=None) if source is not None else spec
+        model, tokenizer = saved.load(task="causal_lm", source=str(source) if source is not None else None,
+                                      unmask_mode="prompt")
+        model.eval()
+        shared = SharedModel(spec, model, tokenizer)
+        _CACHE[key] = shared
+    return shared

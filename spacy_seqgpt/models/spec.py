@@ -1,0 +1,138 @@
+"""Which model a component runs: the ``[components.<name>.model]`` block of a pipeline config.
+
+    [components.seqgpt_ner.model]
+    @seqgpt_models = "spacy_seqgpt.HFModel.v1"
+    name = "DAMO-NLP/SeqGPT-560M"
+    device = "auto"
+    ...
+
+:class:`HFModel` is both the registered function (its fields are the block's settings) and the
+handle the components load through, so a setting is added in one place, and a user can swap
+the loader by registering a subclass under another name. torch is imported only to resolve
+``auto``; nothing is loaded until :meth:`HFModel.load` is called.
+"""
+from dataclasses import dataclass, fields, replace
+from typing import List, Optional, Union
+
+from spacy.util import registry
+
+from ..validation import check_unmask_code
+
+DEFAULT_MODEL = "DAMO-NLP/SeqGPT-560M"
+QUANTIZE_OPTIONS = (None, "8bit", "4bit")
+DTYPES = {
+    "float32": "float32", "fp32": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+}
+REGISTRY = "seqgpt_models"
+if not hasattr(registry, REGISTRY):
+    registry.create(REGISTRY)
+
+
+@dataclass(frozen=True)
+class HFModel:
+    """A Hugging Face model (hub id or local folder) and how to load it.
+
+    ``unmask``: a layer group code (``"0110"``) or list of layer indices whose causal mask is
+    removed (:func:`spacy_seqgpt.unmask`); the component decides the mode (the SeqGPT
+    components: prefix-LM over the prompt; the tagger: fully bidirectional).
+    """
+
+    name: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: Optional[str] = None
+    adapter: Optional[str] = None
+    trust_remote_code: bool = False
+    unmask: Optional[Union[str, List[int]]] = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"the model 'name' must be a hub id or a local folder, got {self.name!r}.")
+        if self.quantize not in QUANTIZE_OPTIONS:
+            raise ValueError(f"'quantize' must be null, \"8bit\" or \"4bit\", got {self.quantize!r}.")
+        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter.strip()):
+            raise ValueError(f"'adapter' must be a path or hub id of a PEFT adapter, got {self.adapter!r}.")
+        if self.dtype not in ("auto", *DTYPES):
+            raise ValueError(f"'dtype' must be \"auto\", \"float32\", \"float16\" or \"bfloat16\", got {self.dtype!r}.")
+        if isinstance(self.unmask, list):  # a config list; a tuple keeps the settings hashable
+            object.__setattr__(self, "unmask", tuple(self.unmask))
+        if self.unmask is not None:
+            check_unmask_code(self.unmask)
+        object.__setattr__(self, "trust_remote_code", bool(self.trust_remote_code))
+
+    def resolved(self) -> "HFModel":
+        """The same settings with ``auto`` made concrete for this machine; a device that is not
+        there, or quantization without CUDA, is refused here (at ``add_pipe``, not at first use)."""
+        device = _resolve_device(self.device)
+        if self.quantize is not None and not device.startswith("cuda"):
+            raise ValueError(
+                f"quantize={self.quantize!r} needs a CUDA GPU (bitsandbytes), but the model would run on "
+                f"{device!r}. Set 'quantize' to null to run unquantized on this device."
+            )
+        return replace(self, device=device, dtype=_resolve_dtype(self.dtype, device))
+
+    def load(self, **kwargs):
+        """``(model, tokenizer)``: see :func:`spacy_seqgpt.models.loading.load_pretrained`.
+        A subclass registered under another name can load differently."""
+        from .loading import load_pretrained
+
+        return load_pretrained(self, **kwargs)
+
+
+getattr(registry, REGISTRY).register("spacy_seqgpt.HFModel.v1", func=HFModel)
+
+
+def model_block(**defaults) -> dict:
+    """A component's ``default_config`` model block: every setting of :class:`HFModel`, with
+    this component's ``defaults`` where they differ."""
+    unknown = set(defaults) - {f.name for f in fields(HFModel)}
+    if unknown:
+        raise TypeError(f"not HFModel settings: {sorted(unknown)}")
+    values = {f.name: defaults.get(f.name, f.default) for f in fields(HFModel)}
+    return {"@seqgpt_models": "spacy_seqgpt.HFModel.v1", **values}
+
+
+def model_settings(model: Union[str, HFModel], owner: str, defaults: Optional[dict] = None, **legacy) -> HFModel:
+    """A component's :class:`HFModel`. ``model`` is the block, or a model name (the short form ``"model": "path"``) with the component's ``defaults``.
+
+    ``legacy``: model settings given next to the name, as pipelines saved by spacy-seqgpt 0.1
+    have them (``device``, ``dtype``, ...); they are read into the settings so those pipelines
+    still load. New configs set them in the block."""
+    given = {key: value for key, value in legacy.items() if value is not None}
+    if isinstance(model, str):
+        model = HFModel(**{**(defaults or {}), "name": model, **given})
+    elif given:
+        raise ValueError(f"{owner}: {', '.join(sorted(given))} belong in the [components.{owner}.model] block "
+                         "when the model is given as a block.")
+    elif not isinstance(model, HFModel):
+        raise ValueError(f"{owner}: 'model' must be a model name or folder, or a [components.{owner}.model] block "
+                         f"(@seqgpt_models = \"spacy_seqgpt.HFModel.v1\"), got {model!r}.")
+    return model
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"'device' must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {device!r}.") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but no CUDA GPU is available here. Use \"cpu\" or \"auto\".")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
+    return str(parsed)
+
+
+def _resolve_dtype(dtype: str, device: str) -> str:
+    if dtype in (None, "auto"):
+        if not device.startswith("cuda"):
+            return "float32"
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return DTYPES[dtype]

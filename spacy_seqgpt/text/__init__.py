@@ -1,0 +1,2 @@
+"""Text: phrases and spans aligned to characters, subwords and spaCy tokens (the compiled
+aligner and its Python reference), windows of long documents, and IOB tags."""

@@ -1,0 +1,30 @@
+"""Checks of user settings shared by components, models and training: one wording for each rule."""
+from typing import Any, Optional, Sequence, Union
+
+
+def check_positive_int(value: Any, key: str, owner: str = "") -> int:
+    """``value`` if it is a positive integer (not a bool), else a ValueError naming ``key``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner + ': ' if owner else ''}'{key}' must be a positive integer, got {value!r}.")
+    return value
+
+
+def check_spans_key(spans_key: Optional[str], owner: str) -> Optional[str]:
+    """``null`` (write ``doc.ents``) or a non-empty ``doc.spans`` key."""
+    if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
+        raise ValueError(f"{owner}: 'spans_key' must be null (write doc.ents) or a non-empty string.")
+    return spans_key
+
+
+def check_unmask_code(layers: Union[str, Sequence[int]]) -> None:
+    """A layer group code (``"0110"``) or a sequence of layer indices; the model's layer count
+    is checked when it is loaded (``unmasking.layer_selection``)."""
+    if isinstance(layers, str):
+        if not layers or set(layers) - {"0", "1"}:
+            raise ValueError(f"'unmask' must be a layer group code of 0s and 1s such as \"0110\", got {layers!r}.")
+        return
+    if not isinstance(layers, (list, tuple)):
+        raise ValueError(f"'unmask' must be a group code such as \"0110\" or a list of layer indices, got {layers!r}.")
+    bad = [i for i in layers if not isinstance(i, int) or isinstance(i, bool) or i < 0]
+    if bad:
+        raise ValueError(f"'unmask' layer indices must be non-negative integers, got {bad}.")

@@ -1,0 +1,144 @@
+"""The repository's shape: the build story, imports that point one way, a README that maps the tree."""
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "spacy_seqgpt"
+
+# Which of the package's concerns each concern may import (besides prompts and validation,
+# which import nothing of the package and may be imported by all).
+ALLOWED = {
+    "kernels": set(),
+    "text": {"kernels"},
+    "models": {"kernels", "text"},
+    "decoding": {"kernels", "text", "models"},
+    "data": {"text", "models", "decoding"},  # synthesis can ask a local model
+    "evaluation": {"kernels", "text", "models", "decoding"},
+    "training": {"models", "data"},
+    "components": {"kernels", "text", "models", "decoding", "training"},
+    "cli": {"models", "data", "training", "evaluation"},
+}
+LEAVES = {"prompts", "validation", "about"}
+
+
+def repository_files():
+    """The repository's files (committed or not, ignored ones left out), relative to its root."""
+    return subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.split()
+
+
+def package_imports(path: Path):
+    """The package concerns a module imports (absolute ``spacy_seqgpt.x`` or relative)."""
+    module = path.relative_to(ROOT).with_suffix("").parts
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = list(module[: len(module) - node.level]) + (node.module.split(".") if node.module else [])
+                names = [parts + [alias.name] for alias in node.names] if not node.module else [parts]
+            elif node.module and node.module.startswith("spacy_seqgpt"):
+                names = [node.module.split(".")]
+            else:
+                continue
+        elif isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names if alias.name.startswith("spacy_seqgpt")]
+        else:
+            continue
+        for parts in names:
+            if parts[0] == "spacy_seqgpt" and len(parts) > 1:
+                yield parts[1]
+
+
+def concern(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+@pytest.mark.parametrize("path", sorted([*PACKAGE.rglob("*.py"), *(ROOT / "kernels").glob("*.py")]),
+                         ids=lambda path: str(path.relative_to(ROOT)))
+def test_dependencies_point_one_way(path):
+    if path.is_relative_to(ROOT / "kernels"):
+        path = PACKAGE / "kernels" / path.name  # the module as the package ships it
+    own = concern(path)
+    imported = set(package_imports(path)) - {own} - LEAVES - {"__init__"}
+    if own in LEAVES:
+        assert not imported, f"{own} imports nothing of the package, but imports {imported}"
+    elif own in ALLOWED:
+        assert imported <= ALLOWED[own], f"{path.relative_to(ROOT)} imports {imported - ALLOWED[own]}"
+
+
+def test_prompts_and_kernels_import_nothing_of_the_package():
+    assert not set(package_imports(PACKAGE / "prompts.py"))
+    for path in (ROOT / "kernels").iterdir():
+        if path.suffix in (".py", ".pyx", ".pyi"):
+            imports = re.findall(r"^\s*(?:from|c?import)\s+([\w.]+)", path.read_text(encoding="utf8"), re.M)
+            assert not [name for name in imports if name.startswith(("spacy_seqgpt", ".."))], path
+
+
+def test_the_package_is_one_folder_per_concern():
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert modules == ["__init__", "about", "prompts", "validation"]
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders == sorted(ALLOWED)
+
+
+def test_kernels_ship_as_spacy_seqgpt_kernels_and_never_shadow_an_installed_kernels(tmp_path):
+    """From the repository root a bare ``import kernels`` finds an installed package of that name
+    (Hugging Face's ``kernels``, which transformers and bitsandbytes import), not our folder."""
+    assert not (ROOT / "kernels" / "__init__.py").exists()
+    assert (PACKAGE / "kernels").resolve() == (ROOT / "kernels").resolve()
+    installed = tmp_path / "site" / "kernels"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("def get_kernel(name):\n    return name\n")
+    code = "import kernels; print(kernels.get_kernel('ok'))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""})
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_checkout_without_a_build_says_how_to_build(tmp_path):
+    """The compiled kernels are required: a source checkout that was never built (this repository's
+    files, no compiled modules, not installed) stops with an error that says how to build them."""
+    for name in repository_files():
+        source, target = ROOT / name, tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(source.readlink())
+        elif source.is_file():
+            shutil.copyfile(source, target)
+    code = ("import sys\n"
+            "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+            "import spacy_seqgpt\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "compiled kernels" in result.stderr and "pip install -e ." in result.stderr, result.stderr
+
+
+def test_the_readme_module_map_matches_the_tree():
+    readme = (ROOT / "README.md").read_text(encoding="utf8")
+    layout = readme.split("## Layout", 1)[1].split("```")[1]
+    tracked = repository_files()
+    named = re.findall(r"([\w*]+(?:/[\w*]+)*(?:/|\.(?:pyi|pyx|py|yml|cfg)(?!\w)))", layout)
+    for name in named:
+        pattern = re.compile("(^|/)" + re.escape(name).replace("\\*", "[^/]*") + ("" if name.endswith("/") else "$"))
+        assert any(pattern.search(path) for path in tracked), f"README's layout names {name}, not in the tree"
+    for folder in set(ALLOWED) - {"kernels"}:  # the package's kernels are the top-level kernels/
+        assert f"\n  {folder}/" in layout, f"README's layout does not show {folder}/"
+    assert "\nkernels/" in layout
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "kernels").glob("*.py*")]:
+        if path.name != "__init__.py" and "__pycache__" not in path.parts:
+            assert path.name in layout, f"README's layout does not mention {path.relative_to(ROOT)}"
+
+
+def test_no_file_cites_a_document_that_is_not_in_the_repository():
+    tracked = repository_files()
+    documents = {Path(name).name for name in tracked if name.endswith(".md")}
+    for name in tracked:
+        if name.endswith((".py", ".pyx", ".pyi", ".md", ".cfg", ".yml")):
+            for cited in re.findall(r"\b([A-Za-z_]+\.md)\b", (ROOT / name).read_text(encoding="utf8")):
+                assert cited in documents or cited in ("metrics.md", "results.md"), f"{name} cites {cited}"
