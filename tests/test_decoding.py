@@ -10,7 +10,6 @@ from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
 from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.decoding import Decoder, Query
 from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
-from spacy_seqgpt.models.unmasking import unmask
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, chunk_labels, parse_answer
 
 ODD_TEXTS = ["", " ", "a", "Tim, Cook, and Olaf", "北京，上海。", "é\u0301 👍🏽 x", "None of None", "\t tabs\tand  spaces ",

@@ -1,6 +1,5 @@
 """SeqGPT training: answer-only loss, packing with segment-aware attention, resumable checkpoints."""
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -1,5 +1,5 @@
 """``seqgpt_ner``: entities (or any spans) for labels chosen at ``add_pipe``."""
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
