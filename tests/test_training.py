@@ -1,5 +1,6 @@
 """SeqGPT training: answer-only loss, packing with segment-aware attention, resumable checkpoints."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,18 @@ def test_config_errors_are_named(tmp_path, tiny_bloom):
     settings = settings_for(tmp_path, tiny_bloom, **{"pt.data": str(tmp_path / "none.jsonl"), "pt.fallback_data": None})
     with pytest.raises(FileNotFoundError, match="no training records"):
         train_stage(settings)
+
+
+def test_packing_a_model_the_kernel_does_not_know_says_to_turn_packing_off(tmp_path, tiny_bloom):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = tmp_path / "gpt2"
+    shutil.copytree(tiny_bloom, gpt2)  # the tokenizer; the weights are replaced
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=1024)).save_pretrained(gpt2)
+    with pytest.raises(ValueError, match="packing needs segment-aware attention.*packing = false"):
+        load_for_training(settings_for(tmp_path, gpt2), str(gpt2))
+    model, _ = load_for_training(settings_for(tmp_path, gpt2, **{"data.packing": False}), str(gpt2))
+    assert model.config.model_type == "gpt2"
 
 
 def test_training_killed_by_sigkill_resumes_to_the_same_losses(tiny_bloom, tmp_path):

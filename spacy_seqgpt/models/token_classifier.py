@@ -3,8 +3,9 @@
 The model is transformers' ``AutoModelForTokenClassification`` of the decoder (Llama,
 Mistral, Qwen2 or BLOOM: the body, dropout and a linear head), with the causal mask removed
 in the chosen layer groups by :func:`spacy_seqgpt.unmask`, optionally quantized (QLoRA: 4-bit
-NF4, double quantization) and wrapped with a PEFT LoRA adapter that also trains the head. Docs are tokenized with offsets and cut into windows of at most ``max_length``
-subwords between spaCy tokens; the logits of each token's first subword are its scores.
+NF4, double quantization) and wrapped with a PEFT LoRA adapter that also trains the head.
+Docs are tokenized with offsets and cut into windows of at most ``max_length`` subwords
+between spaCy tokens; the logits of each token's first subword are its scores.
 """
 from bisect import bisect_right
 from dataclasses import dataclass

@@ -32,6 +32,10 @@ SUPPORTED = ("llama", "mistral", "qwen2", "bloom")
 ATTENTION_CLASSES = ("LlamaAttention", "MistralAttention", "Qwen2Attention", "BloomAttention")
 
 
+class UnsupportedModelError(ValueError):
+    """``unmask`` does not know this model's attention."""
+
+
 def layer_selection(layers: Union[str, Sequence[int]], n_layers: int) -> List[int]:
     """Layer indices from a group code (``"0110"``: the layers split into 4 groups, first digit
     nearest the input, 1 = unmasked) or from a list of indices."""
@@ -193,7 +197,7 @@ def unmask(model, layers: Union[str, Sequence[int]], *, mode: str = "full", back
     model_type = getattr(config, "model_type", None)
     attention = [m for m in base.modules() if type(m).__name__ in ATTENTION_CLASSES]
     if model_type not in SUPPORTED or not attention:
-        raise ValueError(f"unmask supports {', '.join(SUPPORTED)} models; got model_type={model_type!r} "
+        raise UnsupportedModelError(f"unmask supports {', '.join(SUPPORTED)} models; got model_type={model_type!r} "
                          f"({type(base).__name__})")
     if getattr(config, "attention_dropout", 0.0):
         raise ValueError(f"unmasked attention has no attention dropout; the model has attention_dropout="

@@ -17,11 +17,12 @@ from wasabi import msg
 from ..data.records import read_records
 from ..models import HFModel
 from ..models.adapters import add_lora, base_model, prepare_for_training
-from .optimizers import cosine_rate
+from ..models.unmasking import UnsupportedModelError
 from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .encoding import IGNORE, encode_records
 from .loss import AnswerLoss
+from .optimizers import cosine_rate
 from .settings import RunSettings
 
 LOG_FILE = "log.jsonl"
@@ -50,11 +51,9 @@ def load_for_training(settings: RunSettings, source: str):
                    unmask="0" if settings.packing else None).resolved()
     try:
         model, tokenizer = spec.load(task="causal_lm", unmask_mode="full")
-    except ValueError as err:
-        if settings.packing and "unmask supports" in str(err):
-            raise ValueError(f"packing needs segment-aware attention, which this model lacks ({err}); "
-                             "set [data] packing = false") from None
-        raise
+    except UnsupportedModelError as err:
+        raise ValueError(f"packing needs segment-aware attention, which this model lacks ({err}); "
+                         "set [data] packing = false") from None
     model = prepare_for_training(model, quantized=bool(settings.quantize),
                                  gradient_checkpointing=settings.gradient_checkpointing)
     if settings.lora is not None:
