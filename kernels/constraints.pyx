@@ -10,12 +10,15 @@ then moves the chosen rows on (``advance``); both loop in C over rows, candidate
   ``label: None``, then end-of-sequence. A span is a substring of the input text: a
   shift-and (bitap) automaton over the input's bytes keeps the set of input positions where
   the span read so far could continue, one bit each, so a step is a few word operations. Its
-  start and end sets say where spans may begin and end: on characters other than spaces, or
-  where ``boundaries`` says (``seqgpt_ner`` passes where its phrase search can match, and
-  token boundaries for the strict alignment modes). Characters that split spans when the
-  answer is read back (",", "，", tab, line breaks) never occur inside one. When none of the
-  model's favourite tokens is allowed, the fallback takes "None" (or ends the line after a
-  comma) before a scrap of text the model did not want.
+  start and end sets say where spans may begin and end: never on whitespace, and only where
+  ``boundaries`` says when given (``seqgpt_ner`` passes where its phrase search can match,
+  and token boundaries for the strict alignment modes). The answer is read back exactly as
+  the grammar means it (``prompts.parse_answer``): characters that split spans there (",",
+  "，", tab, line breaks) and whitespace in runs of two or more never occur inside a span, and
+  a span is never a word that reads as "no span" ("null", "none", ...) but the "None" that
+  the grammar writes for it. When none of the model's favourite tokens is allowed, the
+  fallback takes "None" (or ends the line after a comma) before a scrap of text the model
+  did not want.
 - ``ClassificationGrammar``: labels from a trie of the queried labels, each at most once,
   joined by "，" (one label only when exclusive), then end-of-sequence.
 
@@ -35,6 +38,7 @@ cdef enum:
     POS = 2     # extraction: bytes of "label: " written; classification: trie node
     NONE_POS = 3  # bytes of "None" written, -1 when the value cannot be "None"
     LENGTH = 4  # extraction: bytes of the value so far
+    HEAD = 5    # extraction: the value's first 8 bytes, ASCII letters lowercased (to spot "null" & co.)
     N_INTS = 6
 cdef enum:
     FORCED = 0  # extraction: writing "label: "
@@ -43,6 +47,26 @@ cdef enum:
     DONE = 3
 cdef int MAX_WORDS = 4096
 cdef const unsigned char* NONE_BYTES = b"None"
+# Values that read back as "no span" (prompts.NONE_ANSWERS, compared case-folded: for these
+# words that is ASCII lowercasing, as no other character folds to their letters).
+NONE_WORDS = frozenset({"none", "无", "null", "n/a", "nil", "没有", "无。", "none."})
+cdef int N_NONE_WORDS = len(NONE_WORDS)
+cdef int64_t NONE_HEADS[8]
+cdef int64_t NONE_LENGTHS[8]
+
+
+cdef inline int64_t _head_byte(int byte, int64_t at) noexcept nogil:
+    """``byte`` (ASCII letters lowercased) at its place among a value's first 8 bytes."""
+    if 65 <= byte <= 90:
+        byte += 32
+    return (<int64_t> byte) << (8 * at)
+
+
+assert N_NONE_WORDS <= 8
+for _i, _word in enumerate(sorted(NONE_WORDS)):
+    _data = _word.encode("utf8")
+    NONE_LENGTHS[_i] = len(_data)
+    NONE_HEADS[_i] = sum(_head_byte(_b, _k) for _k, _b in enumerate(_data))
 
 STATE_INTS = N_INTS  # integers in a row's state (the decoder allocates the states)
 _SEPARATOR = "，".encode("utf8")
@@ -161,6 +185,18 @@ cdef inline bint any_set(const uint64_t* a, int n_words) noexcept nogil:
     return False
 
 
+cdef inline bint _span_ends(const int64_t* state, const uint64_t* bits, const uint64_t* ends,
+                            int n_words) noexcept nogil:
+    """A span of the text ends here: not empty, at an allowed end, and not a word meaning "no span"."""
+    cdef int w
+    if state[LENGTH] == 0 or not any_common(bits, ends, n_words):
+        return False
+    for w in range(N_NONE_WORDS):
+        if state[LENGTH] == NONE_LENGTHS[w] and state[HEAD] == NONE_HEADS[w]:
+            return False
+    return True
+
+
 def _bitset(positions, int n_words):
     out = np.zeros(n_words, dtype=np.uint64)
     for p in positions:
@@ -194,17 +230,20 @@ cdef class ExtractionGrammar(Grammar):
         if self.n_words > MAX_WORDS:
             raise ValueError(f"the input is too long for an extraction grammar ({n} bytes)")
         byte_of = _byte_offsets(text)
-        if boundaries is None:  # any characters but spaces at either end
-            start_at = [byte_of[i] for i, char in enumerate(text) if not char.isspace()]
-            end_at = [byte_of[i + 1] for i, char in enumerate(text) if not char.isspace()]
-        else:
-            start_at = [byte_of[c] for c in boundaries[0] if 0 <= c < len(text)]
-            end_at = [byte_of[c] for c in boundaries[1] if 0 < c <= len(text)]
-        self.starts = _bitset(start_at, self.n_words)
-        self.ends = _bitset(end_at, self.n_words)
+        # Spans never begin or end on whitespace (the answer's reader strips it), and only where
+        # ``boundaries`` allows when given.
+        start_at = [i for i in (range(len(text)) if boundaries is None else boundaries[0])
+                    if 0 <= i < len(text) and not text[i].isspace()]
+        end_at = [i for i in (range(1, len(text) + 1) if boundaries is None else boundaries[1])
+                  if 0 < i <= len(text) and not text[i - 1].isspace()]
+        self.starts = _bitset([byte_of[i] for i in start_at], self.n_words)
+        self.ends = _bitset([byte_of[i] for i in end_at], self.n_words)
         rows = {}
         for i, char in enumerate(text):
-            if char not in SPAN_SPLITTERS:
+            # A whitespace character next to another one is in a run the reader splits spans at.
+            in_run = char.isspace() and ((i > 0 and text[i - 1].isspace()) or
+                                         (i + 1 < len(text) and text[i + 1].isspace()))
+            if char not in SPAN_SPLITTERS and not in_run:
                 for k, b in enumerate(char.encode("utf8")):
                     rows.setdefault(b, []).append(byte_of[i] + k)
         masks = np.zeros((max(len(rows), 1), self.n_words), dtype=np.uint64)
@@ -219,6 +258,7 @@ cdef class ExtractionGrammar(Grammar):
         state[PHASE] = VALUE
         state[NONE_POS] = 0 if none_allowed else -1
         state[LENGTH] = 0
+        state[HEAD] = 0
         memcpy(bits, &self.starts[0], self.n_words * sizeof(uint64_t))
 
     cdef void start(self, int64_t* state, uint64_t* bits) noexcept nogil:
@@ -227,9 +267,11 @@ cdef class ExtractionGrammar(Grammar):
         state[PHASE] = FORCED
 
     cdef bint _complete(self, int64_t* state, uint64_t* bits) noexcept nogil:
+        """Whether the value so far can end here: "None" (the line's only value), or a span
+        that ends where spans may end and does not read as "no span"."""
         if state[NONE_POS] == 4:
             return True
-        return state[LENGTH] > 0 and any_common(bits, &self.ends[0], self.n_words)
+        return _span_ends(state, bits, &self.ends[0], self.n_words)
 
     cdef bint step(self, int64_t* state, uint64_t* bits, int byte) noexcept nogil:
         cdef int64_t phase = state[PHASE], line = state[LINE], pos
@@ -267,7 +309,7 @@ cdef class ExtractionGrammar(Grammar):
             state[POS] = 0
             return True
         if byte == 44:  # ",": another span follows
-            if state[LENGTH] == 0 or not any_common(bits, &self.ends[0], self.n_words):
+            if not _span_ends(state, bits, &self.ends[0], self.n_words):
                 return False
             state[PHASE] = COMMA
             return True
@@ -280,6 +322,8 @@ cdef class ExtractionGrammar(Grammar):
             memset(bits, 0, self.n_words * sizeof(uint64_t))
         else:
             shift_and(bits, &self.masks[row, 0], self.n_words)
+        if state[LENGTH] < 8:
+            state[HEAD] |= _head_byte(byte, state[LENGTH])
         state[LENGTH] += 1
         return state[NONE_POS] >= 0 or any_set(bits, self.n_words)
 

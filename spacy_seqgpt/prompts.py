@@ -19,16 +19,23 @@ GEN_TOKEN = "[GEN]"
 DEFAULT_LABEL_CHUNK_SIZE = 6
 
 # A label containing one of these could not be read back from the prompt or the answer.
-_FORBIDDEN_IN_LABEL = {
+_SEPARATORS_IN_LABEL = {
     ",": "a comma",
     "，": "a full-width comma",
     ":": "a colon",
     "：": "a full-width colon",
+    "\t": "a tab",
 }
-_NONE_ANSWERS = {"none", "无", "null", "n/a", "nil", "没有", "无。", "none."}
+# Where str.splitlines breaks a line: such a character would split the prompt or the answer.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# Quotes that a label named in an answer may be wrapped in; they are taken off when it is read.
+_QUOTES = "\"'“”‘’「」"
+# Answers that mean "no span" (compared case-folded); the answer grammar writes "None".
+NONE_ANSWERS = frozenset({"none", "无", "null", "n/a", "nil", "没有", "无。", "none."})
 # Spans are separated by commas (ASCII or full-width), tabs, or runs of two or more spaces;
 # a single space belongs inside multi-word spans.
 _SPAN_SPLIT = re.compile(r"[,，\t]|\s{2,}")
+_WHITESPACE_RUN = re.compile(r"\s{2,}")
 _KEY_VALUE_SPLIT = re.compile(r"[:：]")
 
 LabelSpec = Union[Sequence[str], Mapping[str, str]]
@@ -51,21 +58,31 @@ def _check_task(task: str) -> None:
 
 
 def check_label(label: object) -> str:
-    """Return ``label`` if it can be written in a prompt and read back, else raise ValueError."""
+    """Return ``label`` if it can be written in a prompt and read back from an answer exactly
+    (as an extraction line's label and as a classification answer), else raise ValueError
+    naming the character that prevents it."""
     if not isinstance(label, str):
         raise ValueError(f"Label {label!r} is a {type(label).__name__}; labels must be strings.")
     if not label.strip():
         raise ValueError(f"Label {label!r} is empty; every label needs visible text.")
     if label != label.strip():
         raise ValueError(f"Label {label!r} has leading or trailing whitespace; remove it.")
-    if any(ch in label for ch in "\n\r\u2028\u2029\x0b\x0c\x85"):
-        raise ValueError(f"Label {label!r} contains a line break, which would split the prompt.")
-    for char, name in _FORBIDDEN_IN_LABEL.items():
-        if char in label:
+    for char in label:
+        if char in LINE_BREAKS:
+            raise ValueError(f"Label {label!r} contains a line break ({char!r}), which would split the prompt.")
+        if char in _SEPARATORS_IN_LABEL:
             raise ValueError(
-                f"Label {label!r} contains {name} ({char!r}), which SeqGPT uses as a separator; "
-                "rename the label, or give {label: prompt_text} to write it differently in the prompt."
+                f"Label {label!r} contains {_SEPARATORS_IN_LABEL[char]} ({char!r}), which SeqGPT uses as a "
+                "separator; rename the label, or give {label: prompt_text} to write it differently in the prompt."
             )
+    run = _WHITESPACE_RUN.search(label)
+    if run:
+        raise ValueError(f"Label {label!r} contains a run of whitespace ({run.group()!r}), which separates answers; "
+                         "use single spaces.")
+    for char in (label[0], label[-1]):
+        if char in _QUOTES:
+            raise ValueError(f"Label {label!r} begins or ends with a quote ({char!r}), which is taken off when an "
+                             "answer is read; remove it.")
     return label
 
 
@@ -150,7 +167,7 @@ def _label_lookup(labels: Sequence[str]) -> Dict[str, str]:
 
 
 def _match_label(candidate: str, lookup: Mapping[str, str]):
-    candidate = candidate.strip().strip("\"'“”‘’「」")
+    candidate = candidate.strip().strip(_QUOTES)
     return lookup.get(candidate) or lookup.get(candidate.casefold())
 
 
@@ -160,7 +177,7 @@ def _split_spans(value: str) -> Iterable[Tuple[str, int]]:
     for end, next_start in [(m.start(), m.end()) for m in _SPAN_SPLIT.finditer(value)] + [(len(value), len(value))]:
         piece = value[start:end]
         span = piece.strip()
-        if span and span.casefold() not in _NONE_ANSWERS:
+        if span and span.casefold() not in NONE_ANSWERS:
             yield span, start + len(piece) - len(piece.lstrip())
         start = next_start
 

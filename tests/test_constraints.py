@@ -1,101 +1,122 @@
 """The answer grammars (kernels/constraints.pyx) against plain-Python statements of the same rules."""
+import re
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from spacy_seqgpt.kernels.constraints import (SPAN_SPLITTERS, ClassificationGrammar, ExtractionGrammar, TokenBytes,
-                                              advance, allowed, best_allowed)
-from spacy_seqgpt.prompts import EXTRACT, format_answer, parse_answer
+from spacy_seqgpt.kernels.constraints import (NONE_WORDS, SPAN_SPLITTERS, ClassificationGrammar, ExtractionGrammar,
+                                              TokenBytes, advance, allowed, best_allowed)
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, NONE_ANSWERS, check_label, parse_answer
 
-ALPHABET = "ab ,，.\tNone北京é👍\u3000\u2028"
+ALPHABET = "ab ,，.\tNone北京é👍\u3000\u2028\x1c\x1f'「」:nul/"
+NONE_SPELLINGS = sorted(NONE_ANSWERS) + ["None", "NULL", "Nil", "N/A"]
 
 
 def reference_extraction(answer, text, labels):
-    """Lines ``label: value`` in label order; each value ``None`` or spans joined by ", ", each
-    span a substring of ``text`` without splitters and without spaces at either end (the last
-    of several may be empty: "a, " ends a line as well)."""
+    """What the grammar means by ``answer`` (``{label: [span, ...]}``, as ``parse_answer`` gives
+    it), or None when the grammar refuses it. Lines ``label: value`` in label order; each value
+    ``None`` or spans joined by ", " (a trailing ", " ends a line as well); each span a piece of
+    ``text`` that neither begins nor ends with whitespace, holds no splitter and no run of
+    whitespace, and is not a word that reads as "no span"."""
     lines = answer.split("\n")
     if len(lines) != len(labels):
-        return False
+        return None
+    meaning = {}
     for line, label in zip(lines, labels):
         if not line.startswith(label + ": "):
-            return False
+            return None
         value = line[len(label) + 2:]
-        if value == "None":
-            continue
-        spans = value.split(", ")
+        spans = [] if value == "None" else value.split(", ")
         if len(spans) > 1 and spans[-1] == "":
             spans.pop()
         for span in spans:
             if (not span or span[0].isspace() or span[-1].isspace() or span not in text
-                    or any(char in SPAN_SPLITTERS for char in span)):
-                return False
-    return True
+                    or any(char in SPAN_SPLITTERS for char in span) or re.search(r"\s\s", span)
+                    or span.casefold() in NONE_ANSWERS):
+                return None
+        meaning[label] = list(dict.fromkeys(spans))
+    return meaning
 
 
 def reference_classification(answer, labels, exclusive):
+    """The labels ``answer`` chooses, or None when the grammar refuses it."""
     if answer == "":
-        return not exclusive
+        return None if exclusive else []
     chosen = answer.split("，")
     if exclusive and len(chosen) != 1:
+        return None
+    return chosen if all(label in labels for label in chosen) and len(set(chosen)) == len(chosen) else None
+
+
+def readable(label):
+    try:
+        check_label(label)
+        return True
+    except ValueError:
         return False
-    return all(label in labels for label in chosen) and len(set(chosen)) == len(chosen)
 
 
-labels_strategy = st.lists(st.text("abNo ", min_size=1, max_size=4).map(str.strip).filter(bool),
+labels_strategy = st.lists(st.text("abNo \t'「:", min_size=1, max_size=4).map(str.strip).filter(bool),
                            min_size=1, max_size=3, unique=True)
 
 
 @st.composite
 def extraction_cases(draw):
-    text = draw(st.text(ALPHABET, max_size=20))
+    text = draw(st.text(ALPHABET, max_size=20) | st.lists(st.sampled_from(NONE_SPELLINGS + ["a", " ", "  "]))
+                .map("".join))
     labels = draw(labels_strategy)
     values = []
     for _ in labels:
         spans = []
         for _ in range(draw(st.integers(0, 2))):
-            if text and draw(st.booleans()):
+            choice = draw(st.integers(0, 2))
+            if text and choice == 0:
                 start = draw(st.integers(0, len(text) - 1))
                 spans.append(text[start:draw(st.integers(start, len(text)))])
+            elif choice == 1:
+                spans.append(draw(st.sampled_from(NONE_SPELLINGS)))
             else:
                 spans.append(draw(st.text(ALPHABET, max_size=4)))
-        values.append(", ".join(spans) if spans else "None")
+        values.append(draw(st.sampled_from([", ", ",", "，", "\t", "  "])).join(spans) if spans else "None")
     lines = [f"{label}: {value}" for label, value in zip(labels, values)]
     if draw(st.booleans()):  # a malformed variant: lines dropped, swapped or extended
         lines = draw(st.permutations(lines))[: draw(st.integers(0, len(lines) + 1))]
     return text, labels, "\n".join(lines)
 
 
-@settings(max_examples=400, deadline=None)
+# Found by this test's first version: a piece of text ending in ", " was written as its own span.
+@example(("NNNNNNNNNNNNNN, ", ["N"], "N: NNNNNNNNNNNNNN, "))
+@example(("I love New  York.", ["city"], "city: New  York"))  # a run of spaces splits the span when read
+@example(("set it to null", ["value"], "value: null"))  # a span that reads as "no span"
+@settings(max_examples=1500, deadline=None)
 @given(extraction_cases())
-def test_extraction_grammar_accepts_exactly_the_valid_answers(case):
+def test_the_extraction_grammar_accepts_what_it_means_and_the_parser_reads_that_back(case):
     text, labels, answer = case
-    assert ExtractionGrammar(text, labels).accepts(answer) == reference_extraction(answer, text, labels)
+    meaning = reference_extraction(answer, text, labels)
+    assert ExtractionGrammar(text, labels).accepts(answer) == (meaning is not None)
+    if meaning is not None and all(readable(label) for label in labels):
+        assert parse_answer(EXTRACT, answer, labels) == meaning
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(ALPHABET, min_size=1, max_size=30), labels_strategy, st.data())
-def test_every_span_the_grammar_accepts_parses_back_and_occurs_in_the_text(text, labels, data):
-    spans = {}
-    for label in labels:
-        start = data.draw(st.integers(0, len(text) - 1))
-        span = text[start:data.draw(st.integers(start, len(text)))]
-        spans[label] = [span] if span else []
-    answer = format_answer(EXTRACT, spans, labels)
-    if ExtractionGrammar(text, labels).accepts(answer):
-        for label, found in parse_answer(EXTRACT, answer, labels).items():
-            assert found == spans[label] and all(span in text for span in found)
+classification_labels = st.lists(st.text("ab，＂ｘ\t '「」\x1d", min_size=1, max_size=3).filter(lambda s: "，" not in s),
+                                 min_size=1, max_size=4, unique=True)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.text("ab，＂ｘ", min_size=1, max_size=3).filter(lambda s: "，" not in s), min_size=1, max_size=4,
-                unique=True), st.booleans(), st.data())
-def test_classification_grammar_accepts_exactly_the_valid_answers(labels, exclusive, data):
+@settings(max_examples=1000, deadline=None)
+@given(classification_labels, st.booleans(), st.data())
+def test_the_classification_grammar_accepts_what_it_means_and_the_parser_reads_that_back(labels, exclusive, data):
     pool = labels + ["zz", ""]
-    chosen = data.draw(st.lists(st.sampled_from(pool), max_size=3))
-    answer = "，".join(chosen)
-    assert ClassificationGrammar(labels, exclusive).accepts(answer) == reference_classification(answer, labels, exclusive)
+    answer = "，".join(data.draw(st.lists(st.sampled_from(pool), max_size=3)))
+    meaning = reference_classification(answer, labels, exclusive)
+    assert ClassificationGrammar(labels, exclusive).accepts(answer) == (meaning is not None)
+    if meaning is not None and all(readable(label) for label in labels):
+        assert parse_answer(CLASSIFY, answer, labels) == meaning
+
+
+def test_the_grammar_and_the_reader_agree_on_what_means_no_span():
+    assert NONE_WORDS == NONE_ANSWERS
 
 
 def test_token_boundaries_limit_where_spans_start_and_end():

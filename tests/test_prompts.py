@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacy_seqgpt.prompts import (
@@ -139,6 +139,13 @@ def test_format_then_parse_gives_back_the_answer(data, labels):
         ("time: start", "colon"),
         ("时间：开始", "full-width colon"),
         ("two\nlines", "line break"),
+        ("a\x1cb", "line break"),
+        ("a\u2029b", "line break"),
+        ("a\tb", "tab"),
+        ("new  york", "run of whitespace"),
+        ("a\u3000 b", "run of whitespace"),
+        ("'sports'", "quote"),
+        ("「体育」", "quote"),
         (" person", "whitespace"),
         (3, "must be strings"),
     ],
@@ -148,6 +155,18 @@ def test_labels_that_cannot_be_written_are_refused(label, problem):
         check_label(label)
     with pytest.raises(ValueError, match=problem):
         prompt_labels([label] if label != 3 else {"x": 3})
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(min_size=1, max_size=10), st.text(min_size=1, max_size=10))
+def test_a_label_is_accepted_only_if_answers_naming_it_read_back(label, other):
+    if not _writable(label):
+        return
+    assert parse_answer(EXTRACT, f"{label}: x", [label]) == {label: ["x"]}
+    assert parse_answer(CLASSIFY, label, [label]) == [label]
+    if _writable(other) and other.casefold() != label.casefold():
+        assert parse_answer(CLASSIFY, f"{other}，{label}", [label, other]) == [other, label]
+        assert parse_answer(EXTRACT, f"{label}: None\n{other}: y, z", [label, other]) == {label: [], other: ["y", "z"]}
 
 
 def test_label_specs():

@@ -12,12 +12,12 @@ from spacy.tokens import Doc
 
 from ..kernels.charclass import splits_word
 from ..kernels.constraints import ExtractionGrammar
-from ..prompts import build_prompt
+from ..prompts import LINE_BREAKS, build_prompt
 from ..text.windows import subword_starts, window_ranges
 from .decoder import Query
 
 # Line breaks would end the prompt's input field early; each becomes one space, so offsets hold.
-_LINE_BREAKS = str.maketrans({char: " " for char in "\n\r\u2028\u2029\x0b\x0c\x85"})
+_LINE_BREAKS = str.maketrans({char: " " for char in LINE_BREAKS})
 
 
 @dataclass
