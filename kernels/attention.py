@@ -24,7 +24,12 @@ from BLOOM's own bias by a constant per query row, which softmax ignores, so sto
 reproduced; on bidirectional pairs the bias stays symmetric.
 
 Empty rows. A query with no visible key (a padded query position, say) outputs zeros and
-gets zero gradients: never NaN.
+gets zero gradients: never NaN. Padding keys take no part at all: whatever ``k`` and ``v``
+hold there (NaN included) changes no output and no gradient, and their gradients are zero.
+Empty inputs (no batch, queries or keys) give empty outputs.
+
+Inputs. ``key_padding_mask`` is boolean (or integer, nonzero = real); segment and
+bidirectional ids are integers; floating masks are refused, as is a head count below one.
 
 On CUDA the Triton kernels below run, forward and backward, flash-attention style: online
 softmax in fp32, nothing of size Lq x Lk in memory, GQA by indexing (k/v never copied), and
@@ -109,6 +114,9 @@ def reference_attention(q, k, v, *, key_padding_mask=None, segment_ids=None, bid
     group = heads // k.shape[1]
     k = k.repeat_interleave(group, dim=1)
     v = v.repeat_interleave(group, dim=1)
+    if key_padding_mask is not None:  # padding keys take no part, whatever they hold (NaN too)
+        real = key_padding_mask.bool()[:, None, :, None]
+        k, v = k.masked_fill(~real, 0), v.masked_fill(~real, 0)
     scale = dim ** -0.5 if scale is None else scale
     scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
     if alibi_slopes is not None:
@@ -170,6 +178,13 @@ if triton is not None:
                 allowed = allowed | ((query_bid[:, None] >= 0) & (query_bid[:, None] == key_bid[None, :]))
             visible = visible & allowed
         return visible
+
+    @triton.jit
+    def _without_padding(tile, key_pad, HAS_PAD: tl.constexpr):
+        """A key tile with padding rows zeroed: a probability of 0 times NaN would still be NaN."""
+        if HAS_PAD:
+            tile = tl.where(key_pad[:, None] != 0, tile, tl.zeros_like(tile))
+        return tile
 
     @triton.jit
     def _dot(a, b, IEEE_DOT: tl.constexpr):
@@ -243,6 +258,7 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
                         mask=n_valid[:, None], other=0.0)
+            v = _without_padding(v, k_pad, HAS_PAD)
             acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
             m_i = m_new
         empty = l_i == 0.0
@@ -273,6 +289,7 @@ if triton is not None:
         v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D), mask=n_valid[:, None], other=0.0)
         k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
                                                         HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
+        v = _without_padding(v, k_pad, HAS_PAD)
         qk_scale = sm_scale * _LOG2E
         dk = tl.zeros([BLOCK_N, D], tl.float32)
         dv = tl.zeros([BLOCK_N, D], tl.float32)
@@ -340,6 +357,7 @@ if triton is not None:
                         mask=n_valid[:, None], other=0.0)
             k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
                                                             HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
+            k, v = _without_padding(k, k_pad, HAS_PAD), _without_padding(v, k_pad, HAS_PAD)
             qk, visible = _scores(q, tl.trans(k), qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
                                   offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
                                   HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
@@ -454,6 +472,8 @@ def _check(q, k, v, key_padding_mask, segment_ids, bidirectional_ids, alibi_slop
     if k.shape != v.shape or k.shape[0] != batch or k.shape[3] != dim:
         raise ValueError(f"k and v must be (batch, kv_heads, Lk, head_dim) matching q {tuple(q.shape)}, "
                          f"got {tuple(k.shape)} and {tuple(v.shape)}")
+    if heads < 1 or k.shape[1] < 1:
+        raise ValueError(f"query and key/value heads must be at least 1, got {heads} and {k.shape[1]}")
     if heads % k.shape[1]:
         raise ValueError(f"query heads ({heads}) must be a multiple of key/value heads ({k.shape[1]})")
     if lq > k.shape[2]:
@@ -464,6 +484,10 @@ def _check(q, k, v, key_padding_mask, segment_ids, bidirectional_ids, alibi_slop
                       ("bidirectional_ids", bidirectional_ids)):
         if ids is not None and tuple(ids.shape) != (batch, k.shape[2]):
             raise ValueError(f"{name} must have shape (batch, Lk) = {(batch, k.shape[2])}, got {tuple(ids.shape)}")
+        if ids is not None and (ids.is_floating_point() or ids.is_complex()):
+            kind = "boolean (or integer, nonzero = real)" if name == "key_padding_mask" else "integer"
+            raise ValueError(f"{name} must be {kind}, got {ids.dtype}: a fraction would mean different things "
+                             "to different backends")
     if alibi_slopes is not None and tuple(alibi_slopes.shape) != (heads,):
         raise ValueError(f"alibi_slopes must have shape (heads,) = ({heads},), got {tuple(alibi_slopes.shape)}")
 
@@ -480,6 +504,8 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     ``TRITON_INTERPRET=1``); ``"torch"`` forces the reference.
     """
     _check(q, k, v, key_padding_mask, segment_ids, bidirectional_ids, alibi_slopes, backend)
+    if q.numel() == 0:  # no batch or no queries (Lq <= Lk): nothing to attend
+        return q * 0
     dim = q.shape[-1]
     scale = dim ** -0.5 if scale is None else float(scale)
     kernel_ok = triton is not None and dim in KERNEL_HEAD_DIMS and (q.is_cuda or _interpreting())

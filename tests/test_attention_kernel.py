@@ -175,3 +175,46 @@ def test_bad_input_is_named():
         partial_attention(q, q, q, backend="cuda")
     with pytest.raises(RuntimeError, match="head dim"):
         partial_attention(torch.randn(1, 1, 4, 24), *torch.randn(2, 1, 1, 4, 24), backend="triton")
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_kernels)])
+def test_padding_keys_take_no_part_whatever_they_hold(backend):
+    q, k, v, options = make_case("left-pad", torch.float32)
+    pad = options["key_padding_mask"]
+    poisoned_k, poisoned_v = k.clone(), v.clone()
+    poisoned_k.masked_fill_(~pad[:, None, :, None], float("nan"))
+    poisoned_v.masked_fill_(~pad[:, None, :, None], float("inf"))
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(2))
+    clean = run(backend, q, k, v, options, grad_out)
+    poisoned = run(backend, q, poisoned_k, poisoned_v, options, grad_out)
+    for label, a, b in zip(("out", "dq", "dk", "dv"), poisoned, clean):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6, msg=label)
+    assert poisoned[2][~pad[:, None, :, None].expand_as(poisoned[2])].abs().max() == 0  # no gradient to padding
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_kernels)])
+@pytest.mark.parametrize("shape", [(0, 2, 3, 16), (2, 2, 0, 16)], ids=["no-batch", "no-queries"])
+def test_empty_inputs_give_empty_outputs(backend, shape):
+    batch, heads, lq, dim = shape
+    q = torch.randn(batch, heads, lq, dim, device=DEVICE, requires_grad=True)
+    k = torch.randn(batch, 1, lq, dim, device=DEVICE, requires_grad=True)
+    pad = torch.ones(batch, lq, dtype=torch.bool, device=DEVICE)
+    out = partial_attention(q, k, k, key_padding_mask=pad, segment_ids=pad.long(), backend=backend)
+    assert out.shape == q.shape
+    out.sum().backward()
+    assert q.grad.shape == q.shape
+
+
+def test_masks_that_are_not_boolean_or_heads_below_one_are_refused():
+    q, k = torch.randn(1, 2, 5, 16), torch.randn(1, 1, 5, 16)
+    with pytest.raises(ValueError, match="key_padding_mask must be boolean"):
+        partial_attention(q, k, k, key_padding_mask=torch.full((1, 5), 0.5))
+    with pytest.raises(ValueError, match="segment_ids must be integer"):
+        partial_attention(q, k, k, segment_ids=torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="heads must be at least 1"):
+        partial_attention(q, k[:, :0], k[:, :0])
+    with pytest.raises(ValueError, match="heads must be at least 1"):
+        partial_attention(q[:, :0], k, k)
+    integer = torch.tensor([[0, 1, 1, 1, 1]])  # integers: nonzero is real, as a boolean mask says
+    torch.testing.assert_close(partial_attention(q, k, k, key_padding_mask=integer),
+                               partial_attention(q, k, k, key_padding_mask=integer.bool()))
