@@ -100,7 +100,7 @@ def test_resumed_training_matches_an_uninterrupted_run(tiny_bloom, tmp_path):
     assert [e["step"] for e in second] == [1, 2, 3, 4, 5, 6]  # step 4 redone once, not logged twice
     assert [e["loss"] for e in second] == pytest.approx([e["loss"] for e in first], rel=1e-6)
     assert second[-1]["loss"] < second[0]["loss"]
-    a = torch.load(latest_checkpoint(straight.output / "pt" / "checkpoints") / "state.pt", weights_only=False)
+    a = torch.load(latest_checkpoint(straight.output / "pt" / "checkpoints") / "state.pt", weights_only=True)
     assert a["step"] == 6 and not (folder / "checkpoints" / "step-9").exists()
     from transformers import AutoModelForCausalLM
 

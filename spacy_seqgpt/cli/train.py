@@ -18,12 +18,11 @@ def train_cli(
     """Train one SeqGPT stage; resumes from the stage's last checkpoint. Extra options override the config."""
     from spacy.cli._util import parse_config_overrides
 
-    from ..models import ModelLoadError
     from ..training.settings import load_settings
     from ..training.trainer import train_stage
 
     try:
         settings = load_settings(config_path, stage, parse_config_overrides(ctx.args))
         train_stage(settings, init_from)
-    except (ValueError, FileNotFoundError, ModelLoadError) as err:
+    except (ValueError, OSError) as err:  # OSError: ModelLoadError, CheckpointError, a full or read-only disk
         msg.fail(f"Training stage {stage} failed", str(err), exits=1)

@@ -1,56 +1,131 @@
-"""Resumable checkpoints, written so that a kill at any moment leaves a usable one.
+"""Resumable checkpoints, written so that a kill, a full disk or a damaged file never loses the
+last good one.
 
-Each checkpoint is written in full into a fresh ``step-N`` folder; only then does the
-``latest`` file (replaced atomically with ``os.replace``) point at it, and older folders are
-removed. A run killed mid-write leaves ``latest`` on the previous checkpoint; the half-written
-folder is ignored and cleared on the next save.
+Each checkpoint is written in full into a fresh ``step-N`` folder: the trainable weights as
+safetensors, the optimizer, schedule and random state as a tensors-and-numbers file that
+``torch.load(weights_only=True)`` reads (no pickle: a checkpoint from elsewhere runs no
+code), and last a ``checksums.json`` of both, which marks the folder complete. Only then does
+``latest`` (replaced atomically with ``os.replace``) point at it, and folders older than the
+previous one are removed, so a damaged newest one still leaves one to resume from.
+
+Resuming takes the checkpoint ``latest`` names if its checksums hold, else the newest step
+folder whose checksums hold (with a warning); folders that are not complete are never read
+and are cleared on the next save.
 """
+import hashlib
+import json
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
+from wasabi import msg
 
 LATEST = "latest"
+CHECKSUMS = "checksums.json"
+FILES = ("trainable.safetensors", "state.pt")
+
+
+class CheckpointError(OSError):
+    """A checkpoint could not be written or read; the message names the file and what to do."""
 
 
 def trainable_state(model) -> dict:
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, extra: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{step}"
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir()
-    save_file(trainable_state(model), str(target / "trainable.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "extra": extra},
-               target / "state.pt")
-    pointer = folder / f"{LATEST}.tmp"
-    pointer.write_text(target.name, encoding="utf8")
-    os.replace(pointer, folder / LATEST)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir()
+        save_file(trainable_state(model), str(target / FILES[0]))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "extra": extra},
+                   target / FILES[1])
+        (target / CHECKSUMS).write_text(json.dumps({name: _digest(target / name) for name in FILES}),
+                                        encoding="utf8")
+        pointer = folder / f"{LATEST}.tmp"
+        pointer.write_text(target.name, encoding="utf8")
+        os.replace(pointer, folder / LATEST)
+    except OSError as err:
+        raise CheckpointError(f"Could not write the checkpoint {target} ({err.strerror or err}). The last good "
+                              f"checkpoint in {folder} is kept; free some space (or make the folder writable) and "
+                              "rerun to resume from it.") from err
+    previous = next((path for path in _complete_steps(folder) if _step(path) < step), None)
     for old in folder.glob("step-*"):
-        if old != target:
+        if old not in (target, previous):
             shutil.rmtree(old, ignore_errors=True)
     return target
 
 
+def _step(path: Path) -> int:
+    return int(path.name[len("step-"):])
+
+
+def _complete_steps(folder: Path) -> List[Path]:
+    """Step folders with a checksums file, newest first."""
+    steps = [path for path in folder.glob("step-*") if (path / CHECKSUMS).is_file() and path.name[5:].isdigit()]
+    return sorted(steps, key=lambda path: -_step(path))
+
+
+def damage(target: Path) -> Optional[str]:
+    """What is wrong with the checkpoint in ``target`` (None when its files match their checksums)."""
+    try:
+        recorded = json.loads((target / CHECKSUMS).read_text(encoding="utf8"))
+    except (OSError, ValueError) as err:
+        return f"{target / CHECKSUMS} cannot be read ({err})"
+    for name in FILES:
+        path = target / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if _digest(path) != recorded.get(name):
+            return f"{path} is damaged (it no longer matches the checksum written with it)"
+    return None
+
+
 def latest_checkpoint(folder: Path) -> Optional[Path]:
+    """The checkpoint to resume from: the one ``latest`` names, or else the newest sound one."""
     pointer = folder / LATEST
-    if not pointer.is_file():
-        return None
-    target = folder / pointer.read_text(encoding="utf8").strip()
-    return target if (target / "state.pt").is_file() else None
+    named = folder / pointer.read_text(encoding="utf8").strip() if pointer.is_file() else None
+    if named is not None and named.parent == folder and named.is_dir() and damage(named) is None:
+        return named
+    for candidate in _complete_steps(folder):
+        problem = damage(candidate)
+        if problem is None:
+            if pointer.is_file():
+                msg.warn(f"{pointer} names {named.name if named else 'nothing'}, which is missing or damaged: "
+                         f"resuming from {candidate.name}")
+            return candidate
+        msg.warn(f"Skipping checkpoint {candidate.name}: {problem}")
+    if pointer.is_file():
+        raise CheckpointError(f"{pointer} names a checkpoint, but no checkpoint in {folder} is sound. Delete "
+                              f"{folder} to start this stage over.")
+    return None
 
 
 def load_checkpoint(target: Path, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, schedule and random state; returns the saved state (step, extra)."""
-    weights = load_file(str(target / "trainable.safetensors"))
+    try:
+        weights = load_file(str(target / FILES[0]))
+        state = torch.load(target / FILES[1], weights_only=True)
+    except Exception as err:  # safetensors and torch raise their own kinds for a bad file
+        raise CheckpointError(f"Could not read the checkpoint {target} ({type(err).__name__}: {err}). Delete "
+                              f"{target} to resume from the checkpoint before it, or its parent folder to start "
+                              "this stage over.") from err
     params = dict(model.named_parameters())
     missing = [name for name in weights if name not in params]
     if missing:
@@ -58,7 +133,6 @@ def load_checkpoint(target: Path, model, optimizer, scheduler) -> dict:
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device))
-    state = torch.load(target / "state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
