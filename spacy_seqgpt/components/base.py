@@ -21,7 +21,7 @@ from ..models import HFModel, SharedModel, load_shared
 from ..models.spec import model_block, model_settings
 from ..prompts import LabelSpec, prompt_labels
 from ..validation import check_positive_int
-from .serialization import FolderBytes
+from .serialization import FolderBytes, atomic_folder, read_cfg
 
 logger = logging.getLogger("spacy_seqgpt")
 
@@ -126,22 +126,33 @@ class SeqGPTComponent(FolderBytes, Pipe):
         Components of one pipeline that share a model write it once: the first writes it, the
         others (saved into sibling folders) point at it with a relative path."""
         path = util.ensure_path(path)
-        path.mkdir(parents=True, exist_ok=True)
         cfg = {"source_model": self.spec.name, "weights_id": None}
-        if "model" not in exclude:
-            saved = _SAVED_WEIGHTS.get(self.shared)
-            if saved is not None and saved[0].parent.parent == path.parent and saved[0].is_dir() and saved[0] != path / "model":
-                cfg["weights_in"] = os.path.relpath(saved[0], path)
-                cfg["weights_id"] = saved[1]
-            else:
-                cfg["weights_id"] = self.shared.save(path / "model")
-                _SAVED_WEIGHTS[self.shared] = (path / "model", cfg["weights_id"])
-        srsly.write_json(path / "cfg", cfg)
+        with atomic_folder(path) as draft:  # a save cut short leaves the old folder, not half a new one
+            if "model" not in exclude:
+                saved = _SAVED_WEIGHTS.get(self.shared)
+                if (saved is not None and saved[0].parent.parent == path.parent and saved[0].is_dir()
+                        and saved[0] != path / "model"):
+                    cfg["weights_in"] = os.path.relpath(saved[0], path)
+                    cfg["weights_id"] = saved[1]
+                else:
+                    cfg["weights_id"] = self.shared.save(draft / "model")
+            srsly.write_json(draft / "cfg", cfg)
+        if cfg["weights_id"] and "weights_in" not in cfg:
+            _SAVED_WEIGHTS[self.shared] = (path / "model", cfg["weights_id"])
 
     def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTComponent":
-        path = util.ensure_path(path)
-        cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
-        folder = Path(path) / cfg.get("weights_in", "model")
-        if "model" not in exclude and cfg.get("weights_id") and folder.is_dir():
-            self._shared = load_shared(self.spec, source=folder.resolve(), weights_id=cfg["weights_id"])
+        """Read what :meth:`to_disk` wrote; a folder that is incomplete, points outside its
+        pipeline or holds other weights than it recorded is refused, never replaced by the
+        source model in silence."""
+        path = Path(util.ensure_path(path))
+        cfg = read_cfg(path, self.name)
+        if "model" not in exclude and cfg.get("weights_id"):
+            folder = (path / cfg.get("weights_in", "model")).resolve()
+            if not folder.is_relative_to(path.parent.resolve()):
+                raise ValueError(f"{self.name}: the saved weights_in {cfg['weights_in']!r} leads outside the "
+                                 f"pipeline folder {path.parent}; refusing to read it.")
+            if not folder.is_dir():
+                raise ValueError(f"{self.name}: the saved weights {folder} are missing: the pipeline was not saved "
+                                 "completely. Save it again.")
+            self._shared = load_shared(self.spec, source=folder, weights_id=cfg["weights_id"])
         return self

@@ -1,27 +1,87 @@
-"""A component's folder as bytes: ``to_bytes``/``from_bytes`` for components whose weights
-transformers and PEFT can only read from and write to files."""
+"""Component folders: written whole or not at all, and read back from bytes without writing
+anywhere else.
+
+``to_bytes``/``from_bytes`` of components whose weights transformers and PEFT can only read
+from and write to files pack a folder's files with msgpack. Bytes may come from anywhere, so
+every name in them must be a relative path that stays inside the folder they unpack into.
+"""
+import os
+import shutil
 import tempfile
-from pathlib import Path
-from typing import Callable
+import uuid
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Callable, Iterator
 
 import srsly
+
+
+def inside(root: Path, name: object) -> Path:
+    """``root / name`` for a relative ``name`` that stays inside ``root``; a ValueError naming it otherwise."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{name!r} is not a file name")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor or ".." in parts:
+        raise ValueError(f"{name!r} is not a relative path inside {root}")
+    target = Path(root).joinpath(*parts)
+    if not target.resolve().is_relative_to(Path(root).resolve()):
+        raise ValueError(f"{name!r} leads outside {root}")
+    return target
 
 
 def folder_to_bytes(write: Callable[[Path], None]) -> bytes:
     """The files ``write(folder)`` puts in a fresh folder, packed with msgpack."""
     with tempfile.TemporaryDirectory() as tmp:
         write(Path(tmp))
-        files = {str(f.relative_to(tmp)): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()}
+        files = {f.relative_to(tmp).as_posix(): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()}
     return srsly.msgpack_dumps(files)
 
 
 def folder_from_bytes(data: bytes, read: Callable[[Path], None]) -> None:
     """Unpack ``folder_to_bytes``' output into a temporary folder and ``read`` it."""
+    files = srsly.msgpack_loads(data)
+    if not isinstance(files, dict):
+        raise ValueError("these bytes are not a component's files (expected a mapping of file names to contents)")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, content in srsly.msgpack_loads(data).items():
-            (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
-            (Path(tmp) / name).write_bytes(content)
+        for name, content in files.items():
+            target = inside(Path(tmp), name)
+            if not isinstance(content, bytes):
+                raise ValueError(f"the contents of {name!r} in these bytes are not bytes")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
         read(Path(tmp))
+
+
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A fresh folder beside ``path`` to write into; it becomes ``path`` (replacing what was
+    there) only when the block ends without an error, so a write cut short by a full disk or an
+    error leaves the old folder, never half of a new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield draft
+        if path.exists():
+            old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
+            os.replace(path, old)
+            os.replace(draft, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(draft, path)
+    finally:
+        shutil.rmtree(draft, ignore_errors=True)
+
+
+def read_cfg(path: Path, owner: str) -> dict:
+    """A saved component's ``cfg``; a folder without one was not saved completely."""
+    if not (Path(path) / "cfg").is_file():
+        raise ValueError(f"{owner}: {path} holds no saved component (no cfg file): the pipeline was not saved "
+                         "completely. Save it again.")
+    cfg = srsly.read_json(Path(path) / "cfg")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{owner}: {Path(path) / 'cfg'} is not a component's settings")
+    return cfg
 
 
 class FolderBytes:

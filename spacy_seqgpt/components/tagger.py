@@ -27,7 +27,7 @@ from ..text.alignment import resolve_overlaps
 from ..text.iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
 from ..training.optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
 from ..validation import check_spans_key
-from .serialization import FolderBytes
+from .serialization import FolderBytes, atomic_folder, read_cfg
 from .spans import add_ents, score_spans
 
 # The paper's decoder, with its middle layer groups unmasked; float32 weights to train (4-bit
@@ -270,15 +270,15 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         """Labels, tokenizer, adapter and head, and (unless ``store_base_weights`` is false) the base
         weights, so ``spacy.load`` and ``spacy package`` need nothing else."""
         path = util.ensure_path(path)
-        path.mkdir(parents=True, exist_ok=True)
         cfg = {"labels": list(self.labels), "source_model": self.settings.model.name, "parts": None}
-        if self.classifier is not None and "model" not in exclude:
-            cfg["parts"] = self.classifier.save(path, include_base=self.store_base_weights)
-        srsly.write_json(path / "cfg", cfg)
+        with atomic_folder(path) as draft:  # a save cut short leaves the old folder, not half a new one
+            if self.classifier is not None and "model" not in exclude:
+                cfg["parts"] = self.classifier.save(draft, include_base=self.store_base_weights)
+            srsly.write_json(draft / "cfg", cfg)
 
     def from_disk(self, path, *, exclude=tuple()) -> "LLMUnmaskedTagger":
         path = Path(util.ensure_path(path))
-        cfg = srsly.read_json(path / "cfg")
+        cfg = read_cfg(path, self.name)
         self.cfg["labels"] = list(cfg["labels"])
         parts = cfg.get("parts")
         if parts and "model" not in exclude:

@@ -21,8 +21,14 @@ from typing import Any, Optional, Sequence, Tuple
 from .spec import DEFAULT_MODEL, HFModel
 
 TASKS = ("causal_lm", "token_classification")
-# What transformers, tokenizers, PEFT and the hub raise for a model that cannot be read.
-LOAD_ERRORS = (OSError, ValueError, ImportError, KeyError)
+
+
+def _load_errors() -> tuple:
+    """What transformers, tokenizers, PEFT, safetensors (a truncated file) and the hub raise for a
+    model that cannot be read."""
+    from safetensors import SafetensorError
+
+    return OSError, ValueError, ImportError, KeyError, SafetensorError
 
 
 class ModelLoadError(OSError):
@@ -61,7 +67,7 @@ def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[
             model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except LOAD_ERRORS as err:
+    except _load_errors() as err:
         raise ModelLoadError(load_error_message("model", name, err)) from err
     if spec.quantize is None:
         model.to(spec.device)
@@ -113,7 +119,7 @@ def _apply_adapter(model, spec: HFModel):
     source = checked_source(spec.adapter, "adapter")
     try:
         model = PeftModel.from_pretrained(model, source)
-    except LOAD_ERRORS as err:
+    except _load_errors() as err:
         raise ModelLoadError(load_error_message("adapter", spec.adapter, err)) from err
     # Merging makes inference as fast as the base model and lets the pipeline save plain
     # weights; 4-/8-bit weights cannot take a merge without loss, so those keep the adapter.
@@ -200,6 +206,9 @@ def load_shared(spec: HFModel, *, source: Optional[Path] = None, weights_id: Opt
         key = (spec,)
     shared = _CACHE.get(key)
     if shared is None:
+        if weights_id is not None and weights_hash(source) != weights_id:
+            raise ModelLoadError(f"The weights in {source} are not the ones the pipeline saved (its weights_id "
+                                 f"{weights_id}): they were changed or damaged since. Save the pipeline again.")
         saved = replace(spec, adapter=None) if source is not None else spec
         model, tokenizer = saved.load(task="causal_lm", source=str(source) if source is not None else None,
                                       unmask_mode="prompt")

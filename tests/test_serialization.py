@@ -1,0 +1,94 @@
+"""Saved components: bytes from anywhere write nothing outside their folder, saved pipelines read
+only their own, unchanged weights, and a save cut short leaves the last good one."""
+import errno
+import shutil
+
+import pytest
+import spacy
+import srsly
+
+from conftest import CAT_LABELS, NER_LABELS
+from spacy_seqgpt.components.serialization import folder_from_bytes, inside
+from spacy_seqgpt.models import ModelLoadError, SharedModel
+
+TEXT = "Tim Cook met Olaf Scholz in Berlin."
+
+
+@pytest.fixture
+def saved(seqgpt_tiny, tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": seqgpt_tiny})
+    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": seqgpt_tiny})
+    nlp.to_disk(tmp_path / "pipeline")
+    return nlp, tmp_path / "pipeline"
+
+
+def annotations(nlp):
+    doc = nlp(TEXT)
+    return [(e.text, e.label_) for e in doc.ents], doc.cats
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/tmp/absolute.txt", "a/../../escape.txt", "C:\\escape.txt",
+                                  "model/../../escape.txt", ""])
+def test_bytes_naming_files_outside_their_folder_are_refused_and_write_nothing(tmp_path, name):
+    data = srsly.msgpack_dumps({"cfg": b"{}", name: b"pwned"})
+    with pytest.raises(ValueError, match="not a relative path|leads outside|not a file name"):
+        folder_from_bytes(data, lambda folder: None)
+    assert not list(tmp_path.parent.glob("escape.txt")) and not (tmp_path.parent.parent / "escape.txt").exists()
+    assert inside(tmp_path, "model/config.json") == tmp_path / "model" / "config.json"
+
+
+def test_component_bytes_with_an_escaping_name_are_refused(saved):
+    nlp, _ = saved
+    data = srsly.msgpack_loads(nlp.get_pipe("seqgpt_textcat").to_bytes())
+    data["../../outside"] = b"x"
+    with pytest.raises(ValueError, match="not a relative path"):
+        nlp.get_pipe("seqgpt_textcat").from_bytes(srsly.msgpack_dumps(data))
+
+
+@pytest.mark.parametrize("pointer", ["../../elsewhere/model", "/etc"])
+def test_weights_in_must_stay_inside_the_saved_pipeline(saved, pointer):
+    _, path = saved
+    cfg = srsly.read_json(path / "seqgpt_textcat" / "cfg")
+    assert cfg["weights_in"] == "../seqgpt_ner/model"  # the shared copy, written once
+    srsly.write_json(path / "seqgpt_textcat" / "cfg", {**cfg, "weights_in": pointer})
+    with pytest.raises(ValueError, match="leads outside the pipeline folder"):
+        spacy.load(path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_weights_that_changed_since_they_were_saved_are_refused(saved, damage):
+    _, path = saved
+    weights = path / "seqgpt_ner" / "model" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-3] + bytes([data[-3] ^ 1]) + data[-2:] if damage == "flip" else data[: len(data) // 3])
+    with pytest.raises(ModelLoadError, match="not the ones the pipeline saved"):
+        spacy.load(path)
+
+
+def test_a_save_cut_short_leaves_the_last_good_pipeline(saved, monkeypatch):
+    nlp, path = saved
+    expected = annotations(nlp)
+
+    def full_disk(self, folder):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SharedModel, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        nlp.to_disk(path)
+    monkeypatch.undo()
+    assert not [p.name for p in path.iterdir() if p.name.startswith(".")]  # no draft left behind
+    assert annotations(spacy.load(path)) == expected
+
+
+def test_a_component_folder_that_was_never_written_is_an_error_not_the_source_model(saved):
+    _, path = saved
+    shutil.rmtree(path / "seqgpt_textcat")
+    with pytest.raises(ValueError, match="seqgpt_textcat.*not saved completely"):
+        spacy.load(path)
+    (path / "seqgpt_ner" / "model" / "model.safetensors").unlink()
+    shutil.rmtree(path / "seqgpt_ner" / "model")
+    with pytest.raises(ValueError, match="weights .* are missing"):
+        spacy.load(path, exclude=["seqgpt_textcat"])
