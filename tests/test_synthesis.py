@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from spacy_seqgpt.data.synthesis import (ChatEndpoint, SynthesisError, answer_records, clean_labels, done_ids,
-                                         parse_json_answer, synthesize)
+from spacy_seqgpt.data.synthesis import (ChatEndpoint, MalformedReply, SynthesisError, answer_records, clean_labels,
+                                         done_ids, parse_json_answer, synthesize)
 
 SENTENCES = [f"Sentence {i} mentions Alice Smith and the Acme Corp in Paris." for i in range(12)]
 
@@ -29,11 +29,13 @@ def fake_answer(prompt: str) -> dict:
 
 
 class ChatServer:
-    """A minimal OpenAI-compatible server: drops the connection on chosen request numbers, can be slow."""
+    """A minimal OpenAI-compatible server: drops the connection on chosen request numbers, can be
+    slow; ``reply(number, body)`` may answer instead: ``(status, headers, bytes)``."""
 
-    def __init__(self, drop=(), delay=0.0):
+    def __init__(self, drop=(), delay=0.0, reply=None):
         self.requests = 0
-        self.drop, self.delay = set(drop), delay
+        self.drop, self.delay, self.reply = set(drop), delay, reply
+        self.authorization = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,7 +44,16 @@ class ChatServer:
 
             def do_POST(self):
                 server.requests += 1
+                server.authorization.append(self.headers.get("Authorization"))
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if server.reply is not None:
+                    status, headers, payload = server.reply(server.requests, body)
+                    self.send_response(status)
+                    for name, value in {"Content-Length": str(len(payload)), **headers}.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 if server.requests in server.drop:
                     self.close_connection = True
                     self.connection.shutdown(2)  # hang up without an answer
@@ -127,7 +138,9 @@ def test_kill_mid_run_then_rerun_loses_and_repeats_nothing(tmp_path):
 
 def test_answer_checking_helpers():
     assert parse_json_answer('```json\n{"labels": ["a"]}\n```') == {"labels": ["a"]}
-    assert parse_json_answer("no json here") is None
+    for reply, reason in (("no json here", "no JSON object"), ("{'single': 'quotes'}", "does not parse")):
+        with pytest.raises(MalformedReply, match=reason):
+            parse_json_answer(reply)
     assert clean_labels(["city", " City ", "", 3, "a,b", "new   york"]) == ["city", "new york"]
     assert answer_records("ner", "Alice runs.", {"entities": [{"text": "Bob", "type": "x"}]}, "en", "s", 0) is None
     assert answer_records("classify", "text", {"labels": []}, "en", "s", 0) is None
@@ -149,3 +162,55 @@ def test_local_model_backend_notes_unusable_answers(tiny_bloom, tmp_path):
     assert synthesize(backend, ["Anna lives in Rome."], out, kinds=["classify"], progress=False) == (0, 1)
     assert [r["id"] for r in read_lines(rejected_path(out))] == ["0:classify"]
     assert done_ids(out) == {"0:classify"}  # a rerun does not ask again
+
+
+def completion(content) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+
+
+def test_a_redirect_is_refused_and_the_key_goes_nowhere_else(tmp_path):
+    elsewhere = ChatServer()
+    redirecting = ChatServer(reply=lambda n, body: (307, {"Location": elsewhere.url + "/chat/completions"}, b""))
+    try:
+        with pytest.raises(SynthesisError, match="redirect to .* not followed"):
+            synthesize(ChatEndpoint(redirecting.url, "any", api_key="secret"), SENTENCES[:1], tmp_path / "o.jsonl",
+                       sleep=lambda s: None, progress=False)
+        assert redirecting.authorization == ["Bearer secret"] and elsewhere.requests == 0
+    finally:
+        redirecting.close()
+        elsewhere.close()
+
+
+def test_retry_after_is_obeyed_up_to_max_wait(tmp_path):
+    def reply(number, body):
+        if number == 1:
+            return 429, {"Retry-After": "86400"}, b""
+        return 200, {}, completion(json.dumps(fake_answer(body["messages"][-1]["content"])))
+
+    server = ChatServer(reply=reply)
+    sleeps = []
+    try:
+        written, _ = synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:1], tmp_path / "o.jsonl", kinds=["ner"],
+                                max_wait=30, sleep=sleeps.append, progress=False)
+    finally:
+        server.close()
+    assert written == 1 and sleeps == [30]
+
+
+ODD_REPLIES = [completion(5), completion([1, 2]), completion({"entities": []}), completion('{"entities": 5}'),
+               completion('{"entity": ["Paris"], "types": "city"}'), completion('{"a":' * 5000 + "1" + "}" * 5000),
+               b'{"choices":' * 5000 + b"1" + b"}" * 5000, completion("no JSON here"), completion(None)]
+
+
+def test_odd_but_valid_replies_are_rejected_with_a_reason_and_the_run_goes_on(tmp_path):
+    server = ChatServer(reply=lambda n, body: (200, {}, ODD_REPLIES[(n - 1) % len(ODD_REPLIES)]))
+    out = tmp_path / "o.jsonl"
+    try:
+        written, rejected = synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:3], out, sleep=lambda s: None,
+                                       progress=False)
+    finally:
+        server.close()
+    assert (written, rejected) == (0, 9)
+    reasons = [entry["reason"] for entry in read_lines(out.with_name("o.rejected.jsonl"))]
+    assert reasons[:2] == ["the reply's content is a int, not text", "the reply's content is a list, not text"]
+    assert all(reasons) and sum("nested too deeply" in reason for reason in reasons) == 2

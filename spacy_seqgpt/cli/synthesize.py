@@ -23,6 +23,7 @@ def synthesize_cli(
     seed: int = typer.Option(0, "--seed"),
     max_retries: int = typer.Option(5, "--max-retries"),
     backoff: float = typer.Option(1.0, "--backoff", help="First retry delay in seconds (doubles each time)"),
+    max_wait: float = typer.Option(60.0, "--max-wait", help="Longest wait in seconds a server's Retry-After may ask for"),
     temperature: float = typer.Option(0.7, "--temperature"),
 ):
     """Have an LLM invent fine-grained labels and answers for raw sentences (pre-training data)."""
@@ -40,7 +41,7 @@ def synthesize_cli(
             backend = ChatEndpoint(endpoint, model, api_key=os.environ.get(api_key_env), temperature=temperature)
         texts = read_sentences(sentences)[: limit or None]
         written, rejected = synthesize(backend, texts, output, kinds=[k for k in kinds.split(",") if k], lang=lang,
-                                       seed=seed, max_retries=max_retries, backoff=backoff)
+                                       seed=seed, max_retries=max_retries, backoff=backoff, max_wait=max_wait)
     except (SynthesisError, ValueError, OSError) as err:
         msg.fail("Synthesis stopped; rerun the same command to resume", str(err), exits=1)
     msg.good(f"{written} records written to {output}, {rejected} answers rejected")

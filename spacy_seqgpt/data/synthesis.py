@@ -8,9 +8,11 @@ unique and writable in a prompt; what fails is dropped.
 
 Backends: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp's server)
 or a local Hugging Face model. Results are appended as they come, one line per record with
-its ``id`` (``<sentence number>:<kind>``); requests that yield nothing valid are noted in a
-``.rejected.jsonl`` file beside the output. A rerun skips every id found in either file, and
-a line cut short by a kill is removed first, so nothing is lost or written twice.
+its ``id`` (``<sentence number>:<kind>``); requests whose reply holds nothing valid (or is
+not even readable) are noted with the reason in a ``.rejected.jsonl`` file beside the output.
+A rerun skips every id found in either file, and a line cut short by a kill is removed first,
+so nothing is lost or written twice. The endpoint is called without following redirects, so
+the API key goes nowhere else, and a server's ``Retry-After`` is obeyed up to ``max_wait``.
 """
 import json
 import os
@@ -27,6 +29,7 @@ from ..prompts import CLASSIFY, EXTRACT, check_label
 from .records import make_record
 
 KINDS = ("ner", "typing", "classify")
+MAX_WAIT = 60.0  # seconds: the longest Retry-After obeyed before asking again
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 SYSTEM = "You annotate text for training an information extraction model. Answer with JSON only."
 INSTRUCTIONS = {
@@ -45,6 +48,18 @@ class SynthesisError(RuntimeError):
     """A backend could not be reached after all retries, or answered with an error that retrying cannot fix."""
 
 
+class MalformedReply(ValueError):
+    """A reply that arrived but holds nothing usable: its request is rejected and the run goes on."""
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: a followed POST would carry the API key to wherever it points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise SynthesisError(f"{req.full_url} answered HTTP {code}, a redirect to {newurl}. Redirects are not "
+                             "followed (the API key must not go to another address): pass the final URL as --endpoint.")
+
+
 class RetryableError(Exception):
     def __init__(self, message: str, retry_after: Optional[float] = None):
         super().__init__(message)
@@ -61,6 +76,7 @@ class ChatEndpoint:
         base = endpoint.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model, self.api_key, self.temperature, self.timeout = model, api_key, temperature, timeout
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
 
     def complete(self, messages: List[Dict[str, str]]) -> str:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature}).encode()
@@ -69,8 +85,10 @@ class ChatEndpoint:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 payload = json.loads(response.read().decode("utf8"))
+        except RecursionError:
+            raise MalformedReply("the reply is JSON nested too deeply to read") from None
         except urllib.error.HTTPError as err:
             if err.code in RETRY_STATUS:
                 retry_after = err.headers.get("Retry-After") if err.headers else None
@@ -79,9 +97,12 @@ class ChatEndpoint:
         except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, json.JSONDecodeError) as err:
             raise RetryableError(f"{type(err).__name__}: {err}")
         try:
-            return payload["choices"][0]["message"]["content"]
+            content = payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise SynthesisError(f"{self.url} did not answer in the chat-completions format: {str(payload)[:200]}") from None
+        if not isinstance(content, str):
+            raise MalformedReply(f"the reply's content is a {type(content).__name__}, not text")
+        return content
 
 
 class LocalModel:
@@ -110,16 +131,21 @@ def request_messages(kind: str, text: str) -> List[Dict[str, str]]:
             {"role": "user", "content": f"{INSTRUCTIONS[kind]}\n\nSentence: {text}"}]
 
 
-def parse_json_answer(answer: str) -> Optional[dict]:
-    """The first JSON object in ``answer`` (models like to wrap it in prose or code fences)."""
-    match = _JSON_OBJECT.search(answer or "")
+def parse_json_answer(answer: str) -> dict:
+    """The first JSON object in ``answer`` (models like to wrap it in prose or code fences);
+    :class:`MalformedReply` when there is none."""
+    match = _JSON_OBJECT.search(answer if isinstance(answer, str) else "")
     if not match:
-        return None
+        raise MalformedReply("the reply holds no JSON object")
     try:
         value = json.loads(match.group())
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+    except json.JSONDecodeError as err:
+        raise MalformedReply(f"the reply's JSON does not parse ({err.msg})") from None
+    except RecursionError:
+        raise MalformedReply("the reply's JSON is nested too deeply to read") from None
+    if not isinstance(value, dict):
+        raise MalformedReply("the reply's JSON is not an object")
+    return value
 
 
 def clean_labels(values: object) -> List[str]:
@@ -144,7 +170,7 @@ def answer_records(kind: str, text: str, answer: dict, lang: str, source: str, s
     rng = random.Random(f"{seed}:{kind}:{text}")
     if kind == "ner":
         spans: Dict[str, List[str]] = {}
-        for entity in answer.get("entities") or []:
+        for entity in _list(answer.get("entities")):
             if not isinstance(entity, dict) or not isinstance(entity.get("text"), str):
                 continue
             span, types = entity["text"].strip(), clean_labels([entity.get("type")])
@@ -179,8 +205,15 @@ def answer_records(kind: str, text: str, answer: dict, lang: str, source: str, s
     return make_record(CLASSIFY, text, labels, positives, source, lang)
 
 
-def with_retries(call: Callable[[], str], *, max_retries: int, backoff: float, sleep=time.sleep) -> str:
-    """``call()``, retried on connection errors and busy servers with exponential back-off."""
+def _list(value) -> list:
+    """``value`` if the LLM gave a list where one belongs, else nothing."""
+    return value if isinstance(value, list) else []
+
+
+def with_retries(call: Callable[[], str], *, max_retries: int, backoff: float, max_wait: float = MAX_WAIT,
+                 sleep=time.sleep) -> str:
+    """``call()``, retried on connection errors and busy servers with exponential back-off; a
+    server's ``Retry-After`` is honoured up to ``max_wait`` seconds."""
     attempt = 0
     while True:
         try:
@@ -188,7 +221,8 @@ def with_retries(call: Callable[[], str], *, max_retries: int, backoff: float, s
         except RetryableError as err:
             if attempt >= max_retries:
                 raise SynthesisError(f"gave up after {attempt + 1} attempts: {err}") from None
-            sleep(err.retry_after if err.retry_after is not None else backoff * 2 ** attempt)
+            wait = err.retry_after if err.retry_after is not None else backoff * 2 ** attempt
+            sleep(min(wait, max_wait))
             attempt += 1
 
 
@@ -238,9 +272,10 @@ def _append(path: Path, entry: dict) -> None:
 
 def synthesize(backend, sentences: Sequence[str], output: Path, *, kinds: Iterable[str] = KINDS, lang: str = "en",
                source: str = "synthesized", seed: int = 0, max_retries: int = 5, backoff: float = 1.0,
-               progress: bool = True, sleep=time.sleep) -> Tuple[int, int]:
-    """Ask ``backend`` about each sentence for each kind; append checked records to ``output``.
-    Returns (records written, requests rejected) in this run."""
+               max_wait: float = MAX_WAIT, progress: bool = True, sleep=time.sleep) -> Tuple[int, int]:
+    """Ask ``backend`` about each sentence for each kind; append checked records to ``output``
+    and, for replies with nothing usable, the reason to the rejected file. Returns (records
+    written, requests rejected) in this run."""
     from tqdm import tqdm
 
     kinds = list(kinds)
@@ -255,11 +290,15 @@ def synthesize(backend, sentences: Sequence[str], output: Path, *, kinds: Iterab
     written = rejected = 0
     for key, kind, text in tqdm(todo, desc="synthesize", unit="request", disable=not progress):
         messages = request_messages(kind, text)
-        answer = parse_json_answer(with_retries(lambda: backend.complete(messages), max_retries=max_retries,
-                                                backoff=backoff, sleep=sleep))
-        record = answer_records(kind, text, answer, lang, source, seed) if answer else None
+        try:
+            answer = parse_json_answer(with_retries(lambda: backend.complete(messages), max_retries=max_retries,
+                                                    backoff=backoff, max_wait=max_wait, sleep=sleep))
+            record = answer_records(kind, text, answer, lang, source, seed)
+            reason = "no span, type or label in the reply passed the checks"
+        except MalformedReply as err:
+            record, reason = None, str(err)
         if record is None:
-            _append(rejected_path(output), {"id": key, "text": text})
+            _append(rejected_path(output), {"id": key, "text": text, "reason": reason})
             rejected += 1
         else:
             _append(output, {"id": key, **record})
