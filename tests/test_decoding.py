@@ -207,6 +207,15 @@ def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, t
         assert all(0.0 <= p <= 1.0 for p in doc.cats.values())
 
 
+@pytest.mark.parametrize("text", ["", "  \n "])
+def test_textcat_scoring_of_a_doc_without_text_gives_zeros_alone_or_batched(seqgpt_tiny, text):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True})
+    assert nlp(text).cats == dict.fromkeys(CAT_LABELS, 0.0)
+    empty, other = nlp.pipe([text, "The team won the final."])
+    assert empty.cats == dict.fromkeys(CAT_LABELS, 0.0) and sum(other.cats.values()) == pytest.approx(1.0)
+
+
 def test_textcat_scoring_averages_the_windows_of_a_long_document(seqgpt_tiny):
     nlp = spacy.blank("en")
     nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,

@@ -247,8 +247,10 @@ class Decoder:
 
         if any(not tokens for tokens in continuations):
             raise ValueError("every continuation to score needs at least one token")
+        out = np.zeros((len(prompts), len(continuations)), dtype=np.float64)
+        if not len(prompts):  # Docs with no text to window
+            return out
         ids = self.shared.tokenizer(list(prompts))["input_ids"]
-        out = np.zeros((len(ids), len(continuations)), dtype=np.float64)
         device, n = self.shared.device, len(continuations)
         # After its first token (predicted from the prompt's last position), continuation c is
         # read as inputs c[:-1] predicting targets c[1:], right-padded to one width.
