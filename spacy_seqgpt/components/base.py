@@ -18,10 +18,11 @@ from spacy.tokens import Doc
 
 from ..decoding import Answer, Decoder, Request, make_queries, window_requests
 from ..models import HFModel, SharedModel, load_shared
+from ..models.loading import use_worker_threads, weights_hash
 from ..models.spec import model_block, model_settings
 from ..prompts import LabelSpec, prompt_labels
 from ..validation import check_positive_int
-from .serialization import FolderBytes, atomic_folder, read_cfg
+from .serialization import FolderBytes, atomic_folder, folder_from_bytes, folder_to_bytes, read_cfg
 
 logger = logging.getLogger("spacy_seqgpt")
 
@@ -68,9 +69,34 @@ class SeqGPTComponent(FolderBytes, Pipe):
     @property
     def shared(self) -> SharedModel:
         """The model, loaded on first use: a pipeline loaded from disk never fetches the original."""
+        use_worker_threads()
         if self._shared is None:
             self._shared = load_shared(self.spec)
         return self._shared
+
+    # Attributes that belong to one process: a pickled copy (another process of nlp.pipe, say)
+    # loads its own model, from where this one came from.
+    _process_local = ("_shared",)
+
+    def __getstate__(self) -> dict:
+        state = self.attributes(exclude=self._process_local)
+        shared = self._shared
+        if shared is not None and shared.source is not None:
+            if shared.source.is_dir():  # a saved pipeline's folder: read again there
+                state["_weights_from"] = (str(shared.source), shared.weights_id)
+            else:  # read from bytes, whose folder is gone: the weights travel along
+                state["_weights_bytes"] = folder_to_bytes(shared.save)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        weights_from, weights_bytes = state.pop("_weights_from", None), state.pop("_weights_bytes", None)
+        self.set_attributes(state)
+        self._shared = None
+        if weights_from is not None:
+            self._shared = load_shared(self.spec, source=Path(weights_from[0]), weights_id=weights_from[1])
+        elif weights_bytes is not None:
+            folder_from_bytes(weights_bytes, lambda folder: setattr(
+                self, "_shared", load_shared(self.spec, source=folder, weights_id=weights_hash(folder))))
 
     def initialize(self, get_examples=None, *, nlp=None) -> None:
         """Nothing to train; loads the model now instead of on the first Doc."""

@@ -84,8 +84,33 @@ def read_cfg(path: Path, owner: str) -> dict:
     return cfg
 
 
+# Attributes spaCy's compiled Pipe classes keep outside the instance's __dict__.
+_COMPILED_ATTRIBUTES = ("name", "vocab", "cfg")
+
+
+def restore(cls, state: dict):
+    """Unpickle a pipe: spaCy's ``Pipe`` is a compiled class that pickle cannot make by itself."""
+    pipe = cls.__new__(cls)
+    pipe.__setstate__(state)
+    return pipe
+
+
 class FolderBytes:
-    """``to_bytes``/``from_bytes`` of a pipe made from its ``to_disk``/``from_disk``."""
+    """``to_bytes``/``from_bytes`` of a pipe made from its ``to_disk``/``from_disk``, and pickling
+    through the pipe's ``__getstate__``/``__setstate__``."""
+
+    def __reduce__(self):
+        return restore, (type(self), self.__getstate__())
+
+    def attributes(self, exclude=()) -> dict:
+        """The pipe's attributes for a pickled copy, but ``exclude``."""
+        state = {name: getattr(self, name) for name in _COMPILED_ATTRIBUTES if hasattr(self, name)}
+        state.update(self.__dict__)
+        return {name: value for name, value in state.items() if name not in exclude}
+
+    def set_attributes(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
         return folder_to_bytes(lambda folder: self.to_disk(folder, exclude=exclude))

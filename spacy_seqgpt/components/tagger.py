@@ -21,6 +21,7 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
 from ..models.adapters import LORA_DEFAULTS
+from ..models.loading import use_worker_threads
 from ..models.spec import HFModel, model_block, model_settings
 from ..models.token_classifier import TaggerSettings, TokenClassifier, softmax
 from ..text.alignment import resolve_overlaps
@@ -78,6 +79,7 @@ def token_scores_model() -> Model:
 def _forward(model: Model, docs: Sequence[Doc], is_train: bool):
     import torch
 
+    use_worker_threads()
     classifier: Optional[TokenClassifier] = model.attrs["classifier"]
     if classifier is None:
         raise ValueError("llm_unmasked_tagger is not initialized: call nlp.initialize() (or load a trained pipeline)")
@@ -116,6 +118,18 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         self.cfg: Dict[str, Any] = {"labels": []}
         self._optimizer = None
         self._optimizer_of = None  # the thinc optimizer the torch one mirrors
+
+    # A pickled copy (another process) gets the settings, labels and trained weights ------------
+    def __getstate__(self) -> dict:
+        state = self.attributes(exclude=("model", "_optimizer", "_optimizer_of"))
+        state["_bytes"] = self.to_bytes() if self.classifier is not None else None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        data = state.pop("_bytes")
+        self.set_attributes({**state, "model": token_scores_model(), "_optimizer": None, "_optimizer_of": None})
+        if data is not None:
+            self.from_bytes(data)
 
     # Labels and tags ---------------------------------------------------------------------------
     @property

@@ -1,4 +1,5 @@
 """``seqgpt_textcat``: document categories for labels chosen at ``add_pipe``."""
+from functools import cached_property
 from typing import Dict, List, Optional, Sequence, Union
 
 from spacy.language import Language
@@ -55,11 +56,16 @@ class SeqGPTTextcat(SeqGPTComponent):
         super().__init__(vocab, name, **settings)
         self.multi_label = bool(multi_label)
         self.scoring = bool(scoring)
+
+    _process_local = (*SeqGPTComponent._process_local, "classification_grammar")
+
+    @cached_property
+    def classification_grammar(self) -> ClassificationGrammar:
         # Every request asks about all labels, and a grammar keeps no state: one serves them all.
-        self._grammar = ClassificationGrammar(list(self.label_map.values()), exclusive=not self.multi_label)
+        return ClassificationGrammar(list(self.label_map.values()), exclusive=not self.multi_label)
 
     def grammar(self, doc: Doc, request: Request) -> ClassificationGrammar:
-        return self._grammar
+        return self.classification_grammar
 
     def annotate(self, docs: Sequence[Doc]) -> None:
         if not self.scoring:

@@ -156,12 +156,16 @@ def load_error_message(what: str, name: str, err: Exception) -> str:
 # -- the components' shared models -------------------------------------------------------------
 
 class SharedModel:
-    """A loaded causal LM with its tokenizer, shared by every component that asked for it."""
+    """A loaded causal LM with its tokenizer, shared by every component that asked for it;
+    ``source`` and ``weights_id``: the saved folder it was read from, if any, and its hash."""
 
-    def __init__(self, spec: HFModel, model: Any, tokenizer: Any):
+    def __init__(self, spec: HFModel, model: Any, tokenizer: Any, source: Optional[Path] = None,
+                 weights_id: Optional[str] = None):
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
+        self.source = source
+        self.weights_id = weights_id
 
     @property
     def device(self):
@@ -213,6 +217,24 @@ def load_shared(spec: HFModel, *, source: Optional[Path] = None, weights_id: Opt
         model, tokenizer = saved.load(task="causal_lm", source=str(source) if source is not None else None,
                                       unmask_mode="prompt")
         model.eval()
-        shared = SharedModel(spec, model, tokenizer)
+        shared = SharedModel(spec, model, tokenizer, source, weights_id)
         _CACHE[key] = shared
     return shared
+
+
+_THREADS_SET_IN: Optional[int] = None
+
+
+def use_worker_threads() -> None:
+    """In a worker process (``nlp.pipe(n_process=...)``, any multiprocessing child), torch runs on
+    one thread: the workers share the cores, and a forked child cannot use the OpenMP threads
+    of its parent at all (its first parallel region would hang). Call before torch runs."""
+    global _THREADS_SET_IN
+    if _THREADS_SET_IN != os.getpid():
+        _THREADS_SET_IN = os.getpid()
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            import torch
+
+            torch.set_num_threads(1)
