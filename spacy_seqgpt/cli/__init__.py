@@ -9,4 +9,4 @@ from typer import Typer
 seqgpt_cli = Typer(name="seqgpt", help="SeqGPT models and components for spaCy", no_args_is_help=True)
 app.add_typer(seqgpt_cli)
 
-from . import convert, evaluate, init_tiny, synthesize, train, unmask_sweep  # noqa: E402,F401  (register their commands)
+from . import assemble, convert, evaluate, init_tiny, synthesize, train, unmask_sweep  # noqa: E402,F401  (register their commands)

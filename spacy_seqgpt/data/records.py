@@ -82,3 +82,16 @@ def write_records(path: Union[str, Path], records: Iterable[Record]) -> int:
     records = list(records)
     srsly.write_jsonl(path, records)
     return len(records)
+
+
+def gold_labels(records: Iterable[Record], task: str, lang: str) -> List[str]:
+    """The labels ``records`` of ``task`` in ``lang`` answer with (extraction: a label with a span;
+    classification: a chosen label), most frequent first: what a model trained on them knows."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for record in records:
+        if record["task"] == task and record["lang"] == lang:
+            answer = record["answer"]
+            counts.update(label for label in answer if task == CLASSIFY or answer[label])
+    return [label for label, _ in counts.most_common()]
