@@ -12,6 +12,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
+TRITON = "triton>=3.3; platform_system == 'Linux'"
 PACKAGES = ("cli", "components", "data", "decoding", "evaluation", "kernels", "models", "text", "training")
 
 
@@ -55,8 +56,6 @@ setup(
         "tokenizers>=0.21",
         "safetensors>=0.4",
         "peft>=0.17",
-        "bitsandbytes>=0.45",
-        "triton>=3.3; platform_system == 'Linux'",
         "srsly>=2.4",
         "wasabi>=1.1",
         "typer>=0.9",
@@ -65,7 +64,12 @@ setup(
         "tqdm>=4.60",
         "rouge-score>=0.1.2",
     ],
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2"]},
+    extras_require={
+        # GPU only: the Triton attention kernels, and bitsandbytes for 4-/8-bit weights and paged optimizers
+        "gpu": [TRITON, "bitsandbytes>=0.45"],
+        # the kernel tests run Triton's interpreter on CPU tensors
+        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", TRITON],
+    },
     entry_points={
         "spacy_factories": [
             "seqgpt_ner = spacy_seqgpt.components.ner:make_seqgpt_ner",

@@ -157,3 +157,30 @@ def test_saved_checkpoints_share_weights_only_when_the_weights_are_equal(tmp_pat
     assert shared["before"] is shared["again"] is before.get_pipe("seqgpt_textcat").shared
     first = lambda s: next(s.model.parameters())  # noqa: E731
     torch.testing.assert_close(first(shared["after"]), first(shared["before"]) + 1.0)
+
+
+def test_an_unreachable_hub_is_noticed_at_once_and_the_local_cache_is_used(monkeypatch):
+    """Without HF_HUB_OFFLINE, a hub that cannot be reached is not asked (its client would retry
+    for a minute): the load goes to the local cache, and fails with the error that says why."""
+    from spacy_seqgpt.models import loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: the connection is refused
+    loading.hub_unreachable.cache_clear()
+    try:
+        assert loading.hub_access("DAMO-NLP/SeqGPT-560M") == {"local_files_only": True}
+        assert loading.hub_access(".") == {}  # a folder never asks the hub
+        with pytest.raises(ModelLoadError, match=r"http://127.0.0.1:9 cannot be reached"):
+            load("DAMO-NLP/SeqGPT-560M")
+    finally:
+        loading.hub_unreachable.cache_clear()
+
+
+def test_loading_and_saving_draw_no_progress_bars(tiny_bloom, tmp_path, capfd):
+    nlp = spacy.blank("en")
+    add(nlp, "seqgpt_ner", model=tiny_bloom, max_new_tokens=4)
+    nlp("Anna flew to Paris.")
+    nlp.to_disk(tmp_path / "saved")
+    spacy.load(tmp_path / "saved")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err

@@ -13,14 +13,19 @@ and transformers are imported only when a model is really loaded.
 """
 import hashlib
 import os
+import socket
 import weakref
+from contextlib import contextmanager
 from dataclasses import fields, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
+from urllib.parse import urlparse
 
 from .spec import DEFAULT_MODEL, HFModel
 
 TASKS = ("causal_lm", "token_classification")
+HUB_TIMEOUT = 3.0  # seconds to wait for a connection to the hub before loading from the local cache only
 
 
 def _load_errors() -> tuple:
@@ -52,9 +57,9 @@ def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     name = source or spec.name
     path = checked_source(name, "model")
-    remote = {"trust_remote_code": spec.trust_remote_code}
+    remote = {"trust_remote_code": spec.trust_remote_code, **hub_access(path)}
     kwargs: dict = {"dtype": getattr(torch, spec.dtype), **remote}
-    if spec.quantize is not None:
+    if spec.quantize is not None:  # (outside the try: a missing package is not a model that failed to load)
         kwargs.update(quantization_config=quantization_config(spec), device_map={"": spec.device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(checked_source(tokenizer_source, "tokenizer") if tokenizer_source
@@ -64,9 +69,11 @@ def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[
                                                 label2id={tag: i for i, tag in enumerate(tags)}, **remote)
             if dropout is not None:
                 config.classifier_dropout = dropout
-            model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
+            with quiet_progress_bars():
+                model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            with quiet_progress_bars():
+                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except _load_errors() as err:
         raise ModelLoadError(load_error_message("model", name, err)) from err
     if spec.quantize is None:
@@ -102,10 +109,21 @@ def complete_tokenizer(tokenizer, model, name: str, *, needs_eos: bool) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
 
 
+def require(package: str, purpose: str) -> None:
+    """An ImportError that says how to install ``package`` (a GPU extra) when it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise ImportError(f"{purpose} needs {package}, which is not installed: "
+                          "pip install 'spacy-seqgpt[gpu]' (the GPU extras)")
+
+
 def quantization_config(spec: HFModel):
     """bitsandbytes settings: 8-bit, or 4-bit NF4 with double quantization computing in ``spec.dtype``."""
     import torch
     from transformers import BitsAndBytesConfig
+
+    require("bitsandbytes", f"quantize={spec.quantize!r}")
 
     if spec.quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -118,12 +136,51 @@ def _apply_adapter(model, spec: HFModel):
 
     source = checked_source(spec.adapter, "adapter")
     try:
-        model = PeftModel.from_pretrained(model, source)
+        with quiet_progress_bars():
+            model = PeftModel.from_pretrained(model, source, **hub_access(source))
     except _load_errors() as err:
         raise ModelLoadError(load_error_message("adapter", spec.adapter, err)) from err
     # Merging makes inference as fast as the base model and lets the pipeline save plain
     # weights; 4-/8-bit weights cannot take a merge without loss, so those keep the adapter.
     return model if spec.quantize else model.merge_and_unload()
+
+
+@contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """transformers draws a bar for every load and save ("Loading weights"); spaCy's components
+    draw none, so they load and save without them."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
+@lru_cache(maxsize=None)
+def hub_unreachable() -> Optional[str]:
+    """Why the Hugging Face hub cannot be asked now (HF_HUB_OFFLINE, or no connection within a few
+    seconds), or None. Checked once per process: unreachable, the hub client would retry for
+    about a minute before it gives up."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)),
+                                 timeout=HUB_TIMEOUT).close()
+    except (OSError, TypeError) as err:
+        return f"{endpoint} cannot be reached ({err})"
+    return None
+
+
+def hub_access(source: str) -> dict:
+    """``local_files_only`` for a hub id when the hub cannot be reached: the local cache only, and
+    at once the error that says how to pass a folder."""
+    return {"local_files_only": True} if not _looks_like_path(source) and hub_unreachable() else {}
 
 
 def _looks_like_path(name: str) -> bool:
@@ -144,9 +201,9 @@ def checked_source(name: str, what: str) -> str:
 
 def load_error_message(what: str, name: str, err: Exception) -> str:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    offline = hub_unreachable() if not _looks_like_path(name) else None
     hint = (
-        f"If this machine cannot reach the Hugging Face hub{' (HF_HUB_OFFLINE is set)' if offline else ''}, "
+        f"If this machine cannot reach the Hugging Face hub{f' ({offline})' if offline else ''}, "
         f"download the {what} where it can (e.g. `hf download {name} --local-dir {name.rsplit('/', 1)[-1]}`) "
         f"and pass the local folder instead, e.g. config={{\"{what}\": \"path/to/folder\"}}."
     )
@@ -178,7 +235,8 @@ class SharedModel:
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        with quiet_progress_bars():
+            self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         return weights_hash(path)
 

@@ -18,7 +18,7 @@ from spacy.tokens import Doc
 from ..text.alignment import align_subwords
 from ..validation import check_positive_int
 from .adapters import add_lora, lora_settings, prepare_for_training
-from .loading import ModelLoadError
+from .loading import ModelLoadError, quiet_progress_bars
 from .spec import HFModel
 
 
@@ -155,17 +155,18 @@ class TokenClassifier:
         """Write the tokenizer, the adapter with the head (LoRA) and, unless ``include_base`` is
         false, the base weights; returns which parts were written."""
         path = Path(path)
+        if self.settings.lora is None and not include_base:
+            raise ValueError("a fully fine-tuned tagger (lora = null) changed its base weights, so they must "
+                             "be saved: set store_base_weights = true")
         self.tokenizer.save_pretrained(path / "tokenizer")
-        if self.settings.lora is None:
-            if not include_base:
-                raise ValueError("a fully fine-tuned tagger (lora = null) changed its base weights, so they must "
-                                 "be saved: set store_base_weights = true")
-            self.model.save_pretrained(path / "base")
-            return {"base": True, "adapter": False}
-        self.model.save_pretrained(path / "adapter")
-        if include_base:
-            base = self.model.get_base_model()
-            base.save_pretrained(path / "base", state_dict=_base_state_dict(base))
+        with quiet_progress_bars():
+            if self.settings.lora is None:
+                self.model.save_pretrained(path / "base")
+                return {"base": True, "adapter": False}
+            self.model.save_pretrained(path / "adapter")
+            if include_base:
+                base = self.model.get_base_model()
+                base.save_pretrained(path / "base", state_dict=_base_state_dict(base))
         return {"base": include_base, "adapter": True}
 
 

@@ -11,6 +11,8 @@ from typing import Iterator, List
 
 from thinc.api import registry
 
+from ..models.loading import require
+
 TORCH_OPTIMIZERS = ("adamw", "paged_adamw_8bit")
 
 
@@ -53,6 +55,7 @@ def torch_optimizer(sgd, params: List, kind: str = "adamw"):
         if not any(p.is_cuda for p in params):
             raise ValueError("torch_optimizer=\"paged_adamw_8bit\" (bitsandbytes) needs the model on a CUDA GPU; "
                              "use \"adamw\" on this device")
+        require("bitsandbytes", 'torch_optimizer="paged_adamw_8bit"')
         import bitsandbytes
 
         return bitsandbytes.optim.PagedAdamW8bit(params, lr=lr, betas=betas, eps=sgd.eps, weight_decay=decay)
