@@ -149,3 +149,16 @@ def test_negatives_never_gold_and_quotas_hold(corpus, quota, max_negatives, seed
     if quota:
         assert all(count <= quota for count in counts.values()), counts
     assert corpus_records(corpus, "d", seed=seed, quota=quota, max_negatives=max_negatives) == records  # seeded
+
+
+def test_a_file_that_cannot_be_written_ends_the_command_in_one_clear_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    source = tmp_path / "train.txt"
+    source.write_text("Anna\tB-person\nflew\tO\n", encoding="utf8")
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    result = CliRunner().invoke(seqgpt_cli, ["convert", str(source), str(tmp_path / "blocker" / "out.jsonl")])
+    assert result.exit_code == 1 and "seqgpt convert stopped" in result.output
+    assert not isinstance(result.exception, OSError)  # exited cleanly, no traceback

@@ -4,10 +4,10 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from . import seqgpt_cli
+from . import command
 
 
-@seqgpt_cli.command("assemble", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command("assemble", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def assemble_cli(
     ctx: typer.Context,
     config_path: Path = typer.Argument(..., help="Pipeline config with seqgpt_ner and seqgpt_textcat (configs/pipelines/)", exists=True, dir_okay=False),

@@ -5,10 +5,10 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from . import seqgpt_cli
+from . import command
 
 
-@seqgpt_cli.command("convert")
+@command("convert")
 def convert_cli(
     input_path: Path = typer.Argument(..., help="Corpus file: CoNLL-style IOB, weibo-ner, SemEval-2014 XML, CSV, TNEWS JSON or DocBin", exists=True),
     output: Path = typer.Argument(..., help="JSONL file to write the records to", dir_okay=False),
@@ -41,7 +41,7 @@ def convert_cli(
              f"{len(corpus.labels)} labels) to {output}")
 
 
-@seqgpt_cli.command("convert-all")
+@command("convert-all")
 def convert_all_cli(
     data_dir: Path = typer.Argument(..., help="Folder laid out as ../shared/datasets (or assets/datasets)", exists=True, file_okay=False),
     output_dir: Path = typer.Argument(..., help="Writes train/*.jsonl (held-in train splits) and eval/*.jsonl (test splits)"),

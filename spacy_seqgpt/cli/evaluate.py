@@ -5,10 +5,10 @@ from typing import List
 import typer
 from wasabi import msg
 
-from . import seqgpt_cli
+from . import command
 
 
-@seqgpt_cli.command("evaluate")
+@command("evaluate")
 def evaluate_cli(
     model: str = typer.Argument(..., help="Model folder (a trained SeqGPT model) or hub id"),
     data: List[Path] = typer.Argument(..., help="Record files (JSONL) or folders of them", exists=True),

@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
-from . import seqgpt_cli
+from . import command
 
 
 class Arch(str, Enum):
@@ -13,7 +13,7 @@ class Arch(str, Enum):
     llama = "llama"
 
 
-@seqgpt_cli.command("init-tiny")
+@command("init-tiny")
 def init_tiny_cli(
     out: Path = typer.Argument(..., help="Folder to write the model and tokenizer to", file_okay=False),
     arch: Arch = typer.Option(Arch.bloom, "--arch", "-a", help="Model architecture"),

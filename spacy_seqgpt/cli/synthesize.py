@@ -6,10 +6,10 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from . import seqgpt_cli
+from . import command
 
 
-@seqgpt_cli.command("synthesize")
+@command("synthesize")
 def synthesize_cli(
     sentences: Path = typer.Argument(..., help="Raw sentences: a text file (one per line), or records (JSONL file or folder)", exists=True),
     output: Path = typer.Argument(..., help="JSONL file the records are appended to (a rerun resumes)", dir_okay=False),

@@ -5,10 +5,10 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from . import seqgpt_cli
+from . import command
 
 
-@seqgpt_cli.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_cli(
     ctx: typer.Context,
     config_path: Path = typer.Argument(..., help="Training config (see configs/seqgpt_tiny.cfg)", exists=True, dir_okay=False),
@@ -24,5 +24,5 @@ def train_cli(
     try:
         settings = load_settings(config_path, stage, parse_config_overrides(ctx.args))
         train_stage(settings, init_from)
-    except (ValueError, OSError) as err:  # OSError: ModelLoadError, CheckpointError, a full or read-only disk
+    except ValueError as err:
         msg.fail(f"Training stage {stage} failed", str(err), exits=1)

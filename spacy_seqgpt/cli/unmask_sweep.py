@@ -5,10 +5,10 @@ from typing import Optional
 import typer
 from spacy.cli._util import parse_config_overrides
 
-from . import seqgpt_cli
+from . import command
 
 
-@seqgpt_cli.command("unmask-sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command("unmask-sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def unmask_sweep_cli(
     ctx: typer.Context,
     config_path: Path = typer.Argument(..., help="Training config with an llm_unmasked_tagger", exists=True,
