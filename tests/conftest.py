@@ -14,7 +14,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
-from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, format_answer  # noqa: E402
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, check_label, format_answer  # noqa: E402
 from spacy_seqgpt.models.tiny import write_tiny_model  # noqa: E402
 
 NER_LABELS = ["person", "organization", "location"]
@@ -80,6 +80,15 @@ def finetune(model_dir, out_dir, pairs, *, max_steps=400, lr=3e-3, seed=0):
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def readable(label):
+    """Whether ``check_label`` accepts ``label``."""
+    try:
+        check_label(label)
+        return True
+    except ValueError:
+        return False
 
 
 def load(path, **settings):

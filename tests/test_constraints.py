@@ -6,9 +6,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from conftest import readable
 from spacy_seqgpt.kernels.constraints import (NONE_WORDS, SPAN_SPLITTERS, ClassificationGrammar, ExtractionGrammar,
                                               TokenBytes, advance, allowed, best_allowed)
-from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, NONE_ANSWERS, check_label, parse_answer
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, NONE_ANSWERS, parse_answer
 
 ALPHABET = "ab ,，.\tNone北京é👍\u3000\u2028\x1c\x1f'「」:nul/"
 NONE_SPELLINGS = sorted(NONE_ANSWERS) + ["None", "NULL", "Nil", "N/A"]
@@ -48,14 +49,6 @@ def reference_classification(answer, labels, exclusive):
     if exclusive and len(chosen) != 1:
         return None
     return chosen if all(label in labels for label in chosen) and len(set(chosen)) == len(chosen) else None
-
-
-def readable(label):
-    try:
-        check_label(label)
-        return True
-    except ValueError:
-        return False
 
 
 labels_strategy = st.lists(st.text("abNo \t'「:", min_size=1, max_size=4).map(str.strip).filter(bool),

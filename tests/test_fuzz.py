@@ -5,16 +5,7 @@ import spacy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import load
-from spacy_seqgpt.prompts import check_label
-
-
-def readable(label):
-    try:
-        check_label(label)
-        return True
-    except ValueError:
-        return False
+from conftest import load, readable
 
 
 TEXTS = st.one_of(st.text(max_size=80), st.sampled_from(["", " ", "\n\t\u3000 ", "\u2028", "null None none",

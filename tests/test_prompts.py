@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import readable
 from spacy_seqgpt.prompts import (
     CLASSIFY,
     EXTRACT,
@@ -93,15 +94,7 @@ def test_parse_answer_of_non_text_output_is_empty():
     assert parse_answer(CLASSIFY, 3, LABELS) == []
 
 
-label_text = st.text(min_size=1, max_size=12).filter(lambda s: _writable(s))
-
-
-def _writable(text):
-    try:
-        check_label(text)
-        return True
-    except ValueError:
-        return False
+label_text = st.text(min_size=1, max_size=12).filter(readable)
 
 
 @given(answer=st.text(max_size=300), labels=st.lists(label_text, min_size=1, max_size=6, unique=True))
@@ -160,11 +153,11 @@ def test_labels_that_cannot_be_written_are_refused(label, problem):
 @settings(max_examples=1000, deadline=None)
 @given(st.text(min_size=1, max_size=10), st.text(min_size=1, max_size=10))
 def test_a_label_is_accepted_only_if_answers_naming_it_read_back(label, other):
-    if not _writable(label):
+    if not readable(label):
         return
     assert parse_answer(EXTRACT, f"{label}: x", [label]) == {label: ["x"]}
     assert parse_answer(CLASSIFY, label, [label]) == [label]
-    if _writable(other) and other.casefold() != label.casefold():
+    if readable(other) and other.casefold() != label.casefold():
         assert parse_answer(CLASSIFY, f"{other}，{label}", [label, other]) == [other, label]
         assert parse_answer(EXTRACT, f"{label}: None\n{other}: y, z", [label, other]) == {label: [], other: ["y", "z"]}
 
