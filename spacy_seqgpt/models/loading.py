@@ -5,7 +5,8 @@ the tagger) at the dtype, device and quantization of an :class:`HFModel`, applie
 adapter, removes the causal mask where ``unmask`` says, and completes the tokenizer by one
 rule (a missing end-of-sequence token is taken from the model's generation config; a missing
 padding token is the end-of-sequence token, else the unknown token). Whatever goes wrong is a
-:class:`ModelLoadError` that names the model and says what to do.
+:class:`ModelLoadError` that names the model and says what to do; a hub that cannot be reached
+is noticed within seconds, and only the local cache is read.
 
 :func:`load_shared` is the components' view: models in a weak-value cache, so components that
 ask for the same weights share one copy, freed with the last component that holds it. torch
