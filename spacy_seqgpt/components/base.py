@@ -18,7 +18,7 @@ from spacy.tokens import Doc
 
 from ..decoding import Answer, Decoder, Request, make_queries, window_requests
 from ..models import HFModel, SharedModel, load_shared
-from ..models.loading import use_worker_threads, weights_hash
+from ..models.loading import use_worker_threads
 from ..models.spec import model_block, model_settings
 from ..prompts import LabelSpec, prompt_labels
 from ..validation import check_positive_int
@@ -85,7 +85,7 @@ class SeqGPTComponent(FolderBytes, Pipe):
             if shared.source.is_dir():  # a saved pipeline's folder: read again there
                 state["_weights_from"] = (str(shared.source), shared.weights_id)
             else:  # read from bytes, whose folder is gone: the weights travel along
-                state["_weights_bytes"] = folder_to_bytes(shared.save)
+                state["_weights_bytes"] = (folder_to_bytes(shared.save), shared.weights_id)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -95,8 +95,9 @@ class SeqGPTComponent(FolderBytes, Pipe):
         if weights_from is not None:
             self._shared = load_shared(self.spec, source=Path(weights_from[0]), weights_id=weights_from[1])
         elif weights_bytes is not None:
-            folder_from_bytes(weights_bytes, lambda folder: setattr(
-                self, "_shared", load_shared(self.spec, source=folder, weights_id=weights_hash(folder))))
+            data, weights_id = weights_bytes
+            folder_from_bytes(data, lambda folder: setattr(
+                self, "_shared", load_shared(self.spec, source=folder, weights_id=weights_id)))
 
     def initialize(self, get_examples=None, *, nlp=None) -> None:
         """Nothing to train; loads the model now instead of on the first Doc."""

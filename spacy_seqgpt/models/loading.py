@@ -125,7 +125,6 @@ def quantization_config(spec: HFModel):
     from transformers import BitsAndBytesConfig
 
     require("bitsandbytes", f"quantize={spec.quantize!r}")
-
     if spec.quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
