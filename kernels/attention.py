@@ -62,19 +62,6 @@ def _interpreting() -> bool:
 
 # ----------------------------------------------------------------------------- the contract
 
-def _first_and_last(ids: torch.Tensor):
-    """For each position, the first and last position in its row holding the same id."""
-    batch, length = ids.shape
-    _, inverse = torch.unique(ids, return_inverse=True)
-    n_ids = int(inverse.max()) + 1 if inverse.numel() else 1
-    index = torch.arange(length, device=ids.device).expand(batch, length)
-    first = torch.full((batch, n_ids), length, device=ids.device, dtype=torch.long)
-    last = torch.full((batch, n_ids), -1, device=ids.device, dtype=torch.long)
-    first = first.scatter_reduce(1, inverse, index, "amin")
-    last = last.scatter_reduce(1, inverse, index, "amax")
-    return first.gather(1, inverse), last.gather(1, inverse)
-
-
 def alibi_positions(key_padding_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
                     batch: int, length: int, device) -> torch.Tensor:
     """``pos[b, j]``: how many real tokens of ``j``'s segment come before ``j`` (int32)."""
@@ -134,19 +121,62 @@ def reference_attention(q, k, v, *, key_padding_mask=None, segment_ids=None, bid
 
 # ----------------------------------------------------------------------------- Triton kernels
 
+# ----------------------------------------------------------------------------- autotune lists
+
+# What the autotuner may try, per kernel, architecture family and head dim: only tiles that
+# compile without register spills for every feature combination the package uses, checked on
+# any machine by ``benchmarks/kernel_resources.py`` (and a CI test). (BLOCK_M queries, BLOCK_N
+# keys, warps, pipeline stages.)
+_TILES = {
+    ("forward", 90, 64): ((128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)),
+    ("forward", 90, 128): ((128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2)),
+    ("forward", 80, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2)),
+    ("forward", 80, 128): ((64, 64, 8, 2), (64, 64, 8, 3), (128, 32, 8, 2), (64, 32, 4, 2)),
+    ("dkdv", 90, 64): ((32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (64, 128, 8, 2)),
+    ("dkdv", 90, 128): ((32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 8, 2), (16, 128, 8, 2)),
+    ("dkdv", 80, 64): ((32, 64, 4, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 32, 4, 2)),
+    ("dkdv", 80, 128): ((32, 64, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2), (16, 64, 4, 2)),
+    ("dq", 90, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 128, 8, 2), (128, 32, 4, 2)),
+    ("dq", 90, 128): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 32, 4, 2)),
+    ("dq", 80, 64): ((64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2)),
+    ("dq", 80, 128): ((64, 32, 8, 2), (32, 64, 8, 2), (64, 64, 8, 2), (32, 32, 4, 2)),
+}
+
+
+def kernel_configs(kernel: str, arch: int, head_dim: int, flags: dict) -> list:
+    """The configs the autotuner of ``kernel`` ("forward", "dkdv", "dq") may try on a GPU of compute
+    capability ``arch`` (80 for 8.x, 90 for 9.0 and newer) at ``head_dim`` with these feature
+    flags; head dims below 64 use the 64 list (fewer registers per tile)."""
+    family = 90 if arch >= 90 else 80
+    tiles = _TILES[kernel, family, 128 if head_dim > 64 else 64]
+    return [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s) for m, n, w, s in tiles]
+
+
 if triton is not None:
 
-    def _configs(block_ms, block_ns, warps, stages):
-        if _interpreting():  # the interpreter runs every config: one small one, several tiles
-            return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
-        return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-                for m in block_ms for n in block_ns for w in warps for s in stages]
-
-    FORWARD_CONFIGS = _configs((64, 128), (32, 64, 128), (4, 8), (2, 3))
-    BACKWARD_CONFIGS = _configs((32, 64), (32, 64, 128), (4, 8), (2, 3))
-    AUTOTUNE_KEY = ["LQ", "LK", "D", "CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI", "GROUP"]
-
+    # Autotuning is keyed by the lengths rounded up to powers of two (not each length: decoding
+    # would re-tune at every step) and by the features.
+    AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "D", "CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI", "GROUP"]
+    _FLAGS = ("CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI")
     _LOG2E = tl.constexpr(LOG2E)  # scores live in log2 units: exp2 is cheaper than exp
+
+    def _pool(kernel):
+        """Every config of ``kernel``'s lists, for the autotuner to prune from."""
+        if _interpreting():
+            return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
+        tiles = sorted({tile for (name, _, _), tiles in _TILES.items() if name == kernel for tile in tiles})
+        return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in tiles]
+
+    def _pruner(kernel):
+        def prune(configs, named_args, **kwargs):
+            if _interpreting():
+                return configs
+            major, minor = torch.cuda.get_device_capability()
+            allowed = {tuple(c.values()) for c in kernel_configs(kernel, major * 10 + minor, kwargs["D"],
+                                                                 {flag: kwargs[flag] for flag in _FLAGS})}
+            return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                    in allowed]
+        return prune
 
     @triton.jit
     def _tile(b, h, rows, stride_b, stride_h, stride_row, D: tl.constexpr):
@@ -154,36 +184,60 @@ if triton is not None:
         return b * stride_b + h * stride_h + rows[:, None] * stride_row + tl.arange(0, D)[None, :]
 
     @triton.jit
-    def _load_attributes(PAD, SEG, BID, POS, base, offs, valid, HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr,
-                         HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr):
-        """Per-position padding flag, segment, bidirectional id and ALiBi position (0 when unused)."""
-        pad = tl.load(PAD + base + offs, mask=valid, other=0) if HAS_PAD else tl.full(offs.shape, 1, tl.int8)
-        seg = tl.load(SEG + base + offs, mask=valid, other=-1) if HAS_SEG else tl.zeros(offs.shape, tl.int32)
-        bid = tl.load(BID + base + offs, mask=valid, other=-1) if HAS_BID else tl.zeros(offs.shape, tl.int32)
-        pos = tl.load(POS + base + offs, mask=valid, other=0) if HAS_ALIBI else tl.zeros(offs.shape, tl.int32)
-        return pad, seg, bid, pos
+    def _tile_t(b, h, rows, stride_b, stride_h, stride_row, D: tl.constexpr):
+        """The same tile's offsets transposed (D x rows): loaded that way, no register transpose."""
+        return b * stride_b + h * stride_h + rows[None, :] * stride_row + tl.arange(0, D)[:, None]
 
     @triton.jit
-    def _visible(query_pos, query_valid, query_seg, query_bid, key_pos, key_valid, key_pad, key_seg, key_bid,
-                 HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr, CAUSAL: tl.constexpr):
-        """The contract's three rules on one (queries x keys) tile."""
-        visible = query_valid[:, None] & key_valid[None, :]
-        if HAS_PAD:
-            visible = visible & (key_pad[None, :] != 0)
-        if HAS_SEG:
-            visible = visible & (query_seg[:, None] == key_seg[None, :])
+    def _query_attributes(GROUP_IDS, BID, POS, base, offs, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
+                          HAS_ALIBI: tl.constexpr):
+        """A query's segment, bidirectional id (-2 when it shares with nobody) and ALiBi position."""
+        unused = tl.zeros(offs.shape, tl.int32)  # folded away: the flags keep it out of every mask
+        group = tl.load(GROUP_IDS + base + offs) if HAS_SEG else unused
+        bid = unused
+        if HAS_BID:
+            bid = tl.load(BID + base + offs)
+            bid = tl.where(bid >= 0, bid, -2)  # keys hold -1 there: never equal
+        pos = tl.load(POS + base + offs) if HAS_ALIBI else unused
+        return group, bid, pos
+
+    @triton.jit
+    def _key_attributes(KEY_GROUP, BID, POS, base, offs, valid, HAS_GROUP: tl.constexpr, HAS_BID: tl.constexpr,
+                        HAS_ALIBI: tl.constexpr):
+        """A key's group (segment, or -1 for padding and past the end), bidirectional id and position."""
+        unused = tl.zeros(offs.shape, tl.int32)
+        group = tl.load(KEY_GROUP + base + offs, mask=valid, other=-1) if HAS_GROUP else unused
+        bid = tl.load(BID + base + offs, mask=valid, other=-1) if HAS_BID else unused
+        pos = tl.load(POS + base + offs, mask=valid, other=0) if HAS_ALIBI else unused
+        return group, bid, pos
+
+    @triton.jit
+    def _masked_scores(qk, q_pos, k_pos, q_group, k_group, q_bid, k_bid, q_alibi, k_alibi, slope, LK,
+                       CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr, HAS_BID: tl.constexpr,
+                       HAS_ALIBI: tl.constexpr):
+        """The contract's rules on one tile of scores (log2 units): ALiBi added, hidden pairs -inf.
+
+        Query and key attributes come expanded to broadcast against each other, (M, 1) with
+        (1, N), or (1, M) with (N, 1) for the key-major backward. Padding and segments are one
+        comparison of groups (keys past the end and padding keys hold -1, queries >= 0)."""
+        if HAS_ALIBI:
+            qk -= slope * tl.abs(q_alibi - k_alibi).to(tl.float32)
+        if HAS_GROUP:
+            visible = q_group == k_group
+        else:
+            visible = k_pos < LK
         if CAUSAL:
-            allowed = key_pos[None, :] <= query_pos[:, None]
+            allowed = k_pos <= q_pos
             if HAS_BID:
-                allowed = allowed | ((query_bid[:, None] >= 0) & (query_bid[:, None] == key_bid[None, :]))
+                allowed = allowed | (q_bid == k_bid)
             visible = visible & allowed
-        return visible
+        return tl.where(visible, qk, float("-inf"))
 
     @triton.jit
-    def _without_padding(tile, key_pad, HAS_PAD: tl.constexpr):
+    def _without_padding(tile, key_group, HAS_PAD: tl.constexpr):
         """A key tile with padding rows zeroed: a probability of 0 times NaN would still be NaN."""
         if HAS_PAD:
-            tile = tl.where(key_pad[:, None] != 0, tile, tl.zeros_like(tile))
+            tile = tl.where(key_group[:, None] >= 0, tile, tl.zeros_like(tile))
         return tile
 
     @triton.jit
@@ -195,33 +249,22 @@ if triton is not None:
             return tl.dot(a, b)
 
     @triton.jit
-    def _scores(q, k_t, qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi, offs_n, n_valid, k_pad, k_seg,
-                k_bid, k_alibi, HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
-                CAUSAL: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr):
-        """One tile's scores in log2 units, ALiBi included, and which of them are visible."""
-        qk = _dot(q, k_t, IEEE_DOT) * qk_scale
-        if HAS_ALIBI:
-            qk -= slope * tl.abs(q_alibi[:, None] - k_alibi[None, :]).to(tl.float32)
-        visible = _visible(query_pos, m_valid, q_seg, q_bid, offs_n, n_valid, k_pad, k_seg, k_bid,
-                           HAS_PAD, HAS_SEG, HAS_BID, CAUSAL)
-        return qk, visible
-
-    @triton.jit
     def _loop_bounds(LO, HI, base, offs, valid, length, BLOCK: tl.constexpr):
         """The tile-aligned range covering every row's visible range (rows: ``offs``)."""
         lo = tl.min(tl.load(LO + base + offs, mask=valid, other=length))
         hi = tl.max(tl.load(HI + base + offs, mask=valid, other=-1))
         return (lo // BLOCK) * BLOCK, hi + 1
 
-    @triton.autotune(configs=FORWARD_CONFIGS, key=AUTOTUNE_KEY)
+    @triton.autotune(configs=_pool("forward"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("forward")))
     @triton.jit
-    def _forward_kernel(Q, K, V, O, LSE, PAD, SEG, BID, POS, SLOPES, KEY_LO, KEY_HI,
+    def _forward_kernel(Q, K, V, O, LSE, SEG, KEY_GROUP, BID, POS, SLOPES, KEY_LO, KEY_HI,
                         stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                         stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-                        H, sm_scale, LQ, LK, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
+                        H, sm_scale, LQ, LK, LQ_BUCKET, LK_BUCKET, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
                         HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
                         HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        HAS_GROUP: tl.constexpr = HAS_PAD or HAS_SEG
         start_m = tl.program_id(0) * BLOCK_M
         batch_head = tl.program_id(1)
         b = batch_head // H
@@ -231,8 +274,9 @@ if triton is not None:
         m_valid = offs_m < LQ
         query_pos = offs_m + (LK - LQ)
         q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D), mask=m_valid[:, None], other=0.0)
-        _, q_seg, q_bid, q_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, query_pos, m_valid,
-                                                    HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
+        q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
+                                                    HAS_SEG, HAS_BID, HAS_ALIBI)
+        q_pos, q_group, q_bid, q_alibi = query_pos[:, None], q_group[:, None], q_bid[:, None], q_alibi[:, None]
         qk_scale = sm_scale * _LOG2E
         slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
 
@@ -243,14 +287,13 @@ if triton is not None:
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             n_valid = offs_n < LK
-            k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
-                        mask=n_valid[:, None], other=0.0)
-            k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
-                                                            HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-            qk, visible = _scores(q, tl.trans(k), qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
-                                  offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
-                                  HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
-            qk = tl.where(visible, qk, float("-inf"))
+            k_t = tl.load(K + _tile_t(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
+                          mask=n_valid[None, :], other=0.0)
+            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
+                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
+            qk = _masked_scores(_dot(q, k_t, IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
+                                k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
+                                CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
             m_new = tl.maximum(m_i, tl.max(qk, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen nothing yet
             p = tl.exp2(qk - m_safe[:, None])
@@ -258,7 +301,7 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
                         mask=n_valid[:, None], other=0.0)
-            v = _without_padding(v, k_pad, HAS_PAD)
+            v = _without_padding(v, k_group, HAS_PAD)
             acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
             m_i = m_new
         empty = l_i == 0.0
@@ -268,16 +311,20 @@ if triton is not None:
         # log2-sum-exp2 of each row; +inf for empty rows makes their backward probabilities 0.
         tl.store(LSE + batch_head * LQ + offs_m, tl.where(empty, float("inf"), m_i + tl.log2(l_i)), mask=m_valid)
 
-    @triton.autotune(configs=BACKWARD_CONFIGS, key=AUTOTUNE_KEY)
+    @triton.autotune(configs=_pool("dkdv"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("dkdv")))
     @triton.jit
-    def _backward_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, PAD, SEG, BID, POS, SLOPES, QUERY_LO, QUERY_HI,
-                              stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+    def _backward_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEG, KEY_GROUP, BID, POS, SLOPES, QUERY_LO,
+                              QUERY_HI, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                               stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-                              H, sm_scale, LQ, LK, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
+                              H, sm_scale, LQ, LK, LQ_BUCKET, LK_BUCKET, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
                               HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
                               HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        """dK and dV of one key tile, summed over the query heads of its GQA group (no atomics)."""
+        """dK and dV of one key tile, summed over the query heads of its GQA group (no atomics).
+
+        Key-major throughout (scores as keys x queries, q and dO loaded transposed), as in the
+        Triton tutorial: no register transposes of p or dS."""
+        HAS_GROUP: tl.constexpr = HAS_PAD or HAS_SEG
         start_n = tl.program_id(0) * BLOCK_N
         batch_kv_head = tl.program_id(1)
         hkv = H // GROUP
@@ -287,9 +334,10 @@ if triton is not None:
         n_valid = offs_n < LK
         k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D), mask=n_valid[:, None], other=0.0)
         v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D), mask=n_valid[:, None], other=0.0)
-        k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
-                                                        HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-        v = _without_padding(v, k_pad, HAS_PAD)
+        k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
+                                                  HAS_GROUP, HAS_BID, HAS_ALIBI)
+        v = _without_padding(v, k_group, HAS_PAD)
+        k_pos, k_group, k_bid, k_alibi = offs_n[:, None], k_group[:, None], k_bid[:, None], k_alibi[:, None]
         qk_scale = sm_scale * _LOG2E
         dk = tl.zeros([BLOCK_N, D], tl.float32)
         dv = tl.zeros([BLOCK_N, D], tl.float32)
@@ -301,35 +349,37 @@ if triton is not None:
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 m_valid = offs_m < LQ
                 query_pos = offs_m + (LK - LQ)
-                _, q_seg, q_bid, q_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, query_pos, m_valid,
-                                                            HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-                q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
-                            mask=m_valid[:, None], other=0.0)
+                q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
+                                                            HAS_SEG, HAS_BID, HAS_ALIBI)
+                q_t = tl.load(Q + _tile_t(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
+                              mask=m_valid[None, :], other=0.0)
                 do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
                              mask=m_valid[:, None], other=0.0)
+                # Queries past the end: lse = +inf gives them probability 0.
                 lse = tl.load(LSE + (b * H + h) * LQ + offs_m, mask=m_valid, other=float("inf"))
                 delta = tl.load(DELTA + (b * H + h) * LQ + offs_m, mask=m_valid, other=0.0)
-                qk, visible = _scores(q, tl.trans(k), qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
-                                      offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
-                                      HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
-                p = tl.where(visible, tl.exp2(qk - lse[:, None]), 0.0)
-                dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE_DOT)
-                ds = p * (_dot(do, tl.trans(v), IEEE_DOT) - delta[:, None])
-                dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE_DOT)
+                qk_t = _masked_scores(_dot(k, q_t, IEEE_DOT) * qk_scale, query_pos[None, :], k_pos,
+                                      q_group[None, :], k_group, q_bid[None, :], k_bid, q_alibi[None, :], k_alibi,
+                                      slope, LK, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
+                p_t = tl.exp2(qk_t - lse[None, :])
+                dv += _dot(p_t.to(do.dtype), do, IEEE_DOT)
+                ds_t = p_t * (_dot(v, tl.trans(do), IEEE_DOT) - delta[None, :])
+                dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), IEEE_DOT)
         tl.store(DK + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
                  (dk * sm_scale).to(DK.dtype.element_ty), mask=n_valid[:, None])
         tl.store(DV + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
                  dv.to(DV.dtype.element_ty), mask=n_valid[:, None])
 
-    @triton.autotune(configs=BACKWARD_CONFIGS, key=AUTOTUNE_KEY)
+    @triton.autotune(configs=_pool("dq"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("dq")))
     @triton.jit
-    def _backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, PAD, SEG, BID, POS, SLOPES, KEY_LO, KEY_HI,
+    def _backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEG, KEY_GROUP, BID, POS, SLOPES, KEY_LO, KEY_HI,
                             stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                             stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-                            H, sm_scale, LQ, LK, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
+                            H, sm_scale, LQ, LK, LQ_BUCKET, LK_BUCKET, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
                             HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
                             HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        HAS_GROUP: tl.constexpr = HAS_PAD or HAS_SEG
         start_m = tl.program_id(0) * BLOCK_M
         batch_head = tl.program_id(1)
         b = batch_head // H
@@ -342,8 +392,9 @@ if triton is not None:
         do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D), mask=m_valid[:, None], other=0.0)
         lse = tl.load(LSE + batch_head * LQ + offs_m, mask=m_valid, other=float("inf"))
         delta = tl.load(DELTA + batch_head * LQ + offs_m, mask=m_valid, other=0.0)
-        _, q_seg, q_bid, q_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, query_pos, m_valid,
-                                                    HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
+        q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
+                                                    HAS_SEG, HAS_BID, HAS_ALIBI)
+        q_pos, q_group, q_bid, q_alibi = query_pos[:, None], q_group[:, None], q_bid[:, None], q_alibi[:, None]
         qk_scale = sm_scale * _LOG2E
         slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
         dq = tl.zeros([BLOCK_M, D], tl.float32)
@@ -351,18 +402,19 @@ if triton is not None:
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             n_valid = offs_n < LK
-            k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
-                        mask=n_valid[:, None], other=0.0)
-            v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
-                        mask=n_valid[:, None], other=0.0)
-            k_pad, k_seg, k_bid, k_alibi = _load_attributes(PAD, SEG, BID, POS, b * LK, offs_n, n_valid,
-                                                            HAS_PAD, HAS_SEG, HAS_BID, HAS_ALIBI)
-            k, v = _without_padding(k, k_pad, HAS_PAD), _without_padding(v, k_pad, HAS_PAD)
-            qk, visible = _scores(q, tl.trans(k), qk_scale, slope, query_pos, m_valid, q_seg, q_bid, q_alibi,
-                                  offs_n, n_valid, k_pad, k_seg, k_bid, k_alibi,
-                                  HAS_PAD, HAS_SEG, HAS_BID, CAUSAL, HAS_ALIBI, IEEE_DOT)
-            p = tl.where(visible, tl.exp2(qk - lse[:, None]), 0.0)
-            ds = p * (_dot(do, tl.trans(v), IEEE_DOT) - delta[:, None])
+            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
+                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
+            k = _without_padding(tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
+                                         mask=n_valid[:, None], other=0.0), k_group, HAS_PAD)
+            v_t = tl.load(V + _tile_t(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
+                          mask=n_valid[None, :], other=0.0)
+            if HAS_PAD:
+                v_t = tl.where(k_group[None, :] >= 0, v_t, tl.zeros_like(v_t))
+            qk = _masked_scores(_dot(q, tl.trans(k), IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
+                                k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
+                                CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
+            p = tl.exp2(qk - lse[:, None])
+            ds = p * (_dot(do, v_t, IEEE_DOT) - delta[:, None])
             dq += _dot(ds.to(k.dtype), k, IEEE_DOT)
         tl.store(DQ + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
                  (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_valid[:, None])
@@ -370,58 +422,121 @@ if triton is not None:
 
 # ----------------------------------------------------------------------------- host side
 
-class _Layout:
-    """Everything the kernels read besides q, k, v: per-position attributes as int tensors and,
-    for the loop bounds, each query's visible key range and each key's visible query range."""
+def _dense(ids: torch.Tensor):
+    """Ids renumbered 0..n-1 (int32), and each position's first and last position holding its id."""
+    batch, length = ids.shape
+    _, inverse = torch.unique(ids, return_inverse=True)
+    n_ids = int(inverse.max()) + 1 if inverse.numel() else 1
+    index = torch.arange(length, device=ids.device).expand(batch, length)
+    first = torch.full((batch, n_ids), length, device=ids.device, dtype=torch.long)
+    last = torch.full((batch, n_ids), -1, device=ids.device, dtype=torch.long)
+    first = first.scatter_reduce(1, inverse, index, "amin")
+    last = last.scatter_reduce(1, inverse, index, "amax")
+    return inverse.int(), first.gather(1, inverse), last.gather(1, inverse)
 
-    def __init__(self, batch, lq, lk, device, key_padding_mask, segment_ids, bidirectional_ids, causal,
-                 alibi_slopes):
+
+class AttentionLayout:
+    """Who sees whom in one call shape: the contract's masks, and the arrays the kernels read.
+
+    ``partial_attention`` builds one per call. A model builds one per forward pass and hands it
+    to every layer (``partial_attention(q, k, v, layout=layout)``), so the arrays, which need
+    ``torch.unique`` and host syncs, are built once per forward, not once per layer: on first use
+    by the forward kernel, and the backward's ranges only when a backward runs. The reference
+    backend reads the masks and builds nothing.
+    """
+
+    def __init__(self, batch: int, lq: int, lk: int, *, key_padding_mask=None, segment_ids=None,
+                 bidirectional_ids=None, causal: bool = True, alibi_slopes=None):
+        self.batch, self.lq, self.lk, self.causal = batch, lq, lk, causal
+        self.key_padding_mask, self.segment_ids = key_padding_mask, segment_ids
+        self.bidirectional_ids, self.alibi_slopes = bidirectional_ids, alibi_slopes
+        self.flags = dict(CAUSAL=causal, HAS_PAD=key_padding_mask is not None, HAS_SEG=segment_ids is not None,
+                          HAS_BID=bidirectional_ids is not None, HAS_ALIBI=alibi_slopes is not None)
+        self._forward_arrays = self._backward_arrays = None
+
+    @property
+    def masks(self) -> dict:
+        return dict(key_padding_mask=self.key_padding_mask, segment_ids=self.segment_ids,
+                    bidirectional_ids=self.bidirectional_ids, causal=self.causal, alibi_slopes=self.alibi_slopes)
+
+    def forward_arrays(self, device) -> dict:
+        if self._forward_arrays is None:
+            self._forward_arrays = self._build_forward(device)
+        return self._forward_arrays
+
+    def backward_arrays(self, device) -> dict:
+        if self._backward_arrays is None:
+            self._backward_arrays = self._build_backward(device)
+        return self._backward_arrays
+
+    def _build_forward(self, device) -> dict:
+        """Per-position attributes (int32, (B, Lk)) and each query's visible key range [lo, hi]."""
+        batch, lq, lk = self.batch, self.lq, self.lk
         long = dict(dtype=torch.long, device=device)
-        offset = lk - lq
-        keys = torch.arange(lk, **long).expand(batch, lk)
-        # Key ranges per key position t (as a query at t would see them): [key_lo, key_hi].
-        key_lo = torch.zeros(batch, lk, **long)
-        key_hi = keys.clone() if causal else torch.full((batch, lk), lk - 1, **long)
-        # Query positions that can see key t: [pos_lo, pos_hi].
-        pos_lo = keys.clone() if causal else torch.zeros(batch, lk, **long)
-        pos_hi = torch.full((batch, lk), lk - 1, **long)
-        if causal and bidirectional_ids is not None:
-            first, last = _first_and_last(bidirectional_ids)
-            shared = bidirectional_ids >= 0
-            key_hi = torch.where(shared, torch.maximum(key_hi, last), key_hi)
-            pos_lo = torch.where(shared, torch.minimum(pos_lo, first), pos_lo)
-        if segment_ids is not None:
-            first, last = _first_and_last(segment_ids)
-            key_lo, key_hi = torch.maximum(key_lo, first), torch.minimum(key_hi, last)
-            pos_lo, pos_hi = torch.maximum(pos_lo, first), torch.minimum(pos_hi, last)
-        if key_padding_mask is not None:
-            real = key_padding_mask.bool()
+        query_pos = torch.arange(lk - lq, lk, **long).expand(batch, lq)
+        key_lo = torch.zeros(batch, lq, **long)
+        key_hi = query_pos.clone() if self.causal else torch.full((batch, lq), lk - 1, **long)
+        dummy = torch.zeros(1, dtype=torch.int32, device=device)
+        seg = key_group = bid = pos = dummy
+        self._ranges = {}
+        if self.causal and self.bidirectional_ids is not None:
+            _, first, last = _dense(self.bidirectional_ids)
+            shared = self.bidirectional_ids >= 0
+            self._ranges["bid"] = (first, last, shared)
+            key_hi = torch.where(shared[:, lk - lq:], torch.maximum(key_hi, last[:, lk - lq:]), key_hi)
+        if self.bidirectional_ids is not None:
+            bid = torch.where(self.bidirectional_ids >= 0, self.bidirectional_ids, -1).int().contiguous()
+        if self.segment_ids is not None:
+            seg, first, last = _dense(self.segment_ids)
+            self._ranges["seg"] = (first, last)
+            key_lo, key_hi = torch.maximum(key_lo, first[:, lk - lq:]), torch.minimum(key_hi, last[:, lk - lq:])
+            seg = key_group = seg.contiguous()
+        if self.key_padding_mask is not None:
+            real = self.key_padding_mask.bool()
+            keys = torch.arange(lk, **long).expand(batch, lk)
             first_real = torch.where(real, keys, lk).min(1, keepdim=True).values
             last_real = torch.where(real, keys, -1).max(1, keepdim=True).values
             key_lo, key_hi = torch.maximum(key_lo, first_real), torch.minimum(key_hi, last_real)
-            pos_hi = torch.where(real, pos_hi, -1)  # no query sees a padding key
-        self.key_lo = key_lo[:, offset:].int().contiguous()
-        self.key_hi = key_hi[:, offset:].int().contiguous()
-        self.query_lo = (pos_lo - offset).clamp(min=0).int().contiguous()
-        self.query_hi = (pos_hi - offset).clamp(max=lq - 1).int().contiguous()
-        dummy = torch.zeros(1, dtype=torch.int32, device=device)
-        self.pad = dummy if key_padding_mask is None else key_padding_mask.to(torch.int8).contiguous()
-        self.seg = dummy if segment_ids is None else segment_ids.int().contiguous()
-        self.bid = dummy if bidirectional_ids is None else bidirectional_ids.int().contiguous()
-        self.pos = (dummy if alibi_slopes is None
-                    else alibi_positions(key_padding_mask, segment_ids, batch, lk, device).contiguous())
-        self.slopes = dummy.float() if alibi_slopes is None else (alibi_slopes.float() * LOG2E).contiguous()
-        self.flags = dict(CAUSAL=causal, HAS_PAD=key_padding_mask is not None, HAS_SEG=segment_ids is not None,
-                          HAS_BID=bidirectional_ids is not None, HAS_ALIBI=alibi_slopes is not None)
+            # Padding and segments compare as one group id per key: -1 (padding) matches no query.
+            key_group = torch.where(real, seg if self.segment_ids is not None else 0, -1).int().contiguous()
+        if self.alibi_slopes is not None:
+            pos = alibi_positions(self.key_padding_mask, self.segment_ids, batch, lk, device).contiguous()
+        slopes = dummy.float() if self.alibi_slopes is None else (self.alibi_slopes.float() * LOG2E).contiguous()
+        return dict(seg=seg, key_group=key_group, bid=bid, pos=pos, slopes=slopes,
+                    key_lo=key_lo.int().contiguous(), key_hi=key_hi.int().contiguous())
+
+    def _build_backward(self, device) -> dict:
+        """Each key's visible query range [lo, hi] (query indices), for the dK/dV kernel."""
+        self.forward_arrays(device)
+        batch, lq, lk = self.batch, self.lq, self.lk
+        long = dict(dtype=torch.long, device=device)
+        offset = lk - lq
+        keys = torch.arange(lk, **long).expand(batch, lk)
+        pos_lo = keys.clone() if self.causal else torch.zeros(batch, lk, **long)
+        pos_hi = torch.full((batch, lk), lk - 1, **long)
+        if "bid" in self._ranges:
+            first, _, shared = self._ranges["bid"]
+            pos_lo = torch.where(shared, torch.minimum(pos_lo, first), pos_lo)
+        if "seg" in self._ranges:
+            first, last = self._ranges["seg"]
+            pos_lo, pos_hi = torch.maximum(pos_lo, first), torch.minimum(pos_hi, last)
+        if self.key_padding_mask is not None:
+            pos_hi = torch.where(self.key_padding_mask.bool(), pos_hi, -1)  # no query sees a padding key
+        return dict(query_lo=(pos_lo - offset).clamp(min=0).int().contiguous(),
+                    query_hi=(pos_hi - offset).clamp(max=lq - 1).int().contiguous())
 
 
 def _strides(*tensors):
     return [stride for t in tensors for stride in t.stride()[:3]]
 
 
+def _bucket(length: int) -> int:
+    return 1 << max(length - 1, 0).bit_length()
+
+
 class _TritonAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, layout: _Layout, scale: float):
+    def forward(ctx, q, k, v, layout: AttentionLayout, scale: float):
         # The kernels take q, k, v (and write their gradients, allocated alike) with any batch,
         # head and position strides: HF's (B, L, H, D) transposes pass as they are; views with
         # gaps (BLOOM's fused qkv) are copied, since empty_like would not keep their strides.
@@ -431,14 +546,15 @@ class _TritonAttention(torch.autograd.Function):
         lk = k.shape[2]
         out = torch.empty_like(q)
         lse = torch.empty(batch, heads, lq, dtype=torch.float32, device=q.device)
+        arrays = layout.forward_arrays(q.device)
 
         def grid(meta):
             return (triton.cdiv(lq, meta["BLOCK_M"]), batch * heads)
 
         _forward_kernel[grid](
-            q, k, v, out, lse, layout.pad, layout.seg, layout.bid, layout.pos, layout.slopes,
-            layout.key_lo, layout.key_hi, *_strides(q, k, v, out), heads, scale, lq, lk,
-            D=dim, GROUP=heads // k.shape[1], IEEE_DOT=q.dtype == torch.float32, **layout.flags)
+            q, k, v, out, lse, arrays["seg"], arrays["key_group"], arrays["bid"], arrays["pos"], arrays["slopes"],
+            arrays["key_lo"], arrays["key_hi"], *_strides(q, k, v, out), heads, scale, lq, lk, _bucket(lq),
+            _bucket(lk), D=dim, GROUP=heads // k.shape[1], IEEE_DOT=q.dtype == torch.float32, **layout.flags)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.layout, ctx.scale = layout, scale
         return out
@@ -452,13 +568,16 @@ class _TritonAttention(torch.autograd.Function):
         kv_heads, lk = k.shape[1], k.shape[2]
         delta = (out.float() * grad_out.float()).sum(-1).contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        arrays = dict(layout.forward_arrays(q.device), **layout.backward_arrays(q.device))
+        attributes = [arrays[name] for name in ("seg", "key_group", "bid", "pos", "slopes")]
+        lengths = (heads, ctx.scale, lq, lk, _bucket(lq), _bucket(lk))
         common = dict(D=dim, GROUP=heads // kv_heads, IEEE_DOT=q.dtype == torch.float32, **layout.flags)
         _backward_dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), batch * kv_heads)](
-            q, k, v, grad_out, lse, delta, dk, dv, layout.pad, layout.seg, layout.bid, layout.pos, layout.slopes,
-            layout.query_lo, layout.query_hi, *_strides(q, k, v, grad_out), heads, ctx.scale, lq, lk, **common)
+            q, k, v, grad_out, lse, delta, dk, dv, *attributes, arrays["query_lo"], arrays["query_hi"],
+            *_strides(q, k, v, grad_out), *lengths, **common)
         _backward_dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), batch * heads)](
-            q, k, v, grad_out, lse, delta, dq, layout.pad, layout.seg, layout.bid, layout.pos, layout.slopes,
-            layout.key_lo, layout.key_hi, *_strides(q, k, v, grad_out), heads, ctx.scale, lq, lk, **common)
+            q, k, v, grad_out, lse, delta, dq, *attributes, arrays["key_lo"], arrays["key_hi"],
+            *_strides(q, k, v, grad_out), *lengths, **common)
         return dq, dk, dv, None, None
 
 
@@ -496,14 +615,30 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                       key_padding_mask: Optional[torch.Tensor] = None, segment_ids: Optional[torch.Tensor] = None,
                       bidirectional_ids: Optional[torch.Tensor] = None, causal: bool = True,
                       alibi_slopes: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                      backend: str = "auto") -> torch.Tensor:
+                      backend: str = "auto", layout: Optional[AttentionLayout] = None) -> torch.Tensor:
     """Attention with per-call causal, bidirectional or prefix-LM visibility; see the module doc.
 
     ``backend="auto"``: the Triton kernels for CUDA tensors (head dims 16-128, powers of two),
     the PyTorch reference otherwise. ``"triton"`` forces the kernels (CPU tensors only under
-    ``TRITON_INTERPRET=1``); ``"torch"`` forces the reference.
+    ``TRITON_INTERPRET=1``); ``"torch"`` forces the reference. ``layout``: an
+    ``AttentionLayout`` holding the masks instead of the keyword arguments, shared by the
+    layers of one forward pass.
     """
-    _check(q, k, v, key_padding_mask, segment_ids, bidirectional_ids, alibi_slopes, backend)
+    if layout is not None:
+        given = [name for name, value in (("key_padding_mask", key_padding_mask), ("segment_ids", segment_ids),
+                                          ("bidirectional_ids", bidirectional_ids), ("alibi_slopes", alibi_slopes))
+                 if value is not None] + ([] if causal else ["causal=False"])
+        if given:
+            raise ValueError(f"pass the masks in the layout or as arguments, not both: got a layout and {given}")
+        if (layout.batch, layout.lq, layout.lk) != (q.shape[0], q.shape[2], k.shape[2]):
+            raise ValueError(f"the layout was built for (batch, Lq, Lk) = {(layout.batch, layout.lq, layout.lk)}, "
+                             f"not {(q.shape[0], q.shape[2], k.shape[2])}")
+        masks = layout.masks
+    else:
+        masks = dict(key_padding_mask=key_padding_mask, segment_ids=segment_ids,
+                     bidirectional_ids=bidirectional_ids, causal=causal, alibi_slopes=alibi_slopes)
+    _check(q, k, v, masks["key_padding_mask"], masks["segment_ids"], masks["bidirectional_ids"],
+           masks["alibi_slopes"], backend)
     if q.numel() == 0:  # no batch or no queries (Lq <= Lk): nothing to attend
         return q * 0
     dim = q.shape[-1]
@@ -515,12 +650,9 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             f"{KERNEL_HEAD_DIMS} (got {dim}) and CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
             f"got {'no Triton' if triton is None else q.device.type + ' tensors'}. Use backend='auto' or 'torch'.")
     if backend == "torch" or (backend == "auto" and not (kernel_ok and q.is_cuda)):
-        return reference_attention(q, k, v, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
-                                   bidirectional_ids=bidirectional_ids, causal=causal, alibi_slopes=alibi_slopes,
-                                   scale=scale)
-    batch, _, lq, _ = q.shape
-    layout = _Layout(batch, lq, k.shape[2], q.device, key_padding_mask, segment_ids, bidirectional_ids, causal,
-                     alibi_slopes)
+        return reference_attention(q, k, v, scale=scale, **masks)
+    if layout is None:
+        layout = AttentionLayout(q.shape[0], q.shape[2], k.shape[2], **masks)
     return _TritonAttention.apply(q, k, v, layout, scale)
 
 
