@@ -234,11 +234,13 @@ if triton is not None:
         return tl.where(visible, qk, float("-inf"))
 
     @triton.jit
-    def _without_padding(tile, key_group, HAS_PAD: tl.constexpr):
-        """A key tile with padding rows zeroed: a probability of 0 times NaN would still be NaN."""
-        if HAS_PAD:
-            tile = tl.where(key_group[:, None] >= 0, tile, tl.zeros_like(tile))
-        return tile
+    def _real_keys(n_valid, k_group, HAS_GROUP: tl.constexpr):
+        """Keys that exist and are not padding: loaded as they are; others are read as zeros, since a
+        probability of 0 times a NaN in a padding row would still be NaN."""
+        if HAS_GROUP:
+            return k_group >= 0  # -1: padding, or past the end
+        else:
+            return n_valid
 
     @triton.jit
     def _dot(a, b, IEEE_DOT: tl.constexpr):
@@ -300,8 +302,7 @@ if triton is not None:
             alpha = tl.exp2(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
-                        mask=n_valid[:, None], other=0.0)
-            v = _without_padding(v, k_group, HAS_PAD)
+                        mask=_real_keys(n_valid, k_group, HAS_GROUP)[:, None], other=0.0)
             acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
             m_i = m_new
         empty = l_i == 0.0
@@ -332,39 +333,41 @@ if triton is not None:
         kv_h = batch_kv_head % hkv
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_valid = offs_n < LK
-        k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D), mask=n_valid[:, None], other=0.0)
-        v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D), mask=n_valid[:, None], other=0.0)
         k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
                                                   HAS_GROUP, HAS_BID, HAS_ALIBI)
-        v = _without_padding(v, k_group, HAS_PAD)
+        real = _real_keys(n_valid, k_group, HAS_GROUP)[:, None]
+        k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D), mask=real, other=0.0)
+        v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D), mask=real, other=0.0)
         k_pos, k_group, k_bid, k_alibi = offs_n[:, None], k_group[:, None], k_bid[:, None], k_alibi[:, None]
         qk_scale = sm_scale * _LOG2E
         dk = tl.zeros([BLOCK_N, D], tl.float32)
         dv = tl.zeros([BLOCK_N, D], tl.float32)
         lo, hi = _loop_bounds(QUERY_LO, QUERY_HI, b * LK, offs_n, n_valid, LQ, BLOCK_M)
-        for g in range(GROUP):
-            h = kv_h * GROUP + g
+        # One flat loop over (head of the group, query tile): a single software-pipelined loop.
+        n_tiles = tl.cdiv(hi - lo, BLOCK_M)
+        for step in range(0, GROUP * n_tiles):
+            h = kv_h * GROUP + step // n_tiles
             slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
-            for start_m in range(lo, hi, BLOCK_M):
-                offs_m = start_m + tl.arange(0, BLOCK_M)
-                m_valid = offs_m < LQ
-                query_pos = offs_m + (LK - LQ)
-                q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
-                                                            HAS_SEG, HAS_BID, HAS_ALIBI)
-                q_t = tl.load(Q + _tile_t(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
-                              mask=m_valid[None, :], other=0.0)
-                do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
-                             mask=m_valid[:, None], other=0.0)
-                # Queries past the end: lse = +inf gives them probability 0.
-                lse = tl.load(LSE + (b * H + h) * LQ + offs_m, mask=m_valid, other=float("inf"))
-                delta = tl.load(DELTA + (b * H + h) * LQ + offs_m, mask=m_valid, other=0.0)
-                qk_t = _masked_scores(_dot(k, q_t, IEEE_DOT) * qk_scale, query_pos[None, :], k_pos,
-                                      q_group[None, :], k_group, q_bid[None, :], k_bid, q_alibi[None, :], k_alibi,
-                                      slope, LK, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
-                p_t = tl.exp2(qk_t - lse[None, :])
-                dv += _dot(p_t.to(do.dtype), do, IEEE_DOT)
-                ds_t = p_t * (_dot(v, tl.trans(do), IEEE_DOT) - delta[None, :])
-                dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), IEEE_DOT)
+            start_m = lo + (step % n_tiles) * BLOCK_M
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            m_valid = offs_m < LQ
+            query_pos = offs_m + (LK - LQ)
+            q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
+                                                        HAS_SEG, HAS_BID, HAS_ALIBI)
+            q_t = tl.load(Q + _tile_t(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
+                          mask=m_valid[None, :], other=0.0)
+            do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
+                         mask=m_valid[:, None], other=0.0)
+            # Queries past the end: lse = +inf gives them probability 0.
+            lse = tl.load(LSE + (b * H + h) * LQ + offs_m, mask=m_valid, other=float("inf"))
+            delta = tl.load(DELTA + (b * H + h) * LQ + offs_m, mask=m_valid, other=0.0)
+            qk_t = _masked_scores(_dot(k, q_t, IEEE_DOT) * qk_scale, query_pos[None, :], k_pos,
+                                  q_group[None, :], k_group, q_bid[None, :], k_bid, q_alibi[None, :], k_alibi,
+                                  slope, LK, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
+            p_t = tl.exp2(qk_t - lse[None, :])
+            dv += _dot(p_t.to(do.dtype), do, IEEE_DOT)
+            ds_t = p_t * (_dot(v, tl.trans(do), IEEE_DOT) - delta[None, :])
+            dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), IEEE_DOT)
         tl.store(DK + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
                  (dk * sm_scale).to(DK.dtype.element_ty), mask=n_valid[:, None])
         tl.store(DV + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
@@ -404,12 +407,10 @@ if triton is not None:
             n_valid = offs_n < LK
             k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
                                                       HAS_GROUP, HAS_BID, HAS_ALIBI)
-            k = _without_padding(tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
-                                         mask=n_valid[:, None], other=0.0), k_group, HAS_PAD)
-            v_t = tl.load(V + _tile_t(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
-                          mask=n_valid[None, :], other=0.0)
-            if HAS_PAD:
-                v_t = tl.where(k_group[None, :] >= 0, v_t, tl.zeros_like(v_t))
+            real = _real_keys(n_valid, k_group, HAS_GROUP)
+            k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D), mask=real[:, None], other=0.0)
+            v_t = tl.load(V + _tile_t(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D), mask=real[None, :],
+                          other=0.0)
             qk = _masked_scores(_dot(q, tl.trans(k), IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
                                 k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
                                 CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
