@@ -45,7 +45,7 @@ def load_sentences(path: Path, n: int):
         gold, current = set(), None
         for i, tag in enumerate(tags + ["O"]):
             if current and not tag.startswith("I-"):
-                gold.add((starts[current[0]], starts[i - 1] + len(tokens[i - 1]), CONLL_LABELS[current[1]]))
+                gold.add((starts[current[0]], starts[i - 1] + len(tokens[i - 1]), CONLL_LABELS.get(current[1], current[1])))  # other sets: their own
                 current = None
             if tag != "O" and (current is None or tag.startswith("B-")):
                 current = (i, tag[2:])

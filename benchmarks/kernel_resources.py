@@ -29,9 +29,7 @@ from typing import Dict, List, Optional
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the default today, said so to silence its warning
 os.environ.pop("TRITON_INTERPRET", None)  # the real autotune lists, not the interpreter's one small config
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `kernels` of this checkout, built or not
-
-from kernels import attention  # noqa: E402
+from spacy_seqgpt.kernels import attention  # noqa: E402  (after the environment above)
 
 KERNELS = {"forward": "_forward_kernel", "dkdv": "_backward_dkdv_kernel", "dq": "_backward_dq_kernel"}
 FLAGS = ("CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI")
@@ -134,13 +132,13 @@ def compile_one(job: Compile) -> Compile:
 
 
 # --explore: every tile shape worth trying, to choose the lists from.
-CANDIDATES = [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s) for m in (16, 32, 64, 128)
-              for n in (32, 64, 128) for w in (4, 8) for s in (2, 3) if 1024 <= m * n <= 16384]
+CANDIDATES = [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s) for m, n, w in (
+    (128, 128, 8), (128, 64, 8), (64, 128, 8), (128, 32, 8), (32, 128, 8), (64, 64, 8), (64, 64, 4),
+    (128, 32, 4), (64, 32, 4), (32, 64, 4), (32, 64, 8), (16, 128, 8), (32, 32, 4)) for s in (2, 3)]
 
 
 def jobs(archs, dtypes, head_dims, combinations, kernels=tuple(KERNELS), explore=False) -> List[Compile]:
-    """Every config ``attention.kernel_configs`` lets the autotuner try (``explore``: every
-    candidate), for each case asked for."""
+    """Every config the autotuner may try (``explore``: every candidate), for each case asked for."""
     out = []
     for kernel in kernels:
         for arch in archs:
@@ -149,10 +147,14 @@ def jobs(archs, dtypes, head_dims, combinations, kernels=tuple(KERNELS), explore
                     for combination in combinations:
                         flags = {flag: False for flag in FLAGS}
                         flags.update(COMBINATIONS[combination])
-                        configs = CANDIDATES if explore else attention.kernel_configs(kernel, arch, head_dim, flags)
-                        for config in configs:
-                            out.append(Compile(kernel, arch, dtype, head_dim, combination, config["BLOCK_M"],
-                                               config["BLOCK_N"], config["num_warps"], config["num_stages"]))
+                        if explore:
+                            configs = [(c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"])
+                                       for c in CANDIDATES]
+                        else:  # what the autotuner's own pruning keeps on this architecture
+                            prune = attention._pruner(kernel, lambda: divmod(arch, 10))
+                            configs = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                                       for c in prune(attention._pool(kernel), {}, D=head_dim, **flags)]
+                        out += [Compile(kernel, arch, dtype, head_dim, combination, *config) for config in configs]
     return out
 
 

@@ -167,11 +167,13 @@ if triton is not None:
         tiles = sorted({tile for (name, _, _), tiles in _TILES.items() if name == kernel for tile in tiles})
         return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in tiles]
 
-    def _pruner(kernel):
+    def _pruner(kernel, capability=None):
+        """The autotuner's pruning: the pool cut to ``kernel_configs`` for this GPU (``capability``:
+        a stand-in for ``torch.cuda.get_device_capability``, for the static check)."""
         def prune(configs, named_args, **kwargs):
             if _interpreting():
                 return configs
-            major, minor = torch.cuda.get_device_capability()
+            major, minor = (capability or torch.cuda.get_device_capability)()
             allowed = {tuple(c.values()) for c in kernel_configs(kernel, major * 10 + minor, kwargs["D"],
                                                                  {flag: kwargs[flag] for flag in _FLAGS})}
             return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)

@@ -133,3 +133,28 @@ def test_layer_codes_and_bad_input(paths):
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50))
     with pytest.raises(ValueError, match="unmask supports llama, mistral, qwen2, bloom"):
         unmask(gpt2, "01")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_kernel_layout_is_built_once_per_model_call_not_per_layer(paths, arch, monkeypatch):
+    from spacy_seqgpt.kernels.attention import AttentionLayout
+
+    builds = []
+    build = AttentionLayout._build_forward
+    monkeypatch.setattr(AttentionLayout, "_build_forward", lambda self, device: builds.append(self) or build(self, device))
+    model = unmask(load(paths, arch), "1111", mode="prompt", backend="triton")
+    assert len([m for m in model.modules() if type(m).__name__.endswith("Attention")]) == 4  # layers
+    mask = torch.ones_like(IDS)
+    mask[1, :2] = 0
+    prompt_lengths = torch.tensor([7, 4])
+    logits(model, IDS, mask, prompt_lengths=prompt_lengths)
+    assert len(builds) == 1
+    unmask(model, "0110", mode="prompt", backend="triton")  # two modes: causal and prefix-LM
+    logits(model, IDS, mask, prompt_lengths=prompt_lengths)
+    assert len(builds) == 3 and {layout.flags["HAS_BID"] for layout in builds[1:]} == {True, False}
+    # Decoding: one build per step (both modes), each only for the step's new query row.
+    del builds[:]
+    model.generate(IDS, attention_mask=mask, prompt_lengths=prompt_lengths, max_new_tokens=3, do_sample=False)
+    assert len(builds) == 2 * 3
+    assert [layout.lq for layout in builds] == [IDS.shape[1]] * 2 + [1] * 4
+    assert all(len(built.forward_arrays("cpu")["key_lo"][0]) == built.lq for built in builds)

@@ -11,7 +11,7 @@ from . import command
 @command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_cli(
     ctx: typer.Context,
-    config_path: Path = typer.Argument(..., help="Training config (see configs/seqgpt_tiny.cfg)", exists=True, dir_okay=False),
+    config_path: Path = typer.Argument(..., help="Training config (see configs/training/seqgpt_tiny.cfg)", exists=True, dir_okay=False),
     stage: str = typer.Option(..., "--stage", help="pt (pre-training) or ft (fine-tuning)"),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="Start from this model instead of [paths] base_model (ft: the pre-trained model)"),
 ):

@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
-from ..kernels.attention import BACKENDS, partial_attention
+from ..kernels.attention import BACKENDS, AttentionLayout, partial_attention
 from ..validation import check_unmask_code
 from .adapters import base_model
 
@@ -61,11 +61,14 @@ class UnmaskState:
         self.backend = backend
         self.alibi_slopes = alibi_slopes
         self.batch: Dict[str, Optional[torch.Tensor]] = {}
+        self.layouts: Dict[tuple, tuple] = {}  # (mode, Lq, Lk, mask id) -> (mask, AttentionLayout)
         self.hook = None
 
     def capture(self, module, args, kwargs):
-        """Forward pre-hook on the model: take this call's per-batch ids out of its kwargs."""
+        """Forward pre-hook on the model: take this call's per-batch ids out of its kwargs, and
+        forget the previous call's layouts (each model call builds its own, once, for all layers)."""
         self.batch = {name: kwargs.pop(name, None) for name in BATCH_KWARGS}
+        self.layouts = {}
         return args, kwargs
 
     def attend(self, layer_idx: int, query, key, value, key_padding_mask, scale, alibi_slopes=None):
@@ -74,18 +77,26 @@ class UnmaskState:
             raise ValueError("unmasked layers take a 2-D padding mask (batch, length); got a "
                              f"{key_padding_mask.dim()}-D attention mask")
         mode = self.modes.get(layer_idx)
-        length = key.shape[2]
-        if key_padding_mask is not None:
-            key_padding_mask = key_padding_mask[:, -length:].bool()
-        segment_ids = self._ids("segment_ids", length)
-        bidirectional_ids = None
-        if mode == "prompt":
-            bidirectional_ids = self._ids("bidirectional_ids", length)
-            if bidirectional_ids is None:
-                bidirectional_ids = self._prompt_ids(key_padding_mask, query.shape[0], length, key.device)
-        return partial_attention(query, key, value, key_padding_mask=key_padding_mask, segment_ids=segment_ids,
-                                 bidirectional_ids=bidirectional_ids, causal=mode != "full",
-                                 alibi_slopes=alibi_slopes, scale=scale, backend=self.backend)
+        batch, lq, length = query.shape[0], query.shape[2], key.shape[2]
+        # One layout per model call and mode, shared by the layers. The model hands every layer the
+        # same mask object: keying by it (kept alive with the layout) keeps a layer recomputed for
+        # an earlier call (gradient checkpointing) from reading another call's layout.
+        cache_key = (mode, lq, length, id(key_padding_mask))
+        layout = self.layouts.get(cache_key, (None, None))[1]
+        if layout is None:  # the first layer of this model call in this mode
+            mask_argument = key_padding_mask
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask[:, -length:].bool()
+            bidirectional_ids = None
+            if mode == "prompt":
+                bidirectional_ids = self._ids("bidirectional_ids", length)
+                if bidirectional_ids is None:
+                    bidirectional_ids = self._prompt_ids(key_padding_mask, batch, length, key.device)
+            layout = AttentionLayout(
+                batch, lq, length, key_padding_mask=key_padding_mask, segment_ids=self._ids("segment_ids", length),
+                bidirectional_ids=bidirectional_ids, causal=mode != "full", alibi_slopes=alibi_slopes)
+            self.layouts[cache_key] = (mask_argument, layout)
+        return partial_attention(query, key, value, layout=layout, scale=scale, backend=self.backend)
 
     def _ids(self, name: str, length: int) -> Optional[torch.Tensor]:
         ids = self.batch.get(name)

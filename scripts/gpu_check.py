@@ -1,0 +1,196 @@
+"""The first GPU, one command: everything that only a GPU can check, in one Markdown report.
+
+    python scripts/gpu_check.py [--report gpu-check/report.md] [--tagger-model PATH] [--seqgpt-model PATH]
+                                [--only STEP ...] [--skip STEP ...] [--dry-run]
+
+Steps (about 15 minutes on one H100/H200):
+  kernel-tests   the attention kernel and unmask tests, compiled for the GPU (no interpreter)
+  resources      registers and spills of the kernels as compiled for this GPU's architecture
+  attention      benchmarks/attention.py: ours against SDPA with a dense mask, FlexAttention
+                 with a BlockMask, and SDPA flash for causal
+  inference      benchmarks/inference.py --preset bloomz-560m (BLOOMZ-560M's shape, random weights)
+  tagger-qlora   20 steps of llm_unmasked_tagger with QLoRA (4-bit, paged 8-bit AdamW, bf16), then a
+                 save/load round trip of the trained pipeline
+  seqgpt-560m    20 steps of the 560m SeqGPT training preset (bf16, packed, segment-aware kernel)
+
+Models cannot always come from the hub. Without --tagger-model the tagger trains a small Llama
+made here (pass a local copy of Llama-2-7B, e.g. --tagger-model /models/Llama-2-7b-hf, for
+the paper's shape); without --seqgpt-model the 560m preset starts from random weights of
+BLOOMZ-560M's shape (pass --seqgpt-model /models/bloomz-560m for the real weights). Each step
+runs in its own process with a time limit; a failing step is reported and the next one runs.
+The report is rewritten after every step, so a cut-off run keeps what it measured.
+"""
+import argparse
+import datetime
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+WNUT_TRAIN = "assets/datasets/wnut17/wnut17train.conll"
+WNUT_DEV = "assets/datasets/wnut17/emerging.test.annotated"
+
+
+@dataclass
+class Step:
+    name: str
+    what: str
+    commands: List[List[str]]
+    timeout: int  # seconds, for all its commands together
+
+
+def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str]) -> List[Step]:
+    py = sys.executable
+    tagger = tagger_model or str(work / "small-llama")
+    seqgpt = seqgpt_model or str(work / "bloomz-560m-shape")
+    make_tagger = [] if tagger_model else [[py, "-m", "spacy", "seqgpt", "init-tiny", tagger, "--arch", "llama"]]
+    make_seqgpt = [] if seqgpt_model else [[py, "-c", "import sys; sys.path.insert(0, 'benchmarks'); "
+                                            "from inference import make_model; from pathlib import Path; "
+                                            f"make_model('bloomz-560m', Path({seqgpt!r}))"]]
+    pipeline = work / "tagger" / "model-last"
+    return [
+        Step("kernel-tests", "attention kernel and unmask tests on the GPU",
+             [[py, "-m", "pytest", "tests/test_attention_kernel.py", "tests/test_unmask.py", "-q"]], 900),
+        Step("resources", "registers and spills for this GPU's architecture",
+             [[py, "benchmarks/kernel_resources.py", "--arch", "{arch}", "--dtype", "bf16", "--markdown"]], 900),
+        Step("attention", "ours vs SDPA (dense mask), FlexAttention (BlockMask), SDPA flash (causal)",
+             [[py, "benchmarks/attention.py", "--repeats", "20"]], 900),
+        Step("inference", "seqgpt_ner at BLOOMZ-560M's shape against the official recipe",
+             [[py, "benchmarks/inference.py", "--preset", "bloomz-560m", "--data", WNUT_DEV, "--n", "200",
+               "--repeats", "3", "--official-n", "32"]], 900),
+        Step("tagger-qlora", f"20 QLoRA steps of llm_unmasked_tagger on {tagger}, then save/load",
+             make_tagger + [
+                 [py, "-m", "spacy", "train", "configs/training/tagger_llama2_7b.cfg", "--output", str(work / "tagger"),
+                  "--paths.model", tagger, "--paths.train", WNUT_TRAIN, "--paths.dev", WNUT_DEV,
+                  "--paths.train_limit", "200", "--paths.dev_limit", "60", "--paths.total_steps", "20",
+                  "--training.max_steps", "20", "--training.eval_frequency", "10"],
+                 [py, "scripts/gpu_check.py", "--round-trip", str(pipeline)]], 1200),
+        Step("seqgpt-560m", f"20 steps of the 560m SeqGPT preset from {seqgpt}",
+             make_seqgpt + [
+                 [py, "-m", "spacy", "seqgpt", "convert-all", "assets/datasets", str(work / "corpus"), "--quota", "8",
+                  "--train-limit", "200", "--eval-limit", "20"],
+                 [py, "-m", "spacy", "seqgpt", "train", "configs/training/seqgpt_560m.cfg", "--stage", "ft",
+                  "--paths.base_model", seqgpt, "--paths.finetune_data", str(work / "corpus" / "train"),
+                  "--paths.output", str(work / "seqgpt"), "--ft.steps", "20", "--ft.warmup_steps", "2",
+                  "--ft.checkpoint_every", "10", "--ft.log_every", "5"]], 1200),
+    ]
+
+
+def round_trip(path: Path) -> None:
+    """The trained pipeline, saved and loaded again, must annotate exactly as it did."""
+    import tempfile
+
+    import spacy
+
+    texts = ["Barack Obama visited Paris with Angela Merkel .", "I love my new iPhone from Apple !"]
+    nlp = spacy.load(path)
+    before = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+    with tempfile.TemporaryDirectory() as folder:
+        nlp.to_disk(folder)
+        again = spacy.load(folder)
+        after = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in again.pipe(texts)]
+    if before != after:
+        raise SystemExit(f"round trip changed the entities: {before} != {after}")
+    print(f"round trip: same entities after to_disk/spacy.load ({before})")
+
+
+def architecture() -> str:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return str(90 if major >= 9 else 80)
+
+
+def run_step(step: Step, arch: str, env: Dict[str, str]):
+    """(ok, seconds, output tail) of a step's commands, stopping at the first that fails."""
+    start, output = time.perf_counter(), []
+    for command in step.commands:
+        command = [part.replace("{arch}", arch) for part in command]
+        left = step.timeout - (time.perf_counter() - start)
+        output.append("$ " + shlex.join(command))
+        try:
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(left, 1))
+        except subprocess.TimeoutExpired as expired:
+            output.append((expired.stdout or "") if isinstance(expired.stdout, str) else "")
+            output.append(f"timed out after {step.timeout} s")
+            return False, time.perf_counter() - start, "\n".join(output)
+        output.append(done.stdout + done.stderr)
+        if done.returncode:
+            output.append(f"exit status {done.returncode}")
+            return False, time.perf_counter() - start, "\n".join(output)
+    return True, time.perf_counter() - start, "\n".join(output)
+
+
+def write_report(path: Path, header: str, results) -> None:
+    lines = [header, "", "| step | what | result | minutes |", "|---|---|---|---|"]
+    lines += [f"| {step.name} | {step.what} | {'ok' if ok else '**failed**'} | {seconds / 60:.1f} |"
+              for step, ok, seconds, _ in results]
+    for step, ok, seconds, tail in results:
+        lines += ["", f"## {step.name}", "", "```", "\n".join(tail.splitlines()[-80:]), "```"]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf8")
+    temporary.replace(path)
+
+
+def parse_args(argv=None):
+    names = [step.name for step in steps(Path("w"), None, None)]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report", type=Path, default=Path("gpu-check/report.md"))
+    parser.add_argument("--work", type=Path, default=Path("gpu-check"), help="models, corpora and outputs go here")
+    parser.add_argument("--tagger-model", help="a local Llama/Mistral folder (default: a small Llama made here)")
+    parser.add_argument("--seqgpt-model", help="a local BLOOMZ-560M folder (default: its shape, random weights)")
+    parser.add_argument("--only", nargs="+", choices=names, help="run these steps only")
+    parser.add_argument("--skip", nargs="+", choices=names, default=[], help="leave these steps out")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps' commands, run nothing")
+    parser.add_argument("--round-trip", type=Path, help=argparse.SUPPRESS)  # the tagger step's last command
+    args = parser.parse_args(argv)
+    for name, value in (("--tagger-model", args.tagger_model), ("--seqgpt-model", args.seqgpt_model)):
+        if value is not None and not Path(value).is_dir():
+            parser.error(f"{name} {value}: no such folder. Models cannot be downloaded here: pass a local copy "
+                         "(a folder with config.json and the weights)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.round_trip:
+        round_trip(args.round_trip)
+        return 0
+    work = args.work.resolve()
+    chosen = [step for step in steps(work, args.tagger_model, args.seqgpt_model)
+              if (not args.only or step.name in args.only) and step.name not in args.skip]
+    if args.dry_run:
+        for step in chosen:
+            print(f"# {step.name}: {step.what} (limit {step.timeout // 60} min)")
+            for command in step.commands:
+                print("  " + shlex.join(command))
+        return 0
+    import torch
+
+    if not torch.cuda.is_available():
+        print("No CUDA device: this script checks what only a GPU can (see --dry-run for its steps).", file=sys.stderr)
+        return 1
+    work.mkdir(parents=True, exist_ok=True)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    header = (f"# GPU check, {datetime.date.today().isoformat()}: {torch.cuda.get_device_name()}, torch "
+              f"{torch.__version__}, CUDA {torch.version.cuda}")
+    results = []
+    for step in chosen:
+        print(f"== {step.name}: {step.what}", flush=True)
+        ok, seconds, tail = run_step(step, architecture(), env)
+        results.append((step, ok, seconds, tail))
+        print(f"   {'ok' if ok else 'FAILED'} in {seconds / 60:.1f} min", flush=True)
+        write_report(args.report, header, results)
+    print(f"report: {args.report}")
+    return 0 if all(ok for _, ok, _, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
