@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the default today, said so to silence its warning
-os.environ.pop("TRITON_INTERPRET", None)  # the real autotune lists, not the interpreter's one small config
+if __name__ == "__main__":  # compiled kernels and the real autotune lists, not the interpreter's
+    os.environ.pop("TRITON_INTERPRET", None)
 
 from spacy_seqgpt.kernels import attention  # noqa: E402  (after the environment above)
 
@@ -191,20 +192,23 @@ def problems(results: List[Compile]) -> List[str]:
 
 
 def markdown(results: List[Compile]) -> str:
-    """One row per kernel, architecture, head dim and combination (dtypes merged when alike)."""
-    rows = {}
+    """One row per kernel, architecture and head dim: compiles, spills, the most registers, and for
+    each combination the largest clean tile (BLOCK_M x BLOCK_N / warps)."""
+    combinations = list(dict.fromkeys(r.combination for r in results))
+    rows: Dict[tuple, List[Compile]] = {}
     for r in results:
-        key = (r.kernel, r.arch, r.head_dim, r.combination)
-        rows.setdefault(key, []).append(r)
-    lines = ["| kernel | arch | D | combination | configs | spilling | max registers | largest clean tile | "
-             "max shared (KB) |", "|---|---|---|---|---|---|---|---|---|"]
-    for (kernel, arch, head_dim, combination), group in rows.items():
-        clean = [r for r in group if r.ok]
-        largest = max(clean, key=lambda r: (r.tile, -r.registers), default=None)
-        tile = f"{largest.block_m}x{largest.block_n}/{largest.num_warps}w" if largest else "none"
-        lines.append(f"| {kernel} | sm_{arch} | {head_dim} | {combination} | {len(group)} | "
-                     f"{sum(1 for r in group if not r.ok)} | {max(r.registers for r in group)} | {tile} | "
-                     f"{max(r.shared_bytes for r in group) / 1024:.0f} |")
+        rows.setdefault((r.kernel, r.arch, r.head_dim), []).append(r)
+    lines = ["| kernel | arch | D | compiles | spilling | max registers | max shared KB | "
+             + " | ".join(combinations) + " |", "|---" * (6 + len(combinations)) + "|"]
+    for (kernel, arch, head_dim), group in rows.items():
+        largest = []
+        for combination in combinations:
+            clean = [r for r in group if r.ok and r.combination == combination]
+            best = max(clean, key=lambda r: (r.tile, -r.registers), default=None)
+            largest.append(f"{best.block_m}x{best.block_n}/{best.num_warps}w" if best else "none")
+        lines.append(f"| {kernel} | sm_{arch} | {head_dim} | {len(group)} | {sum(1 for r in group if not r.ok)} | "
+                     f"{max(r.registers for r in group)} | {max(r.shared_bytes for r in group) / 1024:.0f} | "
+                     + " | ".join(largest) + " |")
     return "\n".join(lines)
 
 

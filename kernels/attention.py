@@ -34,7 +34,10 @@ bidirectional ids are integers; floating masks are refused, as is a head count b
 On CUDA the Triton kernels below run, forward and backward, flash-attention style: online
 softmax in fp32, nothing of size Lq x Lk in memory, GQA by indexing (k/v never copied), and
 key tiles that no query of a tile can see are skipped (the loop bounds come from per-row key
-ranges computed once per call), so causal costs about half of bidirectional. On CPU the
+ranges, built once per forward pass in an ``AttentionLayout``), so causal costs about half of
+bidirectional. Padding and segments reach the kernels as one group id per key. The autotune
+lists hold only configs that compile without register spills on sm_80 and sm_90
+(``benchmarks/kernel_resources.py`` checks them without a GPU). On CPU the
 PyTorch reference of the same contract runs (``backend="torch"``); ``TRITON_INTERPRET=1`` runs
 the kernels on CPU tensors, which is how the tests check them against the reference.
 
@@ -132,14 +135,14 @@ _TILES = {
     ("forward", 90, 128): ((128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2)),
     ("forward", 80, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2)),
     ("forward", 80, 128): ((64, 64, 8, 2), (64, 64, 8, 3), (128, 32, 8, 2), (64, 32, 4, 2)),
-    ("dkdv", 90, 64): ((32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (64, 128, 8, 2)),
-    ("dkdv", 90, 128): ((32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 8, 2), (16, 128, 8, 2)),
-    ("dkdv", 80, 64): ((32, 64, 4, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 32, 4, 2)),
-    ("dkdv", 80, 128): ((32, 64, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2), (16, 64, 4, 2)),
-    ("dq", 90, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 128, 8, 2), (128, 32, 4, 2)),
-    ("dq", 90, 128): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 32, 4, 2)),
-    ("dq", 80, 64): ((64, 64, 4, 2), (128, 32, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2)),
-    ("dq", 80, 128): ((64, 32, 8, 2), (32, 64, 8, 2), (64, 64, 8, 2), (32, 32, 4, 2)),
+    ("dkdv", 90, 64): ((64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2)),
+    ("dkdv", 90, 128): ((32, 128, 8, 2), (32, 128, 8, 3), (32, 64, 8, 2), (16, 128, 8, 2)),
+    ("dkdv", 80, 64): ((32, 128, 8, 2), (32, 64, 8, 2), (128, 32, 4, 2), (32, 32, 4, 3)),
+    ("dkdv", 80, 128): ((32, 64, 8, 2), (32, 64, 8, 3), (64, 32, 4, 2), (32, 32, 4, 2)),
+    ("dq", 90, 64): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 2)),
+    ("dq", 90, 128): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 2)),
+    ("dq", 80, 64): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 64, 8, 2)),
+    ("dq", 80, 128): ((64, 64, 8, 2), (128, 32, 8, 2), (32, 64, 8, 2), (64, 32, 4, 2)),
 }
 
 

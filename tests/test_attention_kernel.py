@@ -218,3 +218,20 @@ def test_masks_that_are_not_boolean_or_heads_below_one_are_refused():
     integer = torch.tensor([[0, 1, 1, 1, 1]])  # integers: nonzero is real, as a boolean mask says
     torch.testing.assert_close(partial_attention(q, k, k, key_padding_mask=integer),
                                partial_attention(q, k, k, key_padding_mask=integer.bool()))
+
+
+def test_one_layout_serves_several_calls_and_must_match_them():
+    from spacy_seqgpt.kernels.attention import AttentionLayout
+
+    q, k, v, options = make_case("prefix", torch.float32)
+    q, k, v, options = q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), to_device(options)
+    layout = AttentionLayout(q.shape[0], q.shape[2], k.shape[2], **options)
+    backend = "triton" if INTERPRETED or DEVICE == "cuda" else "torch"
+    expected = reference_attention(q, k, v, **options)
+    for _ in range(2):  # as the layers of one forward pass share it
+        torch.testing.assert_close(partial_attention(q, k, v, layout=layout, backend=backend), expected,
+                                   atol=2e-4, rtol=2e-4)
+    with pytest.raises(ValueError, match="not both"):
+        partial_attention(q, k, v, layout=layout, segment_ids=options["bidirectional_ids"])
+    with pytest.raises(ValueError, match="built for"):
+        partial_attention(q[:, :, :3], k, v, layout=layout)
