@@ -48,7 +48,8 @@ LARGE_TILES = {("forward", 90): 8192, ("forward", 80): 4096, ("dkdv", 90): 4096,
                ("dq", 90): 4096, ("dq", 80): 2048}
 SHARED_LIMIT = {80: 166912, 90: 232448}  # bytes of shared memory one block may use (A100, H100)
 INTEGERS = ("H", "LQ", "LK")
-POINTER_DTYPES = {"LSE": "fp32", "DELTA": "fp32", "PAD": "i8", "SEG": "i32", "BID": "i32", "POS": "i32",
+TENSORS = ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")  # of the dtype compiled for
+POINTER_DTYPES = {"LSE": "fp32", "DELTA": "fp32", "SEG": "i32", "KEY_GROUP": "i32", "BID": "i32", "POS": "i32",
                   "SLOPES": "fp32", "KEY_LO": "i32", "KEY_HI": "i32", "QUERY_LO": "i32", "QUERY_HI": "i32"}
 
 
@@ -85,7 +86,7 @@ def signature(fn, dtype: str, constants: Dict):
         if name in constants:
             types[name] = "constexpr"
         elif name.isupper() and name not in INTEGERS:  # a pointer
-            types[name] = "*" + POINTER_DTYPES.get(name, dtype)
+            types[name] = "*" + (dtype if name in TENSORS else POINTER_DTYPES[name])  # KeyError: a new argument
             hints[(index,)] = [["tt.divisibility", 16]]
         elif name.startswith("stride"):  # multiples of the head dim
             types[name] = "i32"

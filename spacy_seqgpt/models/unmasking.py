@@ -67,9 +67,14 @@ class UnmaskState:
     def capture(self, module, args, kwargs):
         """Forward pre-hook on the model: take this call's per-batch ids out of its kwargs, and
         forget the previous call's layouts (each model call builds its own, once, for all layers)."""
-        self.batch = {name: kwargs.pop(name, None) for name in BATCH_KWARGS}
-        self.layouts = {}
+        self.start_call(**{name: kwargs.pop(name, None) for name in BATCH_KWARGS})
         return args, kwargs
+
+    def start_call(self, **batch):
+        """A new model call: its per-batch ids (``BATCH_KWARGS``), and no layouts yet. Callers that
+        run the decoder directly, past the pre-hook, call this themselves."""
+        self.batch = {name: batch.get(name) for name in BATCH_KWARGS}
+        self.layouts = {}
 
     def attend(self, layer_idx: int, query, key, value, key_padding_mask, scale, alibi_slopes=None):
         """``partial_attention`` for one layer, ``(B, H, Lq, D)`` in and out."""

@@ -24,7 +24,7 @@ class AnswerLoss(torch.nn.Module):
         base = base_model(model)
         state = getattr(base, "seqgpt_unmask", None)
         if state is not None:  # the decoder is called directly: hand the kernel its segment ids here
-            state.batch = {"segment_ids": segment_ids if self.packed else None}
+            state.start_call(segment_ids=segment_ids if self.packed else None)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         if self.packed and base.config.model_type != "bloom":  # BLOOM has no positions (ALiBi in the kernel)
             inputs["position_ids"] = position_ids
