@@ -47,7 +47,7 @@ COMBINATIONS: Dict[str, Dict] = {
 LARGE_TILES = {("forward", 90): 8192, ("forward", 80): 4096, ("dkdv", 90): 4096, ("dkdv", 80): 2048,
                ("dq", 90): 4096, ("dq", 80): 2048}
 SHARED_LIMIT = {80: 166912, 90: 232448}  # bytes of shared memory one block may use (A100, H100)
-INTEGERS = ("H", "LQ", "LK")
+INTEGERS = ("H", "LQ", "LK", "LQ_BUCKET", "LK_BUCKET")
 TENSORS = ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")  # of the dtype compiled for
 POINTER_DTYPES = {"LSE": "fp32", "DELTA": "fp32", "SEG": "i32", "KEY_GROUP": "i32", "BID": "i32", "POS": "i32",
                   "SLOPES": "fp32", "KEY_LO": "i32", "KEY_HI": "i32", "QUERY_LO": "i32", "QUERY_HI": "i32"}
@@ -119,9 +119,9 @@ def compile_one(job: Compile) -> Compile:
     flags.update(COMBINATIONS[job.combination])
     constants = dict(flags, D=job.head_dim, IEEE_DOT=False, BLOCK_M=job.block_m, BLOCK_N=job.block_n)
     fn = getattr(attention, KERNELS[job.kernel]).fn
-    types, hints = signature(fn, job.dtype, constants)
     start = time.perf_counter()
     try:
+        types, hints = signature(fn, job.dtype, constants)
         compiled = triton.compile(ASTSource(fn, types, constants, hints), target=GPUTarget("cuda", job.arch, 32),
                                   options=dict(num_warps=job.num_warps, num_stages=job.num_stages))
         usage = resource_usage(compiled.asm["cubin"])
