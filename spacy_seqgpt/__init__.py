@@ -17,8 +17,9 @@ from .components.ner import SeqGPTNER  # noqa: E402
 from .components.tagger import LLMUnmaskedTagger  # noqa: E402
 from .components.textcat import SeqGPTTextcat  # noqa: E402
 from .models import HFModel  # noqa: E402
+from .api import SeqGPT  # noqa: E402
 
-__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPTNER", "SeqGPTTextcat", "unmask"]
+__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTTextcat", "unmask"]
 
 
 def __getattr__(name):

@@ -23,6 +23,7 @@ ALLOWED = {
     "training": {"models", "data"},
     "components": {"kernels", "text", "models", "decoding", "training"},
     "cli": {"models", "data", "training", "evaluation"},
+    "api": {"models"},
 }
 LEAVES = {"prompts", "validation", "about"}
 

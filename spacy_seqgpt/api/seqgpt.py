@@ -1,0 +1,85 @@
+"""``SeqGPT(model).extract / classify / classify_pairs``: the components' decoding without spaCy objects.
+
+Each call runs the SeqGPT components on blank Docs of the given texts, so answers are exactly
+what ``seqgpt_ner`` and ``seqgpt_textcat`` write (same windows, prompts, grammars, scores,
+batching across texts); pipelines are kept per label set and share one loaded model.
+"""
+from typing import Dict, List, Sequence, Union
+
+import spacy
+from spacy.language import Language
+
+from ..models import HFModel
+
+DEFAULT_MODEL = "DAMO-NLP/SeqGPT-560M"
+# SeqGPT's wording for sentence pairs is not published; this default names both parts so the
+# model reads them apart (a line break would become a space in the prompt's input field).
+PAIR_TEMPLATE = "Premise: {first} Hypothesis: {second}"
+_SPANS_KEY = "seqgpt"
+
+
+def _texts(texts: Sequence[str], name: str) -> List[str]:
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a list of strings, got one string: wrap it in a list")
+    texts = list(texts)
+    bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+    if bad:
+        raise TypeError(f"{name} must hold strings; items {bad[:5]} are {type(texts[bad[0]]).__name__}")
+    return texts
+
+
+class SeqGPT:
+    """Extraction and classification with labels chosen per call.
+
+    ``model``: a hub id or local folder, a dict of ``HFModel`` settings, or an ``HFModel``.
+    ``settings``: the components' settings (``batch_size``, ``max_new_tokens``, ``num_beams``,
+    ``max_input_tokens``, ``constrained``). ``lang``: the language of the blank Docs (spans are
+    aligned to its tokens).
+    """
+
+    def __init__(self, model: Union[str, Dict, HFModel] = DEFAULT_MODEL, *, lang: str = "en", **settings):
+        self.model = model
+        self.lang = lang
+        self.settings = settings
+        self._pipelines: Dict[tuple, Language] = {}
+
+    def _pipeline(self, factory: str, labels: Sequence[str], extra: Dict) -> Language:
+        key = (factory, tuple(labels), tuple(sorted(extra.items())))
+        if key not in self._pipelines:
+            nlp = spacy.blank(self.lang)
+            nlp.add_pipe(factory, config={"model": self.model, "labels": list(labels), **self.settings, **extra})
+            self._pipelines[key] = nlp
+        return self._pipelines[key]
+
+    def extract(self, texts: Sequence[str], labels: Sequence[str]) -> List[List[Dict]]:
+        """For each text, the spans found for ``labels``: ``{"start", "end", "label", "text", "score"}``
+        with character offsets, in text order; spans of different labels may overlap."""
+        nlp = self._pipeline("seqgpt_ner", labels, {"spans_key": _SPANS_KEY})
+        results = []
+        for doc in nlp.pipe(_texts(texts, "texts")):
+            group = doc.spans[_SPANS_KEY]
+            scores = group.attrs.get("scores", [None] * len(group))
+            results.append([{"start": span.start_char, "end": span.end_char, "label": span.label_,
+                             "text": span.text, "score": score} for span, score in zip(group, scores)])
+        return results
+
+    def classify(self, texts: Sequence[str], labels: Sequence[str], *, multi_label: bool = False,
+                 scoring: bool = False) -> List[Dict[str, float]]:
+        """For each text, ``{label: score}`` over ``labels`` as ``seqgpt_textcat`` writes ``doc.cats``."""
+        nlp = self._pipeline("seqgpt_textcat", labels, {"multi_label": multi_label, "scoring": scoring})
+        return [dict(doc.cats) for doc in nlp.pipe(_texts(texts, "texts"))]
+
+    def classify_pairs(self, firsts: Sequence[str], seconds: Sequence[str], labels: Sequence[str], *,
+                       template: str = PAIR_TEMPLATE, **options) -> List[Dict[str, float]]:
+        """Classify text pairs (NLI: premises and hypotheses), each joined by ``template``."""
+        firsts, seconds = _texts(firsts, "firsts"), _texts(seconds, "seconds")
+        if len(firsts) != len(seconds):
+            raise ValueError(f"pairs need as many first texts as second ones: got {len(firsts)} and {len(seconds)}")
+        if "{first}" not in template or "{second}" not in template:
+            raise ValueError(f"template must contain {{first}} and {{second}}, got {template!r}")
+        return self.classify([self.pair_text(a, b, template) for a, b in zip(firsts, seconds)], labels, **options)
+
+    @staticmethod
+    def pair_text(first: str, second: str, template: str = PAIR_TEMPLATE) -> str:
+        """The input text of one pair (what ``classify_pairs`` asks about)."""
+        return template.replace("{first}", first).replace("{second}", second)
