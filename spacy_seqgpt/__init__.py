@@ -16,10 +16,12 @@ except ImportError as err:
 from .components.ner import SeqGPTNER  # noqa: E402
 from .components.tagger import LLMUnmaskedTagger  # noqa: E402
 from .components.textcat import SeqGPTTextcat  # noqa: E402
+from .components.entity_typing import SeqGPTTyping  # noqa: E402
 from .models import HFModel  # noqa: E402
 from .api import SeqGPT  # noqa: E402
 
-__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTTextcat", "unmask"]
+__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTTextcat", "SeqGPTTyping",
+           "unmask"]
 
 
 def __getattr__(name):

@@ -17,7 +17,7 @@ from ..text.windows import subword_starts, window_ranges
 from .decoder import Query
 
 # Line breaks would end the prompt's input field early; each becomes one space, so offsets hold.
-_LINE_BREAKS = str.maketrans({char: " " for char in LINE_BREAKS})
+LINE_BREAKS_TO_SPACES = str.maketrans({char: " " for char in LINE_BREAKS})
 
 
 @dataclass
@@ -41,7 +41,7 @@ def window_requests(docs: Sequence[Doc], tokenizer, asks: Asks, max_input_tokens
     for doc_index, doc in enumerate(docs):
         task, chunks = asks(doc_index)
         for start, end in window_ranges(doc, subword_starts(tokenizer, doc.text), max_input_tokens):
-            text = doc.text[start:end].translate(_LINE_BREAKS)
+            text = doc.text[start:end].translate(LINE_BREAKS_TO_SPACES)
             requests.extend(Request(doc_index, start, text, task, chunk) for chunk in chunks)
     return requests
 
