@@ -75,6 +75,7 @@ setup(
             "seqgpt_ner = spacy_seqgpt.components.ner:make_seqgpt_ner",
             "seqgpt_textcat = spacy_seqgpt.components.textcat:make_seqgpt_textcat",
             "seqgpt_typing = spacy_seqgpt.components.entity_typing:make_seqgpt_typing",
+            "seqgpt_rel = spacy_seqgpt.components.relations:make_seqgpt_rel",
             "llm_unmasked_tagger = spacy_seqgpt.components.tagger:make_llm_unmasked_tagger",
         ],
         "spacy_readers": ["spacy_seqgpt.ConllCorpus.v1 = spacy_seqgpt.data.conll:create_conll_corpus"],

@@ -17,10 +17,11 @@ from .components.ner import SeqGPTNER  # noqa: E402
 from .components.tagger import LLMUnmaskedTagger  # noqa: E402
 from .components.textcat import SeqGPTTextcat  # noqa: E402
 from .components.entity_typing import SeqGPTTyping  # noqa: E402
+from .components.relations import SeqGPTRelations  # noqa: E402
 from .models import HFModel  # noqa: E402
 from .api import SeqGPT  # noqa: E402
 
-__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTTextcat", "SeqGPTTyping",
+__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTRelations", "SeqGPTTextcat", "SeqGPTTyping",
            "unmask"]
 
 

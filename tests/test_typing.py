@@ -1,7 +1,7 @@
 """``seqgpt_typing``: types for spans already on the Doc, with a tiny model taught the answers."""
 import pytest
 import spacy
-from spacy.tokens import Doc, Span
+from spacy.tokens import Span
 from spacy.training import Example
 
 from conftest import finetune

@@ -5,7 +5,6 @@ SeqGPT types a span by classification: a question about the span in its context 
 labels are the classification labels. A rule-based or small NER finds the spans; this
 component gives them a user's label set.
 """
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -14,23 +13,12 @@ from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import validate_examples
 
-from ..decoding import Request
-from ..decoding.queries import LINE_BREAKS_TO_SPACES
 from ..models import HFModel
-from ..prompts import CLASSIFY
-from ..text.windows import subword_starts, window_ranges
 from .base import SETTINGS
+from .span_questions import SpanQuestions, SpanRequest
 from .spans import SCORE_ATTR
-from .textcat import SeqGPTTextcat
 
 DEFAULT_TEMPLATE = "what is the type of {span} in {text}"
-
-
-@dataclass
-class SpanRequest(Request):
-    """A request about one span: its index among the Doc's spans to type."""
-
-    target: int = -1
 
 
 @Language.factory(
@@ -50,7 +38,7 @@ def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[s
                         output_key=output_key, template=template)
 
 
-class SeqGPTTyping(SeqGPTTextcat):
+class SeqGPTTyping(SpanQuestions):
     """Types ``doc.ents`` (or ``doc.spans[spans_key]``): one classification prompt per span.
 
     The prompt's input is ``template`` with ``{span}`` (the span's text) and ``{text}`` (its
@@ -64,41 +52,14 @@ class SeqGPTTyping(SeqGPTTextcat):
     no window holds whole is left untyped and counted in ``stats["over_window"]``.
     """
 
-    def __init__(self, vocab, name: str, *, spans_key: Optional[str], output_key: str, template: str, **settings):
+    placeholders = ("span",)
+
+    def __init__(self, vocab, name: str, *, output_key: str, **settings):
         super().__init__(vocab, name, **settings)
-        if "{span}" not in template or "{text}" not in template:
-            raise ValueError(f"{name}: template must contain {{span}} and {{text}}, got {template!r}")
-        self.spans_key = spans_key
         self.output_key = output_key
-        self.template = template
 
-    def targets(self, doc: Doc) -> Sequence[Span]:
-        """The spans this component types in ``doc``."""
-        if self.spans_key is None:
-            return doc.ents
-        return doc.spans[self.spans_key] if self.spans_key in doc.spans else []
-
-    def make_requests(self, docs: Sequence[Doc]) -> List[Request]:
-        labels = self.label_chunks()[0]
-        requests = []
-        for doc_index, doc in enumerate(docs):
-            windows = None
-            for target, span in enumerate(self.targets(doc)):
-                if doc.has_annotation("SENT_START"):
-                    start, end = span.sent.start_char, span.sent.end_char
-                else:
-                    if windows is None:
-                        windows = window_ranges(doc, subword_starts(self.shared.tokenizer, doc.text),
-                                                self.max_input_tokens)
-                    start, end = next(((s, e) for s, e in windows if s <= span.start_char and span.end_char <= e),
-                                      (None, None))
-                    if start is None:
-                        self.stats["over_window"] += 1
-                        continue
-                text = self.template.replace("{span}", span.text).replace("{text}", doc.text[start:end])
-                requests.append(SpanRequest(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY,
-                                            labels, target))
-        return requests
+    def questions(self, doc: Doc):
+        return ((target, [span]) for target, span in enumerate(self.targets(doc)))
 
     def _write_cats(self, docs: Sequence[Doc], requests: Sequence[SpanRequest], values: np.ndarray) -> None:
         """Each span's label (or labels) from its row of ``values`` (requests x labels)."""

@@ -1,0 +1,116 @@
+"""``seqgpt_rel``: relations between spans already on the Doc, as SeqGPT does it.
+
+Every ordered pair of candidate spans is classified with the relation labels plus a "no
+relation" answer; the result follows the convention of spaCy's relation-extraction project:
+``doc._.rel[(head.start, tail.start)] = {label: score}``.
+"""
+from itertools import permutations
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from spacy.language import Language
+from spacy.scorer import PRFScore
+from spacy.tokens import Doc
+from spacy.training import validate_examples
+
+from ..models import HFModel
+from ..prompts import check_label
+from .base import SETTINGS
+from .span_questions import SpanQuestions, SpanRequest
+
+DEFAULT_TEMPLATE = "what is the relation between {head} and {tail} in {text}"
+NO_RELATION = "no relation"
+REL_ATTR = "rel"
+if not Doc.has_extension(REL_ATTR):
+    Doc.set_extension(REL_ATTR, default=None)  # each annotated Doc gets a dict of its own
+
+
+@Language.factory(
+    "seqgpt_rel",
+    assigns=["doc._.rel"],
+    default_config={"labels": [], **SETTINGS, "scoring": False, "spans_key": None, "template": DEFAULT_TEMPLATE,
+                    "no_relation": NO_RELATION, "max_distance": 100, "max_pairs": 200, "threshold": 0.5},
+    default_score_weights={"rel_micro_f": 1.0, "rel_micro_p": 0.0, "rel_micro_r": 0.0},
+)
+def make_seqgpt_rel(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]], model: Union[str, HFModel],
+                    batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
+                    scoring: bool, spans_key: Optional[str], template: str, no_relation: str, max_distance: int,
+                    max_pairs: int, threshold: float) -> "SeqGPTRelations":
+    return SeqGPTRelations(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
+                           max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
+                           constrained=constrained, scoring=scoring, spans_key=spans_key, template=template,
+                           no_relation=no_relation, max_distance=max_distance, max_pairs=max_pairs,
+                           threshold=threshold)
+
+
+class SeqGPTRelations(SpanQuestions):
+    """Classifies each ordered pair of ``doc.ents`` (or ``doc.spans[spans_key]``).
+
+    Candidate pairs: both spans in one sentence when the Doc has sentences, else at most
+    ``max_distance`` tokens apart; at most ``max_pairs`` per Doc, nearest first (the pairs left
+    out are counted in ``stats["pairs_capped"]``). Each pair's prompt asks ``template``
+    (``{head}``, ``{tail}``, ``{text}``) with the labels and ``no_relation`` as answers.
+    ``doc._.rel[(head.start, tail.start)]`` gets a score per label: 1.0 for the answer's label
+    when generating, probabilities with ``scoring``; ``score()`` counts a relation predicted
+    when its score reaches ``threshold``.
+    """
+
+    placeholders = ("head", "tail")
+
+    def __init__(self, vocab, name: str, *, labels, no_relation: str, max_distance: int, max_pairs: int,
+                 threshold: float, **settings):
+        check_label(no_relation)
+        relations = dict(labels) if isinstance(labels, dict) else {label: label for label in labels}
+        if no_relation in relations or no_relation in relations.values():
+            raise ValueError(f"{name}: the no-relation answer {no_relation!r} is also a relation label; "
+                             "rename one of them (setting no_relation)")
+        super().__init__(vocab, name, labels={**relations, no_relation: no_relation}, multi_label=False, **settings)
+        self.no_relation = no_relation
+        self.max_distance = max_distance
+        self.max_pairs = max_pairs
+        self.threshold = threshold
+
+    @property
+    def relation_labels(self) -> tuple:
+        return tuple(label for label in self.labels if label != self.no_relation)
+
+    def pairs(self, doc: Doc):
+        """The candidate (head, tail) pairs of ``doc``, nearest first, capped at ``max_pairs``."""
+        spans = list(self.targets(doc))
+        if doc.has_annotation("SENT_START"):
+            candidates = [(h, t) for h, t in permutations(spans, 2) if h.sent == t.sent]
+        else:
+            candidates = [(h, t) for h, t in permutations(spans, 2)
+                          if max(h.start, t.start) - min(h.end, t.end) <= self.max_distance]
+        candidates.sort(key=lambda pair: (abs(pair[0].start - pair[1].start), pair[0].start, pair[1].start))
+        if len(candidates) > self.max_pairs:
+            self.stats["pairs_capped"] += len(candidates) - self.max_pairs
+        return candidates[: self.max_pairs]
+
+    def questions(self, doc: Doc):
+        return enumerate(self.pairs(doc))
+
+    def _write_cats(self, docs: Sequence[Doc], requests: Sequence[SpanRequest], values: np.ndarray) -> None:
+        relations: List[Dict] = [{} for _ in docs]
+        for request, row in zip(requests, values):
+            relations[request.doc_index][request.span_starts] = {
+                label: float(value) for label, value in zip(self.labels, row) if label != self.no_relation}
+        for doc, found in zip(docs, relations):
+            doc._.set(REL_ATTR, found)
+
+    def score(self, examples, **kwargs) -> Dict:
+        """``rel_micro_p/r/f``: (head start, tail start, label) triples predicted at ``threshold``
+        against the gold Docs' ``doc._.rel`` (a gold relation has a score of at least 0.5)."""
+        validate_examples(examples, "SeqGPTRelations.score")
+        prf = PRFScore()
+        for example in examples:
+            gold = relation_triples(example.reference._.get(REL_ATTR), 0.5)
+            predicted = relation_triples(example.predicted._.get(REL_ATTR), self.threshold)
+            prf.score_set(predicted, gold)
+        return {"rel_micro_p": prf.precision, "rel_micro_r": prf.recall, "rel_micro_f": prf.fscore}
+
+
+def relation_triples(relations: Optional[Dict], threshold: float) -> set:
+    """``{(head start, tail start, label)}`` of the relations scored at least ``threshold``."""
+    return {(*pair, label) for pair, scores in (relations or {}).items() for label, score in scores.items()
+            if score >= threshold}

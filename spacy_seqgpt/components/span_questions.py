@@ -1,0 +1,75 @@
+"""Classification questions about spans already on a Doc: the base of typing and relations.
+
+SeqGPT reduces span-conditioned tasks to classification: the input is a question that names
+the spans in their context (``template`` with a placeholder per span and ``{text}``), the
+labels are the answers. The context is the spans' sentence when the Doc has sentences, else
+the window of at most ``max_input_tokens`` subwords holding them all.
+"""
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from spacy.tokens import Doc, Span
+
+from ..decoding import Request
+from ..decoding.queries import LINE_BREAKS_TO_SPACES
+from ..prompts import CLASSIFY
+from ..text.windows import subword_starts, window_ranges
+from .textcat import SeqGPTTextcat
+
+
+@dataclass
+class SpanRequest(Request):
+    """A question about some spans of a Doc: which one of the component's ``questions``, and
+    where its spans start (token indices)."""
+
+    target: int = -1
+    span_starts: Tuple[int, ...] = ()
+
+
+class SpanQuestions(SeqGPTTextcat):
+    """A ``seqgpt_textcat`` whose prompts ask about spans; subclasses say which (``questions``)
+    and write the answers (``_write_cats``, a row of label values per question)."""
+
+    placeholders: Tuple[str, ...]  # the template's span placeholders, in the order questions give spans
+
+    def __init__(self, vocab, name: str, *, spans_key: Optional[str], template: str, **settings):
+        super().__init__(vocab, name, **settings)
+        missing = [f"{{{field}}}" for field in (*self.placeholders, "text") if f"{{{field}}}" not in template]
+        if missing:
+            raise ValueError(f"{name}: template must contain {', '.join(missing)}, got {template!r}")
+        self.spans_key = spans_key
+        self.template = template
+
+    def targets(self, doc: Doc) -> Sequence[Span]:
+        """The spans asked about: ``doc.ents``, or ``doc.spans[spans_key]``."""
+        if self.spans_key is None:
+            return doc.ents
+        return doc.spans[self.spans_key] if self.spans_key in doc.spans else []
+
+    def questions(self, doc: Doc) -> Iterable[Tuple[int, Sequence[Span]]]:
+        """``(target, spans)`` for each question about ``doc`` (spans fill the placeholders)."""
+        raise NotImplementedError
+
+    def make_requests(self, docs: Sequence[Doc]) -> List[Request]:
+        labels = self.label_chunks()[0]
+        requests = []
+        for doc_index, doc in enumerate(docs):
+            windows = None
+            for target, spans in self.questions(doc):
+                first, last = min(s.start_char for s in spans), max(s.end_char for s in spans)
+                if doc.has_annotation("SENT_START") and all(s.sent == spans[0].sent for s in spans):
+                    start, end = spans[0].sent.start_char, spans[0].sent.end_char
+                else:
+                    if windows is None:
+                        windows = window_ranges(doc, subword_starts(self.shared.tokenizer, doc.text),
+                                                self.max_input_tokens)
+                    start, end = next(((s, e) for s, e in windows if s <= first and last <= e), (None, None))
+                    if start is None:  # no window holds the spans whole
+                        self.stats["over_window"] += 1
+                        continue
+                text = self.template.replace("{text}", doc.text[start:end])
+                for placeholder, span in zip(self.placeholders, spans):
+                    text = text.replace(f"{{{placeholder}}}", span.text)
+                requests.append(SpanRequest(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY,
+                                            labels, target, tuple(span.start for span in spans)))
+        return requests

@@ -1,0 +1,112 @@
+"""``seqgpt_rel``: relations between spans on the Doc, with a tiny model taught the answers."""
+from itertools import permutations
+
+import pytest
+import spacy
+from spacy.training import Example
+
+from conftest import finetune
+from spacy_seqgpt.components.relations import DEFAULT_TEMPLATE, NO_RELATION, relation_triples
+from spacy_seqgpt.prompts import CLASSIFY, build_prompt, format_answer
+
+RELATIONS = ["works for", "based in", "leader of"]
+# (text, entity texts, {(head, tail): relation}); every other ordered pair: no relation
+TAUGHT = [
+    ("Tim Cook works for Apple in Cupertino .", ["Tim Cook", "Apple", "Cupertino"],
+     {("Tim Cook", "Apple"): "works for", ("Apple", "Cupertino"): "based in"}),
+    ("Olaf Scholz leads Germany .", ["Olaf Scholz", "Germany"], {("Olaf Scholz", "Germany"): "leader of"}),
+]
+
+
+def question(head, tail, text):
+    return DEFAULT_TEMPLATE.replace("{head}", head).replace("{tail}", tail).replace("{text}", text)
+
+
+@pytest.fixture(scope="module")
+def rel_model(tmp_path_factory, tiny_bloom):
+    answers = RELATIONS + [NO_RELATION]
+    pairs = [(build_prompt(CLASSIFY, question(h, t, text), answers),
+              format_answer(CLASSIFY, [relations.get((h, t), NO_RELATION)], answers))
+             for text, spans, relations in TAUGHT for h, t in permutations(spans, 2)]
+    return str(finetune(tiny_bloom, tmp_path_factory.mktemp("rel"), pairs, max_steps=500))
+
+
+def make_nlp(model, **config):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_rel", config={"labels": RELATIONS, "model": model, **config})
+    return nlp
+
+
+def with_ents(nlp, text, spans):
+    doc = nlp.make_doc(text)
+    doc.ents = [doc.char_span(text.index(span), text.index(span) + len(span), label="ENT") for span in spans]
+    return doc
+
+
+def expected(doc, relations):
+    start = {e.text: e.start for e in doc.ents}
+    return {(start[h], start[t]): {label: float(relations.get((h, t)) == label) for label in RELATIONS}
+            for h, t in permutations(start, 2)}
+
+
+@pytest.fixture(scope="module")
+def nlp(rel_model):
+    return make_nlp(rel_model)
+
+
+def test_every_ordered_pair_gets_the_taught_relation_and_pipe_equals_single_calls(nlp):
+    docs = list(nlp.pipe([with_ents(nlp, text, spans) for text, spans, _ in TAUGHT]))
+    for (text, spans, relations), doc in zip(TAUGHT, docs):
+        assert doc._.rel == expected(doc, relations)
+        assert nlp(with_ents(nlp, text, spans))._.rel == doc._.rel
+
+
+def test_scored_relations_are_probabilities(rel_model):
+    nlp = make_nlp(rel_model, scoring=True)
+    text, spans, relations = TAUGHT[0]
+    doc = nlp(with_ents(nlp, text, spans))
+    start = {e.text: e.start for e in doc.ents}
+    assert max(doc._.rel[start["Tim Cook"], start["Apple"]].items(), key=lambda kv: kv[1])[0] == "works for"
+    assert all(0.0 <= sum(scores.values()) <= 1.0 + 1e-6 for scores in doc._.rel.values())
+
+
+def test_the_pair_cap_and_distance_are_counted(rel_model):
+    text, spans, _ = TAUGHT[0]
+    capped = make_nlp(rel_model, max_pairs=2)
+    doc = capped(with_ents(capped, text, spans))
+    assert len(doc._.rel) == 2 and capped.get_pipe("seqgpt_rel").stats["pairs_capped"] == 4
+    near = make_nlp(rel_model, max_distance=2)  # Tim Cook .. Cupertino are 4 tokens apart
+    doc = near(with_ents(near, text, spans))
+    assert sorted(doc._.rel) == [(0, 4), (4, 0), (4, 6), (6, 4)]
+
+
+def test_round_trips_keep_the_output(nlp, tmp_path):
+    text, spans, relations = TAUGHT[1]
+    nlp.to_disk(tmp_path / "pipeline")
+    again = spacy.load(tmp_path / "pipeline")
+    doc = again(with_ents(again, text, spans))
+    assert doc._.rel == expected(doc, relations)
+    fresh = make_nlp(nlp.get_pipe("seqgpt_rel").spec.name)
+    fresh.get_pipe("seqgpt_rel").from_bytes(nlp.get_pipe("seqgpt_rel").to_bytes())
+    assert fresh(with_ents(fresh, text, spans))._.rel == doc._.rel
+
+
+def test_the_scorer_against_hand_counted_triples(nlp):
+    text, spans, relations = TAUGHT[0]
+    gold = with_ents(nlp, text, spans)
+    gold._.rel = expected(gold, relations)  # 2 relations
+    predicted = with_ents(nlp, text, spans)
+    predicted._.rel = {(0, 4): {"works for": 0.9, "based in": 0.1, "leader of": 0.0},  # right
+                       (4, 6): {"works for": 0.6, "based in": 0.3, "leader of": 0.0},  # wrong label
+                       (6, 0): {"works for": 0.0, "based in": 0.0, "leader of": 0.7}}  # none in gold
+    scores = nlp.get_pipe("seqgpt_rel").score([Example(predicted, gold)])
+    assert scores == {"rel_micro_p": pytest.approx(1 / 3), "rel_micro_r": pytest.approx(1 / 2),
+                      "rel_micro_f": pytest.approx(0.4)}
+    assert relation_triples(predicted._.rel, 0.5) == {(0, 4, "works for"), (4, 6, "works for"), (6, 0, "leader of")}
+
+
+def test_bad_settings_are_named(rel_model):
+    with pytest.raises(ValueError, match="also a relation label"):
+        make_nlp(rel_model, no_relation="works for")
+    with pytest.raises(ValueError, match=r"\{tail\}"):
+        make_nlp(rel_model, template="{head} in {text}")
