@@ -79,6 +79,11 @@ class Compile:
         return self.error is None and self.spill_bytes == 0 and self.shared_bytes <= SHARED_LIMIT[self.arch]
 
 
+def combination_flags(combination: str) -> Dict:
+    """Every feature flag of a combination (those it does not name: off) and its GQA group."""
+    return {**{flag: False for flag in FLAGS}, **COMBINATIONS[combination]}
+
+
 def signature(fn, dtype: str, constants: Dict):
     """Triton's signature and alignment hints for the kernel as ``partial_attention`` calls it."""
     types, hints = {}, {}
@@ -115,9 +120,7 @@ def compile_one(job: Compile) -> Compile:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    flags = {flag: False for flag in FLAGS}
-    flags.update(COMBINATIONS[job.combination])
-    constants = dict(flags, D=job.head_dim, IEEE_DOT=False, BLOCK_M=job.block_m, BLOCK_N=job.block_n)
+    constants = dict(combination_flags(job.combination), D=job.head_dim, IEEE_DOT=False, BLOCK_M=job.block_m, BLOCK_N=job.block_n)
     fn = getattr(attention, KERNELS[job.kernel]).fn
     start = time.perf_counter()
     try:
@@ -144,19 +147,15 @@ def jobs(archs, dtypes, head_dims, combinations, kernels=tuple(KERNELS), explore
     out = []
     for kernel in kernels:
         for arch in archs:
-            for dtype in dtypes:
-                for head_dim in head_dims:
-                    for combination in combinations:
-                        flags = {flag: False for flag in FLAGS}
-                        flags.update(COMBINATIONS[combination])
-                        if explore:
-                            configs = [(c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"])
-                                       for c in CANDIDATES]
-                        else:  # what the autotuner's own pruning keeps on this architecture
-                            prune = attention._pruner(kernel, lambda: divmod(arch, 10))
-                            configs = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
-                                       for c in prune(attention._pool(kernel), {}, D=head_dim, **flags)]
-                        out += [Compile(kernel, arch, dtype, head_dim, combination, *config) for config in configs]
+            for head_dim in head_dims:
+                if explore:
+                    configs = [(c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"]) for c in CANDIDATES]
+                else:  # what the autotuner's own pruning keeps on this architecture
+                    prune = attention._pruner(kernel, lambda: divmod(arch, 10))
+                    configs = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                               for c in prune(attention._pool(kernel), {}, D=head_dim)]
+                out += [Compile(kernel, arch, dtype, head_dim, combination, *config)
+                        for dtype in dtypes for combination in combinations for config in configs]
     return out
 
 

@@ -122,8 +122,6 @@ def reference_attention(q, k, v, *, key_padding_mask=None, segment_ids=None, bid
     return torch.matmul(probs, v.float()).to(q.dtype)
 
 
-# ----------------------------------------------------------------------------- Triton kernels
-
 # ----------------------------------------------------------------------------- autotune lists
 
 # What the autotuner may try, per kernel, architecture family and head dim: only tiles that
@@ -146,21 +144,22 @@ _TILES = {
 }
 
 
-def kernel_configs(kernel: str, arch: int, head_dim: int, flags: dict) -> list:
+def kernel_configs(kernel: str, arch: int, head_dim: int) -> list:
     """The configs the autotuner of ``kernel`` ("forward", "dkdv", "dq") may try on a GPU of compute
-    capability ``arch`` (80 for 8.x, 90 for 9.0 and newer) at ``head_dim`` with these feature
-    flags; head dims below 64 use the 64 list (fewer registers per tile)."""
+    capability ``arch`` (80 for 8.x, 90 for 9.0 and newer) at ``head_dim``, whatever the features;
+    head dims below 64 use the 64 list (fewer registers per tile)."""
     family = 90 if arch >= 90 else 80
     tiles = _TILES[kernel, family, 128 if head_dim > 64 else 64]
     return [dict(BLOCK_M=m, BLOCK_N=n, num_warps=w, num_stages=s) for m, n, w, s in tiles]
 
+
+# ----------------------------------------------------------------------------- Triton kernels
 
 if triton is not None:
 
     # Autotuning is keyed by the lengths rounded up to powers of two (not each length: decoding
     # would re-tune at every step) and by the features.
     AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "D", "CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI", "GROUP"]
-    _FLAGS = ("CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI")
     _LOG2E = tl.constexpr(LOG2E)  # scores live in log2 units: exp2 is cheaper than exp
 
     def _pool(kernel):
@@ -177,8 +176,7 @@ if triton is not None:
             if _interpreting():
                 return configs
             major, minor = (capability or torch.cuda.get_device_capability)()
-            allowed = {tuple(c.values()) for c in kernel_configs(kernel, major * 10 + minor, kwargs["D"],
-                                                                 {flag: kwargs[flag] for flag in _FLAGS})}
+            allowed = {tuple(c.values()) for c in kernel_configs(kernel, major * 10 + minor, kwargs["D"])}
             return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
                     in allowed]
         return prune
@@ -459,6 +457,7 @@ class AttentionLayout:
         self.flags = dict(CAUSAL=causal, HAS_PAD=key_padding_mask is not None, HAS_SEG=segment_ids is not None,
                           HAS_BID=bidirectional_ids is not None, HAS_ALIBI=alibi_slopes is not None)
         self._forward_arrays = self._backward_arrays = None
+        self._ranges = {}  # first/last positions of ids, from the forward build, reused by the backward
 
     @property
     def masks(self) -> dict:
@@ -484,7 +483,6 @@ class AttentionLayout:
         key_hi = query_pos.clone() if self.causal else torch.full((batch, lq), lk - 1, **long)
         dummy = torch.zeros(1, dtype=torch.int32, device=device)
         seg = key_group = bid = pos = dummy
-        self._ranges = {}
         if self.causal and self.bidirectional_ids is not None:
             _, first, last = _dense(self.bidirectional_ids)
             shared = self.bidirectional_ids >= 0

@@ -3,7 +3,7 @@
     python scripts/gpu_check.py [--report gpu-check/report.md] [--tagger-model PATH] [--seqgpt-model PATH]
                                 [--only STEP ...] [--skip STEP ...] [--dry-run]
 
-Steps (about 15 minutes on one H100/H200):
+Steps (meant to finish within 20 minutes on one H100/H200; not yet timed on one):
   kernel-tests   the attention kernel and unmask tests, compiled for the GPU (no interpreter)
   resources      registers and spills of the kernels as compiled for this GPU's architecture
   attention      benchmarks/attention.py: ours against SDPA with a dense mask, FlexAttention

@@ -4,6 +4,7 @@ The head-dim-128 bf16 subset of ``benchmarks/kernel_resources.py`` (the hardest 
 compiles alike), in a process of its own: the tests run Triton's interpreter, which replaces
 ``triton.jit`` and cannot compile.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +15,15 @@ import pytest
 
 pytest.importorskip("triton")
 ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def check():
+    """The script as a module (imported here it leaves the interpreter's environment alone)."""
+    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +45,10 @@ def test_every_config_the_autotuner_may_try_compiles_without_spills(compiles):
     assert len(kernels) == 3 * 2 * 6  # every kernel, architecture and caller's combination was compiled
 
 
-def test_each_callers_combination_keeps_a_large_tile(compiles):
+def test_each_callers_combination_keeps_a_large_tile(compiles, check):
     _, rows = compiles
-    large = {("forward", 90): 8192, ("forward", 80): 4096, ("dkdv", 90): 4096, ("dkdv", 80): 2048,
-             ("dq", 90): 4096, ("dq", 80): 2048}
+    large = check.LARGE_TILES
+    assert large[("forward", 90)] == 8192 and large[("dkdv", 80)] == 2048  # the issue's floors
     for row in rows:
         if row["combination"] == "all":
             continue
@@ -47,14 +57,9 @@ def test_each_callers_combination_keeps_a_large_tile(compiles):
         assert best >= large[row["kernel"], row["arch"]], row
 
 
-def test_the_check_fails_on_a_spill_an_error_or_a_lost_large_tile(compiles):
-    import importlib.util
-
+def test_the_check_fails_on_a_spill_an_error_or_a_lost_large_tile(compiles, check):
     result, rows = compiles
     assert f"{len(rows)} compiles" in result.stdout
-    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
     clean = check.Compile("forward", 90, "bf16", 128, "packed", 128, 64, 8, 2, registers=200, shared_bytes=90000)
     assert check.problems([clean]) == []
     spilling = check.Compile("forward", 90, "bf16", 128, "packed", 128, 64, 8, 3, registers=255, spill_bytes=8)

@@ -70,10 +70,6 @@ class SeqGPTRelations(SpanQuestions):
         self.max_pairs = max_pairs
         self.threshold = threshold
 
-    @property
-    def relation_labels(self) -> tuple:
-        return tuple(label for label in self.labels if label != self.no_relation)
-
     def pairs(self, doc: Doc):
         """The candidate (head, tail) pairs of ``doc``, nearest first, capped at ``max_pairs``."""
         spans = list(self.targets(doc))

@@ -54,10 +54,10 @@ class SpanQuestions(SeqGPTTextcat):
         labels = self.label_chunks()[0]
         requests = []
         for doc_index, doc in enumerate(docs):
-            windows = None
+            windows, has_sentences = None, doc.has_annotation("SENT_START")
             for target, spans in self.questions(doc):
                 first, last = min(s.start_char for s in spans), max(s.end_char for s in spans)
-                if doc.has_annotation("SENT_START") and all(s.sent == spans[0].sent for s in spans):
+                if has_sentences and all(s.sent == spans[0].sent for s in spans):
                     start, end = spans[0].sent.start_char, spans[0].sent.end_char
                 else:
                     if windows is None:
