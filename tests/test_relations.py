@@ -6,7 +6,8 @@ import spacy
 from spacy.training import Example
 
 from conftest import finetune
-from spacy_seqgpt.components.relations import DEFAULT_TEMPLATE, NO_RELATION, relation_triples
+from spacy_seqgpt.prompts import NO_RELATION, RELATION_TEMPLATE as DEFAULT_TEMPLATE
+from spacy_seqgpt.text.relations import relation_triples
 from spacy_seqgpt.prompts import CLASSIFY, build_prompt, format_answer
 
 RELATIONS = ["works for", "based in", "leader of"]
@@ -110,3 +111,36 @@ def test_bad_settings_are_named(rel_model):
         make_nlp(rel_model, no_relation="works for")
     with pytest.raises(ValueError, match=r"\{tail\}"):
         make_nlp(rel_model, template="{head} in {text}")
+
+
+def test_spacy_evaluate_scores_relations_on_a_docbin_of_gold_rel(rel_model, tmp_path):
+    """`spacy evaluate` reads the gold `doc._.rel` of a DocBin (saved with store_user_data) and
+    the pipeline's entities come from a rule-based entity ruler before seqgpt_rel."""
+    import subprocess
+    import sys
+
+    import srsly
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns(
+        [{"label": "ENT", "pattern": span} for _, spans, _ in TAUGHT for span in spans])
+    nlp.add_pipe("seqgpt_rel", config={"labels": RELATIONS, "model": rel_model})
+    nlp.to_disk(tmp_path / "pipeline")
+    gold_docs = []
+    for number, (text, spans, relations) in enumerate(TAUGHT):
+        doc = with_ents(nlp, text, spans)
+        gold = expected(doc, relations)
+        if number == 0:  # a gold relation the model was not taught: one false negative
+            gold[(6, 0)]["leader of"] = 1.0
+        doc._.rel = gold
+        gold_docs.append(doc)
+    DocBin(docs=gold_docs, store_user_data=True).to_disk(tmp_path / "dev.spacy")
+    result = subprocess.run([sys.executable, "-m", "spacy", "evaluate", str(tmp_path / "pipeline"),
+                             str(tmp_path / "dev.spacy"), "--output", str(tmp_path / "metrics.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    metrics = srsly.read_json(tmp_path / "metrics.json")
+    # 3 taught relations predicted, 4 gold: P = 1, R = 3/4
+    assert metrics["rel_micro_p"] == pytest.approx(1.0) and metrics["rel_micro_r"] == pytest.approx(0.75)
+    assert metrics["rel_micro_f"] == pytest.approx(2 * 0.75 / 1.75)

@@ -5,7 +5,7 @@ from spacy.tokens import Span
 from spacy.training import Example
 
 from conftest import finetune
-from spacy_seqgpt.components.entity_typing import DEFAULT_TEMPLATE
+from spacy_seqgpt.prompts import TYPING_TEMPLATE as DEFAULT_TEMPLATE
 from spacy_seqgpt.prompts import CLASSIFY, build_prompt, format_answer
 
 TYPES = ["politician", "athlete", "company", "city"]

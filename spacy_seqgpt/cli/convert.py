@@ -10,9 +10,9 @@ from . import command
 
 @command("convert")
 def convert_cli(
-    input_path: Path = typer.Argument(..., help="Corpus file: CoNLL-style IOB, weibo-ner, SemEval-2014 XML, CSV, TNEWS JSON or DocBin", exists=True),
+    input_path: Path = typer.Argument(..., help="Corpus file: CoNLL-style IOB, weibo-ner, SemEval-2014 XML, CSV, TNEWS JSON, CrossRE JSON or DocBin (with doc._.rel: relations)", exists=True),
     output: Path = typer.Argument(..., help="JSONL file to write the records to", dir_okay=False),
-    fmt: str = typer.Option("auto", "--format", "-f", help="conll, weibo, semeval-aspects, semeval-polarity, csv, tnews, docbin, or auto (from the file name)"),
+    fmt: str = typer.Option("auto", "--format", "-f", help="conll, weibo, semeval-aspects, semeval-polarity, csv, tnews, docbin, crossre, or auto (from the file name)"),
     source: Optional[str] = typer.Option(None, "--source", help="Dataset name in the records (default: the input's folder name)"),
     lang: Optional[str] = typer.Option(None, "--lang", help="Language code (default: zh for weibo and tnews, else en)"),
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffling and negative sampling"),
@@ -22,23 +22,26 @@ def convert_cli(
     limit: int = typer.Option(0, "--limit", help="Write at most this many records (0: all)"),
     label_map: Optional[Path] = typer.Option(None, "--label-map", help="JSON file mapping tag names to label words", exists=True),
 ):
-    """Turn a corpus into SeqGPT atomic-task records (JSONL)."""
+    """Turn a corpus into SeqGPT atomic-task records (JSONL). A relation corpus gives records of
+    both atomic tasks: extraction of its entities, classification of each entity pair."""
     import srsly
 
-    from ..data.readers import read_corpus
+    from ..data.readers import read_corpora
     from ..data.records import write_records
     from ..data.sampling import corpus_records
 
     mapping = srsly.read_json(label_map) if label_map else None
+    records = []
     try:
-        corpus = read_corpus(input_path, fmt, lang=lang, label_map=mapping)
-        records = corpus_records(corpus, source or input_path.resolve().parent.name, seed=seed, quota=quota,
-                                 max_negatives=max_negatives, all_labels=all_labels, limit=limit)
+        for corpus in read_corpora(input_path, fmt, lang=lang, label_map=mapping):
+            made = corpus_records(corpus, source or input_path.resolve().parent.name, seed=seed, quota=quota,
+                                  max_negatives=max_negatives, all_labels=all_labels, limit=limit)
+            records.extend(made)
+            msg.text(f"{len(made)} {corpus.task} records ({len(corpus.examples)} examples, {len(corpus.labels)} labels)")
     except (ValueError, OSError) as err:
         msg.fail(f"Could not convert {input_path}", str(err), exits=1)
     write_records(output, records)
-    msg.good(f"Wrote {len(records)} {corpus.task} records ({len(corpus.examples)} examples, "
-             f"{len(corpus.labels)} labels) to {output}")
+    msg.good(f"Wrote {len(records)} records to {output}")
 
 
 @command("convert-all")
@@ -52,9 +55,11 @@ def convert_all_cli(
     eval_limit: int = typer.Option(0, "--eval-limit", help="At most this many evaluation records per file (0: all)"),
 ):
     """Convert every known dataset found in DATA_DIR: train splits with sampling and quotas (the catalog
-    has no train split of the held-out CrossNER), test splits with every label asked (evaluation)."""
+    has no train split of the held-out CrossNER and CrossRE domains), test splits with every label
+    asked (evaluation). ``--eval-limit`` and ``--train-limit`` count each atomic task's records
+    of a relation corpus apart."""
     from ..data.catalog import available
-    from ..data.readers import read_corpus
+    from ..data.readers import read_corpora
     from ..data.records import write_records
     from ..data.sampling import corpus_records
 
@@ -63,11 +68,11 @@ def convert_all_cli(
         msg.fail(f"No known dataset files under {data_dir}", "Expected the layout of ../shared/datasets "
                  "(e.g. conll2003/train.txt, banking77/train.csv).", exits=1)
     for item in found:
-        corpus = read_corpus(data_dir / item.path, item.fmt, lang=item.lang)
         evaluation = item.split == "eval"
-        records = corpus_records(corpus, item.source, seed=seed, quota=0 if evaluation else quota,
-                                 max_negatives=max_negatives, all_labels=evaluation,
-                                 limit=eval_limit if evaluation else train_limit)
+        records = [record for corpus in read_corpora(data_dir / item.path, item.fmt, lang=item.lang)
+                   for record in corpus_records(corpus, item.source, seed=seed, quota=0 if evaluation else quota,
+                                                max_negatives=max_negatives, all_labels=evaluation,
+                                                limit=eval_limit if evaluation else train_limit)]
         write_records(output_dir / item.split / item.output_name, records)
         msg.text(f"{item.split:5} {item.output_name:40} {len(records):6} records")
     msg.good(f"Converted {len(found)} files into {output_dir}")

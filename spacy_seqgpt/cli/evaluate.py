@@ -5,6 +5,7 @@ from typing import List
 import typer
 from wasabi import msg
 
+from ..data.catalog import HELD_OUT_SOURCES
 from . import command
 
 
@@ -13,7 +14,7 @@ def evaluate_cli(
     model: str = typer.Argument(..., help="Model folder (a trained SeqGPT model) or hub id"),
     data: List[Path] = typer.Argument(..., help="Record files (JSONL) or folders of them", exists=True),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for metrics.json, metrics.md and scores.png"),
-    held_out: str = typer.Option("crossner", "--held-out", help="Comma-separated source prefixes never trained on"),
+    held_out: str = typer.Option(",".join(HELD_OUT_SOURCES), "--held-out", help="Comma-separated source prefixes never trained on"),
     limit: int = typer.Option(0, "--limit", help="Score at most this many records per source (0: all)"),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),

@@ -14,18 +14,17 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import validate_examples
 
 from ..models import HFModel
+from ..prompts import TYPING_TEMPLATE
 from .base import SETTINGS
 from .span_questions import SpanQuestions, SpanRequest
 from .spans import SCORE_ATTR
-
-DEFAULT_TEMPLATE = "what is the type of {span} in {text}"
 
 
 @Language.factory(
     "seqgpt_typing",
     assigns=["doc.ents", "doc.spans"],
     default_config={"labels": [], **SETTINGS, "multi_label": False, "scoring": False, "spans_key": None,
-                    "output_key": "seqgpt_types", "template": DEFAULT_TEMPLATE},
+                    "output_key": "seqgpt_types", "template": TYPING_TEMPLATE},
     default_score_weights={"typing_f": 1.0, "typing_p": 0.0, "typing_r": 0.0, "typing_per_type": None},
 )
 def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],

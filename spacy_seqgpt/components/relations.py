@@ -4,7 +4,6 @@ Every ordered pair of candidate spans is classified with the relation labels plu
 relation" answer; the result follows the convention of spaCy's relation-extraction project:
 ``doc._.rel[(head.start, tail.start)] = {label: score}``.
 """
-from itertools import permutations
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -14,21 +13,16 @@ from spacy.tokens import Doc
 from spacy.training import validate_examples
 
 from ..models import HFModel
-from ..prompts import check_label
+from ..prompts import NO_RELATION, RELATION_TEMPLATE, check_label
+from ..text.relations import REL_ATTR, candidate_pairs, relation_triples
 from .base import SETTINGS
 from .span_questions import SpanQuestions, SpanRequest
-
-DEFAULT_TEMPLATE = "what is the relation between {head} and {tail} in {text}"
-NO_RELATION = "no relation"
-REL_ATTR = "rel"
-if not Doc.has_extension(REL_ATTR):
-    Doc.set_extension(REL_ATTR, default=None)  # each annotated Doc gets a dict of its own
 
 
 @Language.factory(
     "seqgpt_rel",
     assigns=["doc._.rel"],
-    default_config={"labels": [], **SETTINGS, "scoring": False, "spans_key": None, "template": DEFAULT_TEMPLATE,
+    default_config={"labels": [], **SETTINGS, "scoring": False, "spans_key": None, "template": RELATION_TEMPLATE,
                     "no_relation": NO_RELATION, "max_distance": 100, "max_pairs": 200, "threshold": 0.5},
     default_score_weights={"rel_micro_f": 1.0, "rel_micro_p": 0.0, "rel_micro_r": 0.0},
 )
@@ -72,13 +66,7 @@ class SeqGPTRelations(SpanQuestions):
 
     def pairs(self, doc: Doc):
         """The candidate (head, tail) pairs of ``doc``, nearest first, capped at ``max_pairs``."""
-        spans = list(self.targets(doc))
-        if doc.has_annotation("SENT_START"):
-            candidates = [(h, t) for h, t in permutations(spans, 2) if h.sent == t.sent]
-        else:
-            candidates = [(h, t) for h, t in permutations(spans, 2)
-                          if max(h.start, t.start) - min(h.end, t.end) <= self.max_distance]
-        candidates.sort(key=lambda pair: (abs(pair[0].start - pair[1].start), pair[0].start, pair[1].start))
+        candidates = candidate_pairs(doc, list(self.targets(doc)), self.max_distance)
         if len(candidates) > self.max_pairs:
             self.stats["pairs_capped"] += len(candidates) - self.max_pairs
         return candidates[: self.max_pairs]
@@ -105,8 +93,3 @@ class SeqGPTRelations(SpanQuestions):
             prf.score_set(predicted, gold)
         return {"rel_micro_p": prf.precision, "rel_micro_r": prf.recall, "rel_micro_f": prf.fscore}
 
-
-def relation_triples(relations: Optional[Dict], threshold: float) -> set:
-    """``{(head start, tail start, label)}`` of the relations scored at least ``threshold``."""
-    return {(*pair, label) for pair, scores in (relations or {}).items() for label, score in scores.items()
-            if score >= threshold}

@@ -12,7 +12,7 @@ from spacy.tokens import Doc, Span
 
 from ..decoding import Request
 from ..decoding.queries import LINE_BREAKS_TO_SPACES
-from ..prompts import CLASSIFY
+from ..prompts import CLASSIFY, fill_question
 from ..text.windows import subword_starts, window_ranges
 from .textcat import SeqGPTTextcat
 
@@ -67,9 +67,8 @@ class SpanQuestions(SeqGPTTextcat):
                     if start is None:  # no window holds the spans whole
                         self.stats["over_window"] += 1
                         continue
-                text = self.template.replace("{text}", doc.text[start:end])
-                for placeholder, span in zip(self.placeholders, spans):
-                    text = text.replace(f"{{{placeholder}}}", span.text)
+                text = fill_question(self.template, text=doc.text[start:end],
+                                     **{placeholder: span.text for placeholder, span in zip(self.placeholders, spans)})
                 requests.append(SpanRequest(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY,
                                             labels, target, tuple(span.start for span in spans)))
         return requests

@@ -1,13 +1,16 @@
 """The public datasets this project trains and evaluates on, as laid out in ``../shared/datasets``
 (and in the samples under ``assets/datasets``): which file is which split, in which format.
 
-CrossNER is held out: it is only ever converted for evaluation, never for training.
+CrossNER and CrossRE's five CrossNER domains are held out: they are only ever converted for
+evaluation, never for training. CrossRE's news domain (CoNLL-2003 sentences) is held in.
 """
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 CROSSNER_DOMAINS = ("ai", "literature", "music", "politics", "science")
+# Sources no model of this project trains on: `seqgpt evaluate --held-out` by default.
+HELD_OUT_SOURCES = ("crossner", *(f"crossre-{domain}" for domain in CROSSNER_DOMAINS))
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ CATALOG: List[DatasetFile] = [
     DatasetFile("tnews", "tnews/train_few_all.json", "tnews", "train"),
     DatasetFile("tnews", "tnews/test_public.json", "tnews", "eval"),
     *(DatasetFile(f"crossner-{domain}", f"crossner/{domain}/test.txt", "conll", "eval") for domain in CROSSNER_DOMAINS),
+    DatasetFile("crossre-news", "crossre/news-train.json", "crossre", "train"),
+    DatasetFile("crossre-news", "crossre/news-test.json", "crossre", "eval"),
+    *(DatasetFile(f"crossre-{domain}", f"crossre/{domain}-test.json", "crossre", "eval") for domain in CROSSNER_DOMAINS),
 ]
 
 

@@ -18,10 +18,11 @@ from ..prompts import CLASSIFY, EXTRACT
 from .label_words import label_word
 
 Span = Tuple[int, int, str]  # (start char, end char, label word)
-FORMATS = ("conll", "weibo", "semeval-aspects", "semeval-polarity", "csv", "tnews", "docbin")
+FORMATS = ("conll", "weibo", "semeval-aspects", "semeval-polarity", "csv", "tnews", "docbin", "crossre")
 SEMEVAL_POLARITIES = ("positive", "negative", "neutral", "conflict")
 ASPECT_LABEL = "aspect term"
 _WEIBO_POSITION = re.compile(r"\d$")  # weibo-ner appends the character's word-segment position
+_CROSSRE_FILE = re.compile(r"(news|ai|literature|music|politics|science)-(train|dev|test)\.json$")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GoldExample:
     text: str
     spans: List[Span] = field(default_factory=list)  # extraction
     cats: List[str] = field(default_factory=list)  # classification
+    meta: Dict[str, object] = field(default_factory=dict)  # more fields for its records (e.g. a relation pair)
 
 
 @dataclass
@@ -48,6 +50,8 @@ def guess_format(path: Path) -> str:
         return "semeval-aspects"
     if name.endswith(".csv"):
         return "csv"
+    if _CROSSRE_FILE.match(name) or (name.endswith(".json") and path.parent.name.lower() == "crossre"):
+        return "crossre"
     if name.endswith(".json") or name.endswith(".jsonl"):
         return "tnews"
     if name.endswith(".spacy"):
@@ -55,9 +59,24 @@ def guess_format(path: Path) -> str:
     return "conll"
 
 
-def read_corpus(path, fmt: str = "auto", *, lang: Optional[str] = None,
-                label_map: Optional[Mapping[str, str]] = None) -> GoldCorpus:
-    """Read ``path`` in format ``fmt`` (one of ``FORMATS``, or ``auto``: from the file name)."""
+def read_corpora(path, fmt: str = "auto", *, lang: Optional[str] = None,
+                 label_map: Optional[Mapping[str, str]] = None) -> List[GoldCorpus]:
+    """The corpora of ``path``: one for most formats; relation corpora (CrossRE, a DocBin whose
+    Docs carry ``doc._.rel``) give two, the entities and the span pairs (``data.relations``)."""
+    from .relations import CROSSRE_RELATIONS, has_relations, read_crossre, read_relation_docbin, relation_corpora
+
+    path, fmt = _checked(path, fmt)
+    if fmt == "crossre":
+        labels = [label_word(tag, label_map) for tag in CROSSRE_RELATIONS]
+        return list(relation_corpora(read_crossre(path, label_map, lang or "en"), lang or "en", labels=labels))
+    if fmt == "docbin":
+        docs = read_relation_docbin(path, lang or "en")
+        if has_relations(docs):
+            return list(relation_corpora(docs, lang or "en"))
+    return [read_corpus(path, fmt, lang=lang, label_map=label_map)]
+
+
+def _checked(path, fmt: str):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
@@ -65,6 +84,16 @@ def read_corpus(path, fmt: str = "auto", *, lang: Optional[str] = None,
         fmt = guess_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)} or auto")
+    return path, fmt
+
+
+def read_corpus(path, fmt: str = "auto", *, lang: Optional[str] = None,
+                label_map: Optional[Mapping[str, str]] = None) -> GoldCorpus:
+    """Read ``path`` in format ``fmt`` (one of ``FORMATS``, or ``auto``: from the file name)."""
+    path, fmt = _checked(path, fmt)
+    if fmt == "crossre":
+        raise ValueError(f"{path} is a relation corpus, which gives two corpora (entities and pairs): "
+                         "read it with read_corpora")
     if fmt in ("conll", "weibo"):
         return _read_iob(path, lang or ("zh" if fmt == "weibo" else "en"), fmt == "weibo", label_map)
     if fmt == "semeval-aspects":

@@ -78,11 +78,11 @@ def _sample_labels(corpus: GoldCorpus, gold: List[str], used: Counter, rng: rand
 def _record(corpus: GoldCorpus, example, labels: List[str], source: str) -> Record:
     if corpus.task == CLASSIFY:
         answer = [label for label in labels if label in example.cats]
-        return make_record(CLASSIFY, example.text, labels, answer, source, corpus.lang)
+        return {**make_record(CLASSIFY, example.text, labels, answer, source, corpus.lang), **example.meta}
     spans = [span for span in example.spans if span[2] in labels]
     answer = {label: [] for label in labels}
     for start, end, label in spans:
         phrase = example.text[start:end]
         if phrase not in answer[label]:
             answer[label].append(phrase)
-    return make_record(EXTRACT, example.text, labels, answer, source, corpus.lang, spans=spans)
+    return {**make_record(EXTRACT, example.text, labels, answer, source, corpus.lang, spans=spans), **example.meta}

@@ -7,6 +7,12 @@ characters, since rouge-score's own tokenizer keeps only ASCII words), and the f
 the mean of F1 and the ROUGE mean. Records that carry gold character ``spans`` are also
 scored by strict span F1: predicted phrases are found in the text (every occurrence) and
 compared as spaCy spans by ``Scorer.score_spans``.
+
+Relation extraction is scored as the paper scores it, the mean of its atomic tasks (a source
+with both entity extraction records and pair classification records gets a ``relation`` row
+whose f1, ROUGE and score are the means of its two rows), plus strict relation triple F1:
+(head span, tail span, label) over the pair records, the no-relation answer not counting.
+The pairs are the gold entities' pairs, as in CrossRE's own relation classification setting.
 """
 from collections import defaultdict
 from typing import Dict, Iterable, List, Sequence, Set, Tuple
@@ -113,17 +119,50 @@ def score_records(records: Sequence[dict], predictions: Sequence, generated: Seq
         with_spans = [i for i in indices if task == EXTRACT and "spans" in records[i]]
         if with_spans:
             result["span_f1"] = span_f1([records[i] for i in with_spans], [predictions[i] for i in with_spans])["f"]
+        with_pairs = [i for i in indices if task == CLASSIFY and "pair" in records[i]]
+        if with_pairs:
+            result["triple_f1"] = triple_f1([records[i] for i in with_pairs], [predictions[i] for i in with_pairs])["f"]
         results[f"{source}/{task}"] = result
+    for source in sorted({r["source"] for r in results.values() if "triple_f1" in r}):
+        parts = [results.get(f"{source}/{task}") for task in (EXTRACT, CLASSIFY)]
+        if parts[0] is not None:
+            results[f"{source}/{RELATION}"] = relation_result(*parts)
     return results
 
 
+RELATION = "relation"  # the task of a source's combined row, scored over its atomic tasks
+
+
+def relation_triples(record: dict, labels) -> Set[Tuple[int, int, int, int, str]]:
+    """``(head start, head end, tail start, tail end, label)`` of a pair record's relations."""
+    pair = record["pair"]
+    return {(*pair["head"], *pair["tail"], label) for label in labels if label != pair["no_relation"]}
+
+
+def triple_f1(records: Sequence[dict], predictions: Sequence[list]) -> Dict[str, float]:
+    """Strict relation triple P/R/F over pair records (each record one pair of one text)."""
+    return micro_f1(({(i, *t) for t in relation_triples(r, predicted)}, {(i, *t) for t in relation_triples(r, r["answer"])})
+                    for i, (r, predicted) in enumerate(zip(records, predictions)))
+
+
+def relation_result(entities: dict, pairs: dict) -> dict:
+    """The relation row of a source: the mean of its atomic rows; its rows are marked ``part_of`` it."""
+    for part in (entities, pairs):
+        part["part_of"] = RELATION
+    means = {key: (entities[key] + pairs[key]) / 2 for key in ("f1", *ROUGE_TYPES, "rouge", "score")}
+    return {"task": RELATION, "source": pairs["source"], "split": pairs["split"], "n": entities["n"] + pairs["n"],
+            **means, "span_f1": entities.get("span_f1", 0.0), "triple_f1": pairs["triple_f1"]}
+
+
 def summarize(results: Dict[str, dict]) -> Dict[str, dict]:
-    """Mean scores of held-in and held-out groups, per task, and over ALL groups (macro over datasets)."""
-    buckets = {"ALL": list(results.values())}
-    for task in (EXTRACT, CLASSIFY):
+    """Mean scores of held-in and held-out groups, per task, and over ALL groups (macro over
+    datasets; a relation dataset counts once, by its relation row)."""
+    whole = [r for r in results.values() if "part_of" not in r]
+    buckets = {"ALL": whole}
+    for task in (EXTRACT, CLASSIFY, RELATION):
         buckets[task] = [r for r in results.values() if r["task"] == task]
     for split in ("held-in", "held-out"):
-        buckets[split] = [r for r in results.values() if r["split"] == split]
+        buckets[split] = [r for r in whole if r["split"] == split]
     keys = ("f1", "rouge", "score")
     return {name: {key: sum(r[key] for r in group) / len(group) for key in keys} | {"datasets": len(group)}
             for name, group in buckets.items() if group}

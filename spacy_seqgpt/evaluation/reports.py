@@ -2,7 +2,7 @@
 from pathlib import Path
 from typing import Dict, Optional
 
-COLUMNS = ("n", "f1", "rouge1", "rouge2", "rougeL", "score", "span_f1")
+COLUMNS = ("n", "f1", "rouge1", "rouge2", "rougeL", "score", "span_f1", "triple_f1")
 
 
 def markdown_table(results: Dict[str, dict], summary: Dict[str, dict], decoding: Optional[dict] = None) -> str:

@@ -1,0 +1,117 @@
+"""Relation corpora as SeqGPT's atomic tasks, the way the paper builds its relation data.
+
+Relation extraction is extraction of the entities, then classification of each ordered pair
+of entities by a question about the pair (``prompts.RELATION_TEMPLATE``), answered with the
+relation labels that hold or ``prompts.NO_RELATION``. ``seqgpt_rel`` asks the same question,
+so a model trained on these records answers it.
+
+Inputs: CrossRE's JSON lines (one sentence per line, inclusive token offsets) and spaCy DocBins
+whose Docs carry ``doc._.rel`` (saved with ``store_user_data=True``). Both become Docs with
+``doc.ents`` and ``doc._.rel``; CrossRE's Docs are one sentence each.
+"""
+import json
+from pathlib import Path
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..prompts import CLASSIFY, EXTRACT, NO_RELATION, RELATION_TEMPLATE, fill_question
+from ..text.relations import REL_ATTR, candidate_pairs
+from .label_words import label_word
+from .readers import GoldCorpus, GoldExample
+
+DEFAULT_MAX_DISTANCE = 100  # seqgpt_rel's default, for Docs without sentences
+# CrossRE's relation types (its README), asked in every domain's records even where a split lacks some.
+CROSSRE_RELATIONS = ("part-of", "type-of", "related-to", "named", "origin", "role", "temporal", "physical",
+                     "artifact", "compare", "general-affiliation", "opposite", "social", "win-defeat",
+                     "cause-effect", "usage", "topic")
+
+
+def read_crossre(path: Path, label_map: Optional[Mapping[str, str]] = None, lang: str = "en") -> List:
+    """CrossRE's sentences as Docs: entities in ``doc.ents`` (readable label words), relations in
+    ``doc._.rel`` (``{(head start, tail start): {label: 1.0}}``)."""
+    import spacy
+    from spacy.tokens import Doc
+
+    vocab = spacy.blank(lang).vocab
+    docs = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+            words, entities, relations = row["sentence"], row["ner"], row["relations"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{where}: expected CrossRE's JSON with 'sentence', 'ner' and 'relations' ({err})") from None
+        doc = Doc(vocab, words=words)
+        try:
+            doc.ents = [doc.char_span(doc[start].idx, doc[end].idx + len(doc[end]), label=label_word(tag, label_map))
+                        for start, end, tag in entities]
+        except (IndexError, ValueError, TypeError) as err:
+            raise ValueError(f"{where}: bad entity in {entities!r} ({err})") from None
+        starts = {ent.start: ent for ent in doc.ents}
+        rel = {}
+        for head_start, head_end, tail_start, tail_end, tag, *_ in relations:
+            for start, end in ((head_start, head_end), (tail_start, tail_end)):
+                if start not in starts or starts[start].end != end + 1:
+                    raise ValueError(f"{where}: relation argument {[start, end]} is not one of the entities {entities}")
+            rel.setdefault((head_start, tail_start), {})[label_word(tag, label_map)] = 1.0
+        doc._.set(REL_ATTR, rel)
+        docs.append(doc)
+    return docs
+
+
+def read_relation_docbin(path: Path, lang: str = "en") -> List:
+    """The Docs of a DocBin whose Docs carry ``doc._.rel`` keyed by the start tokens of entities."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    docs = list(DocBin(store_user_data=True).from_disk(path).get_docs(spacy.blank(lang).vocab))
+    for number, doc in enumerate(docs):
+        starts = {ent.start for ent in doc.ents}
+        for head, tail in doc._.get(REL_ATTR) or {}:
+            if head not in starts or tail not in starts:
+                raise ValueError(f"{path}: Doc {number} has a relation {(head, tail)} whose head or tail starts no "
+                                 "entity (doc._.rel is keyed by the start tokens of doc.ents)")
+    return docs
+
+
+def has_relations(docs: Iterable) -> bool:
+    return any(doc._.get(REL_ATTR) for doc in docs)
+
+
+def relation_corpora(docs: List, lang: str = "en", *, labels: Sequence[str] = (), template: str = RELATION_TEMPLATE,
+                     no_relation: str = NO_RELATION, max_distance: int = DEFAULT_MAX_DISTANCE
+                     ) -> Tuple[GoldCorpus, GoldCorpus]:
+    """The entity extraction corpus and the pair classification corpus of ``docs``.
+
+    A pair example asks ``template`` about each candidate pair (``seqgpt_rel``'s pairs: same
+    sentence, else within ``max_distance`` tokens), with the pair's sentence (or the whole Doc)
+    as ``{text}``; its gold labels are the relations that hold, else ``no_relation``. Each pair
+    example keeps the pair in ``meta["pair"]`` (character offsets of the spans in the example's
+    copy of the context) for triple F1. ``labels``: relation labels asked even where no Doc has them."""
+    if "{text}" not in template:
+        raise ValueError(f"the relation template must contain {{text}}, got {template!r}")
+    entities, pairs = [], []
+    entity_labels, relation_labels = {}, dict.fromkeys(labels)
+    for doc in docs:
+        entity_labels.update(dict.fromkeys(ent.label_ for ent in doc.ents))
+        entities.append(GoldExample(doc.text, spans=[(e.start_char, e.end_char, e.label_) for e in doc.ents]))
+        rel = doc._.get(REL_ATTR) or {}
+        for scores in rel.values():
+            relation_labels.update(dict.fromkeys(label for label, score in scores.items() if score >= 0.5))
+        for head, tail in candidate_pairs(doc, list(doc.ents), max_distance):
+            context = head.sent if doc.has_annotation("SENT_START") else doc[:]
+            gold = [label for label, score in rel.get((head.start, tail.start), {}).items() if score >= 0.5]
+            # where the context starts in the question: after the filled text before {text}
+            offset = context.start_char - len(fill_question(template[: template.index("{text}")], head=head.text,
+                                                            tail=tail.text))
+            pairs.append(GoldExample(
+                fill_question(template, head=head.text, tail=tail.text, text=context.text),
+                cats=gold or [no_relation],
+                meta={"pair": {"head": [head.start_char - offset, head.end_char - offset],
+                               "tail": [tail.start_char - offset, tail.end_char - offset],
+                               "no_relation": no_relation}}))
+    if no_relation in relation_labels:
+        raise ValueError(f"the no-relation answer {no_relation!r} is also a relation label of the corpus")
+    return (GoldCorpus(EXTRACT, lang, list(entity_labels), entities),
+            GoldCorpus(CLASSIFY, lang, [*relation_labels, no_relation], pairs))
