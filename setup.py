@@ -76,6 +76,7 @@ setup(
             "seqgpt_textcat = spacy_seqgpt.components.textcat:make_seqgpt_textcat",
             "seqgpt_typing = spacy_seqgpt.components.entity_typing:make_seqgpt_typing",
             "seqgpt_rel = spacy_seqgpt.components.relations:make_seqgpt_rel",
+            "seqgpt_questions = spacy_seqgpt.components.questions:make_seqgpt_questions",
             "llm_unmasked_tagger = spacy_seqgpt.components.tagger:make_llm_unmasked_tagger",
         ],
         "spacy_readers": ["spacy_seqgpt.ConllCorpus.v1 = spacy_seqgpt.data.conll:create_conll_corpus"],

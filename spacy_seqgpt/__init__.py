@@ -18,11 +18,12 @@ from .components.tagger import LLMUnmaskedTagger  # noqa: E402
 from .components.textcat import SeqGPTTextcat  # noqa: E402
 from .components.entity_typing import SeqGPTTyping  # noqa: E402
 from .components.relations import SeqGPTRelations  # noqa: E402
+from .components.questions import SeqGPTQuestions  # noqa: E402
 from .models import HFModel  # noqa: E402
 from .api import SeqGPT  # noqa: E402
 
-__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTRelations", "SeqGPTTextcat", "SeqGPTTyping",
-           "unmask"]
+__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTQuestions", "SeqGPTRelations",
+           "SeqGPTTextcat", "SeqGPTTyping", "unmask"]
 
 
 def __getattr__(name):

@@ -57,11 +57,7 @@ def fill_question(template: str, **fields: str) -> str:
 def build_prompt(task: str, text: str, labels: Sequence[str]) -> str:
     """The official SeqGPT prompt for ``task`` ("extract" or "classify")."""
     _check_task(task)
-    labels = list(labels)
-    for label in labels:
-        check_label(label)
-    if not labels:
-        raise ValueError("A SeqGPT prompt needs at least one label.")
+    labels = check_labels(task, labels)
     return f"输入: {text}\n{TASK_WORDS[task]}: {LABEL_SEPARATOR.join(labels)}\n输出: {GEN_TOKEN}"
 
 
@@ -99,11 +95,40 @@ def check_label(label: object) -> str:
     return label
 
 
-def prompt_labels(spec: LabelSpec, *, component: str = "component") -> Dict[str, str]:
+def check_labels(task: str, labels: Iterable[object]) -> List[str]:
+    """The labels of one ``task`` prompt, if they can be read back: the one query of an extraction
+    prompt may be any line of text (``check_query``); other labels must pass ``check_label``."""
+    labels = list(labels)
+    if not labels:
+        raise ValueError("A SeqGPT prompt needs at least one label.")
+    check = check_query if task == EXTRACT and len(labels) == 1 else check_label
+    for label in labels:
+        check(label)
+    return labels
+
+
+def check_query(query: object) -> str:
+    """Return ``query`` if it can be asked alone in a prompt and read back from an extraction
+    answer whose line the grammar forced to begin with it: any one line of visible text, commas
+    and colons included (a question, say). Else raise ValueError naming the problem."""
+    if not isinstance(query, str):
+        raise ValueError(f"Query {query!r} is a {type(query).__name__}; queries must be strings.")
+    if not query.strip():
+        raise ValueError(f"Query {query!r} is empty; every query needs visible text.")
+    for char in query:
+        if char in LINE_BREAKS:
+            raise ValueError(f"Query {query!r} contains a line break ({char!r}), which would split the prompt "
+                             "and the answer; write it on one line.")
+    return query
+
+
+def prompt_labels(spec: LabelSpec, *, component: str = "component", check=check_label) -> Dict[str, str]:
     """Normalise a ``labels`` setting into ``{label: text written in the prompt}``.
 
     A list uses each label as its own prompt text; a dict maps the label that ends up on the
-    Doc (e.g. ``"PER"``) to the words the model reads (e.g. ``"person"``).
+    Doc (e.g. ``"PER"``) to the words the model reads (e.g. ``"person"``). ``check`` refuses a
+    prompt text that could not be read back (``check_label``; ``check_query`` for queries asked
+    one per prompt).
     """
     if isinstance(spec, str) or not isinstance(spec, (Mapping, Sequence)):
         raise ValueError(
@@ -122,7 +147,7 @@ def prompt_labels(spec: LabelSpec, *, component: str = "component") -> Dict[str,
         if not isinstance(label, str) or not label:
             raise ValueError(f"{component}: label {label!r} must be a non-empty string.")
         try:
-            check_label(text)
+            check(text)
         except ValueError as err:
             raise ValueError(f"{component}: {err}") from None
         if label in mapping:
@@ -198,17 +223,31 @@ def _split_spans(value: str) -> Iterable[Tuple[str, int]]:
 def locate_spans(answer: str, labels: Iterable[str]) -> List[Tuple[str, str, int]]:
     """``(label, span, offset in the answer)`` of every extracted span, in answer order, as
     :func:`parse_answer` reads them (duplicates kept): to score a span by its answer tokens."""
-    lookup = _label_lookup(list(labels))
+    labels = list(labels)
+    lookup = _label_lookup(labels)
+    longest_first = sorted(labels, key=len, reverse=True)
     found = []
     offset = 0
     for line in answer.splitlines(keepends=True):
-        split = _KEY_VALUE_SPLIT.search(line)
-        label = _match_label(line[: split.start()], lookup) if split else None
+        label, value_at = _forced_label(line, longest_first)
+        if label is None:
+            split = _KEY_VALUE_SPLIT.search(line)
+            label = _match_label(line[: split.start()], lookup) if split else None
+            value_at = split.end() if split else 0
         if label is not None:
-            value = line[split.end():].rstrip("\r\n")
-            found.extend((label, span, offset + split.end() + at) for span, at in _split_spans(value))
+            value = line[value_at:].rstrip("\r\n")
+            found.extend((label, span, offset + value_at + at) for span, at in _split_spans(value))
         offset += len(line)
     return found
+
+
+def _forced_label(line: str, longest_first: Sequence[str]):
+    """``(label, where its value starts)`` when ``line`` begins with a queried label and a colon,
+    as the answer grammar writes it: a label (a question, say) may itself hold colons."""
+    for label in longest_first:
+        if line.startswith(label) and line[len(label):len(label) + 1] in (":", "："):
+            return label, len(label) + 1
+    return None, 0
 
 
 def _parse_extraction(text: str, labels: Sequence[str]) -> Dict[str, List[str]]:

@@ -20,7 +20,7 @@ from ..decoding import Answer, Decoder, Request, make_queries, window_requests
 from ..models import HFModel, SharedModel, load_shared
 from ..models.loading import use_worker_threads
 from ..models.spec import model_block, model_settings
-from ..prompts import LabelSpec, prompt_labels
+from ..prompts import LabelSpec, check_label, prompt_labels
 from ..validation import check_positive_int
 from .serialization import FolderBytes, atomic_folder, folder_from_bytes, folder_to_bytes, read_cfg
 
@@ -43,12 +43,15 @@ _SAVED_WEIGHTS: "weakref.WeakKeyDictionary[SharedModel, tuple]" = weakref.WeakKe
 class SeqGPTComponent(FolderBytes, Pipe):
     # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
     task: str  # "extract" or "classify", set by the subclass
+    label_check = staticmethod(check_label)  # refuses label prompt texts that could not be read back
+    labels_required = True  # False where Docs may bring their own (seqgpt_questions)
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, model: Union[str, HFModel], batch_size: int,
                  max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool, **legacy):
         self.vocab = vocab
         self.name = name
-        self.label_map: Dict[str, str] = prompt_labels(labels, component=name)
+        self.label_map: Dict[str, str] = (prompt_labels(labels, component=name, check=self.label_check)
+                                          if labels or self.labels_required else {})
         self._label_of_text = {text: label for label, text in self.label_map.items()}
         for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
                            ("num_beams", num_beams), ("max_input_tokens", max_input_tokens)):
@@ -146,6 +149,10 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def label_for(self, prompt_text: str) -> str:
         return self._label_of_text[prompt_text]
+
+    def request_label(self, request: Request, prompt_text: str) -> str:
+        """The label on the Doc for a prompt text ``request`` asked."""
+        return self.label_for(prompt_text)
 
     def to_disk(self, path, *, exclude=tuple()) -> None:
         """Save the model's weights (safetensors) and tokenizer, so the pipeline loads without a hub.

@@ -109,7 +109,7 @@ class SeqGPTNER(SeqGPTComponent):
             self.stats["cut"] += 1
         for prompt_text, phrase, offset in located:
             phrases.append(phrase)
-            labels.append(self.label_for(prompt_text))
+            labels.append(self.request_label(request, prompt_text))
             scores.append(answer.probability(offset, offset + len(phrase)))
         matches = find_phrases(request.text, phrases, case_sensitive=self.case_sensitive)
         self.stats["answers"] += len(phrases)

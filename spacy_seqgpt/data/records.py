@@ -16,7 +16,7 @@ from typing import Dict, Iterable, Iterator, List, Union
 
 import srsly
 
-from ..prompts import CLASSIFY, EXTRACT, check_label
+from ..prompts import CLASSIFY, EXTRACT, check_labels
 
 Record = Dict[str, object]
 REQUIRED = ("task", "text", "labels", "answer", "source", "lang")
@@ -45,8 +45,7 @@ def check_record(record: object, where: str = "record") -> Record:
     if not isinstance(labels, list) or not labels:
         raise ValueError(f"{where}: labels must be a non-empty list")
     try:
-        for label in labels:
-            check_label(label)
+        check_labels(task, labels)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
     if len(set(labels)) != len(labels):
