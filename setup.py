@@ -77,6 +77,7 @@ setup(
             "seqgpt_typing = spacy_seqgpt.components.entity_typing:make_seqgpt_typing",
             "seqgpt_rel = spacy_seqgpt.components.relations:make_seqgpt_rel",
             "seqgpt_questions = spacy_seqgpt.components.questions:make_seqgpt_questions",
+            "seqgpt_events = spacy_seqgpt.components.events:make_seqgpt_events",
             "llm_unmasked_tagger = spacy_seqgpt.components.tagger:make_llm_unmasked_tagger",
         ],
         "spacy_readers": ["spacy_seqgpt.ConllCorpus.v1 = spacy_seqgpt.data.conll:create_conll_corpus"],

@@ -19,10 +19,11 @@ from .components.textcat import SeqGPTTextcat  # noqa: E402
 from .components.entity_typing import SeqGPTTyping  # noqa: E402
 from .components.relations import SeqGPTRelations  # noqa: E402
 from .components.questions import SeqGPTQuestions  # noqa: E402
+from .components.events import SeqGPTEvents  # noqa: E402
 from .models import HFModel  # noqa: E402
 from .api import SeqGPT  # noqa: E402
 
-__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTNER", "SeqGPTQuestions", "SeqGPTRelations",
+__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTEvents", "SeqGPTNER", "SeqGPTQuestions", "SeqGPTRelations",
            "SeqGPTTextcat", "SeqGPTTyping", "unmask"]
 
 

@@ -150,10 +150,6 @@ class SeqGPTComponent(FolderBytes, Pipe):
     def label_for(self, prompt_text: str) -> str:
         return self._label_of_text[prompt_text]
 
-    def request_label(self, request: Request, prompt_text: str) -> str:
-        """The label on the Doc for a prompt text ``request`` asked."""
-        return self.label_for(prompt_text)
-
     def to_disk(self, path, *, exclude=tuple()) -> None:
         """Save the model's weights (safetensors) and tokenizer, so the pipeline loads without a hub.
 

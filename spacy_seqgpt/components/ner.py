@@ -1,4 +1,5 @@
 """``seqgpt_ner``: entities (or any spans) for labels chosen at ``add_pipe``."""
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
 from spacy.language import Language
@@ -43,6 +44,14 @@ def make_seqgpt_ner(nlp: Language, name: str, labels: Union[List[str], Dict[str,
                      case_sensitive=case_sensitive, spans_key=spans_key, threshold=threshold, device=device,
                      dtype=dtype, quantize=quantize, adapter=adapter, trust_remote_code=trust_remote_code,
                      unmask=unmask)
+
+
+@dataclass
+class QueryRequest(Request):
+    """A request whose queries are its own, not the component's labels: ``ids`` maps each query
+    asked to the label its spans get (questions, event arguments)."""
+
+    ids: Dict[str, str] = field(default_factory=dict)
 
 
 class SeqGPTNER(SeqGPTComponent):
@@ -109,7 +118,7 @@ class SeqGPTNER(SeqGPTComponent):
             self.stats["cut"] += 1
         for prompt_text, phrase, offset in located:
             phrases.append(phrase)
-            labels.append(self.request_label(request, prompt_text))
+            labels.append(request.ids[prompt_text] if isinstance(request, QueryRequest) else self.label_for(prompt_text))
             scores.append(answer.probability(offset, offset + len(phrase)))
         matches = find_phrases(request.text, phrases, case_sensitive=self.case_sensitive)
         self.stats["answers"] += len(phrases)

@@ -4,7 +4,6 @@ A question is the extraction query: ``输入: {text}\\n抽取: {question}\\n输�
 Questions are asked one per prompt, so they may hold commas and colons: the answer grammar
 forces the line to begin with the question, and the reader finds the answer after it.
 """
-from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Union
 
 from spacy.language import Language
@@ -14,7 +13,7 @@ from ..decoding import Request, window_requests
 from ..models import HFModel
 from ..prompts import EXTRACT, check_query, prompt_labels
 from .base import SETTINGS
-from .ner import SeqGPTNER
+from .ner import QueryRequest, SeqGPTNER
 
 QUESTIONS_ATTR = "questions"  # doc._.questions: a Doc's own questions, {id: question} or a list
 if not Doc.has_extension(QUESTIONS_ATTR):
@@ -38,13 +37,6 @@ def make_seqgpt_questions(nlp: Language, name: str, questions: Union[List[str], 
                            max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                            constrained=constrained, alignment_mode=alignment_mode, case_sensitive=case_sensitive,
                            spans_key=spans_key, threshold=threshold)
-
-
-@dataclass
-class QuestionRequest(Request):
-    """A window asked one question; ``ids`` maps the Doc's question texts to their ids."""
-
-    ids: Dict[str, str] = field(default_factory=dict)
 
 
 class SeqGPTQuestions(SeqGPTNER):
@@ -77,8 +69,4 @@ class SeqGPTQuestions(SeqGPTNER):
                                    lambda i: (EXTRACT, [[question] for question in asked[i].values()]),
                                    self.max_input_tokens)
         ids = [{text: key for key, text in questions.items()} for questions in asked]
-        return [QuestionRequest(r.doc_index, r.start_char, r.text, r.task, r.labels, ids[r.doc_index])
-                for r in requests]
-
-    def request_label(self, request: QuestionRequest, prompt_text: str) -> str:
-        return request.ids[prompt_text]
+        return [QueryRequest(r.doc_index, r.start_char, r.text, r.task, r.labels, ids[r.doc_index]) for r in requests]

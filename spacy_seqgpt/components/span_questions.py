@@ -17,6 +17,24 @@ from ..text.windows import subword_starts, window_ranges
 from .textcat import SeqGPTTextcat
 
 
+class SpanContexts:
+    """Where questions about spans of ``doc`` find their context: the spans' sentence when the
+    Doc has sentences, else the first window of at most ``max_tokens`` subwords holding them."""
+
+    def __init__(self, doc: Doc, tokenizer, max_tokens: int):
+        self.doc, self.tokenizer, self.max_tokens = doc, tokenizer, max_tokens
+        self._windows = None
+
+    def of(self, spans: Sequence[Span]) -> Optional[Tuple[int, int]]:
+        """``(start char, end char)`` of the context of ``spans``; None when no window holds them whole."""
+        if self.doc.has_annotation("SENT_START") and all(s.sent == spans[0].sent for s in spans):
+            return spans[0].sent.start_char, spans[0].sent.end_char
+        if self._windows is None:
+            self._windows = window_ranges(self.doc, subword_starts(self.tokenizer, self.doc.text), self.max_tokens)
+        first, last = min(s.start_char for s in spans), max(s.end_char for s in spans)
+        return next(((s, e) for s, e in self._windows if s <= first and last <= e), None)
+
+
 @dataclass
 class SpanRequest(Request):
     """A question about some spans of a Doc: which one of the component's ``questions``, and
@@ -54,19 +72,13 @@ class SpanQuestions(SeqGPTTextcat):
         labels = self.label_chunks()[0]
         requests = []
         for doc_index, doc in enumerate(docs):
-            windows, has_sentences = None, doc.has_annotation("SENT_START")
+            contexts = SpanContexts(doc, self.shared.tokenizer, self.max_input_tokens)
             for target, spans in self.questions(doc):
-                first, last = min(s.start_char for s in spans), max(s.end_char for s in spans)
-                if has_sentences and all(s.sent == spans[0].sent for s in spans):
-                    start, end = spans[0].sent.start_char, spans[0].sent.end_char
-                else:
-                    if windows is None:
-                        windows = window_ranges(doc, subword_starts(self.shared.tokenizer, doc.text),
-                                                self.max_input_tokens)
-                    start, end = next(((s, e) for s, e in windows if s <= first and last <= e), (None, None))
-                    if start is None:  # no window holds the spans whole
-                        self.stats["over_window"] += 1
-                        continue
+                context = contexts.of(spans)
+                if context is None:  # no window holds the spans whole
+                    self.stats["over_window"] += 1
+                    continue
+                start, end = context
                 text = fill_question(self.template, text=doc.text[start:end],
                                      **{placeholder: span.text for placeholder, span in zip(self.placeholders, spans)})
                 requests.append(SpanRequest(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY,
