@@ -132,3 +132,29 @@ def test_triple_f1_equals_a_computation_on_crossre_rows(tmp_path):
     assert relation["triple_f1"] == pytest.approx(expected) and relation["split"] == "held-out"
     assert relation["f1"] == pytest.approx((results["crossre-ai/extract"]["f1"] + results["crossre-ai/classify"]["f1"]) / 2)
     assert summarize(results)["ALL"]["datasets"] == 1  # the relation dataset counts once
+
+
+def test_convert_all_and_evaluate_report_crossre_held_in_and_held_out(seqgpt_tiny, tmp_path):
+    import subprocess
+    import sys
+
+    import srsly
+
+    source = DATASETS / "crossre"
+    if not source.is_dir():
+        pytest.skip(f"needs CrossRE at {source} (../shared/datasets, which CI has beside the checkout)")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "crossre").symlink_to(source)
+    command = [sys.executable, "-m", "spacy", "seqgpt"]
+    converted = subprocess.run([*command, "convert-all", str(tmp_path / "data"), str(tmp_path / "corpus"),
+                                "--eval-limit", "3", "--train-limit", "5"], capture_output=True, text=True)
+    assert converted.returncode == 0, converted.stderr
+    assert sorted(p.name for p in (tmp_path / "corpus" / "train").iterdir()) == ["crossre-news.jsonl"]  # held out: eval only
+    evaluated = subprocess.run([*command, "evaluate", seqgpt_tiny, str(tmp_path / "corpus" / "eval"), "--output",
+                                str(tmp_path / "metrics"), "--max-new-tokens", "8"], capture_output=True, text=True)
+    assert evaluated.returncode == 0, evaluated.stderr
+    results = srsly.read_json(tmp_path / "metrics" / "metrics.json")["results"]
+    for domain in ("ai", "literature", "music", "politics", "science"):
+        row = results[f"crossre-{domain}/relation"]
+        assert row["split"] == "held-out" and row["n"] == 6 and 0.0 <= row["triple_f1"] <= 1.0
+    assert results["crossre-news/relation"]["split"] == "held-in"

@@ -15,7 +15,7 @@ def evaluate_cli(
     data: List[Path] = typer.Argument(..., help="Record files (JSONL) or folders of them", exists=True),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for metrics.json, metrics.md and scores.png"),
     held_out: str = typer.Option(",".join(HELD_OUT_SOURCES), "--held-out", help="Comma-separated source prefixes never trained on"),
-    limit: int = typer.Option(0, "--limit", help="Score at most this many records per source (0: all)"),
+    limit: int = typer.Option(0, "--limit", help="Score at most this many records per source and task (0: all)"),
     batch_size: int = typer.Option(16, "--batch-size", "-b"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     num_beams: int = typer.Option(1, "--num-beams"),
@@ -34,11 +34,12 @@ def evaluate_cli(
     from ..evaluation.reports import bar_chart, markdown_table
     from ..models import HFModel, ModelLoadError, load_shared
 
-    records, per_source = [], Counter()
+    records, per_group = [], Counter()
     for path in data:
         for record in read_records(path):
-            if not limit or per_source[record["source"]] < limit:
-                per_source[record["source"]] += 1
+            group = (record["source"], record["task"])  # a relation source has two atomic tasks
+            if not limit or per_group[group] < limit:
+                per_group[group] += 1
                 records.append(record)
     if not records:
         msg.fail("No records to evaluate", exits=1)
@@ -46,7 +47,7 @@ def evaluate_cli(
         shared = load_shared(HFModel(name=model, device=device).resolved())
     except (ModelLoadError, ValueError) as err:
         msg.fail("Could not load the model", str(err), exits=1)
-    msg.info(f"Answering {len(records)} records from {len(per_source)} sources")
+    msg.info(f"Answering {len(records)} records from {len({source for source, _ in per_group})} sources")
     decoding = {"constrained": constrained, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
                 "max_input_tokens": max_input_tokens}
     predictions, generated = predict_records(shared, records, batch_size=batch_size, progress=True, **decoding)
