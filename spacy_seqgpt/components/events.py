@@ -12,7 +12,8 @@ SeqGPT's exact wording of these queries is not published; the templates are sett
 Triggers go to ``doc.spans[spans_key]`` (label: event type, ``attrs["scores"]``), arguments to
 ``doc.spans[spans_key + "_arguments"]`` (label: role; ``attrs["triggers"]``: the index of each
 argument's trigger, ``attrs["scores"]``). ``doc._.events`` reads them back as a list of
-``{"trigger": Span, "type": str, "score": float, "arguments": {role: [Span]}}``.
+``{"trigger": Span, "type": str, "score": float, "arguments": {role: [Span]}}`` (for another
+``spans_key``, ``read_events(doc, key)`` does).
 """
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Mapping, Sequence, Tuple, Union
@@ -113,6 +114,7 @@ class SeqGPTEvents(SeqGPTNER):
         super().__init__(vocab, name, labels=queries, spans_key=spans_key, alignment_mode="expand",
                          case_sensitive=False, **settings)
         self.types = types
+        self.label_chunk_size = settings["label_chunk_size"]
         if not isinstance(roles, Mapping):
             raise ValueError(f"{name}: roles must map event types to their roles, got {roles!r}")
         unknown = sorted(set(roles) - set(types))
@@ -201,15 +203,11 @@ class SeqGPTEvents(SeqGPTNER):
                                      type=self.types[span.label_]): role for role, text in roles.items()}
                 text = doc.text[context[0]:context[1]].translate(LINE_BREAKS_TO_SPACES)
                 requests.extend(ArgumentRequest(doc_index, context[0], text, EXTRACT, chunk, ids, number)
-                                for chunk in _query_chunks(list(ids), self._chunk_size))
+                                for chunk in _query_chunks(list(ids), self.label_chunk_size))
         found: List[List[tuple]] = [[] for _ in docs]
         for request, span, score in self._answered(docs, requests) if requests else ():
             found[request.doc_index].append((request.trigger, span, score))
         return found
-
-    @property
-    def _chunk_size(self) -> int:
-        return max((len(chunk) for chunk in self.label_chunks()), default=1)
 
     def score(self, examples, **kwargs) -> Dict:
         """Span P/R/F of the triggers (with their types) and of the arguments (with their roles)."""
