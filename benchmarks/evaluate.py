@@ -21,7 +21,7 @@ from pathlib import Path
 from wasabi import msg
 
 from spacy_seqgpt.data.catalog import available
-from spacy_seqgpt.data.readers import read_corpus
+from spacy_seqgpt.data.readers import read_corpora
 from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.evaluation.predict import predict_records
 from spacy_seqgpt.models import HFModel, load_shared
@@ -35,9 +35,9 @@ def evaluation_records(data_dir: Path, limit: int):
     records = []
     for item in available(data_dir):
         if item.split == "eval":
-            corpus = read_corpus(data_dir / item.path, item.fmt, lang=item.lang)
-            records += corpus_records(corpus, item.source, seed=0, quota=0, max_negatives=0, all_labels=True,
-                                      limit=limit)
+            for corpus in read_corpora(data_dir / item.path, item.fmt, lang=item.lang):
+                records += corpus_records(corpus, item.source, seed=0, quota=0, max_negatives=0, all_labels=True,
+                                          limit=limit)
     return records
 
 
