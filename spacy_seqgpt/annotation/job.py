@@ -44,6 +44,9 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
     manifest = Manifest(output, {"pipeline": str(pipeline), "components": pipeline_summary(nlp), "inputs": described,
                                  "text_field": text_field, "shard_size": shard_size, "limit": limit,
                                  "documents": sum(shard.count for shard in shards)})
+    manifest.start_run({"engine": engine, "batch_size": batch_size, "n_process": n_process, "as_json": as_json,
+                        **({"address": address, "replicas": replicas, "gpus_per_replica": gpus_per_replica}
+                           if engine == "ray" else {})})
     todo = [shard for shard in shards if not manifest.done(shard)]
     bar = tqdm(total=manifest.data["documents"], initial=manifest.data["documents"] - sum(s.count for s in todo),
                unit="doc", desc="annotate", disable=not progress, smoothing=0.1)
@@ -60,5 +63,4 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
             manifest.add(entry)
             bar.update(entry["count"])
     bar.close()
-    manifest.save()
     return manifest.data

@@ -126,6 +126,12 @@ class Manifest:
                                  "same pipeline, inputs and settings, or write to another folder")
             self.data["shards"] = {key: entry for key, entry in saved.get("shards", {}).items()
                                    if (output / shard_name(int(key), ".spacy")).is_file()}
+            self.data["runs"] = saved.get("runs", [])
+
+    def start_run(self, settings: dict) -> None:
+        """Record a run's settings that do not change the output (engine, batch size, workers)."""
+        self.data.setdefault("runs", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **settings})
+        self.save()
 
     def done(self, shard: Shard) -> bool:
         return str(shard.number) in self.data["shards"]
