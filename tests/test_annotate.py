@@ -80,8 +80,9 @@ def test_shards_manifest_rejects_and_json_lines(pipeline, tmp_path):
         (d.user_data[INPUT_ATTR]["index"], [{"start": e.start_char, "end": e.end_char, "label": e.label_, "text": e.text}
                                              for e in d.ents]) for d in docs]
     assert any(doc.ents for doc in docs)  # the taught model finds entities
-    again = annotate(pipeline, str(inputs), tmp_path / "out", shard_size=7, progress=False)  # all done: nothing redone
-    assert again["shards"] == manifest["shards"]
+    again = annotate(pipeline, str(inputs), tmp_path / "out", shard_size=7, batch_size=3, progress=False)
+    assert again["shards"] == manifest["shards"]  # all done: nothing redone
+    assert [(run["engine"], run["batch_size"]) for run in again["runs"]] == [("local", 32), ("local", 3)]
     with pytest.raises(ValueError, match="another job's shards \\(shard_size"):
         annotate(pipeline, str(inputs), tmp_path / "out", shard_size=5, progress=False)
 
