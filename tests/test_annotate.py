@@ -107,12 +107,16 @@ def run_killed_then_resumed(command, output, n, shards):
     output must hold every document once."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     manifest = output / "manifest.json"
+
+    def done():  # the manifest is written atomically: always whole
+        return len(json.loads(manifest.read_text())["shards"]) if manifest.exists() else 0
+
     deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None and not manifest.exists():
+    while time.time() < deadline and process.poll() is None and not done():
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    done = len(json.loads(manifest.read_text())["shards"])
+    done = done()
     assert 0 < done < shards, "the kill should land mid-run"
     rerun = subprocess.run(command, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
