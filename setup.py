@@ -13,7 +13,9 @@ from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
 TRITON = "triton>=3.3; platform_system == 'Linux'"
-PACKAGES = ("cli", "components", "data", "decoding", "evaluation", "kernels", "models", "text", "training")
+RAY = "ray[data]>=2.40"
+PACKAGES = ("annotation", "api", "cli", "components", "data", "decoding", "evaluation", "kernels", "models", "text",
+            "training")
 
 
 def cython_extensions():
@@ -68,7 +70,9 @@ setup(
         # GPU only: the Triton attention kernels, and bitsandbytes for 4-/8-bit weights and paged optimizers
         "gpu": [TRITON, "bitsandbytes>=0.45"],
         # the kernel tests run Triton's interpreter on CPU tensors
-        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", TRITON],
+        # seqgpt annotate --engine ray: an actor pool on Ray Data
+        "ray": [RAY],
+        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", TRITON, RAY],
     },
     entry_points={
         "spacy_factories": [

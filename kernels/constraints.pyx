@@ -147,6 +147,42 @@ cdef class Grammar:
         self.start(&i_view[0], &b_view[0])
         return ints, bits
 
+    def forced(self, int64_t[::1] ints, uint64_t[::1] bits, int limit=1024):
+        """What every valid continuation of a row in state ``(ints, bits)`` writes next: ``(bytes,
+        ends)``, the longest run of bytes that is the only way on, and whether the answer must then
+        end. The decoder may append these without asking the model (jump-forward). The state is
+        not changed."""
+        cdef int64_t work_ints[N_INTS]
+        cdef int64_t trial_ints[N_INTS]
+        work = np.array(bits, dtype=np.uint64)
+        trial = np.empty_like(work)
+        cdef uint64_t[::1] work_bits = work
+        cdef uint64_t[::1] trial_bits = trial
+        cdef int n = work.shape[0], byte, only, count
+        cdef bint may_end
+        memcpy(work_ints, &ints[0], N_INTS * sizeof(int64_t))
+        out = bytearray()
+        while len(out) < limit:
+            count, only = 0, -1
+            for byte in range(256):
+                memcpy(trial_ints, work_ints, N_INTS * sizeof(int64_t))
+                memcpy(&trial_bits[0], &work_bits[0], n * sizeof(uint64_t))
+                if self.step(trial_ints, &trial_bits[0], byte):
+                    count += 1
+                    only = byte
+                    if count > 1:
+                        break
+            memcpy(trial_ints, work_ints, N_INTS * sizeof(int64_t))
+            memcpy(&trial_bits[0], &work_bits[0], n * sizeof(uint64_t))
+            may_end = self.step(trial_ints, &trial_bits[0], -1)
+            if count == 0:
+                return bytes(out), may_end
+            if count > 1 or may_end:
+                return bytes(out), False
+            self.step(work_ints, &work_bits[0], only)
+            out.append(only)
+        return bytes(out), False
+
     def accepts(self, text):
         """Whether the grammar accepts ``text`` (bytes or str) followed by the end: for tests and checks."""
         ints, bits = self.initial_state()

@@ -169,3 +169,59 @@ def test_bad_grammar_inputs_are_named():
         ClassificationGrammar(["a，b"], exclusive=True)
     with pytest.raises(ValueError, match="end-of-sequence"):
         TokenBytes([b"a"], eos_id=3)
+
+
+def state_after(grammar, data):
+    """The state of a row that has written ``data`` (bytes the grammar allows)."""
+    from spacy_seqgpt.kernels.constraints import TokenBytes, advance
+
+    ints, bits = grammar.initial_state()
+    ints, bits = ints[None].copy(), bits[None].copy()
+    vocab = TokenBytes([bytes([b]) for b in range(256)] + [None], 256)  # one token per byte, then the end
+    for byte in data:
+        ints, bits = advance([grammar], ints, bits, np.zeros(1, dtype=np.int64), np.array([byte]), vocab)
+    return ints[0], bits[0]
+
+
+@settings(max_examples=500, deadline=None)
+@given(extraction_cases(), st.data())
+def test_forced_text_is_what_every_valid_answer_writes_next(case, data):
+    """Jump-forward's query: at any point of an answer the reference grammar accepts, the forced
+    bytes are the answer's next bytes (and it ends when forced to); inside a line's
+    "label: " or after a line break, they reach at least the end of "label: "."""
+    text, labels, answer = case
+    if reference_extraction(answer, text, labels) is None:
+        return
+    grammar = ExtractionGrammar(text, labels)
+    encoded = answer.encode("utf8")
+    k = data.draw(st.integers(0, len(encoded)))
+    forced, ends = grammar.forced(*state_after(grammar, encoded[:k]))
+    assert encoded[k:].startswith(forced)
+    assert not ends or k + len(forced) == len(encoded)
+    line_starts = [0] + [m.end() for m in re.finditer(b"\n", encoded)]
+    for start, label in zip(line_starts, labels):
+        prefix_end = start + len((label + ": ").encode("utf8"))
+        if start <= k < prefix_end:
+            assert k + len(forced) >= prefix_end
+
+
+@settings(max_examples=300, deadline=None)
+@given(classification_labels, st.data())
+def test_an_exclusive_label_once_chosen_forces_the_end(labels, data):
+    grammar = ClassificationGrammar(labels, exclusive=True)
+    label = data.draw(st.sampled_from(labels))
+    forced, ends = grammar.forced(*state_after(grammar, label.encode("utf8")))
+    longer = [other for other in labels if other != label and other.startswith(label)]
+    assert (forced, ends) == ((b"", True) if not longer else (forced, False))
+
+
+def test_forced_text_after_none_and_at_the_start():
+    grammar = ExtractionGrammar("Anna met Ben.", ["person", "city"])
+    assert grammar.forced(*grammar.initial_state()) == (b"person: ", False)
+    assert grammar.forced(*state_after(grammar, b"person: None")) == (b"\ncity: ", False)
+    assert grammar.forced(*state_after(grammar, b"person: None\ncity: None")) == (b"", True)
+    assert grammar.forced(*state_after(grammar, b"person: Ann")) == (b"", False)  # "Ann" may end here
+    from spacy_seqgpt.decoding.queries import extraction_grammar
+
+    words = extraction_grammar("Anna met Ben.", ["person", "city"])  # spans end on word edges, as seqgpt_ner's do
+    assert words.forced(*state_after(words, b"person: Ann")) == (b"a", False)

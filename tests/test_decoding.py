@@ -271,3 +271,24 @@ def test_bad_settings_are_named(seqgpt_tiny):
     with pytest.raises(ValueError, match="divides"):
         nlp.add_pipe("seqgpt_textcat", config={"model": {"name": seqgpt_tiny, "unmask": "011"}, "labels": CAT_LABELS})(
             nlp.make_doc("text"))
+
+
+@pytest.mark.parametrize("unmask", [None, "0110"])
+def test_jump_forward_writes_what_step_by_step_decoding_writes(seqgpt_tiny, tiny_llama, unmask):
+    """Forced text (label names, line breaks) appended in one pass: the same answers, tokens and
+    log-probabilities as asking the model token by token; BLOOM and Llama, causal and prefix-LM."""
+    texts = [text for _, text, _, _ in EXAMPLES] + ODD_TEXTS[:6]
+    for path in (seqgpt_tiny, tiny_llama):
+        shared = load(path, device="cpu", **({"unmask": unmask} if unmask else {}))
+        queries = queries_for(texts, NER_LABELS, 2) + [
+            Query(build_prompt(CLASSIFY, text, CAT_LABELS), None, ClassificationGrammar(CAT_LABELS, True))
+            for text in texts]
+        fast = Decoder(shared, batch_size=6, max_new_tokens=40)
+        answers = fast.decode(queries)
+        slow = Decoder(shared, batch_size=6, max_new_tokens=40, jump_forward=False).decode(queries)
+        assert fast.jumped > 0
+        assert [a.text for a in answers] == [a.text for a in slow]
+        assert [a.tokens for a in answers] == [a.tokens for a in slow]
+        assert [a.complete for a in answers] == [a.complete for a in slow]
+        for a, b in zip(answers, slow):
+            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)

@@ -22,7 +22,8 @@ ALLOWED = {
     "evaluation": {"kernels", "text", "models", "decoding"},
     "training": {"models", "data"},
     "components": {"kernels", "text", "models", "decoding", "training"},
-    "cli": {"models", "data", "training", "evaluation"},
+    "annotation": {"text"},
+    "cli": {"models", "data", "training", "evaluation", "annotation"},
     "api": {"models"},
 }
 LEAVES = {"prompts", "validation", "about"}
@@ -86,6 +87,9 @@ def test_the_package_is_one_folder_per_concern():
     assert modules == ["__init__", "about", "prompts", "validation"]
     folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
     assert folders == sorted(ALLOWED)
+    # setup.py ships each concern (an editable install would hide a missing one; a wheel would lack it)
+    shipped = re.search(r"^PACKAGES = \(([^)]*)\)", (ROOT / "setup.py").read_text(encoding="utf8"), re.M).group(1)
+    assert sorted(re.findall(r'"(\w+)"', shipped)) == sorted(ALLOWED)
 
 
 def test_kernels_ship_as_spacy_seqgpt_kernels_and_never_shadow_an_installed_kernels(tmp_path):

@@ -184,3 +184,41 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tiny_bloom, tmp_path):
     srsly.write_jsonl(tmp_path / "records.jsonl", RECORDS[:2])
     with pytest.raises(ValueError, match="the data changed"):
         train_stage(settings)
+
+
+def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(tiny_bloom, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo DDP): each takes every other micro-batch and
+    accumulates 2 (no_sync on the first), against one process accumulating 4; then the 2-process
+    run resumes from its step-3 checkpoint to the same losses and weights."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    data = tmp_path / "records.jsonl"
+    srsly.write_jsonl(data, RECORDS * 4)
+    train = ["-m", "spacy", "seqgpt", "train", str(CONFIG), "--stage", "pt", "--paths.base_model", str(tiny_bloom),
+             "--paths.pretrain_data", str(data), "--pt.steps", "6", "--pt.checkpoint_every", "3", "--pt.log_every", "1",
+             "--pt.batch_size", "1"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+
+    def run(command):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return " ".join((result.stdout + result.stderr).split())  # wasabi wraps its lines
+
+    run([sys.executable, *train, "--paths.output", str(tmp_path / "one"), "--pt.accumulate", "4"])
+    run([*launch, *train, "--paths.output", str(tmp_path / "two"), "--pt.accumulate", "2"])
+    one, two = read_log(tmp_path / "one" / "pt"), read_log(tmp_path / "two" / "pt")
+    assert [e["step"] for e in two] == list(range(1, 7))  # one log, written by the main process only
+    assert [e["answer_tokens"] for e in two] == [e["answer_tokens"] for e in one]  # the same global batches
+    assert [e["loss"] for e in two] == pytest.approx([e["loss"] for e in one], rel=1e-5)
+    shutil.rmtree(tmp_path / "two" / "pt" / "checkpoints" / "step-6")
+    shutil.rmtree(tmp_path / "two" / "pt" / "final")
+    assert "step-3 (step 3)" in run([*launch, *train, "--paths.output", str(tmp_path / "two"), "--pt.accumulate", "2"])
+    assert [e["loss"] for e in read_log(tmp_path / "two" / "pt")] == pytest.approx([e["loss"] for e in one], rel=1e-5)
+    weights = [load_file(str(tmp_path / run_dir / "pt" / "final" / "model.safetensors")) for run_dir in ("one", "two")]
+    assert all(torch.allclose(weights[0][name], weights[1][name], atol=1e-5) for name in weights[0])

@@ -29,4 +29,4 @@ def command(name: str, **settings):
 
     return register
 
-from . import assemble, convert, evaluate, init_tiny, synthesize, train, unmask_sweep  # noqa: E402,F401  (register their commands)
+from . import annotate, assemble, convert, evaluate, init_tiny, synthesize, train, unmask_sweep  # noqa: E402,F401  (register their commands)

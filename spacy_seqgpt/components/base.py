@@ -34,6 +34,7 @@ SETTINGS = {
     "num_beams": 1,
     "max_input_tokens": 512,
     "constrained": True,
+    "jump_forward": True,
 }
 
 # Where each shared model was last written by to_disk, and its hash (see SeqGPTComponent.to_disk).
@@ -47,7 +48,8 @@ class SeqGPTComponent(FolderBytes, Pipe):
     labels_required = True  # False where Docs may bring their own (seqgpt_questions)
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, model: Union[str, HFModel], batch_size: int,
-                 max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool, **legacy):
+                 max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
+                 jump_forward: bool = True, **legacy):
         self.vocab = vocab
         self.name = name
         self.label_map: Dict[str, str] = (prompt_labels(labels, component=name, check=self.label_check)
@@ -62,6 +64,7 @@ class SeqGPTComponent(FolderBytes, Pipe):
         self.num_beams = num_beams
         self.max_input_tokens = max_input_tokens
         self.constrained = bool(constrained)
+        self.jump_forward = bool(jump_forward)
         self.stats: Counter = Counter()
         self._shared: Optional[SharedModel] = None
 
@@ -130,7 +133,7 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def decoder(self) -> Decoder:
         return Decoder(self.shared, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-                       num_beams=self.num_beams)
+                       num_beams=self.num_beams, jump_forward=self.jump_forward)
 
     def grammar(self, doc: Doc, request: Request):
         """The answer grammar of ``request`` (kernels.constraints), for constrained decoding."""

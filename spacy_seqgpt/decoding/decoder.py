@@ -95,8 +95,10 @@ class Decoder:
     """Answers many queries in batches of ``batch_size`` prompts (times ``num_beams`` rows)."""
 
     def __init__(self, shared: SharedModel, *, batch_size: int, max_new_tokens: int, num_beams: int = 1,
-                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True):
+                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True, jump_forward: bool = True):
         self.shared = shared
+        self.jump_forward = jump_forward and num_beams == 1
+        self.jumped = 0  # tokens written by jump-forward, not asked of the model one by one
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
@@ -187,8 +189,38 @@ class Decoder:
                     cache.reorder_cache(index)
                     mask = mask[index]
                     prompt_lengths = prompt_lengths[index] if prompt_lengths is not None else None
-                mask = torch.cat([mask, mask.new_ones((len(picks), 1))], 1)
-                logits, cache = self._forward(torch.from_numpy(tokens).to(device)[:, None], mask, cache, prompt_lengths)
+                forced = self._forced(live, grammars, states) if self.jump_forward and states else None
+                if not forced or not any(forced):
+                    mask = torch.cat([mask, mask.new_ones((len(picks), 1))], 1)
+                    logits, cache = self._forward(torch.from_numpy(tokens).to(device)[:, None], mask, cache,
+                                                  prompt_lengths)
+                    continue
+                # Jump-forward: each row's pick and the text its grammar forces next, in one pass
+                width = 1 + max(len(more) for more in forced)
+                step_ids = torch.full((len(picks), width), self.shared.tokenizer.pad_token_id, dtype=torch.long)
+                step_mask = torch.zeros((len(picks), width), dtype=mask.dtype)
+                for row, (token, more) in enumerate(zip(tokens.tolist(), forced)):
+                    step_ids[row, : 1 + len(more)] = torch.tensor([token, *more])
+                    step_mask[row, : 1 + len(more)] = 1
+                mask = torch.cat([mask, step_mask.to(device)], 1)
+                every, cache = self._forward(step_ids.to(device), mask, cache, prompt_lengths, every_position=True)
+                every = torch.log_softmax(every.float(), -1)
+                # Keep the forced tokens the model would have chosen itself, as a step by step
+                # decoder would; from the first it would not, the columns become holes in the mask.
+                kept = []
+                for row, more in enumerate(forced):
+                    n = 0
+                    while n < len(more) and self._choice(every[row, n], grammars, states, row) == more[n]:
+                        states = self._advance_row(grammars, states, row, more[n])
+                        n += 1
+                    if n:
+                        self.jumped += n
+                        lps = every[row, torch.arange(n), torch.tensor(more[:n])].tolist()
+                        live[row] = _Row(live[row].query, live[row].tokens + more[:n], live[row].logprobs + lps,
+                                         live[row].score + sum(lps))
+                    mask[row, mask.shape[1] - width + 1 + n:] = 0
+                    kept.append(n)
+                logits = every[torch.arange(len(picks)), torch.tensor(kept)]
         for row in live:  # out of new tokens: the rows still going are answers too
             finished.setdefault(row.query, []).append((self._normalized(row), row))
         return [self._answer(max(finished.get(query) or [(0.0, _Row(query))], key=lambda item: item[0])[1])
@@ -316,7 +348,9 @@ class Decoder:
         picks = []
         for row, pairs in enumerate(self._candidates(logprobs, grammars, states)):
             token, lp = pairs[0]
-            if token == self.vocab.eos_id:
+            if len(live[row].tokens) >= self.max_new_tokens:  # jumped forward to the limit
+                finished[live[row].query] = [(0.0, live[row])]
+            elif token == self.vocab.eos_id:
                 live[row].ended = True
                 finished[live[row].query] = [(0.0, live[row])]
             else:
@@ -356,6 +390,47 @@ class Decoder:
                 kept.append(kept[-1][:2] + (-np.inf,))
             picks.extend(kept)
         return picks
+
+    # -- jump-forward -------------------------------------------------------------------------
+
+    def _forced(self, live, grammars, states) -> List[List[int]]:
+        """Per row, the tokens its grammar forces next (text no other answer could write), as
+        the tokenizer splits the answer so far with them: the model wrote its answers in that
+        split in training. Trailing whitespace is left to the model (": " then " Paris" is one
+        token there), and so is all of it when the split of the answer so far is not the row's
+        own, or the split writes other bytes; at most ``max_new_tokens`` tokens in all."""
+        out = []
+        for row, grammar in enumerate(grammars):
+            data, _ = grammar.forced(states[0][row], states[1][row]) if grammar is not None else (b"", False)
+            room = self.max_new_tokens - len(live[row].tokens)
+            out.append(self._forced_tokens(live[row].tokens, data.rstrip(b" "))[:room] if data and room > 0 else [])
+        return out
+
+    def _forced_tokens(self, tokens: List[int], data: bytes) -> List[int]:
+        try:
+            written = b"".join(self.vocab.piece(token) or b"" for token in tokens).decode("utf8")
+            text = codecs.getincrementaldecoder("utf8")().decode(data)  # whole characters only
+        except UnicodeDecodeError:
+            return []
+        if not text:
+            return []
+        ids = self.shared.tokenizer(written + text, add_special_tokens=False)["input_ids"]
+        more = ids[len(tokens):]
+        if ids[: len(tokens)] != tokens or b"".join(self.vocab.piece(t) or b"\xff" for t in more) != text.encode():
+            return []
+        return more
+
+    def _choice(self, logprobs, grammars, states, row: int) -> int:
+        """The token a greedy step would write for row ``row`` given its ``logprobs``."""
+        return self._candidates(logprobs[None], [grammars[row]], (states[0][row:row + 1], states[1][row:row + 1]))[0][0][0]
+
+    def _advance_row(self, grammars, states, row: int, token: int):
+        """``states`` with row ``row`` moved on by ``token`` (the other rows as they are)."""
+        ints, bits = states
+        one = advance([grammars[row]], ints[row:row + 1].copy(), bits[row:row + 1].copy(), np.zeros(1, dtype=np.int64),
+                      np.array([token], dtype=np.int64), self.vocab)
+        ints[row], bits[row] = one[0][0], one[1][0]
+        return ints, bits
 
     @staticmethod
     def _normalized(row: _Row) -> float:

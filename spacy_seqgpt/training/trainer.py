@@ -73,7 +73,8 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     checkpoints = folder / "checkpoints"
     torch.manual_seed(settings.seed)
     cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    accelerator = Accelerator(mixed_precision="bf16" if cuda_bf16 else "no")
+    # cpu=True without a GPU: launched processes then join as gloo DDP (accelerate's MULTI_CPU)
+    accelerator = Accelerator(mixed_precision="bf16" if cuda_bf16 else "no", cpu=not torch.cuda.is_available())
     model, tokenizer = load_for_training(settings, init_from or settings.base_model)
     encoded = encode_records(tokenizer, stage_records(settings), settings.max_length)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -101,15 +102,21 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     while step < train.steps:
         first = (step * train.accumulate) * accelerator.num_processes + accelerator.process_index
         batches = [stream[first + m * accelerator.num_processes] for m in range(train.accumulate)]
-        answer_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
-        total = 0.0
+        # The loss is a mean over the answer tokens of the step's batches on *all* processes: DDP
+        # averages gradients over processes, so each scales by their number over the global count,
+        # and N processes give the gradient one process gives with N times the accumulation.
+        answer_tokens = int(accelerator.reduce(torch.tensor(
+            sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), device=accelerator.device), "sum"))
+        scale = accelerator.num_processes / max(answer_tokens, 1)
+        total = torch.zeros((), device=accelerator.device)
         for m, batch in enumerate(batches):
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             sync = accelerator.no_sync(loss_model) if m < len(batches) - 1 else nullcontext()
             with sync, accelerator.autocast():
                 loss = loss_model(**batch)
-                accelerator.backward(loss / max(answer_tokens, 1))
-            total += float(loss.detach())
+                accelerator.backward(loss * scale)
+            total += loss.detach().float()
+        total = float(accelerator.reduce(total, "sum"))
         if train.max_grad_norm:
             accelerator.clip_grad_norm_(params, train.max_grad_norm)
         optimizer.step()

@@ -1,0 +1,66 @@
+"""``seqgpt annotate``'s job: plan the shards, skip those done, annotate the rest on one machine
+(``nlp.pipe``, ``n_process`` workers) or on Ray, and keep the manifest and a progress bar."""
+from pathlib import Path
+from typing import Optional
+
+from .inputs import input_files, plan_shards
+from .shards import Manifest, annotate_shard
+
+ENGINES = ("local", "ray")
+
+
+def pipeline_summary(nlp) -> dict:
+    """What the manifest records of the pipeline: each component's factory, labels and model."""
+    summary = {}
+    for name in nlp.pipe_names:
+        config = dict(nlp.config["components"][name])
+        entry = {"factory": config.get("factory")}
+        for key in ("labels", "questions", "event_types", "roles"):
+            if config.get(key):
+                entry[key] = config[key]
+        model = config.get("model")
+        if isinstance(model, dict) and model.get("name"):
+            entry["model"] = model["name"]
+        summary[name] = entry
+    return summary
+
+
+def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "text", shard_size: int = 1000,
+             batch_size: int = 32, limit: int = 0, n_process: int = 1, as_json: bool = False, engine: str = "local",
+             address: Optional[str] = None, replicas: int = 1, gpus_per_replica: float = 0.0,
+             progress: bool = True) -> dict:
+    """Annotate every input document not yet in ``output``'s done shards; returns the manifest."""
+    import spacy
+    from tqdm import tqdm
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    for name, value in (("batch_size", batch_size), ("n_process", n_process), ("replicas", replicas)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    shards, described = plan_shards(input_files(inputs), shard_size, limit)
+    nlp = spacy.load(pipeline)
+    output.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(output, {"pipeline": str(pipeline), "components": pipeline_summary(nlp), "inputs": described,
+                                 "text_field": text_field, "shard_size": shard_size, "limit": limit,
+                                 "documents": sum(shard.count for shard in shards)})
+    manifest.start_run({"engine": engine, "batch_size": batch_size, "n_process": n_process, "as_json": as_json,
+                        **({"address": address, "replicas": replicas, "gpus_per_replica": gpus_per_replica}
+                           if engine == "ray" else {})})
+    todo = [shard for shard in shards if not manifest.done(shard)]
+    bar = tqdm(total=manifest.data["documents"], initial=manifest.data["documents"] - sum(s.count for s in todo),
+               unit="doc", desc="annotate", disable=not progress, smoothing=0.1)
+    options = {"text_field": text_field, "batch_size": batch_size, "as_json": as_json}
+    if engine == "local":
+        for shard in todo:
+            manifest.add(annotate_shard(nlp, shard, output, n_process=n_process, progress=bar.update, **options))
+    else:
+        from .ray_engine import annotate_on_ray
+
+        del nlp  # each replica loads its own
+        for entry in annotate_on_ray(pipeline, todo, output, options, address=address, replicas=replicas,
+                                     gpus_per_replica=gpus_per_replica):
+            manifest.add(entry)
+            bar.update(entry["count"])
+    bar.close()
+    return manifest.data
