@@ -283,9 +283,9 @@ def test_jump_forward_writes_what_step_by_step_decoding_writes(seqgpt_tiny, tiny
         queries = queries_for(texts, NER_LABELS, 2) + [
             Query(build_prompt(CLASSIFY, text, CAT_LABELS), None, ClassificationGrammar(CAT_LABELS, True))
             for text in texts]
-        fast = Decoder(shared, batch_size=6, max_new_tokens=40)
+        fast = Decoder(shared, batch_size=6, max_new_tokens=40, jump_forward=True)
         answers = fast.decode(queries)
-        slow = Decoder(shared, batch_size=6, max_new_tokens=40, jump_forward=False).decode(queries)
+        slow = Decoder(shared, batch_size=6, max_new_tokens=40).decode(queries)
         assert fast.jumped > 0
         assert [a.text for a in answers] == [a.text for a in slow]
         assert [a.tokens for a in answers] == [a.tokens for a in slow]

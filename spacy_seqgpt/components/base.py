@@ -34,7 +34,7 @@ SETTINGS = {
     "num_beams": 1,
     "max_input_tokens": 512,
     "constrained": True,
-    "jump_forward": True,
+    "jump_forward": False,  # exact but slower on small models (BENCHMARKS.md); opt in
 }
 
 # Where each shared model was last written by to_disk, and its hash (see SeqGPTComponent.to_disk).
@@ -49,7 +49,7 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, model: Union[str, HFModel], batch_size: int,
                  max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
-                 jump_forward: bool = True, **legacy):
+                 jump_forward: bool = False, **legacy):
         self.vocab = vocab
         self.name = name
         self.label_map: Dict[str, str] = (prompt_labels(labels, component=name, check=self.label_check)

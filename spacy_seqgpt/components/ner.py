@@ -38,7 +38,7 @@ def make_seqgpt_ner(nlp: Language, name: str, labels: Union[List[str], Dict[str,
                     device: Optional[str] = None, dtype: Optional[str] = None, quantize: Optional[str] = None,
                     adapter: Optional[str] = None, trust_remote_code: Optional[bool] = None,
                     unmask: Optional[str] = None,
-                    jump_forward: bool = True) -> "SeqGPTNER":
+                    jump_forward: bool = False) -> "SeqGPTNER":
     return SeqGPTNER(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                      constrained=constrained, label_chunk_size=label_chunk_size, alignment_mode=alignment_mode,

@@ -33,7 +33,7 @@ def make_seqgpt_questions(nlp: Language, name: str, questions: Union[List[str], 
                           model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
                           max_input_tokens: int, constrained: bool, alignment_mode: str, case_sensitive: bool,
                           spans_key: str, threshold: float,
-                          jump_forward: bool = True) -> "SeqGPTQuestions":
+                          jump_forward: bool = False) -> "SeqGPTQuestions":
     return SeqGPTQuestions(nlp.vocab, name, questions=questions, model=model, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                            constrained=constrained, alignment_mode=alignment_mode, case_sensitive=case_sensitive,

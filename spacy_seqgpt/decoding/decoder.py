@@ -95,7 +95,7 @@ class Decoder:
     """Answers many queries in batches of ``batch_size`` prompts (times ``num_beams`` rows)."""
 
     def __init__(self, shared: SharedModel, *, batch_size: int, max_new_tokens: int, num_beams: int = 1,
-                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True, jump_forward: bool = True):
+                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True, jump_forward: bool = False):
         self.shared = shared
         self.jump_forward = jump_forward and num_beams == 1
         self.jumped = 0  # tokens written by jump-forward, not asked of the model one by one
