@@ -147,11 +147,18 @@ cdef class Grammar:
         self.start(&i_view[0], &b_view[0])
         return ints, bits
 
+    cdef bint structural(self, const int64_t* state, const uint64_t* bits) noexcept nogil:
+        """Whether the next byte belongs to the answer's structure, which ``forced`` may write.
+        What the answer says (spans, labels) is the model's to write, even where the grammar
+        leaves one way on: its probability is what the answer's scores are made of (``draft``
+        may propose it). Only the end is forced elsewhere."""
+        return False
+
     def forced(self, int64_t[::1] ints, uint64_t[::1] bits, int limit=1024):
-        """What every valid continuation of a row in state ``(ints, bits)`` writes next: ``(bytes,
-        ends)``, the longest run of bytes that is the only way on, and whether the answer must then
-        end. The decoder may append these without asking the model (jump-forward). The state is
-        not changed."""
+        """The structure every valid continuation of a row in state ``(ints, bits)`` writes next:
+        ``(bytes, ends)``, the longest run of structural bytes that is the only way on, and whether
+        the answer must then end. The decoder appends these without asking the model
+        (jump-forward). The state is not changed."""
         cdef int64_t work_ints[N_INTS]
         cdef int64_t trial_ints[N_INTS]
         work = np.array(bits, dtype=np.uint64)
@@ -177,11 +184,17 @@ cdef class Grammar:
             may_end = self.step(trial_ints, &trial_bits[0], -1)
             if count == 0:
                 return bytes(out), may_end
-            if count > 1 or may_end:
+            if count > 1 or may_end or not self.structural(work_ints, &work_bits[0]):
                 return bytes(out), False
             self.step(work_ints, &work_bits[0], only)
             out.append(only)
         return bytes(out), False
+
+    def draft(self, int64_t[::1] ints, uint64_t[::1] bits, int limit=64):
+        """A guess at what the row writes next, for speculative decoding (the model verifies it):
+        extraction guesses "None" where a value starts, and inside a span up to ``limit`` bytes
+        of the input that follow the span so far (at its first occurrence). Empty: no guess."""
+        return b""
 
     def accepts(self, text):
         """Whether the grammar accepts ``text`` (bytes or str) followed by the end: for tests and checks."""
@@ -211,6 +224,13 @@ cdef inline bint any_common(const uint64_t* a, const uint64_t* b, int n_words) n
         if a[w] & b[w]:
             return True
     return False
+
+
+cdef inline int _lowest_bit(uint64_t word) noexcept nogil:
+    cdef int i = 0
+    while not (word >> i) & 1:
+        i += 1
+    return i
 
 
 cdef inline bint any_set(const uint64_t* a, int n_words) noexcept nogil:
@@ -249,6 +269,7 @@ cdef class ExtractionGrammar(Grammar):
     cdef uint64_t[:, ::1] masks
     cdef uint64_t[::1] starts
     cdef uint64_t[::1] ends
+    cdef bytes data  # the input text, UTF-8
 
     def __init__(self, str text, labels, boundaries=None):
         """``labels``: the prompt texts queried, in order. ``boundaries``: ``(starts, ends)`` character
@@ -261,6 +282,7 @@ cdef class ExtractionGrammar(Grammar):
         self.forced_at = np.cumsum([0] + [len(line) for line in lines]).astype(np.int64)
         self.n_lines = len(lines)
         data = text.encode("utf8")
+        self.data = data
         n = len(data)
         self.n_words = (n + 1 + 63) // 64 or 1
         if self.n_words > MAX_WORDS:
@@ -363,6 +385,31 @@ cdef class ExtractionGrammar(Grammar):
         state[LENGTH] += 1
         return state[NONE_POS] >= 0 or any_set(bits, self.n_words)
 
+
+    cdef bint structural(self, const int64_t* state, const uint64_t* bits) noexcept nogil:
+        # "label: ", "None" once no span can be read in what it wrote, and the line break or end
+        # after "None"; never a span's bytes
+        return state[PHASE] == FORCED or (state[PHASE] == VALUE and (
+            state[NONE_POS] == 4 or (state[NONE_POS] > 0 and not any_set(bits, self.n_words))))
+
+    def draft(self, int64_t[::1] ints, uint64_t[::1] bits, int limit=64):
+        # Where a value starts, "None" (most labels have no span in a given text); inside a
+        # span, the input that follows it.
+        cdef int w, at
+        cdef int64_t line = ints[LINE]
+        if ints[PHASE] == FORCED:
+            return bytes(self.forced[self.forced_at[line] + ints[POS]:self.forced_at[line + 1]]) + b"None"
+        if ints[PHASE] != VALUE:
+            return b""
+        if 0 <= ints[NONE_POS] < 4:
+            return b"None"[ints[NONE_POS]:]
+        if ints[LENGTH] == 0:
+            return b""
+        for w in range(self.n_words):
+            if bits[w]:
+                at = 64 * w + _lowest_bit(bits[w])
+                return self.data[at:at + limit]
+        return b""
 
     cdef bint prefers(self, const int64_t* before, const int64_t* after) noexcept nogil:
         # The model wants a value that is not in the text: "None" (as free decoding would drop

@@ -129,6 +129,12 @@ def seqgpt_tiny(tmp_path_factory, tiny_bloom):
     return str(finetune(tiny_bloom, tmp_path_factory.mktemp("seqgpt-tiny"), training_pairs()))
 
 
+@pytest.fixture(scope="session")
+def seqgpt_tiny_llama(tmp_path_factory, tiny_llama):
+    """A tiny Llama taught the same answers."""
+    return str(finetune(tiny_llama, tmp_path_factory.mktemp("seqgpt-tiny-llama"), training_pairs()))
+
+
 ROOT = Path(__file__).resolve().parents[1]
 # The big public corpora sit beside the checkout on CI (../shared/datasets); a user's clone may not have them.
 DATASETS = ROOT.parent / "shared" / "datasets"

@@ -224,4 +224,37 @@ def test_forced_text_after_none_and_at_the_start():
     from spacy_seqgpt.decoding.queries import extraction_grammar
 
     words = extraction_grammar("Anna met Ben.", ["person", "city"])  # spans end on word edges, as seqgpt_ner's do
-    assert words.forced(*state_after(words, b"person: Ann")) == (b"a", False)
+    # a span's bytes are never forced (only "a" can follow here); speculation drafts them instead
+    assert words.forced(*state_after(words, b"person: Ann")) == (b"", False)
+    assert words.draft(*state_after(words, b"person: Ann")) == b"a met Ben."
+    assert grammar.forced(*state_after(grammar, b"person: N")) == (b"one\ncity: ", False)  # no span starts "N"
+    assert grammar.draft(*state_after(grammar, b"person:")) == b" None"  # a value's likeliest start
+    assert grammar.draft(*state_after(grammar, b"person: Ann, ")) == b""  # after ", " no "None"
+
+
+@settings(max_examples=500, deadline=None)
+@given(extraction_cases(), st.data())
+def test_spans_are_never_forced_and_their_draft_is_the_text_that_follows(case, data):
+    """Jump-forward writes structure only: strictly inside a value other than "None", nothing
+    is forced. There speculation's draft is the rest of "None" while the value may still be
+    "None", else input text that continues the span written so far."""
+    text, labels, answer = case
+    if reference_extraction(answer, text, labels) is None:
+        return
+    grammar = ExtractionGrammar(text, labels)
+    encoded = answer.encode("utf8")
+    k = data.draw(st.integers(0, len(encoded)))
+    line_start = encoded.rfind(b"\n", 0, k) + 1
+    line_end = encoded.find(b"\n", line_start) % (len(encoded) + 1)
+    label = labels[encoded[:line_start].count(b"\n")]
+    value_start = line_start + len((label + ": ").encode("utf8"))
+    if not value_start < k <= line_end or encoded[value_start:line_end] == b"None":
+        return
+    state = state_after(grammar, encoded[:k])
+    assert grammar.forced(*state)[0] == b""
+    pieces = encoded[value_start:k].split(b", ")
+    draft = grammar.draft(*state)
+    if len(pieces) == 1 and b"None".startswith(pieces[0]):
+        assert draft == b"None"[len(pieces[0]):]
+    elif pieces[-1] and draft:
+        assert pieces[-1] + draft in text.encode("utf8")

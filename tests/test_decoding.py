@@ -149,9 +149,12 @@ def full_logprobs(shared, prompt, tokens, **kwargs):
 
 
 def test_token_logprobs_are_those_of_a_full_forward_pass(taught, random_bloom):
+    """Every token the model chose, by a step or by confirming a draft (jump-forward's forced
+    tokens have log-probability 0: off here)."""
     for shared in (taught, random_bloom):
         queries = taught_queries(True)
-        for query, answer in zip(queries, Decoder(shared, batch_size=3, max_new_tokens=16).decode(queries)):
+        decoder = Decoder(shared, batch_size=3, max_new_tokens=16, jump_forward=False, speculate=True)
+        for query, answer in zip(queries, decoder.decode(queries)):
             np.testing.assert_allclose(answer.logprobs, full_logprobs(shared, query.prompt, answer.tokens), atol=1e-4)
 
 
@@ -273,22 +276,40 @@ def test_bad_settings_are_named(seqgpt_tiny):
             nlp.make_doc("text"))
 
 
+def span_offsets(answer):
+    """(start, end) in ``answer`` of every span its lines name (values other than "None")."""
+    out, line_start = [], 0
+    for line in answer.split("\n"):
+        label, sep, value = line.partition(": ")
+        at = line_start + len(label) + len(sep)
+        for piece in value.split(", ") if sep and value != "None" else []:
+            if piece:
+                out.append((at, at + len(piece)))
+            at += len(piece) + 2
+        line_start += len(line) + 1
+    return out
+
+
 @pytest.mark.parametrize("unmask", [None, "0110"])
-def test_jump_forward_writes_what_step_by_step_decoding_writes(seqgpt_tiny, tiny_llama, unmask):
-    """Forced text (label names, line breaks) appended in one pass: the same answers, tokens and
-    log-probabilities as asking the model token by token; BLOOM and Llama, causal and prefix-LM."""
-    texts = [text for _, text, _, _ in EXAMPLES] + ODD_TEXTS[:6]
-    for path in (seqgpt_tiny, tiny_llama):
+def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgpt_tiny_llama, unmask):
+    """Jump-forward and speculation (the defaults) against step-by-step decoding, on models
+    taught their answers: the same texts, spans and span scores; BLOOM and Llama, greedy and
+    beams (which go step by step), causal and prefix-LM."""
+    for path in (seqgpt_tiny, seqgpt_tiny_llama):
         shared = load(path, device="cpu", **({"unmask": unmask} if unmask else {}))
-        queries = queries_for(texts, NER_LABELS, 2) + [
-            Query(build_prompt(CLASSIFY, text, CAT_LABELS), None, ClassificationGrammar(CAT_LABELS, True))
-            for text in texts]
-        fast = Decoder(shared, batch_size=6, max_new_tokens=40, jump_forward=True)
-        answers = fast.decode(queries)
-        slow = Decoder(shared, batch_size=6, max_new_tokens=40).decode(queries)
-        assert fast.jumped > 0
-        assert [a.text for a in answers] == [a.text for a in slow]
-        assert [a.tokens for a in answers] == [a.tokens for a in slow]
-        assert [a.complete for a in answers] == [a.complete for a in slow]
-        for a, b in zip(answers, slow):
-            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+        queries = taught_queries(True)
+        for beams in (1, 2):
+            fast = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams)
+            answers = fast.decode(queries)
+            slow = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams, jump_forward=False,
+                           speculate=False).decode(queries)
+            assert [a.text for a in answers] == [b.text for b in slow]
+            assert [a.complete for a in answers] == [b.complete for b in slow]
+            for a, b in zip(answers, slow):
+                spans = span_offsets(a.text) if "\n" in a.text else [(0, len(a.text))]
+                np.testing.assert_allclose([a.probability(*span) for span in spans],
+                                           [b.probability(*span) for span in spans], atol=1e-4)
+            if beams == 1:  # both shortcuts were taken, and some guesses kept
+                assert fast.jumped > 0 and fast.accepted > 0
+            else:
+                assert fast.jumped == fast.drafted == 0

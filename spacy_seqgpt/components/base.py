@@ -34,7 +34,10 @@ SETTINGS = {
     "num_beams": 1,
     "max_input_tokens": 512,
     "constrained": True,
-    "jump_forward": False,  # exact but slower on small models (BENCHMARKS.md); opt in
+    # greedy decoding's shortcuts (decoding/decoder.py); off, it goes step by step
+    "jump_forward": True,
+    "speculate": True,
+    "draft_tokens": 8,
 }
 
 # Where each shared model was last written by to_disk, and its hash (see SeqGPTComponent.to_disk).
@@ -49,14 +52,15 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, model: Union[str, HFModel], batch_size: int,
                  max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
-                 jump_forward: bool = False, **legacy):
+                 jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8, **legacy):
         self.vocab = vocab
         self.name = name
         self.label_map: Dict[str, str] = (prompt_labels(labels, component=name, check=self.label_check)
                                           if labels or self.labels_required else {})
         self._label_of_text = {text: label for label, text in self.label_map.items()}
         for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
-                           ("num_beams", num_beams), ("max_input_tokens", max_input_tokens)):
+                           ("num_beams", num_beams), ("max_input_tokens", max_input_tokens),
+                           ("draft_tokens", draft_tokens)):
             check_positive_int(value, key, name)
         self.spec = model_settings(model, name, **legacy).resolved()
         self.batch_size = batch_size
@@ -65,6 +69,8 @@ class SeqGPTComponent(FolderBytes, Pipe):
         self.max_input_tokens = max_input_tokens
         self.constrained = bool(constrained)
         self.jump_forward = bool(jump_forward)
+        self.speculate = bool(speculate)
+        self.draft_tokens = draft_tokens
         self.stats: Counter = Counter()
         self._shared: Optional[SharedModel] = None
 
@@ -133,7 +139,8 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def decoder(self) -> Decoder:
         return Decoder(self.shared, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-                       num_beams=self.num_beams, jump_forward=self.jump_forward)
+                       num_beams=self.num_beams, jump_forward=self.jump_forward, speculate=self.speculate,
+                       draft_tokens=self.draft_tokens)
 
     def grammar(self, doc: Doc, request: Request):
         """The answer grammar of ``request`` (kernels.constraints), for constrained decoding."""

@@ -31,11 +31,12 @@ def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[s
                        model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
                        max_input_tokens: int, constrained: bool, multi_label: bool, scoring: bool,
                        spans_key: Optional[str], output_key: str, template: str,
-                       jump_forward: bool = False) -> "SeqGPTTyping":
+                       jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTTyping":
     return SeqGPTTyping(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                         constrained=constrained, multi_label=multi_label, scoring=scoring, spans_key=spans_key,
-                        output_key=output_key, template=template, jump_forward=jump_forward)
+                        output_key=output_key, template=template, jump_forward=jump_forward,
+                     speculate=speculate, draft_tokens=draft_tokens)
 
 
 class SeqGPTTyping(SpanQuestions):

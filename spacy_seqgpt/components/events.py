@@ -73,12 +73,13 @@ def make_seqgpt_events(nlp: Language, name: str, event_types: Union[List[str], D
                        batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
                        confirm: bool, label_chunk_size: int, trigger_template: str, type_template: str,
                        argument_template: str, spans_key: str, threshold: float,
-                       jump_forward: bool = False) -> "SeqGPTEvents":
+                       jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTEvents":
     return SeqGPTEvents(nlp.vocab, name, event_types=event_types, roles=roles, model=model, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                         constrained=constrained, confirm=confirm, label_chunk_size=label_chunk_size,
                         trigger_template=trigger_template, type_template=type_template,
-                        argument_template=argument_template, spans_key=spans_key, threshold=threshold, jump_forward=jump_forward)
+                        argument_template=argument_template, spans_key=spans_key, threshold=threshold, jump_forward=jump_forward,
+                     speculate=speculate, draft_tokens=draft_tokens)
 
 
 @dataclass

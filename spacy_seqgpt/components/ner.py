@@ -38,13 +38,14 @@ def make_seqgpt_ner(nlp: Language, name: str, labels: Union[List[str], Dict[str,
                     device: Optional[str] = None, dtype: Optional[str] = None, quantize: Optional[str] = None,
                     adapter: Optional[str] = None, trust_remote_code: Optional[bool] = None,
                     unmask: Optional[str] = None,
-                    jump_forward: bool = False) -> "SeqGPTNER":
+                    jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTNER":
     return SeqGPTNER(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                      constrained=constrained, label_chunk_size=label_chunk_size, alignment_mode=alignment_mode,
                      case_sensitive=case_sensitive, spans_key=spans_key, threshold=threshold, device=device,
                      dtype=dtype, quantize=quantize, adapter=adapter, trust_remote_code=trust_remote_code,
-                     unmask=unmask, jump_forward=jump_forward)
+                     unmask=unmask, jump_forward=jump_forward,
+                     speculate=speculate, draft_tokens=draft_tokens)
 
 
 @dataclass

@@ -33,11 +33,12 @@ def make_seqgpt_questions(nlp: Language, name: str, questions: Union[List[str], 
                           model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
                           max_input_tokens: int, constrained: bool, alignment_mode: str, case_sensitive: bool,
                           spans_key: str, threshold: float,
-                          jump_forward: bool = False) -> "SeqGPTQuestions":
+                          jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTQuestions":
     return SeqGPTQuestions(nlp.vocab, name, questions=questions, model=model, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                            constrained=constrained, alignment_mode=alignment_mode, case_sensitive=case_sensitive,
-                           spans_key=spans_key, threshold=threshold, jump_forward=jump_forward)
+                           spans_key=spans_key, threshold=threshold, jump_forward=jump_forward,
+                     speculate=speculate, draft_tokens=draft_tokens)
 
 
 class SeqGPTQuestions(SeqGPTNER):

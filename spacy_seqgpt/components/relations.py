@@ -30,12 +30,13 @@ def make_seqgpt_rel(nlp: Language, name: str, labels: Union[List[str], Dict[str,
                     batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
                     scoring: bool, spans_key: Optional[str], template: str, no_relation: str, max_distance: int,
                     max_pairs: int, threshold: float,
-                    jump_forward: bool = False) -> "SeqGPTRelations":
+                    jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTRelations":
     return SeqGPTRelations(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                            constrained=constrained, scoring=scoring, spans_key=spans_key, template=template,
                            no_relation=no_relation, max_distance=max_distance, max_pairs=max_pairs,
-                           threshold=threshold, jump_forward=jump_forward)
+                           threshold=threshold, jump_forward=jump_forward,
+                     speculate=speculate, draft_tokens=draft_tokens)
 
 
 class SeqGPTRelations(SpanQuestions):

@@ -14,8 +14,23 @@ What ``generate()`` cannot do for us, in one loop:
 - **Prefix-LM models** (``unmask(..., mode="prompt")``): every call passes each row's prompt
   length, so the prompt attends both ways and the generated tokens causally. The prompt
   must then be encoded whole, so prefixes are not shared.
-- Rows whose answer is complete leave the batch (the cache is compacted), and the LM head
-  runs on the last position only.
+- **Jump-forward** (greedy): where the grammar allows one continuation only (the next
+  ``label: `` after a line break, the line break after ``None``, the end), the decoder writes
+  it without asking the model: appended after the row's pick in the same forward pass, split
+  as the tokenizer splits the answer (as a model trained on tokenized answers writes it), or
+  the row simply ends. The first ``label: `` is read with the prompt. Forced tokens get
+  log-probability 0: the grammar chose them, and no span contains them.
+- **Speculation** (greedy): inside a span, the input text that follows the span so far is a
+  draft of its next ``draft_tokens`` tokens, appended in the same pass; the longest start of
+  it that greedy decoding would have written (the model's own choice under the grammar at
+  each position) is kept, the rest become holes in the mask, so the answer and its
+  log-probabilities are step-by-step decoding's.
+- Rows of one pass append different numbers of tokens: the rows are aligned right, a short
+  row starting with holes. Holes cost compute but never change an answer: the mask leaves
+  them out, and positions (Llama) and ALiBi distances (BLOOM) count real tokens only.
+- The KV cache is written in place (``kv_cache.PreallocatedCache``); rows whose answer is
+  complete leave the batch (the cache is compacted), and the LM head runs on the positions
+  that are read only.
 """
 import codecs
 import inspect
@@ -27,9 +42,11 @@ import numpy as np
 from ..kernels.constraints import STATE_INTS, TokenBytes, advance, allowed, best_allowed
 from ..models.adapters import base_model
 from ..models.loading import SharedModel
+from .kv_cache import PreallocatedCache, supports_preallocation
 from .token_bytes import token_pieces
 
 DEFAULT_CANDIDATES = 8
+DEFAULT_DRAFT_TOKENS = 8
 
 
 @dataclass
@@ -66,6 +83,19 @@ class Answer:
 
 
 @dataclass
+class _Chain:
+    """What a row appends after its pick in one pass: tokens, which of them are guesses the
+    model must confirm, and whether the answer ends after the last."""
+    tokens: List[int] = field(default_factory=list)
+    guessed: List[bool] = field(default_factory=list)
+    ends: bool = False
+
+    def add(self, tokens: List[int], *, guessed: bool) -> None:
+        self.tokens += tokens
+        self.guessed += [guessed] * len(tokens)
+
+
+@dataclass
 class _Row:
     query: int
     tokens: List[int] = field(default_factory=list)
@@ -95,10 +125,15 @@ class Decoder:
     """Answers many queries in batches of ``batch_size`` prompts (times ``num_beams`` rows)."""
 
     def __init__(self, shared: SharedModel, *, batch_size: int, max_new_tokens: int, num_beams: int = 1,
-                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True, jump_forward: bool = False):
+                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True, jump_forward: bool = True,
+                 speculate: bool = True, draft_tokens: int = DEFAULT_DRAFT_TOKENS):
         self.shared = shared
+        # Both are greedy decoding's: beams go step by step.
         self.jump_forward = jump_forward and num_beams == 1
-        self.jumped = 0  # tokens written by jump-forward, not asked of the model one by one
+        self.speculate = speculate and num_beams == 1 and draft_tokens > 0
+        self.draft_tokens = draft_tokens
+        self.jumped = 0  # tokens the grammar wrote (jump-forward), not asked of the model
+        self.drafted = self.accepted = 0  # draft tokens verified, and kept (speculation)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
@@ -107,6 +142,7 @@ class Decoder:
         self.prompt_mode = prefix_lm_layers(base)
         self.share_prefixes = share_prefixes and not self.prompt_mode
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
+        self._preallocate = supports_preallocation(base.config)
         self.vocab = vocabulary_bytes(shared)
 
     def decode(self, queries: Sequence[Query], *, progress: bool = False) -> List[Answer]:
@@ -153,25 +189,35 @@ class Decoder:
         rows = [query for query in range(len(queries)) for _ in range(beams)]
         # prefix-LM only; no sharing then, so each prefix is a whole prompt
         prompt_lengths = torch.tensor([len(ids[query]) for query in rows], device=device) if self.prompt_mode else None
+        grammars = [queries[query].grammar for query in rows]
+        states = self._initial_states(grammars)
+        live = [_Row(query, score=0.0 if i % beams == 0 else -np.inf) for i, query in enumerate(rows)]
+        finished: Dict[int, List[Tuple[float, _Row]]] = {}
+        # Jump-forward: the opening every answer writes (the first "label: ") is read with the prompt.
+        opening = [[] for _ in rows]
+        if self.jump_forward and states is not None:
+            for row, grammar in enumerate(grammars):
+                text = grammar.forced(states[0][row], states[1][row])[0].rstrip(b" ") if grammar else b""
+                tokens = self._text_tokens([], text)[:self.max_new_tokens] if text else []
+                states = self._write(live, grammars, states, row, tokens, [0.0] * len(tokens))
+                self.jumped += len(tokens)
+                opening[row] = tokens
+        rests = [ids[query][prefixes[group_of[query]][1]:] + opening[row] for row, query in enumerate(rows)]
+        room = max(len(rest) for rest in rests) + 2 * self.max_new_tokens
         with torch.inference_mode():
             prefix_ids, mask = self._left_pad([ids[q][:n] for q, n in prefixes], device)
             logits, cache = self._forward(prefix_ids, mask, None, torch.tensor([n for _, n in prefixes], device=device)
-                                          if self.prompt_mode else None)
+                                          if self.prompt_mode else None, room=room)
             to_rows = torch.tensor([group_of[query] for query in rows], device=device)
             cache.reorder_cache(to_rows)
             mask = mask[to_rows]
-            rests = [ids[query][prefixes[group_of[query]][1]:] for query in rows]
-            logits = logits[to_rows]
+            logits = logits[to_rows, -1]
             if any(rests):  # rows without a rest of their own keep the prefix pass's logits
                 rest_ids, rest_mask = self._left_pad(rests, device)
                 mask = torch.cat([mask, rest_mask], 1)
                 rest_logits, cache = self._forward(rest_ids, mask, cache, prompt_lengths)
                 own = torch.tensor([bool(rest) for rest in rests], device=device)
-                logits = torch.where(own[:, None], rest_logits, logits)
-            grammars = [queries[query].grammar for query in rows]
-            states = self._initial_states(grammars)
-            live = [_Row(query, score=0.0 if i % beams == 0 else -np.inf) for i, query in enumerate(rows)]
-            finished: Dict[int, List[Tuple[float, _Row]]] = {}
+                logits = torch.where(own[:, None], rest_logits[:, -1], logits)
             for _ in range(self.max_new_tokens):
                 logprobs = torch.log_softmax(logits.float(), -1)
                 picks = (self._greedy if beams == 1 else self._beam_step)(logprobs, live, grammars, states, finished)
@@ -184,43 +230,56 @@ class Decoder:
                 live = [_Row(live[row].query, live[row].tokens + [token], live[row].logprobs + [lp],
                              live[row].score + lp) for row, token, lp in picks]
                 grammars = [grammars[row] for row in source]
-                if not np.array_equal(source, np.arange(len(logits))):
+                chains = [_Chain() for _ in picks]
+                if states is not None and (self.jump_forward or self.speculate):
+                    chains = self._plan(live, grammars, states)
+                    going = []
+                    for row, chain in enumerate(chains):
+                        if chain.ends and not chain.tokens:  # the grammar ends the answer here
+                            live[row].ended = True
+                            finished[live[row].query] = [(0.0, live[row])]
+                        else:
+                            going.append(row)
+                    if not going:
+                        live = []
+                        break
+                    source, tokens = source[going], tokens[going]
+                    live, grammars, chains = ([items[row] for row in going] for items in (live, grammars, chains))
+                    states = (states[0][going], states[1][going])
+                if not np.array_equal(source, np.arange(len(logits))):  # rows left, or beams moved
                     index = torch.from_numpy(source).to(device)
                     cache.reorder_cache(index)
                     mask = mask[index]
                     prompt_lengths = prompt_lengths[index] if prompt_lengths is not None else None
-                forced = self._forced(live, grammars, states) if self.jump_forward and states else None
-                if not forced or not any(forced):
-                    mask = torch.cat([mask, mask.new_ones((len(picks), 1))], 1)
-                    logits, cache = self._forward(torch.from_numpy(tokens).to(device)[:, None], mask, cache,
-                                                  prompt_lengths)
-                    continue
-                # Jump-forward: each row's pick and the text its grammar forces next, in one pass
-                width = 1 + max(len(more) for more in forced)
-                step_ids = torch.full((len(picks), width), self.shared.tokenizer.pad_token_id, dtype=torch.long)
-                step_mask = torch.zeros((len(picks), width), dtype=mask.dtype)
-                for row, (token, more) in enumerate(zip(tokens.tolist(), forced)):
-                    step_ids[row, : 1 + len(more)] = torch.tensor([token, *more])
-                    step_mask[row, : 1 + len(more)] = 1
+                # Each row's pick and its chain in one pass, aligned right: shorter rows start
+                # with holes the mask leaves out.
+                lengths = [1 + len(chain.tokens) for chain in chains]
+                width = max(lengths)
+                step_ids = torch.full((len(live), width), self.shared.tokenizer.pad_token_id, dtype=torch.long)
+                step_mask = torch.zeros((len(live), width), dtype=mask.dtype)
+                for row, (token, chain) in enumerate(zip(tokens.tolist(), chains)):
+                    step_ids[row, width - lengths[row]:] = torch.tensor([token, *chain.tokens])
+                    step_mask[row, width - lengths[row]:] = 1
                 mask = torch.cat([mask, step_mask.to(device)], 1)
-                every, cache = self._forward(step_ids.to(device), mask, cache, prompt_lengths, every_position=True)
-                every = torch.log_softmax(every.float(), -1)
-                # Keep the forced tokens the model would have chosen itself, as a step by step
-                # decoder would; from the first it would not, the columns become holes in the mask.
-                kept = []
-                for row, more in enumerate(forced):
-                    n = 0
-                    while n < len(more) and self._choice(every[row, n], grammars, states, row) == more[n]:
-                        states = self._advance_row(grammars, states, row, more[n])
-                        n += 1
-                    if n:
-                        self.jumped += n
-                        lps = every[row, torch.arange(n), torch.tensor(more[:n])].tolist()
-                        live[row] = _Row(live[row].query, live[row].tokens + more[:n], live[row].logprobs + lps,
-                                         live[row].score + sum(lps))
-                    mask[row, mask.shape[1] - width + 1 + n:] = 0
-                    kept.append(n)
-                logits = every[torch.arange(len(picks)), torch.tensor(kept)]
+                if width == 1:
+                    every, cache = self._forward(step_ids.to(device), mask, cache, prompt_lengths)
+                    logits = every[:, -1]
+                    continue
+                # The logits read: before each guessed token (to verify it), and at the end.
+                read = [[width - lengths[row] + j for j, guess in enumerate(chain.guessed) if guess] + [width - 1]
+                        for row, chain in enumerate(chains)]
+                every, cache = self._forward(step_ids.to(device), mask, cache, prompt_lengths, keep=width,
+                                             read=read)
+                logits = []
+                for row, chain in enumerate(chains):
+                    at = dict(zip(read[row], every[row]))
+                    kept, states = self._follow(at, width - lengths[row], live, grammars, states, row, chain, finished)
+                    if kept < len(chain.tokens):  # the rest of the chain becomes holes
+                        mask[row, mask.shape[1] - len(chain.tokens) + kept:] = 0
+                        logits.append(at[width - lengths[row] + kept])
+                    else:
+                        logits.append(at[width - 1])
+                logits = torch.stack(logits)
         for row in live:  # out of new tokens: the rows still going are answers too
             finished.setdefault(row.query, []).append((self._normalized(row), row))
         return [self._answer(max(finished.get(query) or [(0.0, _Row(query))], key=lambda item: item[0])[1])
@@ -259,15 +318,36 @@ class Decoder:
         mask = torch.tensor([[0] * (width - len(seq)) + [1] * len(seq) for seq in sequences], device=device)
         return ids, mask
 
-    def _forward(self, input_ids, mask, cache, prompt_lengths, *, every_position: bool = False):
+    def _forward(self, input_ids, mask, cache, prompt_lengths, *, keep: int = 1, room: int = 0, read=None):
+        """Logits of the last ``keep`` positions (0: all), and the cache; with ``read`` (per row,
+        positions among those ``keep``), a list of each row's logits at its positions only: the
+        LM head, over a large vocabulary most of a CPU step, then runs on those alone. A new
+        cache gets ``room`` positions to grow into in place (where the model allows)."""
+        if cache is None and room and self._preallocate:
+            cache = PreallocatedCache(room)
+        if read is not None:
+            import torch
+
+            rows = torch.tensor([row for row, positions in enumerate(read) for _ in positions], device=mask.device)
+            positions = torch.tensor([p for row in read for p in row], device=mask.device)
+            head = self.shared.model.get_output_embeddings()
+            # transformers' models apply the head to the kept positions' hidden states; this
+            # narrows its input to the ones read (what the model does with logits after, such
+            # as scaling or soft-capping, is per logit and unaffected)
+            hook = head.register_forward_pre_hook(lambda module, args: (args[0][rows, positions][None], *args[1:]))
+            try:
+                logits, cache = self._forward(input_ids, mask, cache, prompt_lengths, keep=keep)
+            finally:
+                hook.remove()
+            return list(logits[0].split([len(row) for row in read])), cache
         kwargs = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache, "use_cache": True,
-                  "logits_to_keep": 0 if every_position else 1}
+                  "logits_to_keep": keep}
         if self._positions:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         if prompt_lengths is not None:
             kwargs["prompt_lengths"] = prompt_lengths
         out = self.shared.model(**kwargs)
-        return (out.logits if every_position else out.logits[:, -1]), out.past_key_values
+        return out.logits, out.past_key_values
 
     # -- scoring given answers ---------------------------------------------------------------
 
@@ -298,14 +378,15 @@ class Decoder:
             lengths = torch.tensor([len(tokens) for tokens in batch], device=device)
             with torch.inference_mode():
                 prompt_ids, mask = self._left_pad(batch, device)
-                last, cache = self._forward(prompt_ids, mask, None, lengths if self.prompt_mode else None)
-                totals = torch.log_softmax(last.float(), -1)[:, [tokens[0] for tokens in continuations]]
+                last, cache = self._forward(prompt_ids, mask, None, lengths if self.prompt_mode else None,
+                                            room=width)
+                totals = torch.log_softmax(last[:, -1].float(), -1)[:, [tokens[0] for tokens in continuations]]
                 if width:
                     rows = torch.arange(len(batch), device=device).repeat_interleave(n)
                     cache.reorder_cache(rows)
                     logits, _ = self._forward(inputs.repeat(len(batch), 1),
                                               torch.cat([mask[rows], real.repeat(len(batch), 1)], 1), cache,
-                                              lengths[rows] if self.prompt_mode else None, every_position=True)
+                                              lengths[rows] if self.prompt_mode else None, keep=0)
                     picked = torch.log_softmax(logits.float(), -1).gather(-1, targets.repeat(len(batch), 1)[..., None])
                     totals = totals + (picked[..., 0] * real.repeat(len(batch), 1)).sum(-1).view(len(batch), n)
             out[first:first + len(batch)] = totals.cpu().numpy()
@@ -348,6 +429,8 @@ class Decoder:
         picks = []
         for row, pairs in enumerate(self._candidates(logprobs, grammars, states)):
             token, lp = pairs[0]
+            if live[row].ended:  # its chain wrote the end (finished already)
+                continue
             if len(live[row].tokens) >= self.max_new_tokens:  # jumped forward to the limit
                 finished[live[row].query] = [(0.0, live[row])]
             elif token == self.vocab.eos_id:
@@ -391,45 +474,127 @@ class Decoder:
             picks.extend(kept)
         return picks
 
-    # -- jump-forward -------------------------------------------------------------------------
+    # -- jump-forward and speculation -------------------------------------------------------
 
-    def _forced(self, live, grammars, states) -> List[List[int]]:
-        """Per row, the tokens its grammar forces next (text no other answer could write), as
-        the tokenizer splits the answer so far with them: the model wrote its answers in that
-        split in training. Trailing whitespace is left to the model (": " then " Paris" is one
-        token there), and so is all of it when the split of the answer so far is not the row's
-        own, or the split writes other bytes; at most ``max_new_tokens`` tokens in all."""
-        out = []
+    def _plan(self, live, grammars, states) -> List["_Chain"]:
+        """Per row (after its pick), what it appends in the same pass: text the grammar forces
+        (jump-forward), then guesses (speculation) and the text forced after each, up to
+        ``draft_tokens`` guessed tokens, a span's draft or the end of the answer. A chain
+        with no tokens that ends: the answer is complete."""
+        chains = []
         for row, grammar in enumerate(grammars):
-            data, _ = grammar.forced(states[0][row], states[1][row]) if grammar is not None else (b"", False)
+            chain = _Chain()
             room = self.max_new_tokens - len(live[row].tokens)
-            out.append(self._forced_tokens(live[row].tokens, data.rstrip(b" "))[:room] if data and room > 0 else [])
-        return out
+            if grammar is None:
+                chains.append(chain)
+                continue
+            ints, bits = states[0][row].copy(), states[1][row].copy()
+            written = live[row].tokens
+            while len(chain.tokens) < room:
+                if self.jump_forward:
+                    data, ends = grammar.forced(ints, bits)
+                    text = data.rstrip(b" ")
+                    forced = self._text_tokens(written + chain.tokens, text) if text else []
+                    if text and not forced:  # not writable as tokens: left to the model
+                        break
+                    forced, ints, bits = self._fed(grammar, ints, bits, forced)
+                    chain.add(forced, guessed=False)
+                    if ends and text == data:
+                        chain.ends = True
+                        break
+                budget = min(self.draft_tokens - sum(chain.guessed), room - len(chain.tokens))
+                if not self.speculate or budget <= 0:
+                    break
+                guess = grammar.draft(ints, bits)
+                draft = self._text_tokens(written + chain.tokens, guess)[:budget] if guess else []
+                if not draft:
+                    break
+                fed, ints, bits = self._fed(grammar, ints, bits, draft)
+                chain.add(fed, guessed=True)
+                if len(fed) < len(draft) or not guess.endswith(b"None"):  # a span's draft: where it ends is the model's to say
+                    break
+            if len(chain.tokens) > room:
+                chain.tokens, chain.guessed, chain.ends = chain.tokens[:room], chain.guessed[:room], False
+            chains.append(chain)
+        return chains
 
-    def _forced_tokens(self, tokens: List[int], data: bytes) -> List[int]:
+    def _fed(self, grammar, ints, bits, tokens):
+        """``tokens`` up to the first the grammar refuses (a guess the model could not write
+        anyway), and the row's state after them."""
+        for n, token in enumerate(tokens):
+            token = np.array([[token]], dtype=np.int64)
+            if not allowed([grammar], ints[None], bits[None], token, self.vocab)[0, 0]:
+                return tokens[:n], ints, bits
+            one = advance([grammar], ints[None].copy(), bits[None].copy(), np.zeros(1, dtype=np.int64), token[0],
+                          self.vocab)
+            ints, bits = one[0][0], one[1][0]
+        return tokens, ints, bits
+
+    def _text_tokens(self, tokens: List[int], data: bytes) -> List[int]:
+        """The tokens of ``data`` (its whole characters) after an answer written as ``tokens``:
+        as the tokenizer splits the answer with them (the split a model trained on tokenized
+        answers writes), or, where that split changes the answer's own tokens, as it splits
+        them alone. Empty if neither writes exactly those characters."""
         try:
-            written = b"".join(self.vocab.piece(token) or b"" for token in tokens).decode("utf8")
             text = codecs.getincrementaldecoder("utf8")().decode(data)  # whole characters only
-        except UnicodeDecodeError:
+        except UnicodeDecodeError:  # starts inside a character: left to the model
             return []
         if not text:
             return []
-        ids = self.shared.tokenizer(written + text, add_special_tokens=False)["input_ids"]
-        more = ids[len(tokens):]
-        if ids[: len(tokens)] != tokens or b"".join(self.vocab.piece(t) or b"\xff" for t in more) != text.encode():
-            return []
-        return more
+        try:
+            written = b"".join(self.vocab.piece(token) or b"" for token in tokens).decode("utf8")
+        except UnicodeDecodeError:  # the answer so far ends inside a character
+            written = None
+        want = text.encode("utf8")
+        if written is not None:
+            ids = self.shared.tokenizer(written + text, add_special_tokens=False)["input_ids"]
+            if ids[:len(tokens)] == tokens and self._writes(ids[len(tokens):]) == want:
+                return ids[len(tokens):]
+        ids = self.shared.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids if self._writes(ids) == want else []
+
+    def _writes(self, tokens: List[int]) -> bytes:
+        return b"".join(self.vocab.piece(token) or b"\xff" for token in tokens)
+
+    def _follow(self, logits_at, start: int, live, grammars, states, row: int, chain: "_Chain", finished):
+        """Write row ``row``'s chain as far as greedy decoding would have written it: forced
+        tokens always, each guessed one only if the model's own choice under the grammar
+        (from ``logits_at`` the position before it; the pick sits at ``start``) is that token.
+        Returns how many were kept, and the states."""
+        import torch
+
+        kept = 0
+        for token, guessed in zip(chain.tokens, chain.guessed):
+            logprob = 0.0  # forced: the grammar's choice, not the model's
+            if guessed:
+                logprobs = torch.log_softmax(logits_at[start + kept].float(), -1)
+                self.drafted += 1
+                if self._choice(logprobs, grammars, states, row) != token:
+                    break
+                self.accepted += 1
+                logprob = float(logprobs[token])
+            else:
+                self.jumped += 1
+            states = self._write(live, grammars, states, row, [token], [logprob])
+            kept += 1
+        if kept == len(chain.tokens) and chain.ends:
+            live[row].ended = True
+            finished[live[row].query] = [(0.0, live[row])]
+        return kept, states
 
     def _choice(self, logprobs, grammars, states, row: int) -> int:
         """The token a greedy step would write for row ``row`` given its ``logprobs``."""
         return self._candidates(logprobs[None], [grammars[row]], (states[0][row:row + 1], states[1][row:row + 1]))[0][0][0]
 
-    def _advance_row(self, grammars, states, row: int, token: int):
-        """``states`` with row ``row`` moved on by ``token`` (the other rows as they are)."""
+    def _write(self, live, grammars, states, row: int, tokens: List[int], logprobs: List[float]):
+        """Row ``row`` writes ``tokens``: its answer and its grammar state move on."""
         ints, bits = states
-        one = advance([grammars[row]], ints[row:row + 1].copy(), bits[row:row + 1].copy(), np.zeros(1, dtype=np.int64),
-                      np.array([token], dtype=np.int64), self.vocab)
-        ints[row], bits[row] = one[0][0], one[1][0]
+        for token in tokens:
+            one = advance([grammars[row]], ints[row:row + 1].copy(), bits[row:row + 1].copy(),
+                          np.zeros(1, dtype=np.int64), np.array([token], dtype=np.int64), self.vocab)
+            ints[row], bits[row] = one[0][0], one[1][0]
+        old = live[row]
+        live[row] = _Row(old.query, old.tokens + list(tokens), old.logprobs + list(logprobs), old.score + sum(logprobs))
         return ints, bits
 
     @staticmethod
