@@ -313,3 +313,29 @@ def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgp
                 assert fast.jumped > 0 and fast.accepted > 0
             else:
                 assert fast.jumped == fast.drafted == 0
+
+
+@pytest.mark.parametrize("arch", ["bloom", "llama"])
+def test_the_cache_written_in_place_gives_what_transformers_cache_gives(arch, random_bloom, random_llama):
+    """Through growth past its room, beam-style reorders and multi-token steps."""
+    from spacy_seqgpt.decoding.kv_cache import PreallocatedCache
+
+    model = (random_bloom if arch == "bloom" else random_llama).model
+    ids = torch.randint(5, 200, (3, 12), generator=torch.Generator().manual_seed(0))
+    runs = []
+    for cache in (None, PreallocatedCache(room=2)):
+        logits = []
+        with torch.inference_mode():
+            out = model(input_ids=ids[:, :5], attention_mask=torch.ones(3, 5, dtype=torch.long),
+                        past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            cache.reorder_cache(torch.tensor([2, 0, 0]))
+            for start, end in ((5, 6), (6, 9), (9, 10), (10, 12)):
+                out = model(input_ids=ids[:, start:end], attention_mask=torch.ones(3, end, dtype=torch.long),
+                            past_key_values=cache, use_cache=True)
+                logits.append(out.logits)
+        assert cache.get_seq_length() == 12
+        runs.append(logits)
+    assert type(runs[0]) is list and len(runs[0]) == 4
+    for expected, got in zip(*runs):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
