@@ -183,18 +183,27 @@ def state_after(grammar, data):
     return ints[0], bits[0]
 
 
+def answer_point(case, data):
+    """(grammar, the answer's bytes, a point in them) of a case whose answer the reference
+    grammar accepts; None otherwise."""
+    text, labels, answer = case
+    if reference_extraction(answer, text, labels) is None:
+        return None
+    encoded = answer.encode("utf8")
+    return ExtractionGrammar(text, labels), encoded, data.draw(st.integers(0, len(encoded)))
+
+
 @settings(max_examples=500, deadline=None)
 @given(extraction_cases(), st.data())
 def test_forced_text_is_what_every_valid_answer_writes_next(case, data):
     """Jump-forward's query: at any point of an answer the reference grammar accepts, the forced
     bytes are the answer's next bytes (and it ends when forced to); inside a line's
     "label: " or after a line break, they reach at least the end of "label: "."""
-    text, labels, answer = case
-    if reference_extraction(answer, text, labels) is None:
+    point = answer_point(case, data)
+    if point is None:
         return
-    grammar = ExtractionGrammar(text, labels)
-    encoded = answer.encode("utf8")
-    k = data.draw(st.integers(0, len(encoded)))
+    grammar, encoded, k = point
+    labels = case[1]
     forced, ends = grammar.forced(*state_after(grammar, encoded[:k]))
     assert encoded[k:].startswith(forced)
     assert not ends or k + len(forced) == len(encoded)
@@ -238,12 +247,11 @@ def test_spans_are_never_forced_and_their_draft_is_the_text_that_follows(case, d
     """Jump-forward writes structure only: strictly inside a value other than "None", nothing
     is forced. There speculation's draft is the rest of "None" while the value may still be
     "None", else input text that continues the span written so far."""
-    text, labels, answer = case
-    if reference_extraction(answer, text, labels) is None:
+    point = answer_point(case, data)
+    if point is None:
         return
-    grammar = ExtractionGrammar(text, labels)
-    encoded = answer.encode("utf8")
-    k = data.draw(st.integers(0, len(encoded)))
+    grammar, encoded, k = point
+    labels = case[1]
     line_start = encoded.rfind(b"\n", 0, k) + 1
     line_end = encoded.find(b"\n", line_start) % (len(encoded) + 1)
     label = labels[encoded[:line_start].count(b"\n")]
@@ -257,4 +265,4 @@ def test_spans_are_never_forced_and_their_draft_is_the_text_that_follows(case, d
     if len(pieces) == 1 and b"None".startswith(pieces[0]):
         assert draft == b"None"[len(pieces[0]):]
     elif pieces[-1] and draft:
-        assert pieces[-1] + draft in text.encode("utf8")
+        assert pieces[-1] + draft in case[0].encode("utf8")
