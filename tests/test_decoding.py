@@ -1,14 +1,18 @@
 """The decoder behind seqgpt_ner/seqgpt_textcat: constraints, scores, shared prefixes, prefix-LM models."""
+import itertools
 import random
 
 import numpy as np
 import pytest
 import spacy
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
 from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.decoding import Decoder, Query
+from spacy_seqgpt.decoding.decoder import length_buckets
 from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, chunk_labels, parse_answer
 
@@ -336,6 +340,45 @@ def test_the_cache_written_in_place_gives_what_transformers_cache_gives(arch, ra
                 logits.append(out.logits)
         assert cache.get_seq_length() == 12
         runs.append(logits)
-    assert type(runs[0]) is list and len(runs[0]) == 4
     for expected, got in zip(*runs):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["bloom", "llama"])
+def test_prompts_encoded_in_passes_of_like_lengths_leave_one_pass_s_cache(arch, random_bloom, random_llama):
+    """The stacked cache (and mask) of several passes reads as one left-padded pass's: same last
+    logits, same logits of the tokens written after."""
+    shared = random_bloom if arch == "bloom" else random_llama
+    decoder = Decoder(shared, batch_size=8, max_new_tokens=4)
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(5, 200, (n,), generator=generator).tolist() for n in (3, 17, 9, 16, 4)]
+    written = torch.randint(5, 200, (len(prompts), 3), generator=generator)
+    runs = []
+    for overhead in (0, 10 ** 9):  # a pass per length, then a single pass
+        decoder.pass_overhead = overhead
+        with torch.inference_mode():
+            last, cache, mask, cache_row = decoder._encode(prompts, room=2)
+            cache.reorder_cache(cache_row)
+            mask = torch.cat([mask[cache_row], torch.ones(written.shape, dtype=mask.dtype)], 1)
+            after, cache = decoder._forward(written, mask, cache, None, keep=0)
+        runs.append((last, after))
+    assert len(length_buckets(sorted(map(len, prompts), reverse=True), 0)) == len(prompts)
+    for expected, got in zip(*runs):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=7), st.integers(0, 80))
+@settings(max_examples=200, deadline=None)
+def test_length_buckets_compute_the_fewest_tokens(lengths, overhead):
+    """Against every split of the sorted lengths into consecutive passes."""
+    lengths = sorted(lengths, reverse=True)
+
+    def cost(sizes):
+        starts = np.cumsum([0, *sizes[:-1]])
+        return sum(size * lengths[start] + overhead for start, size in zip(starts, sizes))
+
+    sizes = length_buckets(lengths, overhead)
+    assert sum(sizes) == len(lengths) and min(sizes) >= 1
+    splits = itertools.product([False, True], repeat=len(lengths) - 1)
+    every = [np.diff([0, *[i + 1 for i, cut in enumerate(split) if cut], len(lengths)]).tolist() for split in splits]
+    assert cost(sizes) == min(cost(other) for other in every)

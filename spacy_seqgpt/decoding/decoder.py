@@ -7,6 +7,9 @@ What ``generate()`` cannot do for us, in one loop:
   to each prompt's rows, and only the rest of each prompt is encoded on top. Rows then hold
   padding in the middle (``[pad prefix | pad rest]``): the attention mask says which columns
   are real, and positions (Llama) or ALiBi distances (BLOOM) count real tokens only.
+- **Passes of like lengths.** Padding costs as much as text: prompts (or prefixes) of unlike
+  lengths are encoded in several passes, split where that computes fewer tokens
+  (``length_buckets``), and their caches are stacked, aligned right, into one.
 - **Constraints.** A grammar per prompt (``kernels/constraints.pyx``) is asked about the few
   best tokens of each row; only if none is allowed is the whole vocabulary searched.
 - **Scores.** Each generated token keeps the log-probability the model gave it, so a span's
@@ -47,6 +50,11 @@ from .token_bytes import token_pieces
 
 DEFAULT_CANDIDATES = 8
 DEFAULT_DRAFT_TOKENS = 8
+# What one more forward pass costs, in tokens of padding it saves: on CPU a pass's fixed cost
+# is a few tokens' compute; on a GPU a pass is bound by reading the weights until it holds
+# hundreds of tokens, so padding there is nearly free (an estimate: no GPU measured it yet).
+PASS_OVERHEAD_TOKENS = {"cpu": 16}
+DEFAULT_PASS_OVERHEAD_TOKENS = 512
 
 
 @dataclass
@@ -143,6 +151,7 @@ class Decoder:
         self.share_prefixes = share_prefixes and not self.prompt_mode
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
         self._preallocate = supports_preallocation(base.config)
+        self.pass_overhead = PASS_OVERHEAD_TOKENS.get(shared.device.type, DEFAULT_PASS_OVERHEAD_TOKENS)
         self.vocab = vocabulary_bytes(shared)
 
     def decode(self, queries: Sequence[Query], *, progress: bool = False) -> List[Answer]:
@@ -205,13 +214,11 @@ class Decoder:
         rests = [ids[query][prefixes[group_of[query]][1]:] + opening[row] for row, query in enumerate(rows)]
         room = max(len(rest) for rest in rests) + 2 * self.max_new_tokens
         with torch.inference_mode():
-            prefix_ids, mask = self._left_pad([ids[q][:n] for q, n in prefixes], device)
-            logits, cache = self._forward(prefix_ids, mask, None, torch.tensor([n for _, n in prefixes], device=device)
-                                          if self.prompt_mode else None, room=room)
-            to_rows = torch.tensor([group_of[query] for query in rows], device=device)
+            logits, cache, mask, cache_row = self._encode([ids[q][:n] for q, n in prefixes], room)
+            to_rows = cache_row[[group_of[query] for query in rows]]
             cache.reorder_cache(to_rows)
             mask = mask[to_rows]
-            logits = logits[to_rows, -1]
+            logits = logits[to_rows]
             if any(rests):  # rows without a rest of their own keep the prefix pass's logits
                 rest_ids, rest_mask = self._left_pad(rests, device)
                 mask = torch.cat([mask, rest_mask], 1)
@@ -309,6 +316,38 @@ class Decoder:
                 prefixes[group_of[query]] = (head, min(length, len(tokens) - 1))
         return group_of, prefixes
 
+    def _encode(self, prompts: List[List[int]], room: int):
+        """Each prompt's last logits, and one KV cache (and its mask) of all, left-padded; row
+        ``cache_row[i]`` of both is prompt ``i``'s. Padding costs as much as text, so prompts
+        of unlike lengths are encoded in passes of like lengths (``length_buckets``) whose
+        caches are then stacked, where the cache allows it."""
+        import torch
+
+        device = self.shared.device
+        lengths = [len(prompt) for prompt in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        sizes = length_buckets([lengths[i] for i in order], self.pass_overhead) if self._preallocate else [len(order)]
+        if len(sizes) == 1:
+            order = list(range(len(prompts)))
+        caches, masks, last = [], [], []
+        start = 0
+        for size in sizes:
+            members = order[start:start + size]
+            start += size
+            input_ids, mask = self._left_pad([prompts[i] for i in members], device)
+            logits, cache = self._forward(input_ids, mask, None, torch.tensor([lengths[i] for i in members],
+                                          device=device) if self.prompt_mode else None, room=room)
+            caches.append(cache)
+            masks.append(mask)
+            last.append(logits[:, -1])
+        cache_row = torch.empty(len(prompts), dtype=torch.long, device=device)
+        cache_row[torch.tensor(order, device=device)] = torch.arange(len(prompts), device=device)
+        if len(caches) == 1:
+            return last[0][cache_row], caches[0], masks[0], cache_row
+        width = max(mask.shape[1] for mask in masks)
+        mask = torch.cat([torch.nn.functional.pad(mask, (width - mask.shape[1], 0)) for mask in masks])
+        return torch.cat(last)[cache_row], PreallocatedCache.stacked(caches, room), mask, cache_row
+
     def _left_pad(self, sequences: List[List[int]], device):
         import torch
 
@@ -377,13 +416,11 @@ class Decoder:
             batch = ids[first:first + per_batch]
             lengths = torch.tensor([len(tokens) for tokens in batch], device=device)
             with torch.inference_mode():
-                prompt_ids, mask = self._left_pad(batch, device)
-                last, cache = self._forward(prompt_ids, mask, None, lengths if self.prompt_mode else None,
-                                            room=width)
-                totals = torch.log_softmax(last[:, -1].float(), -1)[:, [tokens[0] for tokens in continuations]]
+                last, cache, mask, cache_row = self._encode(batch, width)
+                totals = torch.log_softmax(last.float(), -1)[:, [tokens[0] for tokens in continuations]]
                 if width:
-                    rows = torch.arange(len(batch), device=device).repeat_interleave(n)
-                    cache.reorder_cache(rows)
+                    cache.reorder_cache(cache_row.repeat_interleave(n))
+                    mask, rows = mask[cache_row], torch.arange(len(batch), device=device).repeat_interleave(n)
                     logits, _ = self._forward(inputs.repeat(len(batch), 1),
                                               torch.cat([mask[rows], real.repeat(len(batch), 1)], 1), cache,
                                               lengths[rows] if self.prompt_mode else None, keep=0)
@@ -525,10 +562,14 @@ class Decoder:
             token = np.array([[token]], dtype=np.int64)
             if not allowed([grammar], ints[None], bits[None], token, self.vocab)[0, 0]:
                 return tokens[:n], ints, bits
-            one = advance([grammar], ints[None].copy(), bits[None].copy(), np.zeros(1, dtype=np.int64), token[0],
-                          self.vocab)
-            ints, bits = one[0][0], one[1][0]
+            ints, bits = self._advanced(grammar, ints, bits, token[0, 0])
         return tokens, ints, bits
+
+    def _advanced(self, grammar, ints, bits, token: int):
+        """One row's grammar state after ``token`` (the state given is left as it was)."""
+        one = advance([grammar], ints[None].copy(), bits[None].copy(), np.zeros(1, dtype=np.int64),
+                      np.array([token], dtype=np.int64), self.vocab)
+        return one[0][0], one[1][0]
 
     def _text_tokens(self, tokens: List[int], data: bytes) -> List[int]:
         """The tokens of ``data`` (its whole characters) after an answer written as ``tokens``:
@@ -590,9 +631,7 @@ class Decoder:
         """Row ``row`` writes ``tokens``: its answer and its grammar state move on."""
         ints, bits = states
         for token in tokens:
-            one = advance([grammars[row]], ints[row:row + 1].copy(), bits[row:row + 1].copy(),
-                          np.zeros(1, dtype=np.int64), np.array([token], dtype=np.int64), self.vocab)
-            ints[row], bits[row] = one[0][0], one[1][0]
+            ints[row], bits[row] = self._advanced(grammars[row], ints[row], bits[row], token)
         old = live[row]
         live[row] = _Row(old.query, old.tokens + list(tokens), old.logprobs + list(logprobs), old.score + sum(logprobs))
         return ints, bits
@@ -608,6 +647,23 @@ class Decoder:
         # An answer cut short may end inside a character: that part is left out, not replaced.
         text = codecs.getincrementaldecoder("utf8")(errors="replace").decode(data, final=row.ended)
         return Answer(text, row.tokens, row.logprobs, ends, row.ended)
+
+
+def length_buckets(lengths: Sequence[int], overhead: float) -> List[int]:
+    """Sizes of the consecutive passes over ``lengths`` (longest first) that compute the fewest
+    tokens, a pass costing its rows times its longest row plus ``overhead``: the optimal
+    partition of a sorted list into runs, by dynamic programming over where the last run starts."""
+    cost, start_of = [0.0] + [float("inf")] * len(lengths), [0] * (len(lengths) + 1)
+    for end in range(1, len(lengths) + 1):
+        for start in range(end):  # ties keep the earliest start: fewer, larger passes
+            total = cost[start] + (end - start) * lengths[start] + overhead
+            if total < cost[end]:
+                cost[end], start_of[end] = total, start
+    sizes, end = [], len(lengths)
+    while end:
+        sizes.append(end - start_of[end])
+        end = start_of[end]
+    return sizes[::-1]
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:

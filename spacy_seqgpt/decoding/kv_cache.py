@@ -73,11 +73,40 @@ class PreallocatedLayer(DynamicLayer):
         super().reset()
 
 
+    @classmethod
+    def stacked(cls, parts, room: int) -> "PreallocatedLayer":
+        """The rows of ``parts`` one after another, each part's positions aligned right to the
+        longest part's: the columns left of a shorter part's are zeros, which the attention mask
+        must leave out (zeros, not whatever memory held: a masked weight of 0 times NaN is NaN)."""
+        width = max(part.length for part in parts)
+        first = parts[0]._keys
+        out = cls(room)
+        out.dtype, out.device, out.length, out.is_initialized = first.dtype, first.device, width, True
+        shape = (sum(part._keys.shape[0] for part in parts),) + first.shape[1:-2] + (width + room, first.shape[-1])
+        out._keys, out._values = first.new_zeros(shape), first.new_zeros(shape)
+        row = 0
+        for part in parts:
+            rows = slice(row, row + part._keys.shape[0])
+            out._keys[rows, ..., width - part.length:width, :] = part.keys
+            out._values[rows, ..., width - part.length:width, :] = part.values
+            row = rows.stop
+        out._expose()
+        return out
+
+
 class PreallocatedCache(DynamicCache):
     """A ``DynamicCache`` whose layers have ``room`` positions beyond their first write."""
 
     def __init__(self, room: int):
         Cache.__init__(self, layer_class_to_replicate=lambda: PreallocatedLayer(room))
+
+    @classmethod
+    def stacked(cls, caches, room: int) -> "PreallocatedCache":
+        """One cache of the rows of ``caches`` (passes over left-padded rows of unlike widths),
+        aligned right as if one pass had encoded them all (see ``PreallocatedLayer.stacked``)."""
+        out = cls(room)
+        out.layers = [PreallocatedLayer.stacked(parts, room) for parts in zip(*(cache.layers for cache in caches))]
+        return out
 
 
 def supports_preallocation(config) -> bool:
