@@ -21,7 +21,8 @@ What ``generate()`` cannot do for us, in one loop:
   ``label: `` after a line break, the line break after ``None``, the end), the decoder writes
   it without asking the model: appended after the row's pick in the same forward pass, split
   as the tokenizer splits the answer (as a model trained on tokenized answers writes it), or
-  the row simply ends. The first ``label: `` is read with the prompt. Forced tokens get
+  the row simply ends. The opening ``label: `` (and what may be guessed after it) is read
+  with the rest of the prompt. Forced tokens get
   log-probability 0: the grammar chose them, and no span contains them.
 - **Speculation** (greedy): inside a span, the input text that follows the span so far is a
   draft of its next ``draft_tokens`` tokens, appended in the same pass; the longest start of
@@ -50,10 +51,11 @@ from .token_bytes import token_pieces
 
 DEFAULT_CANDIDATES = 8
 DEFAULT_DRAFT_TOKENS = 8
-# What one more forward pass costs, in tokens of padding it saves: on CPU a pass's fixed cost
-# is a few tokens' compute; on a GPU a pass is bound by reading the weights until it holds
-# hundreds of tokens, so padding there is nearly free (an estimate: no GPU measured it yet).
-PASS_OVERHEAD_TOKENS = {"cpu": 16}
+# What one more forward pass costs, in tokens: a pass reads every weight once, which takes
+# as long as computing some tokens (about FLOP/s over bytes/s). Measured on 2 CPU cores at the
+# 560M shape: about 0.2 s a pass and 4-6 ms a token. A GPU computes hundreds of tokens in the
+# time it reads the weights (an estimate from its data sheet: none was lent to measure it).
+PASS_OVERHEAD_TOKENS = {"cpu": 48}
 DEFAULT_PASS_OVERHEAD_TOKENS = 512
 
 
@@ -202,91 +204,51 @@ class Decoder:
         states = self._initial_states(grammars)
         live = [_Row(query, score=0.0 if i % beams == 0 else -np.inf) for i, query in enumerate(rows)]
         finished: Dict[int, List[Tuple[float, _Row]]] = {}
-        # Jump-forward: the opening every answer writes (the first "label: ") is read with the prompt.
-        opening = [[] for _ in rows]
-        if self.jump_forward and states is not None:
-            for row, grammar in enumerate(grammars):
-                text = grammar.forced(states[0][row], states[1][row])[0].rstrip(b" ") if grammar else b""
-                tokens = self._text_tokens([], text)[:self.max_new_tokens] if text else []
-                states = self._write(live, grammars, states, row, tokens, [0.0] * len(tokens))
-                self.jumped += len(tokens)
-                opening[row] = tokens
-        rests = [ids[query][prefixes[group_of[query]][1]:] + opening[row] for row, query in enumerate(rows)]
-        room = max(len(rest) for rest in rests) + 2 * self.max_new_tokens
+        # The prompts' rests lead the first pass; each row's chain (jump-forward and guesses: the
+        # opening "label: " and what may follow it) is read in the same pass.
+        chains = self._plan(live, grammars, states)
+        leads = [ids[query][prefixes[group_of[query]][1]:] for query in rows]
+        room = max(len(lead) + len(chain.tokens) for lead, chain in zip(leads, chains)) + 2 * self.max_new_tokens
         with torch.inference_mode():
             logits, cache, mask, cache_row = self._encode([ids[q][:n] for q, n in prefixes], room)
             to_rows = cache_row[[group_of[query] for query in rows]]
             cache.reorder_cache(to_rows)
-            mask = mask[to_rows]
-            logits = logits[to_rows]
-            if any(rests):  # rows without a rest of their own keep the prefix pass's logits
-                rest_ids, rest_mask = self._left_pad(rests, device)
-                mask = torch.cat([mask, rest_mask], 1)
-                rest_logits, cache = self._forward(rest_ids, mask, cache, prompt_lengths)
-                own = torch.tensor([bool(rest) for rest in rests], device=device)
-                logits = torch.where(own[:, None], rest_logits[:, -1], logits)
-            for _ in range(self.max_new_tokens):
-                logprobs = torch.log_softmax(logits.float(), -1)
-                picks = (self._greedy if beams == 1 else self._beam_step)(logprobs, live, grammars, states, finished)
-                if not picks:
-                    live = []
-                    break
-                source = np.array([row for row, _, _ in picks], dtype=np.int64)
-                tokens = np.array([token for _, token, _ in picks], dtype=np.int64)
-                states = advance(grammars, *states, source, tokens, self.vocab) if states else None
-                live = [_Row(live[row].query, live[row].tokens + [token], live[row].logprobs + [lp],
-                             live[row].score + lp) for row, token, lp in picks]
-                grammars = [grammars[row] for row in source]
-                chains = [_Chain() for _ in picks]
-                if states is not None and (self.jump_forward or self.speculate):
+            mask, logits = mask[to_rows], logits[to_rows]
+            for step in range(self.max_new_tokens + 1):
+                if step:  # each row picks its next token
+                    logprobs = torch.log_softmax(logits.float(), -1)
+                    picks = (self._greedy if beams == 1 else self._beam_step)(logprobs, live, grammars, states,
+                                                                               finished)
+                    if not picks:
+                        live = []
+                        break
+                    source = np.array([row for row, _, _ in picks], dtype=np.int64)
+                    tokens = np.array([token for _, token, _ in picks], dtype=np.int64)
+                    states = advance(grammars, *states, source, tokens, self.vocab) if states else None
+                    live = [_Row(live[row].query, live[row].tokens + [token], live[row].logprobs + [lp],
+                                 live[row].score + lp) for row, token, lp in picks]
+                    grammars = [grammars[row] for row in source]
                     chains = self._plan(live, grammars, states)
-                    going = []
-                    for row, chain in enumerate(chains):
-                        if chain.ends and not chain.tokens:  # the grammar ends the answer here
-                            live[row].ended = True
-                            finished[live[row].query] = [(0.0, live[row])]
-                        else:
-                            going.append(row)
+                    going = [row for row, chain in enumerate(chains) if chain.tokens or not chain.ends]
+                    for row in set(range(len(chains))) - set(going):  # the grammar ends the answer here
+                        live[row].ended = True
+                        finished[live[row].query] = [(0.0, live[row])]
                     if not going:
                         live = []
                         break
                     source, tokens = source[going], tokens[going]
                     live, grammars, chains = ([items[row] for row in going] for items in (live, grammars, chains))
-                    states = (states[0][going], states[1][going])
-                if not np.array_equal(source, np.arange(len(logits))):  # rows left, or beams moved
-                    index = torch.from_numpy(source).to(device)
-                    cache.reorder_cache(index)
-                    mask = mask[index]
-                    prompt_lengths = prompt_lengths[index] if prompt_lengths is not None else None
-                # Each row's pick and its chain in one pass, aligned right: shorter rows start
-                # with holes the mask leaves out.
-                lengths = [1 + len(chain.tokens) for chain in chains]
-                width = max(lengths)
-                step_ids = torch.full((len(live), width), self.shared.tokenizer.pad_token_id, dtype=torch.long)
-                step_mask = torch.zeros((len(live), width), dtype=mask.dtype)
-                for row, (token, chain) in enumerate(zip(tokens.tolist(), chains)):
-                    step_ids[row, width - lengths[row]:] = torch.tensor([token, *chain.tokens])
-                    step_mask[row, width - lengths[row]:] = 1
-                mask = torch.cat([mask, step_mask.to(device)], 1)
-                if width == 1:
-                    every, cache = self._forward(step_ids.to(device), mask, cache, prompt_lengths)
-                    logits = every[:, -1]
-                    continue
-                # The logits read: before each guessed token (to verify it), and at the end.
-                read = [[width - lengths[row] + j for j, guess in enumerate(chain.guessed) if guess] + [width - 1]
-                        for row, chain in enumerate(chains)]
-                every, cache = self._forward(step_ids.to(device), mask, cache, prompt_lengths, keep=width,
-                                             read=read)
-                logits = []
-                for row, chain in enumerate(chains):
-                    at = dict(zip(read[row], every[row]))
-                    kept, states = self._follow(at, width - lengths[row], live, grammars, states, row, chain, finished)
-                    if kept < len(chain.tokens):  # the rest of the chain becomes holes
-                        mask[row, mask.shape[1] - len(chain.tokens) + kept:] = 0
-                        logits.append(at[width - lengths[row] + kept])
-                    else:
-                        logits.append(at[width - 1])
-                logits = torch.stack(logits)
+                    states = (states[0][going], states[1][going]) if states else None
+                    if not np.array_equal(source, np.arange(len(logits))):  # rows left, or beams moved
+                        index = torch.from_numpy(source).to(device)
+                        cache.reorder_cache(index)
+                        mask = mask[index]
+                        prompt_lengths = prompt_lengths[index] if prompt_lengths is not None else None
+                    leads = [[token] for token in tokens.tolist()]
+                elif not any(leads) and not any(chain.tokens for chain in chains):
+                    continue  # every prompt was read whole by the prefix pass
+                logits, mask, states = self._extend(leads, chains, None if step else logits, mask, cache,
+                                                    prompt_lengths, live, grammars, states, finished)
         for row in live:  # out of new tokens: the rows still going are answers too
             finished.setdefault(row.query, []).append((self._normalized(row), row))
         return [self._answer(max(finished.get(query) or [(0.0, _Row(query))], key=lambda item: item[0])[1])
@@ -317,8 +279,8 @@ class Decoder:
         return group_of, prefixes
 
     def _encode(self, prompts: List[List[int]], room: int):
-        """Each prompt's last logits, and one KV cache (and its mask) of all, left-padded; row
-        ``cache_row[i]`` of both is prompt ``i``'s. Padding costs as much as text, so prompts
+        """The prompts' last logits, and one KV cache (and its mask) of all, left-padded; row
+        ``cache_row[i]`` of each is prompt ``i``'s. Padding costs as much as text, so prompts
         of unlike lengths are encoded in passes of like lengths (``length_buckets``) whose
         caches are then stacked, where the cache allows it."""
         import torch
@@ -343,10 +305,10 @@ class Decoder:
         cache_row = torch.empty(len(prompts), dtype=torch.long, device=device)
         cache_row[torch.tensor(order, device=device)] = torch.arange(len(prompts), device=device)
         if len(caches) == 1:
-            return last[0][cache_row], caches[0], masks[0], cache_row
+            return last[0], caches[0], masks[0], cache_row
         width = max(mask.shape[1] for mask in masks)
         mask = torch.cat([torch.nn.functional.pad(mask, (width - mask.shape[1], 0)) for mask in masks])
-        return torch.cat(last)[cache_row], PreallocatedCache.stacked(caches, room), mask, cache_row
+        return torch.cat(last), PreallocatedCache.stacked(caches, room), mask, cache_row
 
     def _left_pad(self, sequences: List[List[int]], device):
         import torch
@@ -417,12 +379,12 @@ class Decoder:
             lengths = torch.tensor([len(tokens) for tokens in batch], device=device)
             with torch.inference_mode():
                 last, cache, mask, cache_row = self._encode(batch, width)
-                totals = torch.log_softmax(last.float(), -1)[:, [tokens[0] for tokens in continuations]]
+                totals = torch.log_softmax(last[cache_row].float(), -1)[:, [tokens[0] for tokens in continuations]]
                 if width:
-                    cache.reorder_cache(cache_row.repeat_interleave(n))
-                    mask, rows = mask[cache_row], torch.arange(len(batch), device=device).repeat_interleave(n)
+                    rows = torch.arange(len(batch), device=device).repeat_interleave(n)
+                    cache.reorder_cache(cache_row[rows])
                     logits, _ = self._forward(inputs.repeat(len(batch), 1),
-                                              torch.cat([mask[rows], real.repeat(len(batch), 1)], 1), cache,
+                                              torch.cat([mask[cache_row[rows]], real.repeat(len(batch), 1)], 1), cache,
                                               lengths[rows] if self.prompt_mode else None, keep=0)
                     picked = torch.log_softmax(logits.float(), -1).gather(-1, targets.repeat(len(batch), 1)[..., None])
                     totals = totals + (picked[..., 0] * real.repeat(len(batch), 1)).sum(-1).view(len(batch), n)
@@ -518,6 +480,8 @@ class Decoder:
         (jump-forward), then guesses (speculation) and the text forced after each, up to
         ``draft_tokens`` guessed tokens, a span's draft or the end of the answer. A chain
         with no tokens that ends: the answer is complete."""
+        if states is None or not (self.jump_forward or self.speculate):
+            return [_Chain() for _ in live]
         chains = []
         for row, grammar in enumerate(grammars):
             chain = _Chain()
@@ -554,6 +518,44 @@ class Decoder:
                 chain.tokens, chain.guessed, chain.ends = chain.tokens[:room], chain.guessed[:room], False
             chains.append(chain)
         return chains
+
+    def _extend(self, leads, chains, before, mask, cache, prompt_lengths, live, grammars, states, finished):
+        """One pass: each row reads its lead (the rest of its prompt, or its pick) and then its
+        chain, aligned right (a shorter row starts with holes the mask leaves out). Of each chain
+        what greedy decoding would have written is kept (``_follow``), the rest become holes.
+        Returns each row's logits after what it kept, the mask and the states. ``before``: the
+        logits before the pass, for rows with no lead (their chain's first token follows them)."""
+        import torch
+
+        lengths = [len(lead) + len(chain.tokens) for lead, chain in zip(leads, chains)]
+        width = max(lengths)
+        step_ids = torch.full((len(live), width), self.shared.tokenizer.pad_token_id, dtype=torch.long)
+        step_mask = torch.zeros((len(live), width), dtype=mask.dtype)
+        for row, (lead, chain) in enumerate(zip(leads, chains)):
+            if lengths[row]:
+                step_ids[row, width - lengths[row]:] = torch.tensor([*lead, *chain.tokens])
+                step_mask[row, width - lengths[row]:] = 1
+        mask = torch.cat([mask, step_mask.to(mask.device)], 1)
+        # Read: the logits before each guessed token (to verify it; one a lead's last position
+        # gives), and at the end. starts[row]: the position before the chain's first token.
+        starts = [width - len(chain.tokens) - 1 for chain in chains]
+        read = [[starts[row] + j for j, guess in enumerate(chain.guessed) if guess and j + len(leads[row])]
+                + [width - 1] for row, chain in enumerate(chains)]
+        if all(positions == [width - 1] for positions in read):
+            every, _ = self._forward(step_ids.to(mask.device), mask, cache, prompt_lengths)
+            every = every[:, -1:]
+        else:
+            every, _ = self._forward(step_ids.to(mask.device), mask, cache, prompt_lengths, keep=width, read=read)
+        logits = []
+        for row, chain in enumerate(chains):
+            at = dict(zip(read[row], every[row]))
+            if not leads[row]:
+                at[starts[row]] = before[row]
+            kept, states = self._follow(at, starts[row], live, grammars, states, row, chain, finished)
+            if kept < len(chain.tokens):  # the rest of the chain becomes holes
+                mask[row, mask.shape[1] - len(chain.tokens) + kept:] = 0
+            logits.append(at[starts[row] + kept])
+        return torch.stack(logits), mask, states
 
     def _fed(self, grammar, ints, bits, tokens):
         """``tokens`` up to the first the grammar refuses (a guess the model could not write
@@ -600,7 +602,7 @@ class Decoder:
     def _follow(self, logits_at, start: int, live, grammars, states, row: int, chain: "_Chain", finished):
         """Write row ``row``'s chain as far as greedy decoding would have written it: forced
         tokens always, each guessed one only if the model's own choice under the grammar
-        (from ``logits_at`` the position before it; the pick sits at ``start``) is that token.
+        (from ``logits_at`` the position before it; ``start``: the one before the chain) is that token.
         Returns how many were kept, and the states."""
         import torch
 
