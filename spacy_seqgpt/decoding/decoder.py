@@ -22,8 +22,8 @@ What ``generate()`` cannot do for us, in one loop:
   it without asking the model: appended after the row's pick in the same forward pass, split
   as the tokenizer splits the answer (as a model trained on tokenized answers writes it), or
   the row simply ends. The opening ``label: `` (and what may be guessed after it) is read
-  with the rest of the prompt. Forced tokens get
-  log-probability 0: the grammar chose them, and no span contains them.
+  with the rest of the prompt. Forced tokens get log-probability 0: the grammar chose them,
+  and no span contains them.
 - **Speculation** (greedy): inside a span, the input text that follows the span so far is a
   draft of its next ``draft_tokens`` tokens, appended in the same pass; the longest start of
   it that greedy decoding would have written (the model's own choice under the grammar at
@@ -536,8 +536,9 @@ class Decoder:
                 step_ids[row, width - lengths[row]:] = torch.tensor([*lead, *chain.tokens])
                 step_mask[row, width - lengths[row]:] = 1
         mask = torch.cat([mask, step_mask.to(mask.device)], 1)
-        # Read: the logits before each guessed token (to verify it; one a lead's last position
-        # gives), and at the end. starts[row]: the position before the chain's first token.
+        # Read: the logits before each guessed token (to verify it), and at the end; a row with
+        # no lead verifies a first guess from ``before``. starts[row]: the position before the
+        # chain's first token.
         starts = [width - len(chain.tokens) - 1 for chain in chains]
         read = [[starts[row] + j for j, guess in enumerate(chain.guessed) if guess and j + len(leads[row])]
                 + [width - 1] for row, chain in enumerate(chains)]
