@@ -11,7 +11,7 @@ import spacy
 import srsly
 from spacy.tokens import DocBin
 
-from spacy_seqgpt.annotation.job import annotate
+from spacy_seqgpt.annotation.job import annotate, pipeline_config, pipeline_summary
 from spacy_seqgpt.annotation.shards import INPUT_ATTR
 
 from conftest import EXAMPLES, NER_LABELS
@@ -140,12 +140,26 @@ def local_ray():
     ray.shutdown()
 
 
+def test_the_manifest_s_pipeline_summary_from_the_config_file_is_the_loaded_pipeline_s(pipeline, tmp_path):
+    """The Ray driver reads a folder's config.cfg instead of loading the weights."""
+    summary = pipeline_summary(pipeline_config(pipeline))
+    assert summary == pipeline_summary(spacy.load(pipeline).config)
+    assert summary["seqgpt_ner"]["factory"] == "seqgpt_ner" and summary["seqgpt_ner"]["labels"] == NER_LABELS
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("entity_ruler")
+    nlp.disable_pipe("entity_ruler")  # not run, so not in the manifest
+    nlp.to_disk(tmp_path / "two")
+    assert pipeline_summary(pipeline_config(str(tmp_path / "two"))) == {"sentencizer": {"factory": "sentencizer"}}
+
+
 def test_the_ray_engine_writes_what_one_process_writes(pipeline, tmp_path, local_ray):
     inputs = write_inputs(tmp_path / "in")
     annotate(pipeline, str(inputs), tmp_path / "local", shard_size=6, progress=False)
     manifest = annotate(pipeline, str(inputs), tmp_path / "ray", shard_size=6, engine="ray", replicas=2,
                         progress=False)
     assert manifest["counts"] == {"shards": 7, "docs": 39, "rejected": 2}
+    assert manifest["components"] == srsly.read_json(tmp_path / "local" / "manifest.json")["components"]
     local, ray_docs = output_docs(tmp_path / "local"), output_docs(tmp_path / "ray")
     assert summary(ray_docs[1]) == summary(local[1]) and ray_docs[2] == local[2]
 

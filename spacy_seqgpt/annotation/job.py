@@ -9,16 +9,28 @@ from .shards import Manifest, annotate_shard
 ENGINES = ("local", "ray")
 
 
-def pipeline_summary(nlp) -> dict:
-    """What the manifest records of the pipeline: each component's factory, labels and model."""
+def pipeline_config(pipeline: str):
+    """The pipeline's config (interpolated). A folder's is read from its ``config.cfg``, so the
+    Ray driver, which only writes the manifest, does not load the weights each replica loads;
+    an installed package is loaded."""
+    import spacy
+
+    path = Path(pipeline) / "config.cfg"
+    return spacy.util.load_config(path, interpolate=True) if path.is_file() else spacy.load(pipeline).config
+
+
+def pipeline_summary(config) -> dict:
+    """What the manifest records of the pipeline ``config``: each active component's factory,
+    labels and model."""
     summary = {}
-    for name in nlp.pipe_names:
-        config = dict(nlp.config["components"][name])
-        entry = {"factory": config.get("factory")}
+    disabled = set(config["nlp"].get("disabled") or [])
+    for name in (name for name in config["nlp"]["pipeline"] if name not in disabled):
+        settings = dict(config["components"][name])
+        entry = {"factory": settings.get("factory")}
         for key in ("labels", "questions", "event_types", "roles"):
-            if config.get(key):
-                entry[key] = config[key]
-        model = config.get("model")
+            if settings.get(key):
+                entry[key] = settings[key]
+        model = settings.get("model")
         if isinstance(model, dict) and model.get("name"):
             entry["model"] = model["name"]
         summary[name] = entry
@@ -39,9 +51,10 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     shards, described = plan_shards(input_files(inputs), shard_size, limit)
-    nlp = spacy.load(pipeline)
+    nlp = spacy.load(pipeline) if engine == "local" else None  # on Ray each replica loads its own
     output.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(output, {"pipeline": str(pipeline), "components": pipeline_summary(nlp), "inputs": described,
+    config = nlp.config if nlp is not None else pipeline_config(pipeline)
+    manifest = Manifest(output, {"pipeline": str(pipeline), "components": pipeline_summary(config), "inputs": described,
                                  "text_field": text_field, "shard_size": shard_size, "limit": limit,
                                  "documents": sum(shard.count for shard in shards)})
     manifest.start_run({"engine": engine, "batch_size": batch_size, "n_process": n_process, "as_json": as_json,
@@ -57,7 +70,6 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
     else:
         from .ray_engine import annotate_on_ray
 
-        del nlp  # each replica loads its own
         for entry in annotate_on_ray(pipeline, todo, output, options, address=address, replicas=replicas,
                                      gpus_per_replica=gpus_per_replica):
             manifest.add(entry)
