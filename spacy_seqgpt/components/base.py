@@ -17,6 +17,7 @@ from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 
 from ..decoding import Answer, Decoder, Request, make_queries, window_requests
+from ..decoding.decoder import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel, SharedModel, load_shared
 from ..models.loading import use_worker_threads
 from ..models.spec import model_block, model_settings
@@ -37,7 +38,7 @@ SETTINGS = {
     # greedy decoding's shortcuts (decoding/decoder.py); off, it goes step by step
     "jump_forward": True,
     "speculate": True,
-    "draft_tokens": 8,
+    "draft_tokens": DEFAULT_DRAFT_TOKENS,
 }
 
 # Where each shared model was last written by to_disk, and its hash (see SeqGPTComponent.to_disk).
@@ -52,7 +53,8 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, model: Union[str, HFModel], batch_size: int,
                  max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
-                 jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8, **legacy):
+                 jump_forward: bool = True, speculate: bool = True,
+                 draft_tokens: int = DEFAULT_DRAFT_TOKENS, **legacy):
         self.vocab = vocab
         self.name = name
         self.label_map: Dict[str, str] = (prompt_labels(labels, component=name, check=self.label_check)

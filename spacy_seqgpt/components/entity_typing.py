@@ -36,7 +36,7 @@ def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[s
                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                         constrained=constrained, multi_label=multi_label, scoring=scoring, spans_key=spans_key,
                         output_key=output_key, template=template, jump_forward=jump_forward,
-                     speculate=speculate, draft_tokens=draft_tokens)
+                        speculate=speculate, draft_tokens=draft_tokens)
 
 
 class SeqGPTTyping(SpanQuestions):

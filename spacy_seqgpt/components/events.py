@@ -78,8 +78,8 @@ def make_seqgpt_events(nlp: Language, name: str, event_types: Union[List[str], D
                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                         constrained=constrained, confirm=confirm, label_chunk_size=label_chunk_size,
                         trigger_template=trigger_template, type_template=type_template,
-                        argument_template=argument_template, spans_key=spans_key, threshold=threshold, jump_forward=jump_forward,
-                     speculate=speculate, draft_tokens=draft_tokens)
+                        argument_template=argument_template, spans_key=spans_key, threshold=threshold,
+                        jump_forward=jump_forward, speculate=speculate, draft_tokens=draft_tokens)
 
 
 @dataclass

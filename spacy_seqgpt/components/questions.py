@@ -38,7 +38,7 @@ def make_seqgpt_questions(nlp: Language, name: str, questions: Union[List[str], 
                            max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                            constrained=constrained, alignment_mode=alignment_mode, case_sensitive=case_sensitive,
                            spans_key=spans_key, threshold=threshold, jump_forward=jump_forward,
-                     speculate=speculate, draft_tokens=draft_tokens)
+                           speculate=speculate, draft_tokens=draft_tokens)
 
 
 class SeqGPTQuestions(SeqGPTNER):

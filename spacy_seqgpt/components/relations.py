@@ -36,7 +36,7 @@ def make_seqgpt_rel(nlp: Language, name: str, labels: Union[List[str], Dict[str,
                            constrained=constrained, scoring=scoring, spans_key=spans_key, template=template,
                            no_relation=no_relation, max_distance=max_distance, max_pairs=max_pairs,
                            threshold=threshold, jump_forward=jump_forward,
-                     speculate=speculate, draft_tokens=draft_tokens)
+                           speculate=speculate, draft_tokens=draft_tokens)
 
 
 class SeqGPTRelations(SpanQuestions):

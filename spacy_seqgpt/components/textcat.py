@@ -37,7 +37,7 @@ def make_seqgpt_textcat(nlp: Language, name: str, labels: Union[List[str], Dict[
                          constrained=constrained, multi_label=multi_label, scoring=scoring, device=device,
                          dtype=dtype, quantize=quantize, adapter=adapter, trust_remote_code=trust_remote_code,
                          unmask=unmask, jump_forward=jump_forward,
-                     speculate=speculate, draft_tokens=draft_tokens)
+                         speculate=speculate, draft_tokens=draft_tokens)
 
 
 class SeqGPTTextcat(SeqGPTComponent):

@@ -619,7 +619,7 @@ class Decoder:
                 logprob = float(logprobs[token])
             else:
                 self.jumped += 1
-            states = self._write(live, grammars, states, row, [token], [logprob])
+            states = self._write(live, grammars, states, row, token, logprob)
             kept += 1
         if kept == len(chain.tokens) and chain.ends:
             live[row].ended = True
@@ -630,13 +630,12 @@ class Decoder:
         """The token a greedy step would write for row ``row`` given its ``logprobs``."""
         return self._candidates(logprobs[None], [grammars[row]], (states[0][row:row + 1], states[1][row:row + 1]))[0][0][0]
 
-    def _write(self, live, grammars, states, row: int, tokens: List[int], logprobs: List[float]):
-        """Row ``row`` writes ``tokens``: its answer and its grammar state move on."""
+    def _write(self, live, grammars, states, row: int, token: int, logprob: float):
+        """Row ``row`` writes ``token``: its answer and its grammar state move on."""
         ints, bits = states
-        for token in tokens:
-            ints[row], bits[row] = self._advanced(grammars[row], ints[row], bits[row], token)
+        ints[row], bits[row] = self._advanced(grammars[row], ints[row], bits[row], token)
         old = live[row]
-        live[row] = _Row(old.query, old.tokens + list(tokens), old.logprobs + list(logprobs), old.score + sum(logprobs))
+        live[row] = _Row(old.query, old.tokens + [token], old.logprobs + [logprob], old.score + logprob)
         return ints, bits
 
     @staticmethod
