@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Answer grammars for constrained SeqGPT decoding: which next tokens keep an answer valid.
+"""Answer grammars for constrained SeqGPT decoding, the next tokens that keep an answer valid.
 
 A grammar reads the answer byte by byte, so it is exact whatever the tokenizer merges (a
 span's tokens in the answer, " Paris" after ": ", need not be the tokens it had in the

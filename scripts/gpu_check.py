@@ -3,7 +3,7 @@
     python scripts/gpu_check.py [--report gpu-check/report.md] [--tagger-model PATH] [--seqgpt-model PATH]
                                 [--only STEP ...] [--skip STEP ...] [--dry-run]
 
-Steps (meant to finish within 20 minutes on one H100/H200; not yet timed on one):
+Steps (meant to finish within 20 minutes on one H100/H200; timed there in part, see BENCHMARKS.md):
   kernel-tests   the attention kernel and unmask tests, compiled for the GPU (no interpreter)
   resources      registers and spills of the kernels as compiled for this GPU's architecture
   attention      benchmarks/attention.py: ours against SDPA with a dense mask, FlexAttention
@@ -55,7 +55,7 @@ def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str]) 
     pipeline = work / "tagger" / "model-last"
     return [
         Step("kernel-tests", "attention kernel and unmask tests on the GPU",
-             [[py, "-m", "pytest", "tests/test_attention_kernel.py", "tests/test_unmask.py", "-q"]], 900),
+             [[py, "-m", "pytest", "tests/test_attention_kernel.py", "tests/test_unmask.py", "-q", *workers()]], 900),
         Step("resources", "registers and spills for this GPU's architecture",
              [[py, "benchmarks/kernel_resources.py", "--arch", "{arch}", "--dtype", "bf16", "--markdown"]], 900),
         Step("attention", "ours vs SDPA (dense mask), FlexAttention (BlockMask), SDPA flash (causal)",
@@ -79,6 +79,15 @@ def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str]) 
                   "--paths.output", str(work / "seqgpt"), "--ft.steps", "20", "--ft.warmup_steps", "2",
                   "--ft.checkpoint_every", "10", "--ft.log_every", "5"]], 1200),
     ]
+
+
+def workers() -> List[str]:
+    """pytest-xdist's options where it is installed: compiling the kernels (each feature set, its
+    autotune configs) is most of the kernel tests' time on a GPU, and compiles run in parallel.
+    On an H200 with 8 workers, the two files took about 5 minutes (2026-11-22)."""
+    import importlib.util
+
+    return ["-n", "8"] if importlib.util.find_spec("xdist") else []
 
 
 def round_trip(path: Path) -> None:

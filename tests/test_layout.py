@@ -106,6 +106,18 @@ def test_kernels_ship_as_spacy_seqgpt_kernels_and_never_shadow_an_installed_kern
     assert result.stdout.strip() == "ok", result.stderr
 
 
+@pytest.mark.parametrize("source", sorted((ROOT / "kernels").glob("*.pyx")), ids=lambda path: path.name)
+def test_no_cython_source_seems_to_name_an_encoding(source):
+    """Cython reads the first two lines of a source for an encoding (``coding: NAME``) without
+    asking for a ``#``: a docstring saying "decoding: which ..." stopped the build with "unknown
+    encoding: which" under the Cython of the first GPU machine."""
+    import codecs
+
+    for line in source.read_text(encoding="utf8").splitlines()[:2]:
+        for name in re.findall(r"coding[:=]\s*([-\w.]+)", line):
+            codecs.lookup(name)  # LookupError names the word taken for an encoding
+
+
 def test_a_checkout_without_a_build_says_how_to_build(tmp_path):
     """The compiled kernels are required: a source checkout that was never built (this repository's
     files, no compiled modules, not installed) stops with an error that says how to build them."""

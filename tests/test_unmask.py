@@ -1,4 +1,6 @@
 """``spacy_seqgpt.unmask`` on tiny Llama and BLOOM models made by ``init-tiny``."""
+import os
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
@@ -24,6 +26,8 @@ def logits(model, ids, mask=None, **batch):
 
 
 IDS = torch.randint(5, 700, (2, 11), generator=torch.Generator().manual_seed(0))
+# The Triton backend runs on the GPU, or in the interpreter on CPU tensors (conftest's default)
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -89,12 +93,13 @@ def test_prompt_mode_is_bidirectional_over_the_prompt_only_and_the_kv_cache_is_e
 @pytest.mark.parametrize("arch", ARCHS)
 def test_the_triton_kernels_inside_the_model(paths, arch):
     """HF hands the kernels strided q/k/v views: same logits and gradients as the reference."""
-    mask = torch.ones_like(IDS)
+    ids = IDS.to(KERNEL_DEVICE)
+    mask = torch.ones_like(ids)
     mask[0, :2] = 0
     results = []
     for backend in ("torch", "triton"):
-        model = unmask(load(paths, arch), "0110", mode="prompt", backend=backend).train()
-        out = model(IDS, attention_mask=mask, prompt_lengths=torch.tensor([5, 7])).logits
+        model = unmask(load(paths, arch).to(KERNEL_DEVICE), "0110", mode="prompt", backend=backend).train()
+        out = model(ids, attention_mask=mask, prompt_lengths=torch.tensor([5, 7])).logits
         out[mask.bool()].square().mean().backward()
         grads = [p.grad for name, p in model.named_parameters() if "layers.1." in name or "h.1." in name]
         results.append((out.detach(), grads))
@@ -142,19 +147,20 @@ def test_the_kernel_layout_is_built_once_per_model_call_not_per_layer(paths, arc
     builds = []
     build = AttentionLayout._build_forward
     monkeypatch.setattr(AttentionLayout, "_build_forward", lambda self, device: builds.append(self) or build(self, device))
-    model = unmask(load(paths, arch), "1111", mode="prompt", backend="triton")
+    model = unmask(load(paths, arch).to(KERNEL_DEVICE), "1111", mode="prompt", backend="triton")
     assert len([m for m in model.modules() if type(m).__name__.endswith("Attention")]) == 4  # layers
-    mask = torch.ones_like(IDS)
+    ids = IDS.to(KERNEL_DEVICE)
+    mask = torch.ones_like(ids)
     mask[1, :2] = 0
     prompt_lengths = torch.tensor([7, 4])
-    logits(model, IDS, mask, prompt_lengths=prompt_lengths)
+    logits(model, ids, mask, prompt_lengths=prompt_lengths)
     assert len(builds) == 1
     unmask(model, "0110", mode="prompt", backend="triton")  # two modes: causal and prefix-LM
-    logits(model, IDS, mask, prompt_lengths=prompt_lengths)
+    logits(model, ids, mask, prompt_lengths=prompt_lengths)
     assert len(builds) == 3 and {layout.flags["HAS_BID"] for layout in builds[1:]} == {True, False}
     # Decoding: one build per step (both modes), each only for the step's new query row.
     del builds[:]
-    model.generate(IDS, attention_mask=mask, prompt_lengths=prompt_lengths, max_new_tokens=3, do_sample=False)
+    model.generate(ids, attention_mask=mask, prompt_lengths=prompt_lengths, max_new_tokens=3, do_sample=False)
     assert len(builds) == 2 * 3
     assert [layout.lq for layout in builds] == [IDS.shape[1]] * 2 + [1] * 4
     assert all(len(built.forward_arrays("cpu")["key_lo"][0]) == built.lq for built in builds)

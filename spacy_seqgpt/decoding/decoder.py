@@ -51,12 +51,12 @@ from .token_bytes import token_pieces
 
 DEFAULT_CANDIDATES = 8
 DEFAULT_DRAFT_TOKENS = 8
-# What one more forward pass costs, in tokens: a pass reads every weight once, which takes
-# as long as computing some tokens (about FLOP/s over bytes/s). Measured on 2 CPU cores at the
-# 560M shape: about 0.2 s a pass and 4-6 ms a token. A GPU computes hundreds of tokens in the
-# time it reads the weights (an estimate from its data sheet: none was lent to measure it).
-PASS_OVERHEAD_TOKENS = {"cpu": 48}
-DEFAULT_PASS_OVERHEAD_TOKENS = 512
+# What one more forward pass costs, in tokens (benchmarks/pass_overhead.py measures it): a pass
+# reads every weight once and launches every layer's kernels, which takes as long as computing
+# some tokens. At the 560M shape: on 2 CPU cores about 0.2 s a pass and 4-6 ms a token; on an
+# H200 (bf16, eager) 13-16 ms a pass, flat up to about 4,000 tokens, then about 4.5 us a token.
+PASS_OVERHEAD_TOKENS = {"cpu": 48, "cuda": 4096}
+DEFAULT_PASS_OVERHEAD_TOKENS = 512  # other devices: not measured
 
 
 @dataclass

@@ -223,9 +223,11 @@ def unmask(model, layers: Union[str, Sequence[int]], *, mode: str = "full", back
     n_layers = len(attention)
     slopes = None
     if model_type == "bloom":
-        from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+        from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 
-        slopes = _get_alibi_slopes(config.n_head, "cpu")
+        # BLOOM's bias at distance 1 is each head's slope (build_alibi_tensor is the public
+        # function of every transformers 5.x; the slopes' own helper is not)
+        slopes = build_alibi_tensor(torch.ones(1, 2), config.n_head, torch.float32)[:, 0, 1]
     state = UnmaskState(layer_selection(layers, n_layers), mode, backend, slopes)
     old = getattr(base, "seqgpt_unmask", None)
     if old is not None and old.hook is not None:
