@@ -20,6 +20,7 @@ import spacy
 from wasabi import msg
 
 from inference import make_model  # benchmarks/ is the script's folder
+from spacy_seqgpt.decoding.decoder import DEFAULT_PASS_OVERHEAD_TOKENS, PASS_OVERHEAD_TOKENS
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)
 LENGTHS = (16, 32, 64, 128, 256)
@@ -68,8 +69,6 @@ def main():
     seconds = np.array([row[3] for row in rows_out])
     per_token, per_pass = np.polyfit(tokens, seconds, 1)
     device = decoder.shared.device
-    from spacy_seqgpt.decoding.decoder import DEFAULT_PASS_OVERHEAD_TOKENS, PASS_OVERHEAD_TOKENS
-
     current = PASS_OVERHEAD_TOKENS.get(device.type, DEFAULT_PASS_OVERHEAD_TOKENS)
     msg.table([(r, l, t, f"{s * 1000:.2f}", f"{(per_pass + per_token * t) * 1000:.2f}") for r, l, t, s in rows_out],
               header=("rows", "length", "tokens", "ms", "fit ms"), divider=True)

@@ -13,9 +13,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, check_label, format_answer  # noqa: E402
 from spacy_seqgpt.models.tiny import write_tiny_model  # noqa: E402
+
+# Where the Triton kernels' tests run: the GPU, or the interpreter on CPU tensors.
+INTERPRETED = os.environ["TRITON_INTERPRET"] == "1"
+KERNEL_DEVICE = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
 
 NER_LABELS = ["person", "organization", "location"]
 CAT_LABELS = ["sports", "politics", "business"]

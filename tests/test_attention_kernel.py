@@ -1,6 +1,4 @@
 """The Triton attention kernels (in the interpreter on CPU) against the PyTorch reference."""
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,8 +7,9 @@ from hypothesis import strategies as st
 from spacy_seqgpt.kernels.attention import (alibi_positions, partial_attention, reference_attention,
                                             visibility)
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
+from conftest import INTERPRETED
+from conftest import KERNEL_DEVICE as DEVICE
+
 needs_kernels = pytest.mark.skipif(DEVICE == "cpu" and not INTERPRETED,
                                    reason="Triton kernels need CUDA or TRITON_INTERPRET=1")
 TOLERANCE = {torch.float32: 2e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}

@@ -307,10 +307,10 @@ def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgp
             fast = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams)
             fast.pass_overhead = 0
             answers = fast.decode(queries)
-            slow = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams, jump_forward=False,
-                           speculate=False)
-            slow.pass_overhead = float("inf")
-            slow = slow.decode(queries)
+            step_by_step = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams, jump_forward=False,
+                                   speculate=False)
+            step_by_step.pass_overhead = float("inf")
+            slow = step_by_step.decode(queries)
             assert [a.text for a in answers] == [b.text for b in slow]
             assert [a.complete for a in answers] == [b.complete for b in slow]
             for a, b in zip(answers, slow):

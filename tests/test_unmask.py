@@ -1,12 +1,12 @@
 """``spacy_seqgpt.unmask`` on tiny Llama and BLOOM models made by ``init-tiny``."""
-import os
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from spacy_seqgpt import unmask
 from spacy_seqgpt.models.unmasking import layer_selection
+
+from conftest import KERNEL_DEVICE
 
 ARCHS = ["llama", "bloom"]
 
@@ -26,8 +26,6 @@ def logits(model, ids, mask=None, **batch):
 
 
 IDS = torch.randint(5, 700, (2, 11), generator=torch.Generator().manual_seed(0))
-# The Triton backend runs on the GPU, or in the interpreter on CPU tensors (conftest's default)
-KERNEL_DEVICE = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -54,7 +54,7 @@ DEFAULT_DRAFT_TOKENS = 8
 # What one more forward pass costs, in tokens (benchmarks/pass_overhead.py measures it): a pass
 # reads every weight once and launches every layer's kernels, which takes as long as computing
 # some tokens. At the 560M shape: on 2 CPU cores about 0.2 s a pass and 4-6 ms a token; on an
-# H200 (bf16, eager) 13-16 ms a pass, flat up to about 4,000 tokens, then about 4.5 us a token.
+# H200 (bf16, eager) 13-16 ms a pass up to 4,096 tokens, 67 ms at 16,384 (the fit: 4,583).
 PASS_OVERHEAD_TOKENS = {"cpu": 48, "cuda": 4096}
 DEFAULT_PASS_OVERHEAD_TOKENS = 512  # other devices: not measured
 
@@ -229,10 +229,13 @@ class Decoder:
                                  live[row].score + lp) for row, token, lp in picks]
                     grammars = [grammars[row] for row in source]
                     chains = self._plan(live, grammars, states)
-                    going = [row for row, chain in enumerate(chains) if chain.tokens or not chain.ends]
-                    for row in set(range(len(chains))) - set(going):  # the grammar ends the answer here
-                        live[row].ended = True
-                        finished[live[row].query] = [(0.0, live[row])]
+                    going = []
+                    for row, chain in enumerate(chains):
+                        if chain.ends and not chain.tokens:  # the grammar ends the answer here
+                            live[row].ended = True
+                            finished[live[row].query] = [(0.0, live[row])]
+                        else:
+                            going.append(row)
                     if not going:
                         live = []
                         break
@@ -382,9 +385,10 @@ class Decoder:
                 totals = torch.log_softmax(last[cache_row].float(), -1)[:, [tokens[0] for tokens in continuations]]
                 if width:
                     rows = torch.arange(len(batch), device=device).repeat_interleave(n)
-                    cache.reorder_cache(cache_row[rows])
+                    cached = cache_row[rows]  # each continuation's prompt, in the cache
+                    cache.reorder_cache(cached)
                     logits, _ = self._forward(inputs.repeat(len(batch), 1),
-                                              torch.cat([mask[cache_row[rows]], real.repeat(len(batch), 1)], 1), cache,
+                                              torch.cat([mask[cached], real.repeat(len(batch), 1)], 1), cache,
                                               lengths[rows] if self.prompt_mode else None, keep=0)
                     picked = torch.log_softmax(logits.float(), -1).gather(-1, targets.repeat(len(batch), 1)[..., None])
                     totals = totals + (picked[..., 0] * real.repeat(len(batch), 1)).sum(-1).view(len(batch), n)
