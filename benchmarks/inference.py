@@ -107,14 +107,20 @@ def make_model(preset: str, folder: Path) -> str:
     return str(folder)
 
 
-def timed(name, function, repeats):
-    times, result = [], None
+def timed_in_rounds(functions, repeats):
+    """Each function's median seconds and last result. The functions run in turn, once a round,
+    so that the machine's speed drifting over minutes (these machines are shared) slows every
+    row alike instead of whichever ran last; ``rounds[i][name]`` is round ``i``'s seconds."""
+    rounds, results = [], {}
     for repeat in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-        msg.text(f"{name}: run {repeat + 1}/{repeats} took {times[-1]:.1f} s")
-    return statistics.median(times), result
+        rounds.append({})
+        for name, function in functions.items():
+            start = time.perf_counter()
+            results[name] = function()
+            rounds[-1][name] = time.perf_counter() - start
+            msg.text(f"round {repeat + 1}/{repeats}, {name}: {rounds[-1][name]:.1f} s")
+    medians = {name: statistics.median(times[name] for times in rounds) for name in functions}
+    return medians, results, rounds
 
 
 def main():
@@ -146,23 +152,24 @@ def main():
     }
     if args.quick:
         variants = {name: variants[name] for name in (defaults, step_by_step)}
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_path = args.model or make_model(args.preset, Path(tmp) / "model")
         settings = {"model": {"name": model_path, "device": args.device}, "labels": LABELS,
                     "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
-        for name, extra in variants.items():
+        functions = {}
+        for name, extra in variants.items():  # one loaded model, shared by the pipelines
             nlp = spacy.blank("en")
             nlp.add_pipe("seqgpt_ner", config={**settings, **extra})
             ours(nlp, texts[:8])  # warm-up: first-call costs out of the timing
-            seconds, predictions = timed(name, lambda: ours(nlp, texts), args.repeats)
-            results[name] = (len(texts) / seconds, micro_f1(predictions, golds))
-            msg.text(f"{name}: median {seconds:.1f} s, {results[name][0]:.2f} docs/s")  # kept if cut off
+            functions[name] = lambda nlp=nlp: ours(nlp, texts)
         shared = nlp.get_pipe("seqgpt_ner").shared
         official_texts = texts[: args.official_n or len(texts)]
-        seconds, predictions = timed(official, lambda: official_recipe(
-            shared.model, shared.tokenizer, official_texts, args.max_new_tokens, shared.device), args.repeats)
-        results[official] = (len(official_texts) / seconds, micro_f1(predictions, golds[: len(official_texts)]))
+        functions[official] = lambda: official_recipe(shared.model, shared.tokenizer, official_texts,
+                                                      args.max_new_tokens, shared.device)
+        seconds, predictions, rounds = timed_in_rounds(functions, args.repeats)
+    results = {name: (len(texts) / seconds[name], micro_f1(predictions[name], golds)) for name in variants}
+    results[official] = (len(official_texts) / seconds[official],
+                         micro_f1(predictions[official], golds[: len(official_texts)]))
     msg.info(f"{len(texts)} sentences x {len(LABELS)} labels (2 prompts each), model {args.model or args.preset} "
              f"on {shared.device}, max_new_tokens={args.max_new_tokens}, batch_size={args.batch_size}, "
              f"medians of {args.repeats}")
@@ -170,8 +177,10 @@ def main():
     msg.table([(name, f"{rate:.2f}", f"{rate / baseline:.1f}x", f"{f1:.3f}") for name, (rate, f1) in results.items()],
               header=("", "docs/s", "vs official", "micro-F1"), divider=True, widths=(56, 8, 11, 8))
     rate = results[defaults][0]
+    per_round = [times[step_by_step] / times[defaults] for times in rounds]
     msg.good(f"seqgpt_ner's defaults are {rate / baseline:.1f}x the official recipe's rate and "
-             f"{rate / results[step_by_step][0]:.2f}x step-by-step decoding's")
+             f"{rate / results[step_by_step][0]:.2f}x step-by-step decoding's (each round: "
+             f"{', '.join(f'{ratio:.2f}x' for ratio in per_round)})")
 
 
 if __name__ == "__main__":

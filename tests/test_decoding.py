@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
 from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.decoding import Decoder, Query
-from spacy_seqgpt.decoding.decoder import length_buckets
+from spacy_seqgpt.decoding.decoder import length_buckets, pass_width
 from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, chunk_labels, parse_answer
 
@@ -298,18 +298,20 @@ def span_offsets(answer):
 def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgpt_tiny_llama, unmask):
     """Jump-forward and speculation (the defaults) against step-by-step decoding, on models
     taught their answers: the same texts, spans and span scores; BLOOM and Llama, greedy and
-    beams (which go step by step), causal and prefix-LM. The defaults encode prompts in as
-    many passes as they have lengths (no pass overhead), step by step in one."""
+    beams (which go step by step), causal and prefix-LM. Step by step encodes prompts in one
+    pass. The defaults, with no pass overhead, encode them in as many passes as they have
+    lengths and cut chains short (a token then costs what it saves); with an overhead too
+    large for either, they encode in one pass and read whole chains."""
     for path in (seqgpt_tiny, seqgpt_tiny_llama):
         shared = load(path, device="cpu", **({"unmask": unmask} if unmask else {}))
         queries = taught_queries(True)
-        for beams in (1, 2):
+        for beams, overhead in ((1, 0), (1, 10 ** 9), (2, 0)):
             fast = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams)
-            fast.pass_overhead = 0
+            fast.pass_overhead = overhead
             answers = fast.decode(queries)
             step_by_step = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams, jump_forward=False,
                                    speculate=False)
-            step_by_step.pass_overhead = float("inf")
+            step_by_step.pass_overhead = 10 ** 9
             slow = step_by_step.decode(queries)
             assert [a.text for a in answers] == [b.text for b in slow]
             assert [a.complete for a in answers] == [b.complete for b in slow]
@@ -317,9 +319,9 @@ def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgp
                 spans = span_offsets(a.text) if "\n" in a.text else [(0, len(a.text))]
                 np.testing.assert_allclose([a.probability(*span) for span in spans],
                                            [b.probability(*span) for span in spans], atol=1e-4)
-            if beams == 1:  # both shortcuts were taken, and some guesses kept
+            if beams == 1 and overhead:  # both shortcuts were taken, and some guesses kept
                 assert fast.jumped > 0 and fast.accepted > 0
-            else:
+            elif beams > 1:
                 assert fast.jumped == fast.drafted == 0
 
 
@@ -386,3 +388,30 @@ def test_length_buckets_compute_the_fewest_tokens(lengths, overhead):
     splits = itertools.product([False, True], repeat=len(lengths) - 1)
     every = [np.diff([0, *[i + 1 for i, cut in enumerate(split) if cut], len(lengths)]).tolist() for split in splits]
     assert cost(sizes) == min(cost(other) for other in every)
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.lists(st.booleans(), max_size=8)), min_size=1, max_size=5),
+       st.integers(0, 100), st.floats(0, 1))
+@settings(max_examples=200, deadline=None)
+def test_a_pass_is_as_wide_as_makes_the_most_expected_progress_per_cost(rows, overhead, accept):
+    """Against the expectation written out token by token, at every width from the longest
+    lead to the longest row; the narrowest of equals."""
+    leads, guessed = [lead for lead, _ in rows], [flags for _, flags in rows]
+
+    def rate(width):
+        progress = 0.0
+        for lead, flags in zip(leads, guessed):
+            progress += lead
+            for n in range(min(len(flags), width - lead)):
+                progress += accept ** sum(flags[:n + 1])
+        return progress / (overhead + len(rows) * width)
+
+    widths = range(max(max(leads), 1), max(lead + len(flags) for lead, flags in rows) + 1)
+    if not widths:  # nothing to read
+        assert pass_width(leads, guessed, overhead, accept) == 0
+        return
+    best = max(rate(width) for width in widths)
+    width = pass_width(leads, guessed, overhead, accept)
+    assert width in widths
+    assert rate(width) == pytest.approx(best, rel=1e-9)
+    assert all(rate(narrower) < best * (1 - 1e-9) for narrower in widths if narrower < width)

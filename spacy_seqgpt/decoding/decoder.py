@@ -210,7 +210,9 @@ class Decoder:
         leads = [ids[query][prefixes[group_of[query]][1]:] for query in rows]
         room = max(len(lead) + len(chain.tokens) for lead, chain in zip(leads, chains)) + 2 * self.max_new_tokens
         with torch.inference_mode():
-            logits, cache, mask, cache_row = self._encode([ids[q][:n] for q, n in prefixes], room)
+            # a shared prefix's own last logits are never read: each of its prompts reads on
+            logits, cache, mask, cache_row = self._encode([ids[q][:n] for q, n in prefixes], room,
+                                                          wanted=np.bincount(group_of) == 1)
             to_rows = cache_row[[group_of[query] for query in rows]]
             cache.reorder_cache(to_rows)
             mask, logits = mask[to_rows], logits[to_rows]
@@ -281,11 +283,13 @@ class Decoder:
                 prefixes[group_of[query]] = (head, min(length, len(tokens) - 1))
         return group_of, prefixes
 
-    def _encode(self, prompts: List[List[int]], room: int):
+    def _encode(self, prompts: List[List[int]], room: int, wanted: Optional[Sequence[bool]] = None):
         """The prompts' last logits, and one KV cache (and its mask) of all, left-padded; row
         ``cache_row[i]`` of each is prompt ``i``'s. Padding costs as much as text, so prompts
         of unlike lengths are encoded in passes of like lengths (``length_buckets``) whose
-        caches are then stacked, where the cache allows it."""
+        caches are then stacked, where the cache allows it. With ``wanted``, only the prompts
+        it marks get their logits (the others zeros): the LM head, which streams the whole
+        output embedding once a pass, is skipped for the rest."""
         import torch
 
         device = self.shared.device
@@ -300,11 +304,12 @@ class Decoder:
             members = order[start:start + size]
             start += size
             input_ids, mask = self._left_pad([prompts[i] for i in members], device)
+            read = None if wanted is None else [[0] if wanted[i] else [] for i in members]
             logits, cache = self._forward(input_ids, mask, None, torch.tensor([lengths[i] for i in members],
-                                          device=device) if self.prompt_mode else None, room=room)
+                                          device=device) if self.prompt_mode else None, room=room, read=read)
             caches.append(cache)
             masks.append(mask)
-            last.append(logits[:, -1])
+            last.append(logits[:, -1] if read is None else self._rows_or_zeros(logits))
         cache_row = torch.empty(len(prompts), dtype=torch.long, device=device)
         cache_row[torch.tensor(order, device=device)] = torch.arange(len(prompts), device=device)
         if len(caches) == 1:
@@ -312,6 +317,16 @@ class Decoder:
         width = max(mask.shape[1] for mask in masks)
         mask = torch.cat([torch.nn.functional.pad(mask, (width - mask.shape[1], 0)) for mask in masks])
         return torch.cat(last), PreallocatedCache.stacked(caches, room), mask, cache_row
+
+    def _rows_or_zeros(self, read_logits):
+        """``[rows, vocabulary]``: each row's one logits read, or zeros where it read none."""
+        head = self.shared.model.get_output_embeddings().weight
+        dtype = next((row.dtype for row in read_logits if len(row)), head.dtype)
+        out = head.new_zeros((len(read_logits), head.shape[0]), dtype=dtype)
+        for i, row in enumerate(read_logits):
+            if len(row):
+                out[i] = row[0]
+        return out
 
     def _left_pad(self, sequences: List[List[int]], device):
         import torch
@@ -332,8 +347,9 @@ class Decoder:
         if read is not None:
             import torch
 
-            rows = torch.tensor([row for row, positions in enumerate(read) for _ in positions], device=mask.device)
-            positions = torch.tensor([p for row in read for p in row], device=mask.device)
+            rows = torch.tensor([row for row, positions in enumerate(read) for _ in positions], dtype=torch.long,
+                                device=mask.device)
+            positions = torch.tensor([p for row in read for p in row], dtype=torch.long, device=mask.device)
             head = self.shared.model.get_output_embeddings()
             # transformers' models apply the head to the kept positions' hidden states; this
             # narrows its input to the ones read (what the model does with logits after, such
@@ -531,8 +547,13 @@ class Decoder:
         logits before the pass, for rows with no lead (their chain's first token follows them)."""
         import torch
 
+        width = pass_width([len(lead) for lead in leads], [chain.guessed for chain in chains], self.pass_overhead,
+                           (self.accepted + 1) / (self.drafted + 2))
+        for lead, chain in zip(leads, chains):
+            if len(lead) + len(chain.tokens) > width:  # the rest waits for a later pass
+                keep = width - len(lead)
+                chain.tokens, chain.guessed, chain.ends = chain.tokens[:keep], chain.guessed[:keep], False
         lengths = [len(lead) + len(chain.tokens) for lead, chain in zip(leads, chains)]
-        width = max(lengths)
         step_ids = torch.full((len(live), width), self.shared.tokenizer.pad_token_id, dtype=torch.long)
         step_mask = torch.zeros((len(live), width), dtype=mask.dtype)
         for row, (lead, chain) in enumerate(zip(leads, chains)):
@@ -670,6 +691,24 @@ def length_buckets(lengths: Sequence[int], overhead: float) -> List[int]:
         sizes.append(end - start_of[end])
         end = start_of[end]
     return sizes[::-1]
+
+
+def pass_width(leads: Sequence[int], guessed: Sequence[Sequence[bool]], overhead: float, accept: float) -> int:
+    """How many positions a pass gives each row: the width with the most expected progress per
+    cost. A row reads its lead whole, then as much of its chain as fits; a chain token counts
+    as the chance that it is kept (``accept`` to the power of the guesses up to it and with it),
+    and a pass costs ``overhead`` plus rows times width. Every position costs every row, so a
+    long chain that will likely be cut short by a refused guess waits for a later pass instead
+    of widening this one for all."""
+    longest = max(lead + len(flags) for lead, flags in zip(leads, guessed))
+    if not longest:  # nothing to read
+        return 0
+    gain = np.zeros(longest + 1)  # gain[w]: expected tokens kept at width w, not at w - 1
+    for lead, flags in zip(leads, guessed):
+        gain[lead + 1:lead + len(flags) + 1] += accept ** np.cumsum(flags, dtype=np.float64)
+    widths = np.arange(max(max(leads), 1), longest + 1)
+    progress = sum(leads) + np.cumsum(gain)[widths]
+    return int(widths[np.argmax(progress / (overhead + len(leads) * widths))])
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
