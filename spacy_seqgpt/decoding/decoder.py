@@ -32,6 +32,9 @@ What ``generate()`` cannot do for us, in one loop:
 - Rows of one pass append different numbers of tokens: the rows are aligned right, a short
   row starting with holes. Holes cost compute but never change an answer: the mask leaves
   them out, and positions (Llama) and ALiBi distances (BLOOM) count real tokens only.
+  So a pass is only as wide as pays (``pass_width``): where a column costs every row a token
+  (a CPU, where a pass's overhead is a few dozen tokens) a long chain likely to be cut short
+  by a refused guess waits for a later pass; on a GPU every chain is read whole.
 - The KV cache is written in place (``kv_cache.PreallocatedCache``); rows whose answer is
   complete leave the batch (the cache is compacted), and the LM head runs on the positions
   that are read only.
