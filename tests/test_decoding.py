@@ -415,3 +415,5 @@ def test_a_pass_is_as_wide_as_makes_the_most_expected_progress_per_cost(rows, ov
     assert width in widths
     assert rate(width) == pytest.approx(best, rel=1e-9)
     assert all(rate(narrower) < best * (1 - 1e-9) for narrower in widths if narrower < width)
+    # passes of unbounded cost: every guess that may be kept is read
+    assert pass_width(leads, guessed, float("inf"), 1.0) == widths[-1]

@@ -13,6 +13,7 @@ from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import validate_examples
 
+from ..decoding import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel
 from ..prompts import TYPING_TEMPLATE
 from .base import SETTINGS
@@ -31,7 +32,8 @@ def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[s
                        model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
                        max_input_tokens: int, constrained: bool, multi_label: bool, scoring: bool,
                        spans_key: Optional[str], output_key: str, template: str,
-                       jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTTyping":
+                       jump_forward: bool = True, speculate: bool = True,
+                       draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> "SeqGPTTyping":
     return SeqGPTTyping(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                         constrained=constrained, multi_label=multi_label, scoring=scoring, spans_key=spans_key,

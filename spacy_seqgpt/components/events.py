@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Mapping, Sequence, Tuple, Union
 from spacy.language import Language
 from spacy.tokens import Doc, Span, SpanGroup
 
-from ..decoding import Request, make_queries
+from ..decoding import DEFAULT_DRAFT_TOKENS, Request, make_queries
 from ..decoding.queries import LINE_BREAKS_TO_SPACES
 from ..kernels.constraints import ClassificationGrammar
 from ..models import HFModel
@@ -73,7 +73,8 @@ def make_seqgpt_events(nlp: Language, name: str, event_types: Union[List[str], D
                        batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
                        confirm: bool, label_chunk_size: int, trigger_template: str, type_template: str,
                        argument_template: str, spans_key: str, threshold: float,
-                       jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTEvents":
+                       jump_forward: bool = True, speculate: bool = True,
+                       draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> "SeqGPTEvents":
     return SeqGPTEvents(nlp.vocab, name, event_types=event_types, roles=roles, model=model, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                         constrained=constrained, confirm=confirm, label_chunk_size=label_chunk_size,

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
-from ..decoding import Answer, Request
+from ..decoding import DEFAULT_DRAFT_TOKENS, Answer, Request
 from ..decoding.queries import extraction_grammar
 from ..kernels.constraints import ExtractionGrammar
 from ..models import HFModel
@@ -38,7 +38,8 @@ def make_seqgpt_ner(nlp: Language, name: str, labels: Union[List[str], Dict[str,
                     device: Optional[str] = None, dtype: Optional[str] = None, quantize: Optional[str] = None,
                     adapter: Optional[str] = None, trust_remote_code: Optional[bool] = None,
                     unmask: Optional[str] = None,
-                    jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTNER":
+                    jump_forward: bool = True, speculate: bool = True,
+                    draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> "SeqGPTNER":
     return SeqGPTNER(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                      constrained=constrained, label_chunk_size=label_chunk_size, alignment_mode=alignment_mode,

@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence, Union
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from ..decoding import Request, window_requests
+from ..decoding import DEFAULT_DRAFT_TOKENS, Request, window_requests
 from ..models import HFModel
 from ..prompts import EXTRACT, check_query, prompt_labels
 from .base import SETTINGS
@@ -33,7 +33,8 @@ def make_seqgpt_questions(nlp: Language, name: str, questions: Union[List[str], 
                           model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
                           max_input_tokens: int, constrained: bool, alignment_mode: str, case_sensitive: bool,
                           spans_key: str, threshold: float,
-                          jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTQuestions":
+                          jump_forward: bool = True, speculate: bool = True,
+                          draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> "SeqGPTQuestions":
     return SeqGPTQuestions(nlp.vocab, name, questions=questions, model=model, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                            constrained=constrained, alignment_mode=alignment_mode, case_sensitive=case_sensitive,

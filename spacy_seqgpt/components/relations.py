@@ -12,6 +12,7 @@ from spacy.scorer import PRFScore
 from spacy.tokens import Doc
 from spacy.training import validate_examples
 
+from ..decoding import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel
 from ..prompts import NO_RELATION, RELATION_TEMPLATE, check_label
 from ..text.relations import REL_ATTR, candidate_pairs, relation_triples
@@ -30,7 +31,8 @@ def make_seqgpt_rel(nlp: Language, name: str, labels: Union[List[str], Dict[str,
                     batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
                     scoring: bool, spans_key: Optional[str], template: str, no_relation: str, max_distance: int,
                     max_pairs: int, threshold: float,
-                    jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTRelations":
+                    jump_forward: bool = True, speculate: bool = True,
+                    draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> "SeqGPTRelations":
     return SeqGPTRelations(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                            max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                            constrained=constrained, scoring=scoring, spans_key=spans_key, template=template,

@@ -9,7 +9,7 @@ from spacy.training import validate_examples
 
 import numpy as np
 
-from ..decoding import Answer, Request, make_queries
+from ..decoding import DEFAULT_DRAFT_TOKENS, Answer, Request, make_queries
 from ..kernels.constraints import ClassificationGrammar
 from ..models import HFModel
 from ..prompts import CLASSIFY, LABEL_SEPARATOR, parse_answer
@@ -31,7 +31,8 @@ def make_seqgpt_textcat(nlp: Language, name: str, labels: Union[List[str], Dict[
                         device: Optional[str] = None, dtype: Optional[str] = None, quantize: Optional[str] = None,
                         adapter: Optional[str] = None, trust_remote_code: Optional[bool] = None,
                         unmask: Optional[str] = None,
-                        jump_forward: bool = True, speculate: bool = True, draft_tokens: int = 8) -> "SeqGPTTextcat":
+                        jump_forward: bool = True, speculate: bool = True,
+                        draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> "SeqGPTTextcat":
     return SeqGPTTextcat(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
                          constrained=constrained, multi_label=multi_label, scoring=scoring, device=device,

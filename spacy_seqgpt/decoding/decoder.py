@@ -711,6 +711,8 @@ def pass_width(leads: Sequence[int], guessed: Sequence[Sequence[bool]], overhead
         gain[lead + 1:lead + len(flags) + 1] += accept ** np.cumsum(flags, dtype=np.float64)
     widths = np.arange(max(max(leads), 1), longest + 1)
     progress = sum(leads) + np.cumsum(gain)[widths]
+    if np.isinf(overhead):  # passes cost the same however wide: the most progress
+        return int(widths[np.argmax(progress)])
     return int(widths[np.argmax(progress / (overhead + len(leads) * widths))])
 
 
