@@ -417,3 +417,27 @@ def test_a_pass_is_as_wide_as_makes_the_most_expected_progress_per_cost(rows, ov
     assert all(rate(narrower) < best * (1 - 1e-9) for narrower in widths if narrower < width)
     # passes of unbounded cost: every guess that may be kept is read
     assert pass_width(leads, guessed, float("inf"), 1.0) == widths[-1]
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_a_pass_is_made_only_for_logits_that_are_read(random_bloom, beams):
+    """Step by step, each forward pass gives the logits of one more token: a greedy answer cut
+    at ``max_new_tokens`` took that many passes, one that wrote the end one more, and beams
+    never take more than ``max_new_tokens``. (A pass after the last allowed token was once
+    made, and its logits never read.)"""
+    decoder = Decoder(random_bloom, batch_size=1, max_new_tokens=3, num_beams=beams, jump_forward=False,
+                      speculate=False)
+    passes = []
+    hook = random_bloom.model.register_forward_hook(lambda *args: passes.append(1))
+    try:
+        answers = []
+        for text in ("Tim Cook visited Berlin.", "Rain.", "Olaf?"):  # one prompt at a time
+            passes.clear()
+            answers.append(decoder.decode([Query(build_prompt(EXTRACT, text, NER_LABELS))])[0])
+            if beams == 1:
+                assert len(passes) == len(answers[-1].tokens) + answers[-1].complete
+            else:
+                assert len(passes) <= decoder.max_new_tokens
+    finally:
+        hook.remove()
+    assert not all(answer.complete for answer in answers)  # some ran out of tokens

@@ -239,6 +239,8 @@ class Decoder:
                         if chain.ends and not chain.tokens:  # the grammar ends the answer here
                             live[row].ended = True
                             finished[live[row].query] = [(0.0, live[row])]
+                        elif len(live[row].tokens) >= self.max_new_tokens:  # out of new tokens: no pass for
+                            self._out_of_tokens(live[row], finished)  # logits it would never read
                         else:
                             going.append(row)
                     if not going:
@@ -258,7 +260,7 @@ class Decoder:
                 logits, mask, states = self._extend(leads, chains, None if step else logits, mask, cache,
                                                     prompt_lengths, live, grammars, states, finished)
         for row in live:  # out of new tokens: the rows still going are answers too
-            finished.setdefault(row.query, []).append((self._normalized(row), row))
+            self._out_of_tokens(row, finished)
         return [self._answer(max(finished.get(query) or [(0.0, _Row(query))], key=lambda item: item[0])[1])
                 for query in range(len(queries))]
 
@@ -667,8 +669,9 @@ class Decoder:
         return ints, bits
 
     @staticmethod
-    def _normalized(row: _Row) -> float:
-        return row.score / max(len(row.tokens), 1)
+    def _out_of_tokens(row: _Row, finished) -> None:
+        """``row`` has written ``max_new_tokens``: an answer (cut short), scored as a beam."""
+        finished.setdefault(row.query, []).append((row.score / max(len(row.tokens), 1), row))
 
     def _answer(self, row: _Row) -> Answer:
         pieces = [self.vocab.piece(token) or b"" for token in row.tokens]
