@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import spacy
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
@@ -392,6 +392,7 @@ def test_length_buckets_compute_the_fewest_tokens(lengths, overhead):
 
 @given(st.lists(st.tuples(st.integers(0, 6), st.lists(st.booleans(), max_size=8)), min_size=1, max_size=5),
        st.integers(0, 100), st.floats(0, 1))
+@example([(0, [True, False, False])], 0, 0.24036582563509717)  # three equal rates, unequal in the last bits
 @settings(max_examples=200, deadline=None)
 def test_a_pass_is_as_wide_as_makes_the_most_expected_progress_per_cost(rows, overhead, accept):
     """Against the expectation written out token by token, at every width from the longest
@@ -413,8 +414,8 @@ def test_a_pass_is_as_wide_as_makes_the_most_expected_progress_per_cost(rows, ov
     best = max(rate(width) for width in widths)
     width = pass_width(leads, guessed, overhead, accept)
     assert width in widths
-    assert rate(width) == pytest.approx(best, rel=1e-9)
-    assert all(rate(narrower) < best * (1 - 1e-9) for narrower in widths if narrower < width)
+    assert rate(width) == pytest.approx(best, rel=2e-9)  # equal rates may differ in their last bits
+    assert all(rate(narrower) < best * (1 - 5e-10) for narrower in widths if narrower < width)
     # passes of unbounded cost: every guess that may be kept is read
     assert pass_width(leads, guessed, float("inf"), 1.0) == widths[-1]
 

@@ -714,9 +714,9 @@ def pass_width(leads: Sequence[int], guessed: Sequence[Sequence[bool]], overhead
         gain[lead + 1:lead + len(flags) + 1] += accept ** np.cumsum(flags, dtype=np.float64)
     widths = np.arange(max(max(leads), 1), longest + 1)
     progress = sum(leads) + np.cumsum(gain)[widths]
-    if np.isinf(overhead):  # passes cost the same however wide: the most progress
-        return int(widths[np.argmax(progress)])
-    return int(widths[np.argmax(progress / (overhead + len(leads) * widths))])
+    rates = progress if np.isinf(overhead) else progress / (overhead + len(leads) * widths)
+    # the narrowest of the best (equal rates can differ in their last bits)
+    return int(widths[np.flatnonzero(rates >= rates.max() * (1 - 1e-9))[0]])
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
