@@ -174,8 +174,9 @@ def main():
              f"on {shared.device}, max_new_tokens={args.max_new_tokens}, batch_size={args.batch_size}, "
              f"medians of {args.repeats}")
     baseline = results[official][0]
-    msg.table([(name, f"{rate:.2f}", f"{rate / baseline:.1f}x", f"{f1:.3f}") for name, (rate, f1) in results.items()],
-              header=("", "docs/s", "vs official", "micro-F1"), divider=True, widths=(56, 8, 11, 8))
+    msg.table([(name, f"{seconds[name]:.1f}", f"{rate:.2f}", f"{rate / baseline:.1f}x", f"{f1:.3f}")
+               for name, (rate, f1) in results.items()],
+              header=("", "median s", "docs/s", "vs official", "micro-F1"), divider=True, widths=(56, 8, 8, 11, 8))
     rate = results[defaults][0]
     per_round = [times[step_by_step] / times[defaults] for times in rounds]
     msg.good(f"seqgpt_ner's defaults are {rate / baseline:.1f}x the official recipe's rate and "

@@ -442,3 +442,22 @@ def test_a_pass_is_made_only_for_logits_that_are_read(random_bloom, beams):
     finally:
         hook.remove()
     assert not all(answer.complete for answer in answers)  # some ran out of tokens
+
+
+def test_the_lm_head_is_skipped_for_a_shared_prefix(random_bloom):
+    """A group's shared prefix is encoded for its KV cache only: the head sees no row of that
+    pass (its logits would never be read), while a prompt alone in its group is read there."""
+    decoder = Decoder(random_bloom, batch_size=8, max_new_tokens=1, jump_forward=False, speculate=False)
+    head_rows = []
+    hook = random_bloom.model.get_output_embeddings().register_forward_hook(
+        lambda module, args, logits: head_rows.append(logits.shape[:-1].numel()))
+    try:
+        text = "Tim Cook visited Berlin."
+        shared = [Query(build_prompt(EXTRACT, text, [label]), group=0) for label in NER_LABELS]
+        decoder.decode(shared)
+        assert head_rows[0] == 0 and head_rows[1] == len(shared)  # the prefix pass, then each rest
+        head_rows.clear()
+        decoder.decode(shared[:1])  # alone: the prompt is encoded whole and read at once
+        assert head_rows[0] == 1
+    finally:
+        hook.remove()

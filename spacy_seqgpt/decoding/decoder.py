@@ -215,7 +215,7 @@ class Decoder:
         with torch.inference_mode():
             # a shared prefix's own last logits are never read: each of its prompts reads on
             logits, cache, mask, cache_row = self._encode([ids[q][:n] for q, n in prefixes], room,
-                                                          wanted=np.bincount(group_of) == 1)
+                                                          wanted=(np.bincount(group_of) == 1).tolist())
             to_rows = cache_row[[group_of[query] for query in rows]]
             cache.reorder_cache(to_rows)
             mask, logits = mask[to_rows], logits[to_rows]
@@ -309,7 +309,8 @@ class Decoder:
             members = order[start:start + size]
             start += size
             input_ids, mask = self._left_pad([prompts[i] for i in members], device)
-            read = None if wanted is None else [[0] if wanted[i] else [] for i in members]
+            read = None if wanted is None or all(wanted[i] for i in members) else [[0] if wanted[i] else []
+                                                                                   for i in members]
             logits, cache = self._forward(input_ids, mask, None, torch.tensor([lengths[i] for i in members],
                                           device=device) if self.prompt_mode else None, room=room, read=read)
             caches.append(cache)
@@ -456,7 +457,7 @@ class Decoder:
             if live[row].ended:  # its chain wrote the end (finished already)
                 continue
             if len(live[row].tokens) >= self.max_new_tokens:  # jumped forward to the limit
-                finished[live[row].query] = [(0.0, live[row])]
+                self._out_of_tokens(live[row], finished)
             elif token == self.vocab.eos_id:
                 live[row].ended = True
                 finished[live[row].query] = [(0.0, live[row])]
