@@ -55,36 +55,74 @@ def training_pairs():
     return pairs
 
 
-def finetune(model_dir, out_dir, pairs, *, max_steps=400, lr=3e-3, seed=0):
-    """Teach a tiny model to answer ``pairs`` (loss on answer tokens only, as SeqGPT trains)."""
+def finetune(model_dir, out_dir, pairs, *, max_steps=2000, lr=1e-3, seed=0, margin=3.0, check_every=10):
+    """Teach a tiny model to answer ``pairs`` (loss on answer tokens only, as SeqGPT trains).
+
+    It is taught until it has learned what the tests need, not until a loss threshold: every
+    answer token (end of answer included) is the model's greedy choice, ahead of the runner-up
+    by ``margin`` logits, so greedy decoding writes every answer whatever the batch's padding.
+    The run uses one thread, so it takes the same steps whatever torch's thread count, and the
+    rate decays (cosine) so that it settles instead of oscillating. A model that has not
+    learned within ``max_steps`` fails the fixture, naming the answers it gets wrong."""
+    import math
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    rows = []
-    for prompt, answer in pairs:
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids, _ in rows])
-    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(max_steps):
-        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if loss.item() < 5e-3:
-            break
-    model.eval()
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(seed)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        rows = []
+        for prompt, answer in pairs:
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            rows.append((prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids))
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids, _ in rows])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+        attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.1 + 0.45 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps)))
+        for step in range(max_steps + 1):
+            if step % check_every == 0:
+                gaps = answer_margins(model, input_ids, attention_mask, labels)
+                if min(gap.min() for gap in gaps) >= margin:
+                    break
+            if step == max_steps:
+                wrong = [answer for (_, answer), gap in zip(pairs, gaps) if gap.min() < margin]
+                raise AssertionError(f"the tiny model did not learn {len(wrong)} of {len(pairs)} answers in "
+                                     f"{max_steps} steps: {wrong[:3]}")
+            model.train()
+            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        model.eval()
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+    finally:
+        torch.set_num_threads(threads)
     return out_dir
+
+
+def answer_margins(model, input_ids, attention_mask, labels):
+    """For each row, how far each answer token's logit is ahead of the best other token's."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    taught = targets != -100
+    index = targets.clamp(min=0)[..., None]
+    target_logits = logits.gather(-1, index)[..., 0]
+    runner_up = logits.scatter(-1, index, float("-inf")).max(-1).values
+    return [(target_logits[row] - runner_up[row])[taught[row]] for row in range(len(labels))]
 
 
 def readable(label):

@@ -37,7 +37,7 @@ def teaching_pairs():
 
 @pytest.fixture(scope="module")
 def events_model(tmp_path_factory, tiny_bloom):
-    return str(finetune(tiny_bloom, tmp_path_factory.mktemp("events"), teaching_pairs(), max_steps=500))
+    return str(finetune(tiny_bloom, tmp_path_factory.mktemp("events"), teaching_pairs()))
 
 
 def make_nlp(model, **config):

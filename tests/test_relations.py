@@ -29,7 +29,7 @@ def rel_model(tmp_path_factory, tiny_bloom):
     pairs = [(build_prompt(CLASSIFY, question(h, t, text), answers),
               format_answer(CLASSIFY, [relations.get((h, t), NO_RELATION)], answers))
              for text, spans, relations in TAUGHT for h, t in permutations(spans, 2)]
-    return str(finetune(tiny_bloom, tmp_path_factory.mktemp("rel"), pairs, max_steps=500))
+    return str(finetune(tiny_bloom, tmp_path_factory.mktemp("rel"), pairs))
 
 
 def make_nlp(model, **config):
