@@ -1,4 +1,5 @@
 """Checks of user settings shared by components, models and training: one wording for each rule."""
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Optional, Sequence, Union
 
 
@@ -28,3 +29,16 @@ def check_unmask_code(layers: Union[str, Sequence[int]]) -> None:
     bad = [i for i in layers if not isinstance(i, int) or isinstance(i, bool) or i < 0]
     if bad:
         raise ValueError(f"'unmask' layer indices must be non-negative integers, got {bad}.")
+
+
+def inside(root: Path, name: object) -> Path:
+    """``root / name`` for a relative ``name`` that stays inside ``root``; a ValueError naming it otherwise."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{name!r} is not a file name")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor or ".." in parts:
+        raise ValueError(f"{name!r} is not a relative path inside {root}")
+    target = Path(root).joinpath(*parts)
+    if not target.resolve().is_relative_to(Path(root).resolve()):
+        raise ValueError(f"{name!r} leads outside {root}")
+    return target

@@ -92,3 +92,81 @@ def test_a_component_folder_that_was_never_written_is_an_error_not_the_source_mo
     shutil.rmtree(path / "seqgpt_ner" / "model")
     with pytest.raises(ValueError, match="weights .* are missing"):
         spacy.load(path, exclude=["seqgpt_textcat"])
+
+
+def rehash(pipeline):
+    """Record the shared model folder's files as they are now, as whoever crafts a pipeline can:
+    the hash detects damage, the checks must refuse a crafted folder by themselves."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(p for p in (pipeline / "seqgpt_ner" / "model").rglob("*") if p.is_file() or p.is_symlink()):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    for name in ("seqgpt_ner", "seqgpt_textcat"):
+        cfg = srsly.read_json(pipeline / name / "cfg")
+        srsly.write_json(pipeline / name / "cfg", {**cfg, "weights_id": digest.hexdigest()})
+
+
+def test_a_saved_config_that_trusts_remote_code_is_refused_and_runs_no_code(saved, tmp_path):
+    _, path = saved
+    model = path / "seqgpt_ner" / "model"
+    marker = tmp_path / "pwned"
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                   "from transformers import BloomForCausalLM as EvilModel\n")
+    config = srsly.read_json(model / "config.json")
+    srsly.write_json(model / "config.json", {**config, "auto_map": {"AutoModelForCausalLM": "evil.EvilModel"}})
+    rehash(path)
+    text = (path / "config.cfg").read_text()
+    assert text.count("trust_remote_code = null") == 2
+    (path / "config.cfg").write_text(text.replace("trust_remote_code = null", "trust_remote_code = true"))
+    with pytest.raises(ModelLoadError, match="trust_remote_code = true.*never run"):
+        nlp = spacy.load(path)
+        nlp(TEXT)
+    assert not marker.exists()
+    # The user can load it by saying no: the folder's own weights, no code
+    nlp = spacy.load(path, config={"components": {name: {"trust_remote_code": False}
+                                                  for name in ("seqgpt_ner", "seqgpt_textcat")}})
+    assert annotations(nlp) == annotations(saved[0]) and not marker.exists()
+
+
+def test_files_besides_the_weights_are_covered_by_the_weights_id(saved):
+    _, path = saved
+    config = srsly.read_json(path / "seqgpt_ner" / "model" / "config.json")
+    srsly.write_json(path / "seqgpt_ner" / "model" / "config.json", {**config, "n_layer": 2})
+    with pytest.raises(ModelLoadError, match="not the ones the pipeline saved"):
+        spacy.load(path)
+
+
+@pytest.mark.parametrize("craft", ["index", "link", "pickle"])
+def test_a_model_folder_that_reads_outside_itself_or_pickles_is_refused(saved, tmp_path, craft):
+    _, path = saved
+    model = path / "seqgpt_ner" / "model"
+    weights = model / "model.safetensors"
+    if craft == "index":  # no weights inside, an index naming a shard outside the pipeline
+        outside = tmp_path / "outside.safetensors"
+        shutil.move(weights, outside)
+        srsly.write_json(model / "model.safetensors.index.json",
+                         {"metadata": {}, "weight_map": {"x": str(outside)}})
+        expected = "outside"
+    elif craft == "link":
+        outside = tmp_path / "outside.safetensors"
+        shutil.move(weights, outside)
+        weights.symlink_to(outside)
+        expected = "is a link"
+    else:
+        (model / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
+        expected = "only pickle reads"
+    rehash(path)
+    with pytest.raises(ModelLoadError, match=expected):
+        spacy.load(path)
+
+
+def test_bytes_that_point_at_weights_beside_them_are_refused(saved, tmp_path):
+    nlp, _ = saved
+    textcat = nlp.get_pipe("seqgpt_textcat")
+    files = srsly.msgpack_loads(textcat.to_bytes())
+    assert any(name.startswith("model/") for name in files)  # bytes carry their weights
+    cfg = srsly.json_loads(files["cfg"])
+    crafted = {"cfg": srsly.json_dumps({**cfg, "weights_in": "../elsewhere/model"}).encode()}
+    with pytest.raises(ValueError, match="point at weights outside them"):
+        textcat.from_bytes(srsly.msgpack_dumps(crafted))

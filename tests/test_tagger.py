@@ -14,6 +14,7 @@ from spacy.util import load_config, registry
 from thinc.api import Adam
 
 from spacy_seqgpt.data.conll import create_conll_corpus, read_docs, read_sentences
+from spacy_seqgpt.models import ModelLoadError
 from spacy_seqgpt.text.iob import tags_from_spans
 from spacy_seqgpt.training.optimizers import step, torch_optimizer
 from spacy_seqgpt.training.sweep import run_sweep
@@ -124,6 +125,33 @@ def test_pipeline_saved_without_base_weights_loads_them_from_the_source(tmp_path
     folder = tmp_path / "light" / "llm_unmasked_tagger"
     assert not (folder / "base").exists() and (folder / "adapter").is_dir()
     assert predictions(spacy.load(tmp_path / "light"), texts) == predictions(nlp, texts)
+
+
+def test_a_saved_tagger_reads_only_its_own_checked_files_and_runs_no_code(tmp_path, trained_bloom, conll_sample):
+    """The base of a tagger saved without it is the config's model, never a path in its cfg; every
+    saved file is covered by weights_id; a config that trusts remote code is refused."""
+    nlp, _ = trained_bloom
+    texts = [doc.text for doc in read_docs(nlp.vocab, conll_sample[1], 5)]
+    tagger = nlp.get_pipe("llm_unmasked_tagger")
+    tagger.store_base_weights = False
+    try:
+        nlp.to_disk(tmp_path / "light")
+    finally:
+        tagger.store_base_weights = True
+    folder = tmp_path / "light" / "llm_unmasked_tagger"
+    cfg = srsly.read_json(folder / "cfg")
+    srsly.write_json(folder / "cfg", {**cfg, "source_model": str(tmp_path / "elsewhere")})
+    assert predictions(spacy.load(tmp_path / "light"), texts) == predictions(nlp, texts)
+    adapter_config = srsly.read_json(folder / "adapter" / "adapter_config.json")
+    srsly.write_json(folder / "adapter" / "adapter_config.json", {**adapter_config, "r": 2})
+    with pytest.raises(ModelLoadError, match="not the ones the pipeline saved"):
+        spacy.load(tmp_path / "light")
+    srsly.write_json(folder / "adapter" / "adapter_config.json", adapter_config)
+    config = (tmp_path / "light" / "config.cfg").read_text()
+    assert "trust_remote_code = false" in config
+    (tmp_path / "light" / "config.cfg").write_text(config.replace("trust_remote_code = false", "trust_remote_code = true"))
+    with pytest.raises(ModelLoadError, match="trust_remote_code = true.*never run"):
+        spacy.load(tmp_path / "light")
 
 
 def test_scorer_ents_f_equals_seqeval_strict_iob2(trained_bloom, entity_file):

@@ -19,7 +19,7 @@ from spacy.tokens import Doc
 from ..decoding import Answer, Decoder, Request, make_queries, window_requests
 from ..decoding.decoder import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel, SharedModel, load_shared
-from ..models.loading import use_worker_threads
+from ..models.loading import refuse_remote_code, use_worker_threads
 from ..models.spec import model_block, model_settings
 from ..prompts import LabelSpec, check_label, prompt_labels
 from ..validation import check_positive_int
@@ -167,11 +167,17 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
         Components of one pipeline that share a model write it once: the first writes it, the
         others (saved into sibling folders) point at it with a relative path."""
-        path = util.ensure_path(path)
+        self._save(util.ensure_path(path), exclude, point_at_siblings=True)
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        """The files :meth:`to_disk` writes, the weights always among them (bytes stand alone)."""
+        return folder_to_bytes(lambda folder: self._save(folder, exclude, point_at_siblings=False))
+
+    def _save(self, path: Path, exclude, *, point_at_siblings: bool) -> None:
         cfg = {"source_model": self.spec.name, "weights_id": None}
         with atomic_folder(path) as draft:  # a save cut short leaves the old folder, not half a new one
             if "model" not in exclude:
-                saved = _SAVED_WEIGHTS.get(self.shared)
+                saved = _SAVED_WEIGHTS.get(self.shared) if point_at_siblings else None
                 if (saved is not None and saved[0].parent.parent == path.parent and saved[0].is_dir()
                         and saved[0] != path / "model"):
                     cfg["weights_in"] = os.path.relpath(saved[0], path)
@@ -179,20 +185,36 @@ class SeqGPTComponent(FolderBytes, Pipe):
                 else:
                     cfg["weights_id"] = self.shared.save(draft / "model")
             srsly.write_json(draft / "cfg", cfg)
-        if cfg["weights_id"] and "weights_in" not in cfg:
+        if point_at_siblings and cfg["weights_id"] and "weights_in" not in cfg:
             _SAVED_WEIGHTS[self.shared] = (path / "model", cfg["weights_id"])
 
     def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTComponent":
         """Read what :meth:`to_disk` wrote; a folder that is incomplete, points outside its
-        pipeline or holds other weights than it recorded is refused, never replaced by the
-        source model in silence."""
+        pipeline or holds other files than it recorded is refused, never replaced by the source
+        model in silence, and no code that comes with it runs."""
         path = Path(util.ensure_path(path))
+        return self._read(path, exclude, pipeline=path.parent)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "SeqGPTComponent":
+        """Read what :meth:`to_bytes` wrote: the weights must be in the bytes themselves."""
+        folder_from_bytes(bytes_data, lambda folder: self._read(folder, exclude, pipeline=None))
+        return self
+
+    def _read(self, path: Path, exclude, *, pipeline: Optional[Path]) -> "SeqGPTComponent":
+        """``pipeline``: the folder the weights may be shared from (None: bytes, no sharing)."""
         cfg = read_cfg(path, self.name)
+        refuse_remote_code(self.spec, self.name, path)
         if "model" not in exclude and cfg.get("weights_id"):
-            folder = (path / cfg.get("weights_in", "model")).resolve()
-            if not folder.is_relative_to(path.parent.resolve()):
-                raise ValueError(f"{self.name}: the saved weights_in {cfg['weights_in']!r} leads outside the "
-                                 f"pipeline folder {path.parent}; refusing to read it.")
+            folder = path / "model"
+            if "weights_in" in cfg:
+                if pipeline is None:
+                    raise ValueError(f"{self.name}: these bytes point at weights outside them (weights_in "
+                                     f"{cfg['weights_in']!r}); a component's bytes must carry its weights. "
+                                     "Make them with to_bytes().")
+                folder = (path / str(cfg["weights_in"])).resolve()
+                if not folder.is_relative_to(pipeline.resolve()):
+                    raise ValueError(f"{self.name}: the saved weights_in {cfg['weights_in']!r} leads outside the "
+                                     f"pipeline folder {pipeline}; refusing to read it.")
             if not folder.is_dir():
                 raise ValueError(f"{self.name}: the saved weights {folder} are missing: the pipeline was not saved "
                                  "completely. Save it again.")

@@ -10,23 +10,12 @@ import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Callable, Iterator
 
 import srsly
 
-
-def inside(root: Path, name: object) -> Path:
-    """``root / name`` for a relative ``name`` that stays inside ``root``; a ValueError naming it otherwise."""
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise ValueError(f"{name!r} is not a file name")
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).anchor or ".." in parts:
-        raise ValueError(f"{name!r} is not a relative path inside {root}")
-    target = Path(root).joinpath(*parts)
-    if not target.resolve().is_relative_to(Path(root).resolve()):
-        raise ValueError(f"{name!r} leads outside {root}")
-    return target
+from ..validation import inside
 
 
 def folder_to_bytes(write: Callable[[Path], None]) -> bytes:

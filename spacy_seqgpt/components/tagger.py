@@ -21,7 +21,7 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
 from ..models.adapters import LORA_DEFAULTS
-from ..models.loading import use_worker_threads
+from ..models.loading import check_saved_source, refuse_remote_code, use_worker_threads, weights_hash
 from ..models.spec import HFModel, model_block, model_settings
 from ..models.token_classifier import TaggerSettings, TokenClassifier, softmax
 from ..text.alignment import resolve_overlaps
@@ -282,23 +282,28 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
     # Serialization -----------------------------------------------------------------------------
     def to_disk(self, path, *, exclude=tuple()) -> None:
         """Labels, tokenizer, adapter and head, and (unless ``store_base_weights`` is false) the base
-        weights, so ``spacy.load`` and ``spacy package`` need nothing else."""
+        weights, so ``spacy.load`` and ``spacy package`` need nothing else; ``weights_id`` is the
+        hash of every file but ``cfg``."""
         path = util.ensure_path(path)
         cfg = {"labels": list(self.labels), "source_model": self.settings.model.name, "parts": None}
         with atomic_folder(path) as draft:  # a save cut short leaves the old folder, not half a new one
             if self.classifier is not None and "model" not in exclude:
                 cfg["parts"] = self.classifier.save(draft, include_base=self.store_base_weights)
+                cfg["weights_id"] = weights_hash(draft, self.name, skip=("cfg",))
             srsly.write_json(draft / "cfg", cfg)
 
     def from_disk(self, path, *, exclude=tuple()) -> "LLMUnmaskedTagger":
+        """Read what :meth:`to_disk` wrote. Every file is checked against ``weights_id`` and read
+        from inside ``path``; no code that comes with it runs. Without stored base weights, the
+        base is the model the pipeline's config names."""
         path = Path(util.ensure_path(path))
         cfg = read_cfg(path, self.name)
+        refuse_remote_code(self.settings.model, self.name, path)
         self.cfg["labels"] = list(cfg["labels"])
         parts = cfg.get("parts")
         if parts and "model" not in exclude:
-            # Without stored base weights the base comes from the model the tagger was trained on.
-            base = str(path / "base") if parts["base"] else cfg["source_model"]
-            adapter = str(path / "adapter") if parts["adapter"] else None
-            self._set_classifier(TokenClassifier.load(self.settings, self.tags, base=base,
-                                                      tokenizer=str(path / "tokenizer"), adapter=adapter))
+            check_saved_source(self.settings.model, path, cfg.get("weights_id"), self.name, skip=("cfg",))
+            self._set_classifier(TokenClassifier.load(
+                self.settings, self.tags, base=str(path / "base") if parts.get("base") else None,
+                tokenizer=str(path / "tokenizer"), adapter=str(path / "adapter") if parts.get("adapter") else None))
         return self
