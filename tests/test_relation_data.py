@@ -81,6 +81,26 @@ def test_bad_crossre_lines_are_named(tmp_path):
         read_corpora(tmp_path / "worse.json", "crossre")
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"relations": [[0, 1, 4, 5, 7, "", False, False]]}, "a label must be a non-empty string, got 7"),
+    ({"relations": [[0, 1, 4, 5, None, "", False, False]]}, "a label must be a non-empty string, got None"),
+    ({"ner": [[0, 1, None]]}, "a label must be a non-empty string, got None"),
+    ({"ner": [[0, 10 ** 30, "person"]]}, "does not name tokens of the 9-token sentence"),
+    ({"ner": [[-1, -1, "person"]]}, "does not name tokens of the 9-token sentence"),
+    ({"relations": [[-1, -1, 4, 5, "social"]]}, "does not name tokens"),
+    ({"ner": [[0, 1, "person"], [1, 2, "person"]], "relations": []}, "overlap"),
+    ({"ner": [[0, 1]]}, "fewer than 3 fields"),
+    ({"sentence": "Ada Lovelace worked"}, "'sentence' must be a list of tokens"),
+    ({"sentence": ["Ada", ""]}, "'sentence' must be a list of tokens"),
+    ({"ner": "none"}, "'ner' must be a list of lists"),
+    ({"relations": [3]}, "'relations' must be a list of lists"),
+])
+def test_malformed_crossre_rows_are_named_with_their_line(tmp_path, change, message):
+    path = write_crossre(tmp_path / "news-test.json", [ROWS[1], dict(ROWS[0], **change)])
+    with pytest.raises(ValueError, match=f"news-test.json:2: .*{message}"):
+        read_corpora(path)
+
+
 def independent_triple_f1(rows, predicted):
     """Triple F1 from CrossRE's own rows: ``predicted`` is {(doc_key, hs, he, ts, te, type)}."""
     gold = {(row["doc_key"], *rel[:5]) for row in rows for rel in row["relations"]}

@@ -44,10 +44,16 @@ def with_ents(nlp, text, spans):
     return doc
 
 
+def key(doc, head, tail):
+    """``doc._.rel``'s key of the pair of entities named ``head`` and ``tail``."""
+    spans = {e.text: e for e in doc.ents}
+    return spans[head].start, spans[head].end, spans[tail].start, spans[tail].end
+
+
 def expected(doc, relations):
-    start = {e.text: e.start for e in doc.ents}
-    return {(start[h], start[t]): {label: float(relations.get((h, t)) == label) for label in RELATIONS}
-            for h, t in permutations(start, 2)}
+    names = [e.text for e in doc.ents]
+    return {key(doc, h, t): {label: float(relations.get((h, t)) == label) for label in RELATIONS}
+            for h, t in permutations(names, 2)}
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +72,7 @@ def test_scored_relations_are_probabilities(rel_model):
     nlp = make_nlp(rel_model, scoring=True)
     text, spans, relations = TAUGHT[0]
     doc = nlp(with_ents(nlp, text, spans))
-    start = {e.text: e.start for e in doc.ents}
-    assert max(doc._.rel[start["Tim Cook"], start["Apple"]].items(), key=lambda kv: kv[1])[0] == "works for"
+    assert max(doc._.rel[key(doc, "Tim Cook", "Apple")].items(), key=lambda kv: kv[1])[0] == "works for"
     assert all(0.0 <= sum(scores.values()) <= 1.0 + 1e-6 for scores in doc._.rel.values())
 
 
@@ -78,7 +83,7 @@ def test_the_pair_cap_and_distance_are_counted(rel_model):
     assert len(doc._.rel) == 2 and capped.get_pipe("seqgpt_rel").stats["pairs_capped"] == 4
     near = make_nlp(rel_model, max_distance=2)  # Tim Cook .. Cupertino are 4 tokens apart
     doc = near(with_ents(near, text, spans))
-    assert sorted(doc._.rel) == [(0, 4), (4, 0), (4, 6), (6, 4)]
+    assert sorted(doc._.rel) == [(0, 2, 4, 5), (4, 5, 0, 2), (4, 5, 6, 7), (6, 7, 4, 5)]
 
 
 def test_round_trips_keep_the_output(nlp, tmp_path):
@@ -97,13 +102,17 @@ def test_the_scorer_against_hand_counted_triples(nlp):
     gold = with_ents(nlp, text, spans)
     gold._.rel = expected(gold, relations)  # 2 relations
     predicted = with_ents(nlp, text, spans)
-    predicted._.rel = {(0, 4): {"works for": 0.9, "based in": 0.1, "leader of": 0.0},  # right
-                       (4, 6): {"works for": 0.6, "based in": 0.3, "leader of": 0.0},  # wrong label
-                       (6, 0): {"works for": 0.0, "based in": 0.0, "leader of": 0.7}}  # none in gold
+    predicted._.rel = {(0, 2, 4, 5): {"works for": 0.9, "based in": 0.1, "leader of": 0.0},  # right
+                       (4, 5, 6, 7): {"works for": 0.6, "based in": 0.3, "leader of": 0.0},  # wrong label
+                       (6, 7, 0, 2): {"works for": 0.0, "based in": 0.0, "leader of": 0.7}}  # none in gold
     scores = nlp.get_pipe("seqgpt_rel").score([Example(predicted, gold)])
     assert scores == {"rel_micro_p": pytest.approx(1 / 3), "rel_micro_r": pytest.approx(1 / 2),
                       "rel_micro_f": pytest.approx(0.4)}
-    assert relation_triples(predicted._.rel, 0.5) == {(0, 4, "works for"), (4, 6, "works for"), (6, 0, "leader of")}
+    assert relation_triples(predicted._.rel, 0.5) == {(0, 2, 4, 5, "works for"), (4, 5, 6, 7, "works for"),
+                                                      (6, 7, 0, 2, "leader of")}
+    # gold keyed as spaCy's relation-extraction project keys it (start tokens of doc.ents) scores the same
+    gold._.rel = {(start, tail_start): scores for (start, _, tail_start, _), scores in gold._.rel.items()}
+    assert nlp.get_pipe("seqgpt_rel").score([Example(predicted, gold)]) == scores
 
 
 def test_bad_settings_are_named(rel_model):
@@ -132,7 +141,7 @@ def test_spacy_evaluate_scores_relations_on_a_docbin_of_gold_rel(rel_model, tmp_
         doc = with_ents(nlp, text, spans)
         gold = expected(doc, relations)
         if number == 0:  # a gold relation the model was not taught: one false negative
-            gold[(6, 0)]["leader of"] = 1.0
+            gold[key(doc, "Cupertino", "Tim Cook")]["leader of"] = 1.0
         doc._.rel = gold
         gold_docs.append(doc)
     DocBin(docs=gold_docs, store_user_data=True).to_disk(tmp_path / "dev.spacy")
@@ -144,3 +153,24 @@ def test_spacy_evaluate_scores_relations_on_a_docbin_of_gold_rel(rel_model, tmp_
     # 3 taught relations predicted, 4 gold: P = 1, R = 3/4
     assert metrics["rel_micro_p"] == pytest.approx(1.0) and metrics["rel_micro_r"] == pytest.approx(0.75)
     assert metrics["rel_micro_f"] == pytest.approx(2 * 0.75 / 1.75)
+
+
+def test_overlapping_candidates_keep_every_asked_pair_apart(rel_model, tmp_path):
+    """``Tim`` and ``Tim Cook`` start on one token: keyed by span bounds, each of the 6 asked pairs
+    keeps its own entry (none a self-pair), and the JSON output names the right spans."""
+    from spacy.tokens import Span, SpanGroup
+
+    from spacy_seqgpt.annotation.shards import doc_json
+
+    nlp = make_nlp(rel_model, spans_key="candidates")
+    text = "Tim Cook works for Apple in Cupertino ."
+    doc = nlp.make_doc(text)
+    doc.spans["candidates"] = SpanGroup(doc, spans=[Span(doc, 0, 1, "ENT"), Span(doc, 0, 2, "ENT"),
+                                                    Span(doc, 4, 5, "ENT")])
+    doc = nlp(doc)
+    assert sorted(doc._.rel) == sorted([(0, 1, 0, 2), (0, 2, 0, 1), (0, 1, 4, 5), (4, 5, 0, 1),
+                                        (0, 2, 4, 5), (4, 5, 0, 2)])
+    assert doc._.rel[0, 2, 4, 5] == {"works for": 1.0, "based in": 0.0, "leader of": 0.0}
+    rows = {(tuple(r["head"]), tuple(r["tail"])): r["scores"] for r in doc_json(doc)["rel"]}
+    assert len(rows) == 6 and rows[(0, 8), (19, 24)] == doc._.rel[0, 2, 4, 5]
+    assert all(head != tail for head, tail in rows)

@@ -95,7 +95,7 @@ def _annotated(nlp, items: List[Item], batch_size: int, n_process: int, tick: Ca
 def doc_json(doc) -> dict:
     """A Doc's annotations for consumers without spaCy: entities, span groups, categories and
     relations with character offsets, and the input's own fields."""
-    from ..text.relations import REL_ATTR
+    from ..text.relations import REL_ATTR, span_keyed
 
     spans = lambda group: [{"start": s.start_char, "end": s.end_char, "label": s.label_, "text": s.text}  # noqa: E731
                            for s in group]
@@ -106,9 +106,9 @@ def doc_json(doc) -> dict:
         row["cats"] = doc.cats
     relations = doc._.get(REL_ATTR) if doc.has_extension(REL_ATTR) else None
     if relations:
-        starts = {span.start: span for group in (doc.ents, *doc.spans.values()) for span in group}
-        row["rel"] = [{"head": [starts[h].start_char, starts[h].end_char], "tail": [starts[t].start_char, starts[t].end_char],
-                       "scores": scores} for (h, t), scores in relations.items() if h in starts and t in starts]
+        chars = lambda start, end: [doc[start:end].start_char, doc[start:end].end_char]  # noqa: E731
+        row["rel"] = [{"head": chars(*key[:2]), "tail": chars(*key[2:]), "scores": scores}
+                      for key, scores in span_keyed(doc, relations).items()]
     return row
 
 

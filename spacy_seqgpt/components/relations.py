@@ -1,8 +1,9 @@
 """``seqgpt_rel``: relations between spans already on the Doc, as SeqGPT does it.
 
 Every ordered pair of candidate spans is classified with the relation labels plus a "no
-relation" answer; the result follows the convention of spaCy's relation-extraction project:
-``doc._.rel[(head.start, tail.start)] = {label: score}``.
+relation" answer: ``doc._.rel[(head.start, head.end, tail.start, tail.end)] = {label: score}``
+(``text.relations``: spaCy's relation-extraction project keys by the starts only, which loses
+pairs of spans that overlap).
 """
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -15,7 +16,7 @@ from spacy.training import validate_examples
 from ..decoding import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel
 from ..prompts import NO_RELATION, RELATION_TEMPLATE, check_label
-from ..text.relations import REL_ATTR, candidate_pairs, relation_triples
+from ..text.relations import REL_ATTR, candidate_pairs, relation_triples, span_keyed
 from .base import SETTINGS
 from .span_questions import SpanQuestions, SpanRequest
 
@@ -48,7 +49,7 @@ class SeqGPTRelations(SpanQuestions):
     ``max_distance`` tokens apart; at most ``max_pairs`` per Doc, nearest first (the pairs left
     out are counted in ``stats["pairs_capped"]``). Each pair's prompt asks ``template``
     (``{head}``, ``{tail}``, ``{text}``) with the labels and ``no_relation`` as answers.
-    ``doc._.rel[(head.start, tail.start)]`` gets a score per label: 1.0 for the answer's label
+    ``doc._.rel[(head.start, head.end, tail.start, tail.end)]`` gets a score per label: 1.0 for the answer's label
     when generating, probabilities with ``scoring``; ``score()`` counts a relation predicted
     when its score reaches ``threshold``.
     """
@@ -81,19 +82,21 @@ class SeqGPTRelations(SpanQuestions):
     def _write_cats(self, docs: Sequence[Doc], requests: Sequence[SpanRequest], values: np.ndarray) -> None:
         relations: List[Dict] = [{} for _ in docs]
         for request, row in zip(requests, values):
-            relations[request.doc_index][request.span_starts] = {
+            relations[request.doc_index][request.span_bounds] = {
                 label: float(value) for label, value in zip(self.labels, row) if label != self.no_relation}
         for doc, found in zip(docs, relations):
             doc._.set(REL_ATTR, found)
 
     def score(self, examples, **kwargs) -> Dict:
         """``rel_micro_p/r/f``: (head start, tail start, label) triples predicted at ``threshold``
-        against the gold Docs' ``doc._.rel`` (a gold relation has a score of at least 0.5)."""
+        against the gold Docs' ``doc._.rel`` (a gold relation has a score of at least 0.5; keyed by
+        span bounds, or by start tokens of ``doc.ents``)."""
         validate_examples(examples, "SeqGPTRelations.score")
         prf = PRFScore()
         for example in examples:
-            gold = relation_triples(example.reference._.get(REL_ATTR), 0.5)
-            predicted = relation_triples(example.predicted._.get(REL_ATTR), self.threshold)
+            reference, predicted = example.reference, example.predicted
+            gold = relation_triples(span_keyed(reference, reference._.get(REL_ATTR), "the gold doc._.rel"), 0.5)
+            predicted = relation_triples(span_keyed(predicted, predicted._.get(REL_ATTR)), self.threshold)
             prf.score_set(predicted, gold)
         return {"rel_micro_p": prf.precision, "rel_micro_r": prf.recall, "rel_micro_f": prf.fscore}
 

@@ -38,10 +38,10 @@ class SpanContexts:
 @dataclass
 class SpanRequest(Request):
     """A question about some spans of a Doc: which one of the component's ``questions``, and
-    where its spans start (token indices)."""
+    its spans' token bounds (start, end of each span in turn)."""
 
     target: int = -1
-    span_starts: Tuple[int, ...] = ()
+    span_bounds: Tuple[int, ...] = ()
 
 
 class SpanQuestions(SeqGPTTextcat):
@@ -82,5 +82,5 @@ class SpanQuestions(SeqGPTTextcat):
                 text = fill_question(self.template, text=doc.text[start:end],
                                      **{placeholder: span.text for placeholder, span in zip(self.placeholders, spans)})
                 requests.append(SpanRequest(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY,
-                                            labels, target, tuple(span.start for span in spans)))
+                                            labels, target, tuple(i for span in spans for i in (span.start, span.end))))
         return requests

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..prompts import CLASSIFY, EXTRACT, NO_RELATION, RELATION_TEMPLATE, fill_question
-from ..text.relations import REL_ATTR, candidate_pairs
+from ..text.relations import REL_ATTR, candidate_pairs, pair_key, span_keyed
 from .label_words import label_word
 from .readers import GoldCorpus, GoldExample
 
@@ -27,51 +27,84 @@ CROSSRE_RELATIONS = ("part-of", "type-of", "related-to", "named", "origin", "rol
 
 def read_crossre(path: Path, label_map: Optional[Mapping[str, str]] = None, lang: str = "en") -> List:
     """CrossRE's sentences as Docs: entities in ``doc.ents`` (readable label words), relations in
-    ``doc._.rel`` (``{(head start, tail start): {label: 1.0}}``)."""
+    ``doc._.rel`` (``{(head start, head end, tail start, tail end): {label: 1.0}}``). A row that
+    is not CrossRE's is a ValueError naming its line and what is wrong."""
     import spacy
-    from spacy.tokens import Doc
+    from spacy.tokens import Doc, Span
 
     vocab = spacy.blank(lang).vocab
     docs = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf8").splitlines(), 1):
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
             row = json.loads(line)
-            words, entities, relations = row["sentence"], row["ner"], row["relations"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{where}: expected CrossRE's JSON with 'sentence', 'ner' and 'relations' ({err})") from None
+        except ValueError as err:
+            raise ValueError(f"{where}: not JSON ({err})") from None
+        if not isinstance(row, dict) or not {"sentence", "ner", "relations"} <= set(row):
+            raise ValueError(f"{where}: expected CrossRE's JSON object with 'sentence', 'ner' and 'relations'")
+        words, entities, relations = row["sentence"], row["ner"], row["relations"]
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w and not w.isspace()
+                                                                 for w in words):
+            raise ValueError(f"{where}: 'sentence' must be a list of tokens (non-empty strings), got {words!r:.80}")
         doc = Doc(vocab, words=words)
+        ents = []
+        for entity in _rows(entities, "ner", where):
+            start, end, tag = _token_range(entity, 3, len(words), where, "entity")
+            ents.append(Span(doc, start, end + 1, label=label_word(_tag(tag, where), label_map)))
         try:
-            doc.ents = [doc.char_span(doc[start].idx, doc[end].idx + len(doc[end]), label=label_word(tag, label_map))
-                        for start, end, tag in entities]
-        except (IndexError, ValueError, TypeError) as err:
-            raise ValueError(f"{where}: bad entity in {entities!r} ({err})") from None
-        starts = {ent.start: ent for ent in doc.ents}
+            doc.ents = ents
+        except ValueError:
+            raise ValueError(f"{where}: the entities {entities!r} overlap") from None
+        spans = {(ent.start, ent.end - 1): ent for ent in doc.ents}
         rel = {}
-        for head_start, head_end, tail_start, tail_end, tag, *_ in relations:
-            for start, end in ((head_start, head_end), (tail_start, tail_end)):
-                if start not in starts or starts[start].end != end + 1:
-                    raise ValueError(f"{where}: relation argument {[start, end]} is not one of the entities {entities}")
-            rel.setdefault((head_start, tail_start), {})[label_word(tag, label_map)] = 1.0
+        for relation in _rows(relations, "relations", where):
+            head_start, head_end, _ = _token_range(relation, 5, len(words), where, "relation")
+            tail_start, tail_end, _ = _token_range(relation[2:], 3, len(words), where, "relation")
+            for bounds in ((head_start, head_end), (tail_start, tail_end)):
+                if bounds not in spans:
+                    raise ValueError(f"{where}: relation argument {list(bounds)} is not one of the entities "
+                                     f"{entities}")
+            key = pair_key(spans[head_start, head_end], spans[tail_start, tail_end])
+            rel.setdefault(key, {})[label_word(_tag(relation[4], where), label_map)] = 1.0
         doc._.set(REL_ATTR, rel)
         docs.append(doc)
     return docs
 
 
+def _rows(value, field: str, where: str) -> list:
+    if not isinstance(value, list) or not all(isinstance(item, list) for item in value):
+        raise ValueError(f"{where}: '{field}' must be a list of lists, got {value!r:.80}")
+    return value
+
+
+def _token_range(row: list, length: int, n_words: int, where: str, what: str) -> Tuple[int, int, object]:
+    """``(start, end, next field)`` of a CrossRE row whose first two fields are inclusive token offsets."""
+    if len(row) < length:
+        raise ValueError(f"{where}: the {what} {row!r} has fewer than {length} fields")
+    start, end = row[0], row[1]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in (start, end)) or not 0 <= start <= end < n_words:
+        raise ValueError(f"{where}: the {what} {row!r} does not name tokens of the {n_words}-token sentence "
+                         "(inclusive offsets from 0)")
+    return start, end, row[2]
+
+
+def _tag(tag: object, where: str) -> str:
+    if not isinstance(tag, str) or not tag.strip():
+        raise ValueError(f"{where}: a label must be a non-empty string, got {tag!r}")
+    return tag
+
+
 def read_relation_docbin(path: Path, lang: str = "en") -> List:
-    """The Docs of a DocBin whose Docs carry ``doc._.rel`` keyed by the start tokens of entities."""
+    """The Docs of a DocBin whose Docs carry ``doc._.rel``, keyed by span bounds (or by the start
+    tokens of entities, as spaCy's relation-extraction project keys it)."""
     import spacy
     from spacy.tokens import DocBin
 
     docs = list(DocBin(store_user_data=True).from_disk(path).get_docs(spacy.blank(lang).vocab))
     for number, doc in enumerate(docs):
-        starts = {ent.start for ent in doc.ents}
-        for head, tail in doc._.get(REL_ATTR) or {}:
-            if head not in starts or tail not in starts:
-                raise ValueError(f"{path}: Doc {number} has a relation {(head, tail)} whose head or tail starts no "
-                                 "entity (doc._.rel is keyed by the start tokens of doc.ents)")
+        doc._.set(REL_ATTR, span_keyed(doc, doc._.get(REL_ATTR), f"{path}: Doc {number}") or None)
     return docs
 
 
@@ -101,7 +134,7 @@ def relation_corpora(docs: List, lang: str = "en", *, labels: Sequence[str] = ()
             relation_labels.update(dict.fromkeys(label for label, score in scores.items() if score >= 0.5))
         for head, tail in candidate_pairs(doc, list(doc.ents), max_distance):
             context = head.sent if doc.has_annotation("SENT_START") else doc[:]
-            gold = [label for label, score in rel.get((head.start, tail.start), {}).items() if score >= 0.5]
+            gold = [label for label, score in rel.get(pair_key(head, tail), {}).items() if score >= 0.5]
             # where the context starts in the question: after the filled text before {text}
             offset = context.start_char - len(fill_question(template[: template.index("{text}")], head=head.text,
                                                             tail=tail.text))
