@@ -100,3 +100,42 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_what_to_do(tmp_path
     with pytest.raises(CheckpointError, match="No space left on device.*last good checkpoint .* is kept"):
         save_checkpoint(tmp_path, 3, *trainer(), {"records": 3})
     assert latest_checkpoint(tmp_path).name == "step-2"
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed "
+                                                  "writing file data/0: file write failed"),
+                                     OSError(errno.ENOSPC, "No space left on device")])
+def test_a_full_disk_in_torch_s_own_words_is_a_checkpoint_error(tmp_path, monkeypatch, failure):
+    train_and_save(tmp_path, 1)
+
+    def full(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(checkpoints.torch, "save", full)
+    with pytest.raises(CheckpointError, match="Could not write the checkpoint .*last good checkpoint .* is kept"):
+        save_checkpoint(tmp_path, 2, *trainer(), {"records": 3})
+    assert latest_checkpoint(tmp_path).name == "step-1" and not (tmp_path / "step-2").exists()
+
+
+def craft(step, weights):
+    """Replace a checkpoint's weights and write checksums that match, as whoever crafts one can."""
+    from safetensors.torch import save_file
+
+    save_file(weights, str(step / "trainable.safetensors"))
+    (step / "checksums.json").write_text(__import__("json").dumps(
+        {name: checkpoints._digest(step / name) for name in checkpoints.FILES}))
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"weight": torch.ones(1), "bias": torch.zeros(2)}, r"weight is \(1,\) torch.float32, the model's is \(2, 4\)"),
+    ({"weight": torch.ones(2, 4)}, r"parameters \['bias'\] are missing"),
+    ({"weight": torch.ones(2, 4, dtype=torch.float64), "bias": torch.zeros(2)}, r"weight is \(2, 4\) torch.float64"),
+])
+def test_a_crafted_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path, weights, message):
+    train_and_save(tmp_path, 1)
+    craft(tmp_path / "step-1", weights)
+    model, optimizer, scheduler = trainer(seed=1)
+    before = model.weight.detach().clone()
+    with pytest.raises(CheckpointError, match=f"does not fit this model: {message}"):
+        load_checkpoint(latest_checkpoint(tmp_path), model, optimizer, scheduler)
+    assert torch.equal(model.weight, before)  # nothing was broadcast into the model

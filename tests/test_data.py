@@ -162,3 +162,47 @@ def test_a_file_that_cannot_be_written_ends_the_command_in_one_clear_line(tmp_pa
     result = CliRunner().invoke(seqgpt_cli, ["convert", str(source), str(tmp_path / "blocker" / "out.jsonl")])
     assert result.exit_code == 1 and "seqgpt convert stopped" in result.output
     assert not isinstance(result.exception, OSError)  # exited cleanly, no traceback
+
+
+def run_convert(*args):
+    from typer.testing import CliRunner
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    return CliRunner().invoke(seqgpt_cli, ["convert", *map(str, args)])
+
+
+def test_training_examples_whose_answers_would_not_read_back_are_listed_apart(tmp_path):
+    """A span with a comma reads back as two, a span "None" as none: such examples are left out of
+    training records (and listed), kept in evaluation records; the Python API refuses them."""
+    source = write(tmp_path, "train.txt", "\ufeffJohn\tB-PER\nSmith\tI-PER\n,\tI-PER\nJr.\tI-PER\nspoke\tO\n\n"
+                   "None\tB-ORG\nwon\tO\n\nAnna\tB-PER\nflew\tO\n\n")
+    corpus = read_corpus(source)
+    assert corpus.examples[0].text.startswith("John ")  # no byte-order mark in the first token
+    with pytest.raises(ValueError, match=r"example 0 .*\['John Smith , Jr.'\] read back .* as \['John Smith', 'Jr.'\]"):
+        corpus_records(corpus, "s")
+    result = run_convert(source, tmp_path / "train.jsonl")
+    assert result.exit_code == 0, result.output
+    assert [r["text"] for r in read_records(tmp_path / "train.jsonl")] == ["Anna flew"]
+    left_out = [json.loads(line) for line in (tmp_path / "train.left-out.jsonl").read_text().splitlines()]
+    assert [(row["example"], row["text"]) for row in left_out] == [(0, "John Smith , Jr. spoke"), (1, "None won")]
+    assert "2 training examples left out" in result.output
+    assert [r["text"] for r in read_records(tmp_path)] == ["Anna flew"]  # a folder's left-out list is no records
+    evaluation = corpus_records(corpus, "s", all_labels=True)  # test sets stay whole
+    assert [r["answer"]["person"] for r in evaluation] == [["John Smith , Jr."], [], ["Anna"]]
+
+
+def test_a_tag_that_makes_an_unwritable_label_says_to_map_it(tmp_path):
+    source = write(tmp_path, "train.txt", "Anna\tB-per:son\nflew\tO\n\n")
+    result = run_convert(source, tmp_path / "out.jsonl")
+    assert result.exit_code == 1 and "contains a colon" in result.output and "--label-map" in result.output
+    (tmp_path / "map.json").write_text('{"per:son": "person"}')
+    assert run_convert(source, tmp_path / "out.jsonl", "--label-map", tmp_path / "map.json").exit_code == 0
+    assert next(read_records(tmp_path / "out.jsonl"))["answer"] == {"person": ["Anna"]}
+
+
+def test_csv_and_tnews_with_a_byte_order_mark(tmp_path):
+    corpus = read_corpus(write(tmp_path, "b.csv", "\ufefftext,category\nhello,greeting\n"))
+    assert corpus.examples[0].cats == ["greeting"]
+    corpus = read_corpus(write(tmp_path, "t.json", '\ufeff{"sentence": "x", "label_desc": "news_tech"}\n'))
+    assert corpus.examples[0].text == "x"

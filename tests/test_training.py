@@ -133,6 +133,14 @@ def test_config_errors_are_named(tmp_path, tiny_bloom):
         train_stage(settings)
 
 
+def test_records_that_would_teach_an_answer_that_does_not_read_back_are_refused(tmp_path, tiny_bloom):
+    settings = settings_for(tmp_path, tiny_bloom)
+    split = make_record("extract", "Goldman , Sachs rose.", ["company"], {"company": ["Goldman , Sachs"]}, "t", "en")
+    srsly.write_jsonl(tmp_path / "records.jsonl", [*RECORDS, split])
+    with pytest.raises(ValueError, match=r"record 5 .*\['Goldman , Sachs'\] read back .* as \['Goldman', 'Sachs'\]"):
+        train_stage(settings)
+
+
 def test_packing_a_model_the_kernel_does_not_know_says_to_turn_packing_off(tmp_path, tiny_bloom):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -178,12 +186,30 @@ def test_training_killed_by_sigkill_resumes_to_the_same_losses(tiny_bloom, tmp_p
     assert [e["loss"] for e in second] == pytest.approx([e["loss"] for e in first], rel=1e-6)
 
 
-def test_a_checkpoint_of_other_data_is_not_resumed(tiny_bloom, tmp_path):
-    settings = settings_for(tmp_path, tiny_bloom, **{"pt.steps": 4, "pt.checkpoint_every": 1})
+def test_a_checkpoint_of_other_data_or_settings_is_not_resumed_unless_told(tiny_bloom, tmp_path):
+    settings = settings_for(tmp_path, tiny_bloom, **{"pt.steps": 4, "pt.checkpoint_every": 1, "pt.log_every": 1})
     train_stage(settings, stop_after=1)
     srsly.write_jsonl(tmp_path / "records.jsonl", RECORDS[:2])
-    with pytest.raises(ValueError, match="the data changed"):
+    with pytest.raises(ValueError, match=r"the data \(4 records then, 2 now"):
         train_stage(settings)
+    edited = [dict(RECORDS[0], text="Anna met Ben in Oslo.", answer={"person": ["Anna", "Ben"], "city": ["Oslo"]}),
+              *RECORDS[1:]]
+    srsly.write_jsonl(tmp_path / "records.jsonl", edited)  # as many records, other texts
+    with pytest.raises(ValueError, match=r"the data \(as many records, other contents\)"):
+        train_stage(settings)
+    srsly.write_jsonl(tmp_path / "records.jsonl", RECORDS)
+    faster = settings_for(tmp_path, tiny_bloom, **{"pt.steps": 4, "pt.checkpoint_every": 1, "pt.log_every": 1,
+                                                   "pt.learning_rate": 0.5, "pt.warmup_steps": 0})
+    with pytest.raises(ValueError, match=r"learning_rate \(0\.\d+ then, 0\.5 now\).*--resume-changed"):
+        train_stage(faster)
+    train_stage(faster, resume_changed=True)  # the new rate and schedule apply from the resumed step
+    from spacy_seqgpt.training.optimizers import cosine_rate
+
+    log = read_log(tmp_path / "out" / "pt")
+    assert [e["step"] for e in log] == [1, 2, 3, 4]
+    train = faster.train
+    assert [e["lr"] for e in log[1:]] == pytest.approx([0.5 * cosine_rate(step, 1.0, 4, 0, train.min_learning_rate / 0.5)
+                                                       for step in (2, 3, 4)])
 
 
 def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(tiny_bloom, tmp_path):

@@ -154,7 +154,7 @@ def _doc_item(index: int, source: str, doc) -> Item:
 
 def _text_item(index: int, source: str, raw: bytes, kind: str, text_field: str) -> Item:
     try:
-        line = raw.decode("utf8").rstrip("\r\n")
+        line = raw.decode("utf8").rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no text
     except UnicodeDecodeError as err:
         return Item(index, source, reason=f"not UTF-8 ({err})")
     if kind == "txt":

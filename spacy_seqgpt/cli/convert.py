@@ -31,17 +31,32 @@ def convert_cli(
     from ..data.sampling import corpus_records
 
     mapping = srsly.read_json(label_map) if label_map else None
-    records = []
+    records, left_out = [], []
     try:
         for corpus in read_corpora(input_path, fmt, lang=lang, label_map=mapping):
             made = corpus_records(corpus, source or input_path.resolve().parent.name, seed=seed, quota=quota,
-                                  max_negatives=max_negatives, all_labels=all_labels, limit=limit)
+                                  max_negatives=max_negatives, all_labels=all_labels, limit=limit, left_out=left_out)
             records.extend(made)
             msg.text(f"{len(made)} {corpus.task} records ({len(corpus.examples)} examples, {len(corpus.labels)} labels)")
     except (ValueError, OSError) as err:
         msg.fail(f"Could not convert {input_path}", str(err), exits=1)
     write_records(output, records)
+    report_left_out(output, left_out)
     msg.good(f"Wrote {len(records)} records to {output}")
+
+
+def report_left_out(output: Path, left_out: list) -> None:
+    """Write the training examples left out (answers the format cannot hold) beside ``output``,
+    and say so; an old list of a previous run is removed when none are left out."""
+    from ..data.records import LEFT_OUT_SUFFIXES, write_records
+
+    path = output.with_name(output.stem + LEFT_OUT_SUFFIXES[0])
+    if not left_out:
+        path.unlink(missing_ok=True)
+        return
+    write_records(path, left_out)
+    msg.warn(f"{len(left_out)} training examples left out: their answers would not read back "
+             f"(e.g. {left_out[0]['reason']}); listed in {path}")
 
 
 @command("convert-all")
@@ -69,10 +84,17 @@ def convert_all_cli(
                  "(e.g. conll2003/train.txt, banking77/train.csv).", exits=1)
     for item in found:
         evaluation = item.split == "eval"
-        records = [record for corpus in read_corpora(data_dir / item.path, item.fmt, lang=item.lang)
-                   for record in corpus_records(corpus, item.source, seed=seed, quota=0 if evaluation else quota,
-                                                max_negatives=max_negatives, all_labels=evaluation,
-                                                limit=eval_limit if evaluation else train_limit)]
-        write_records(output_dir / item.split / item.output_name, records)
+        left_out: list = []
+        try:
+            records = [record for corpus in read_corpora(data_dir / item.path, item.fmt, lang=item.lang)
+                       for record in corpus_records(corpus, item.source, seed=seed, quota=0 if evaluation else quota,
+                                                    max_negatives=max_negatives, all_labels=evaluation,
+                                                    limit=eval_limit if evaluation else train_limit,
+                                                    left_out=left_out)]
+        except ValueError as err:
+            msg.fail(f"Could not convert {data_dir / item.path}", str(err), exits=1)
+        output = output_dir / item.split / item.output_name
+        write_records(output, records)
         msg.text(f"{item.split:5} {item.output_name:40} {len(records):6} records")
+        report_left_out(output, left_out)
     msg.good(f"Converted {len(found)} files into {output_dir}")

@@ -28,7 +28,7 @@ def read_sentences(path: Union[str, Path]) -> Iterator[Sentence]:
         raise FileNotFoundError(f"no CoNLL file at {str(path)!r}")
     tokens: List[str] = []
     tags: List[str] = []
-    with path.open(encoding="utf8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:  # a byte-order mark is not part of the first token
         for number, line in enumerate(lines, 1):
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":

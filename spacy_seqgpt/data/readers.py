@@ -158,7 +158,7 @@ def _read_semeval(path: Path, lang: str, polarity: bool) -> GoldCorpus:
 def _read_csv(path: Path, lang: str, label_map) -> GoldCorpus:
     """``text,category`` rows (a CSV parser: quoted rows may hold line breaks)."""
     examples = []
-    with path.open(encoding="utf8", newline="") as stream:
+    with path.open(encoding="utf-8-sig", newline="") as stream:
         rows = csv.DictReader(stream)
         if not rows.fieldnames or {"text", "category"} - set(rows.fieldnames):
             raise ValueError(f"{path}: expected a CSV header with 'text' and 'category', got {rows.fieldnames}")
@@ -173,12 +173,12 @@ def _read_tnews(path: Path, lang: str, label_map) -> GoldCorpus:
     names = {}
     index_file = path.parent / "label_index2en2zh.json"
     if index_file.exists():
-        for line in index_file.read_text(encoding="utf8").splitlines():
+        for line in index_file.read_text(encoding="utf-8-sig").splitlines():
             if line.strip():
                 entry = json.loads(line)
                 names[entry["label_desc"]] = entry["label_zh"] if lang == "zh" else entry["label_desc"].replace("news_", "")
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         row = json.loads(line)

@@ -12,14 +12,16 @@ None) and the list of chosen labels for classification. ``spans`` (character off
 can also score strict span F1.
 """
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 import srsly
 
-from ..prompts import CLASSIFY, EXTRACT, check_labels
+from ..prompts import CLASSIFY, EXTRACT, check_labels, format_answer, parse_answer
 
 Record = Dict[str, object]
 REQUIRED = ("task", "text", "labels", "answer", "source", "lang")
+# Beside a records file: what conversion (``seqgpt convert``) and synthesis left out, and why.
+LEFT_OUT_SUFFIXES = (".left-out.jsonl", ".rejected.jsonl")
 
 
 def make_record(task: str, text: str, labels: List[str], answer, source: str, lang: str, spans=None) -> Record:
@@ -61,11 +63,26 @@ def check_record(record: object, where: str = "record") -> Record:
     return record
 
 
+def answer_problem(task: str, labels: List[str], answer) -> Optional[str]:
+    """Why the answer SeqGPT is taught for ``answer`` would not read back as it (None when it
+    does): a span with a comma or a run of spaces reads back as two, a span ``None`` as none.
+    The answer format cannot hold such spans; a model trained on them would learn to split them."""
+    if task != EXTRACT:
+        return None
+    back = parse_answer(EXTRACT, format_answer(EXTRACT, answer, labels), labels)
+    for label in labels:
+        if back.get(label, []) != answer.get(label, []):
+            return (f"the {label!r} spans {answer.get(label, [])} read back from the answer format as "
+                    f"{back.get(label, [])}")
+    return None
+
+
 def read_records(path: Union[str, Path]) -> Iterator[Record]:
-    """The records of a JSONL file, or of every ``*.jsonl`` file in a folder (sorted by name)."""
+    """The records of a JSONL file, or of every ``*.jsonl`` file in a folder (sorted by name) but
+    the lists of what conversion and synthesis left out."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.jsonl"))
+        files = sorted(file for file in path.glob("*.jsonl") if not file.name.endswith(LEFT_OUT_SUFFIXES))
     elif path.is_file():
         files = [path]
     else:

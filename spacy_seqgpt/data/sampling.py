@@ -3,6 +3,10 @@
 - **Negative labels**: each record also asks for labels of the dataset that the text does not
   have (drawn from the dataset's whole label set), so the model learns to answer ``None``
   and to reject distractors. A gold label is never drawn as a negative.
+- **Readable answers**: a training record's answer must read back as itself
+  (``records.answer_problem``): an example with a span the answer format cannot hold (a comma
+  inside it, ``None``) is left out (``left_out``) instead of teaching the model to split it.
+  Evaluation records (``all_labels``) keep every example: the test sets stay whole.
 - **Quotas**: at most ``quota`` records per dataset-label pair. A label whose quota is full is
   left out of later records' queries (the record is kept for its other labels); records with
   no gold label share one quota of their own. Nothing is ever repeated (no up-sampling).
@@ -13,21 +17,30 @@ import random
 from collections import Counter
 from typing import List, Optional
 
-from ..prompts import CLASSIFY, EXTRACT
+from ..prompts import CLASSIFY, EXTRACT, check_label
 from .readers import GoldCorpus
-from .records import Record, make_record
+from .records import Record, answer_problem, make_record
 
 NO_LABEL = ""  # the quota key of records without any gold label
 
 
 def corpus_records(corpus: GoldCorpus, source: str, *, seed: int = 0, quota: int = 0, max_negatives: int = 5,
-                   all_labels: bool = False, limit: int = 0) -> List[Record]:
+                   all_labels: bool = False, limit: int = 0, left_out: Optional[List[dict]] = None) -> List[Record]:
     """Records of ``corpus``. ``quota``: per dataset-label pair (0: no quota). ``max_negatives``:
     at most this many negative labels per record (at least one for classification when there is
     one). ``all_labels``: ask for the dataset's whole label set in every record, for evaluation
-    (no sampling, no quota). ``limit``: stop after this many records (0: all)."""
+    (no sampling, no quota). ``limit``: stop after this many records (0: all). ``left_out``:
+    gets ``{"example", "text", "reason"}`` of each training example whose answer would not read
+    back; without it, such an example is a ValueError naming it. A label that cannot be
+    written in a prompt is a ValueError that says to map it to a readable word."""
     if quota < 0 or max_negatives < 0 or limit < 0:
         raise ValueError("quota, max_negatives and limit must be >= 0")
+    for label in corpus.labels:
+        try:
+            check_label(label)
+        except ValueError as err:
+            raise ValueError(f"{err} Map the corpus tag to a readable word with --label-map "
+                             "(a JSON file: {\"tag\": \"words\"}).") from None
     rng = random.Random(seed)
     order = list(range(len(corpus.examples)))
     if not all_labels:
@@ -39,6 +52,12 @@ def corpus_records(corpus: GoldCorpus, source: str, *, seed: int = 0, quota: int
             break
         example = corpus.examples[index]
         gold = _gold_labels(corpus, example)
+        problem = None if all_labels else answer_problem(corpus.task, gold, _record(corpus, example, gold, source)["answer"])
+        if problem is not None:
+            if left_out is None:
+                raise ValueError(f"example {index} ({example.text[:60]!r}): {problem}")
+            left_out.append({"example": index, "text": example.text, "reason": problem})
+            continue
         if all_labels:
             labels = list(corpus.labels)
         else:

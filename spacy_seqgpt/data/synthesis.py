@@ -3,8 +3,9 @@
 As in the SeqGPT paper, a strong LLM invents fine-grained labels and their answers for raw
 text, in three kinds of request: entity extraction (NER), entity typing and classification;
 it also names wrong labels, which become the records' negatives. Every answer is checked
-before it becomes a record: spans must occur in the sentence, labels must be non-empty,
-unique and writable in a prompt; what fails is dropped.
+before it becomes a record: spans must occur in the sentence and read back from the answer
+format as themselves (no comma inside, not ``None``), labels must be non-empty, unique and
+writable in a prompt; what fails is dropped.
 
 Backends: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp's server)
 or a local Hugging Face model. Results are appended as they come, one line per record with
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..prompts import CLASSIFY, EXTRACT, check_label
-from .records import make_record
+from .records import LEFT_OUT_SUFFIXES, answer_problem, make_record
 
 KINDS = ("ner", "typing", "classify")
 MAX_WAIT = 60.0  # seconds: the longest Retry-After obeyed before asking again
@@ -174,7 +175,7 @@ def answer_records(kind: str, text: str, answer: dict, lang: str, source: str, s
             if not isinstance(entity, dict) or not isinstance(entity.get("text"), str):
                 continue
             span, types = entity["text"].strip(), clean_labels([entity.get("type")])
-            if span and span in text and types:
+            if span and span in text and types and answer_problem(EXTRACT, types[:1], {types[0]: [span]}) is None:
                 label = next((k for k in spans if k.casefold() == types[0].casefold()), types[0])
                 if span not in spans.setdefault(label, []):
                     spans[label].append(span)
@@ -234,7 +235,7 @@ def read_sentences(path: Path) -> List[str]:
 
         texts = [record["text"] for record in read_records(path)]
     else:
-        texts = [line.strip() for line in path.read_text(encoding="utf8").splitlines()]
+        texts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     return list(dict.fromkeys(text for text in texts if text))
 
 
@@ -252,7 +253,7 @@ def done_ids(output: Path) -> set:
 
 
 def rejected_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".rejected.jsonl")
+    return output.with_name(output.stem + LEFT_OUT_SUFFIXES[1])
 
 
 def _truncate_partial_line(path: Path) -> None:

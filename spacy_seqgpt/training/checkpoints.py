@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from wasabi import msg
 
@@ -61,8 +62,10 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, extra:
         pointer = folder / f"{LATEST}.tmp"
         pointer.write_text(target.name, encoding="utf8")
         os.replace(pointer, folder / LATEST)
-    except OSError as err:
-        raise CheckpointError(f"Could not write the checkpoint {target} ({err.strerror or err}). The last good "
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch and safetensors report a full disk in their own kinds
+        shutil.rmtree(target, ignore_errors=True)
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
+        raise CheckpointError(f"Could not write the checkpoint {target} ({reason}). The last good "
                               f"checkpoint in {folder} is kept; free some space (or make the folder writable) and "
                               "rerun to resume from it.") from err
     previous = next((path for path in _complete_steps(folder) if _step(path) < step), None)
@@ -117,6 +120,24 @@ def latest_checkpoint(folder: Path) -> Optional[Path]:
     return None
 
 
+def _misfit(weights: dict, state: object, model) -> Optional[str]:
+    """What keeps a checkpoint's files from restoring ``model`` exactly (None when nothing): each
+    trainable parameter must be there with its shape and dtype, and nothing else."""
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    unknown = sorted(set(weights) - set(trainable))
+    missing = sorted(set(trainable) - set(weights))
+    if unknown or missing:
+        return f"unknown parameters {unknown[:3]}" if unknown else f"parameters {missing[:3]} are missing"
+    for name, value in weights.items():
+        if value.shape != trainable[name].shape or value.dtype != trainable[name].dtype:
+            return (f"{name} is {tuple(value.shape)} {value.dtype}, the model's is "
+                    f"{tuple(trainable[name].shape)} {trainable[name].dtype}")
+    if not isinstance(state, dict) or not {"optimizer", "scheduler", "step", "torch_rng", "python_rng",
+                                           "extra"} <= set(state) or not isinstance(state["step"], int):
+        return "its state file lacks the optimizer, schedule, step or random state"
+    return None
+
+
 def load_checkpoint(target: Path, model, optimizer, scheduler) -> dict:
     """Restore weights, optimizer, schedule and random state; returns the saved state (step, extra)."""
     try:
@@ -126,15 +147,20 @@ def load_checkpoint(target: Path, model, optimizer, scheduler) -> dict:
         raise CheckpointError(f"Could not read the checkpoint {target} ({type(err).__name__}: {err}). Delete "
                               f"{target} to resume from the checkpoint before it, or its parent folder to start "
                               "this stage over.") from err
+    problem = _misfit(weights, state, model)
+    if problem:
+        raise CheckpointError(f"The checkpoint {target} does not fit this model: {problem}. Delete {target.parent} "
+                              "to start this stage over, or train the model the checkpoint was made for.")
     params = dict(model.named_parameters())
-    missing = [name for name in weights if name not in params]
-    if missing:
-        raise ValueError(f"checkpoint {target} does not fit this model: unknown parameters {missing[:3]}")
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"The checkpoint {target} does not fit this run's optimizer ({err}). Delete "
+                              f"{target.parent} to start this stage over.") from err
     return state

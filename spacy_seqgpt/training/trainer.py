@@ -6,15 +6,17 @@ logs and checkpoints). bf16 autocast on GPUs that support it. Each optimizer ste
 ``accumulate`` micro-batches; the loss is the summed answer-token cross-entropy divided by
 the step's answer tokens, so a step's gradient does not depend on how it is split.
 """
+import hashlib
 import json
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import List, Optional
 
 from wasabi import msg
 
-from ..data.records import read_records
+from ..data.records import answer_problem, read_records
 from ..models import HFModel
 from ..models.adapters import add_lora, base_model, prepare_for_training
 from ..models.unmasking import UnsupportedModelError
@@ -34,6 +36,12 @@ def stage_records(settings: RunSettings) -> List[dict]:
     for source in (train.data, train.fallback_data):
         if source and Path(source).exists():
             records = list(read_records(source))
+            for number, record in enumerate(records, 1):
+                problem = answer_problem(record["task"], record["labels"], record["answer"])
+                if problem:
+                    raise ValueError(f"{source}: record {number} ({record['text'][:60]!r}) would teach an answer "
+                                     f"that does not read back: {problem}. Leave it out (seqgpt convert lists "
+                                     "such examples apart instead of writing them).")
             if records:
                 if source != train.data:
                     msg.warn(f"No records at {train.data}: training stage {settings.stage} on {source} instead")
@@ -61,9 +69,53 @@ def load_for_training(settings: RunSettings, source: str):
     return model, tokenizer
 
 
-def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_after: Optional[int] = None) -> Path:
+def run_identity(settings: RunSettings, source: str, encoded) -> dict:
+    """What a checkpoint must share with the run that resumes it: the data (a hash of every
+    record's tokens) and every setting that changes the weights it trains (logging and
+    checkpoint intervals do not)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for row in encoded:
+        digest.update(json.dumps([row.input_ids, row.labels]).encode())
+    stage = {key: value for key, value in asdict(settings.train).items()
+             if key not in ("data", "fallback_data", "checkpoint_every", "log_every")}
+    return json.loads(json.dumps({"records": len(encoded), "data": digest.hexdigest(),  # plain types: weights_only
+            "settings": {"model": source, "seed": settings.seed, "dtype": settings.dtype,
+                         "quantize": settings.quantize, "lora": settings.lora,
+                         "gradient_checkpointing": settings.gradient_checkpointing,
+                         "max_length": settings.max_length, "packing": settings.packing, **stage}}))
+
+
+def changes(saved: dict, now: dict) -> list:
+    """What differs between a checkpoint's run and this one, in words."""
+    found = []
+    if saved.get("data") != now["data"]:
+        found.append(f"the data ({saved.get('records')} records then, {now['records']} now, other contents)"
+                     if saved.get("records") != now["records"] else "the data (as many records, other contents)")
+    for key, value in now["settings"].items():
+        before = (saved.get("settings") or {}).get(key)
+        if before != value:
+            found.append(f"{key} ({before!r} then, {value!r} now)")
+    return found
+
+
+def _apply_stage_settings(optimizer, scheduler, train, step: int) -> None:
+    """The new run's rate, schedule and weight decay on an optimizer restored from a checkpoint
+    (whose saved groups and schedule would otherwise override them)."""
+    scheduler.base_lrs = [train.learning_rate] * len(optimizer.param_groups)
+    for group, rate in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = train.learning_rate
+        group["weight_decay"] = train.weight_decay
+        group["lr"] = train.learning_rate * rate(step)
+
+
+def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_after: Optional[int] = None,
+                resume_changed: bool = False) -> Path:
     """Train one stage into ``output/<stage>``; resumes from its checkpoint when there is one.
-    Returns the folder of the final model. ``stop_after``: end after this step (tests)."""
+    Returns the folder of the final model. ``stop_after``: end after this step (tests).
+
+    A checkpoint of other data or settings is refused, naming what changed, unless
+    ``resume_changed``: then its weights and optimizer state go on under this run's data and
+    settings."""
     import torch
     from accelerate import Accelerator
     from tqdm import tqdm
@@ -77,6 +129,7 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     accelerator = Accelerator(mixed_precision="bf16" if cuda_bf16 else "no", cpu=not torch.cuda.is_available())
     model, tokenizer = load_for_training(settings, init_from or settings.base_model)
     encoded = encode_records(tokenizer, stage_records(settings), settings.max_length)
+    identity = run_identity(settings, init_from or settings.base_model, encoded)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_rate(
@@ -86,12 +139,17 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     resumed = latest_checkpoint(checkpoints)
     if resumed is not None:
         state = load_checkpoint(resumed, model, optimizer, scheduler)
-        if state["extra"].get("records") != len(encoded):
-            raise ValueError(f"{resumed} was trained on {state['extra'].get('records')} records, this run has "
-                             f"{len(encoded)}: the data changed. Delete {folder} to start over, or set another "
-                             "--paths.output")
         step = state["step"]
-        msg.info(f"Resuming stage {settings.stage} from {resumed} (step {step})")
+        changed = changes(state["extra"], identity)
+        if changed and not resume_changed:
+            raise ValueError(f"{resumed} was trained with other data or settings: {'; '.join(changed)}. Delete "
+                             f"{folder} to start over, set another --paths.output, or pass --resume-changed to go "
+                             "on from its weights under the new ones.")
+        if changed:
+            _apply_stage_settings(optimizer, scheduler, train, step)
+            msg.warn(f"Resuming stage {settings.stage} from {resumed} (step {step}) with changes: {'; '.join(changed)}")
+        else:
+            msg.info(f"Resuming stage {settings.stage} from {resumed} (step {step})")
     log = _Log(folder / LOG_FILE, step, accelerator.is_main_process)
     stream = BatchStream(encoded, seed=settings.seed, rows_per_batch=train.batch_size, max_length=settings.max_length,
                          packing=settings.packing, pad_id=tokenizer.pad_token_id)
@@ -130,8 +188,7 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
             log.write({"stage": settings.stage, "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
                        "answer_tokens": answer_tokens, "seconds": round(time.time() - started, 2)})
         if accelerator.is_main_process and (step % train.checkpoint_every == 0 or step == train.steps):
-            save_checkpoint(checkpoints, step, model, optimizer, scheduler,
-                            {"records": len(encoded)})
+            save_checkpoint(checkpoints, step, model, optimizer, scheduler, identity)
         accelerator.wait_for_everyone()
         if stop_after is not None and step >= stop_after:
             break
