@@ -12,7 +12,7 @@ import srsly
 from spacy.tokens import DocBin
 
 from spacy_seqgpt.annotation.job import annotate, pipeline_config, pipeline_summary
-from spacy_seqgpt.annotation.shards import INPUT_ATTR
+from spacy_seqgpt.annotation.shards import INPUT_ATTR, ShardFailed
 
 from conftest import EXAMPLES, NER_LABELS
 
@@ -171,3 +171,130 @@ def test_a_ray_run_killed_by_sigkill_resumes_with_every_document_once(pipeline, 
                str(tmp_path / "out"), "--shard-size", "4", "--engine", "ray", "--replicas", "2"]
     _, docs, _ = run_killed_then_resumed(command, tmp_path / "out", len(TEXTS), len(TEXTS) // 4)
     assert [d.text for d in docs] == TEXTS
+
+
+# A pipeline whose one component fails as the test says: for every document (a machine error
+# such as running out of memory) or for documents holding "bad" (a document error).
+FAILURE = {"error": None}
+
+
+@spacy.Language.component("test_annotate_failure")
+def _failure(doc):
+    error = FAILURE["error"]
+    if error is not None and (not isinstance(error, ValueError) or "bad" in doc.text):
+        raise error
+    return doc
+
+
+@pytest.fixture
+def failing_pipeline(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("test_annotate_failure")
+    nlp.to_disk(tmp_path / "failing")
+    yield str(tmp_path / "failing")
+    FAILURE["error"] = None
+
+
+def lines(folder, texts):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "in.txt").write_text("".join(text + "\n" for text in texts), encoding="utf8")
+    return str(folder / "in.txt")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), MemoryError(),
+                                   KeyError("the same for every document")])
+def test_an_error_of_the_whole_shard_fails_it_and_a_rerun_retries_it(failing_pipeline, tmp_path, error):
+    inputs = lines(tmp_path / "in", [f"text {i}" for i in range(6)])
+    FAILURE["error"] = error
+    with pytest.raises(ShardFailed, match="shard 0 failed as a whole.*not marked done"):
+        annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=3, progress=False)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["shards"] == {}
+    assert not list((tmp_path / "out").glob("shard-*"))
+    FAILURE["error"] = None  # the cause is gone: everything is annotated
+    manifest = annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=3, progress=False)
+    assert manifest["counts"] == {"shards": 2, "docs": 6, "rejected": 0}
+
+
+def test_a_document_error_rejects_only_that_document(failing_pipeline, tmp_path):
+    inputs = lines(tmp_path / "in", ["good one", "bad one", "good two"])
+    FAILURE["error"] = ValueError("cannot read this one")
+    manifest = annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=3, progress=False)
+    assert manifest["counts"] == {"shards": 1, "docs": 2, "rejected": 1}
+    _, _, rejects = check_exactly_once(tmp_path / "out", 3)
+    assert rejects[0]["index"] == 1 and "cannot read this one" in rejects[0]["reason"]
+
+
+def test_a_folder_another_run_is_writing_is_refused(failing_pipeline, tmp_path):
+    import fcntl
+
+    inputs = lines(tmp_path / "in", ["one", "two"])
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".lock", "a+") as held:
+        held.write("pid 4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="being written by another annotate run \\(pid 4242\\)"):
+            annotate(failing_pipeline, inputs, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert annotate(failing_pipeline, inputs, tmp_path / "out", progress=False)["counts"]["docs"] == 2
+
+
+def test_an_input_edited_in_place_is_another_job(failing_pipeline, tmp_path):
+    inputs = lines(tmp_path / "in", ["alpha one", "beta two"])
+    annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=1, limit=1, progress=False)
+    lines(tmp_path / "in", ["gamma one", "delta two"])  # same size, same line count
+    with pytest.raises(ValueError, match="another job's shards \\(inputs"):
+        annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=1, limit=1, progress=False)
+
+
+def test_damaged_or_incomplete_done_shards_are_redone(failing_pipeline, tmp_path, capsys):
+    inputs = lines(tmp_path / "in", [f"text {i}" for i in range(6)])
+    out = tmp_path / "out"
+    annotate(failing_pipeline, inputs, out, shard_size=2, progress=False)
+    shard = out / "shard-000001.spacy"
+    shard.write_bytes(shard.read_bytes()[:10])  # truncated
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["shards"]["2"]["docs"]  # an entry missing a key
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    again = annotate(failing_pipeline, inputs, out, shard_size=2, progress=False)
+    assert again["counts"] == {"shards": 3, "docs": 6, "rejected": 0}
+    assert [d.text for d in check_exactly_once(out, 6)[1]] == [f"text {i}" for i in range(6)]
+    printed = " ".join(capsys.readouterr().out.split())  # wasabi wraps lines
+    assert "shard 1: shard-000001.spacy is missing or not the file written" in printed
+    assert "shard 2: its manifest entry is incomplete" in printed
+
+
+def test_jsonl_asked_for_on_a_resume_is_written_for_the_done_shards(failing_pipeline, tmp_path):
+    inputs = lines(tmp_path / "in", ["one", "two", "three"])
+    annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=2, limit=2, progress=False)
+    assert not (tmp_path / "out" / "shard-000000.jsonl").exists()
+    manifest = annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=2, limit=2, as_json=True, progress=False)
+    rows = list(srsly.read_jsonl(tmp_path / "out" / "shard-000000.jsonl"))
+    assert [row["text"] for row in rows] == ["one", "two"] and ".jsonl" in manifest["shards"]["0"]["files"]
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    from spacy_seqgpt.annotation import shards
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        shards.write_atomic(tmp_path / "manifest.json", b"{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ray_replica_that_cannot_load_the_pipeline_ends_the_run_in_one_message(pipeline, tmp_path, local_ray):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(pipeline, broken)
+    shutil.rmtree(broken / "seqgpt_ner")  # config.cfg reads, the pipeline does not load
+    inputs = lines(tmp_path / "in", ["one", "two"])
+    started = time.time()
+    with pytest.raises(ValueError, match="a Ray replica could not load the pipeline .*not saved completely"):
+        annotate(str(broken), inputs, tmp_path / "out", engine="ray", progress=False)
+    assert time.time() - started < 40

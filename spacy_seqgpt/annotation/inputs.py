@@ -6,6 +6,7 @@ input document has one global index; one that cannot be annotated (blank, no tex
 JSON) is still an item, carrying the reason it is rejected.
 """
 import glob
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,24 +74,29 @@ def input_files(spec: str) -> List[Path]:
     return files
 
 
-def _line_offsets(path: Path) -> Iterator[int]:
-    """The byte offset of each line of ``path`` (a last line without a line break counts)."""
+def _line_offsets(path: Path, digest) -> Iterator[int]:
+    """The byte offset of each line of ``path`` (a last line without a line break counts); every
+    byte read goes into ``digest``."""
     offset = 0
     with path.open("rb") as stream:
         for line in stream:
+            digest.update(line)
             yield offset
             offset += len(line)
 
 
-def _docbin_size(path: Path) -> int:
+def _docbin_size(path: Path, digest) -> int:
     from spacy.tokens import DocBin
 
-    return len(DocBin().from_disk(path))
+    data = path.read_bytes()
+    digest.update(data)
+    return len(DocBin().from_bytes(data))
 
 
 def plan_shards(files: List[Path], shard_size: int, limit: int = 0) -> Tuple[List[Shard], List[dict]]:
     """The shards of ``shard_size`` documents (the last may be shorter) of the first ``limit``
-    documents (0: all), and a description of each input (path, kind, documents, bytes)."""
+    documents (0: all), and a description of each input (path, kind, documents, bytes, and a
+    hash of its contents)."""
     if shard_size < 1:
         raise ValueError(f"the shard size must be at least 1, got {shard_size}")
     shards: List[Shard] = []
@@ -104,7 +110,8 @@ def plan_shards(files: List[Path], shard_size: int, limit: int = 0) -> Tuple[Lis
 
     for path in files:
         kind = KINDS[path.suffix]
-        positions = range(_docbin_size(path)) if kind == "spacy" else _line_offsets(path)
+        digest = hashlib.blake2b(digest_size=16)  # the contents: an input edited in place is another job
+        positions = range(_docbin_size(path, digest)) if kind == "spacy" else _line_offsets(path, digest)
         items = 0
         in_shard = sum(p.count for p in pieces)
         for number, position in enumerate(positions, 1):
@@ -120,7 +127,11 @@ def plan_shards(files: List[Path], shard_size: int, limit: int = 0) -> Tuple[Lis
             if in_shard == shard_size:
                 close(in_shard)
                 in_shard = 0
-        described.append({"path": str(path), "kind": kind, "documents": items, "bytes": path.stat().st_size})
+        if kind != "spacy":
+            for _ in positions:  # the rest of the file, past the limit, is part of the input too
+                pass
+        described.append({"path": str(path), "kind": kind, "documents": items, "bytes": path.stat().st_size,
+                          "blake2b": digest.hexdigest()})
     if pieces:
         close(sum(p.count for p in pieces))
     return shards, described

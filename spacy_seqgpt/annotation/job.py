@@ -3,8 +3,10 @@
 from pathlib import Path
 from typing import Optional
 
+from wasabi import msg
+
 from .inputs import input_files, plan_shards
-from .shards import Manifest, annotate_shard
+from .shards import Manifest, ShardFailed, annotate_shard, locked, write_json_lines
 
 ENGINES = ("local", "ray")
 
@@ -54,25 +56,43 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
     nlp = spacy.load(pipeline) if engine == "local" else None  # on Ray each replica loads its own
     output.mkdir(parents=True, exist_ok=True)
     config = nlp.config if nlp is not None else pipeline_config(pipeline)
-    manifest = Manifest(output, {"pipeline": str(pipeline), "components": pipeline_summary(config), "inputs": described,
-                                 "text_field": text_field, "shard_size": shard_size, "limit": limit,
-                                 "documents": sum(shard.count for shard in shards)})
-    manifest.start_run({"engine": engine, "batch_size": batch_size, "n_process": n_process, "as_json": as_json,
-                        **({"address": address, "replicas": replicas, "gpus_per_replica": gpus_per_replica}
-                           if engine == "ray" else {})})
-    todo = [shard for shard in shards if not manifest.done(shard)]
-    bar = tqdm(total=manifest.data["documents"], initial=manifest.data["documents"] - sum(s.count for s in todo),
-               unit="doc", desc="annotate", disable=not progress, smoothing=0.1)
-    options = {"text_field": text_field, "batch_size": batch_size, "as_json": as_json}
-    if engine == "local":
-        for shard in todo:
-            manifest.add(annotate_shard(nlp, shard, output, n_process=n_process, progress=bar.update, **options))
-    else:
-        from .ray_engine import annotate_on_ray
+    with locked(output):
+        manifest = Manifest(output, {"pipeline": str(pipeline), "components": pipeline_summary(config),
+                                     "inputs": described, "text_field": text_field, "shard_size": shard_size,
+                                     "limit": limit, "documents": sum(shard.count for shard in shards)})
+        for reason in manifest.redone:
+            msg.warn(f"Redoing {reason}")
+        manifest.start_run({"engine": engine, "batch_size": batch_size, "n_process": n_process, "as_json": as_json,
+                            **({"address": address, "replicas": replicas, "gpus_per_replica": gpus_per_replica}
+                               if engine == "ray" else {})})
+        if as_json:  # --jsonl asked for on a resume: the done shards get theirs from their DocBins
+            for entry in manifest.entries():
+                if ".jsonl" not in entry["files"]:
+                    manifest.add(write_json_lines(output, entry))
+        todo = [shard for shard in shards if not manifest.done(shard)]
+        bar = tqdm(total=manifest.data["documents"], initial=manifest.data["documents"] - sum(s.count for s in todo),
+                   unit="doc", desc="annotate", disable=not progress, smoothing=0.1)
+        options = {"text_field": text_field, "batch_size": batch_size, "as_json": as_json}
+        try:
+            if engine == "local":
+                for shard in todo:
+                    manifest.add(_shard_or_stop(lambda: annotate_shard(nlp, shard, output, n_process=n_process,
+                                                                       progress=bar.update, **options), shard.number))
+            else:
+                from .ray_engine import annotate_on_ray
 
-        for entry in annotate_on_ray(pipeline, todo, output, options, address=address, replicas=replicas,
-                                     gpus_per_replica=gpus_per_replica):
-            manifest.add(entry)
-            bar.update(entry["count"])
-    bar.close()
+                for entry in annotate_on_ray(pipeline, todo, output, options, address=address, replicas=replicas,
+                                             gpus_per_replica=gpus_per_replica):
+                    manifest.add(entry)
+                    bar.update(entry["count"])
+        finally:
+            bar.close()
     return manifest.data
+
+
+def _shard_or_stop(annotate_one, number: int) -> dict:
+    try:
+        return annotate_one()
+    except ShardFailed as err:
+        raise ShardFailed(f"shard {number} failed as a whole: {err}. It is not marked done: the done shards are "
+                          "kept, and a rerun of the same command retries from there.") from None

@@ -10,30 +10,45 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from .inputs import Shard
-from .shards import annotate_shard
+from .shards import ShardFailed, annotate_shard
 
 
 class _Replica:
-    """One pipeline, loaded once per actor."""
+    """One pipeline, loaded once per actor. What goes wrong comes back as a result, not as a Ray
+    traceback: a pipeline that cannot be loaded, or a shard that failed as a whole."""
 
     def __init__(self, pipeline: str, output: str, options: dict):
         import spacy
 
-        self.nlp = spacy.load(pipeline)
         self.output = Path(output)
         self.options = options
+        self.nlp, self.error = None, None
+        try:
+            self.nlp = spacy.load(pipeline)
+        except Exception as err:  # the driver says it in one message and stops the run
+            self.error = f"a Ray replica could not load the pipeline {pipeline!r}: {type(err).__name__}: {err}"
 
     def __call__(self, batch: dict) -> dict:
         import json
 
-        entries = [annotate_shard(self.nlp, Shard.from_dict(json.loads(shard)), self.output, **self.options)
-                   for shard in batch["shard"]]
+        entries = []
+        for shard in batch["shard"]:
+            shard = Shard.from_dict(json.loads(shard))
+            if self.error is not None:
+                entries.append({"error": self.error})
+                continue
+            try:
+                entries.append(annotate_shard(self.nlp, shard, self.output, **self.options))
+            except ShardFailed as err:
+                entries.append({"error": f"shard {shard.number} failed as a whole: {err}", "shard_failed": True})
         return {"entry": [json.dumps(entry) for entry in entries]}
 
 
 def annotate_on_ray(pipeline: str, shards: List[Shard], output: Path, options: dict, *, address: Optional[str],
                     replicas: int, gpus_per_replica: float) -> Iterator[dict]:
-    """Each shard's manifest entry, as the replicas finish them."""
+    """Each shard's manifest entry, as the replicas finish them. A replica that cannot load the
+    pipeline, or a shard that fails as a whole, ends the run with one message (the shards done
+    so far stay done)."""
     import json
 
     try:
@@ -49,4 +64,9 @@ def annotate_on_ray(pipeline: str, shards: List[Shard], output: Path, options: d
         _Replica, fn_constructor_args=(str(pipeline), str(output), options), batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=replicas), num_cpus=1, num_gpus=gpus_per_replica)
     for row in dataset.iter_rows():
-        yield json.loads(row["entry"])
+        entry = json.loads(row["entry"])
+        if entry.get("shard_failed"):
+            raise ShardFailed(entry["error"] + ". It is not marked done; a rerun of the same command retries it.")
+        if "error" in entry:
+            raise ValueError(entry["error"])
+        yield entry

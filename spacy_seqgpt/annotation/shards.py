@@ -8,11 +8,13 @@ killed at any moment leaves shards that are listed and whole, or not listed and 
 scratch by the next run: every input document ends up exactly once in a listed shard's Docs
 or rejects.
 """
+import hashlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 from .inputs import Item, Shard, read_shard
 
@@ -24,14 +26,28 @@ def shard_name(number: int, suffix: str) -> str:
     return f"shard-{number:06d}{suffix}"
 
 
+class ShardFailed(RuntimeError):
+    """A shard could not be annotated as a whole (every document failed alike, or the machine ran
+    out of memory or disk): it is not marked done, so a rerun retries it."""
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename, synced to disk."""
+    """Write ``data`` to ``path`` through a temporary sibling and a rename, synced to disk; a
+    write that fails (a full disk) leaves no temporary file behind."""
     draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(draft, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(draft, path)
+    try:
+        with open(draft, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(draft, path)
+    except BaseException:
+        draft.unlink(missing_ok=True)
+        raise
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
 def _jsonl(rows: Iterable[dict]) -> bytes:
@@ -40,8 +56,9 @@ def _jsonl(rows: Iterable[dict]) -> bytes:
 
 def annotate_shard(nlp, shard: Shard, output: Path, *, text_field: str, batch_size: int, n_process: int = 1,
                    as_json: bool = False, progress: Optional[Callable[[int], None]] = None) -> dict:
-    """Annotate ``shard`` with ``nlp`` and write its files; returns its manifest entry. A
-    document whose annotation raises is rejected with the error; the others are kept."""
+    """Annotate ``shard`` with ``nlp`` and write its files; returns its manifest entry (with a hash
+    of each file). A document whose annotation raises is rejected with the error; the others are
+    kept. An error of the whole shard raises :class:`ShardFailed` and writes nothing."""
     started = time.time()
     items = read_shard(shard, text_field, nlp.vocab)
     reported = []
@@ -65,16 +82,34 @@ def annotate_shard(nlp, shard: Shard, output: Path, *, text_field: str, batch_si
         kept.append(doc)
     from spacy.tokens import DocBin
 
-    write_atomic(output / shard_name(shard.number, ".rejects.jsonl"), _jsonl(rejects))
+    files = {".rejects.jsonl": _jsonl(rejects), ".spacy": DocBin(docs=kept, store_user_data=True).to_bytes()}
     if as_json:
-        write_atomic(output / shard_name(shard.number, ".jsonl"), _jsonl(doc_json(doc) for doc in kept))
-    write_atomic(output / shard_name(shard.number, ".spacy"), DocBin(docs=kept, store_user_data=True).to_bytes())
-    return {**shard.to_dict(), "docs": len(kept), "rejected": len(rejects), "seconds": round(time.time() - started, 3)}
+        files[".jsonl"] = _jsonl(doc_json(doc) for doc in kept)
+    for suffix, data in files.items():
+        write_atomic(output / shard_name(shard.number, suffix), data)
+    return {**shard.to_dict(), "docs": len(kept), "rejected": len(rejects), "seconds": round(time.time() - started, 3),
+            "files": {suffix: hashlib.blake2b(data, digest_size=16).hexdigest() for suffix, data in files.items()}}
+
+
+def write_json_lines(output: Path, entry: dict) -> dict:
+    """A done shard's ``.jsonl`` written from its DocBin (``--jsonl`` asked for on a resume); its
+    manifest entry with the file recorded."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    docs = DocBin(store_user_data=True).from_disk(output / shard_name(entry["number"], ".spacy"))
+    data = _jsonl(doc_json(doc) for doc in docs.get_docs(spacy.blank("xx").vocab))
+    write_atomic(output / shard_name(entry["number"], ".jsonl"), data)
+    return {**entry, "files": {**entry["files"], ".jsonl": hashlib.blake2b(data, digest_size=16).hexdigest()}}
 
 
 def _annotated(nlp, items: List[Item], batch_size: int, n_process: int, tick: Callable[[], None]
                ) -> Dict[int, object]:
-    """``{index: annotated Doc}``; on an error, each document alone, the failing ones marked."""
+    """``{index: annotated Doc}``; on an error, each document alone, the failing ones marked.
+
+    An error of the machine rather than of a document (memory, disk, a file that cannot be
+    read: ``MemoryError``, ``OSError``, CUDA out of memory), or one that every document of
+    several meets alike, fails the shard (:class:`ShardFailed`) instead of rejecting them all."""
     try:
         docs = {}
         for item, doc in zip(items, nlp.pipe((item.content for item in items), batch_size=batch_size,
@@ -82,14 +117,24 @@ def _annotated(nlp, items: List[Item], batch_size: int, n_process: int, tick: Ca
             docs[item.index] = doc
             tick()
         return docs
-    except Exception:  # one bad document must not stop the run: find it
-        docs = {}
-        for item in items:
-            try:
-                docs[item.index] = nlp(item.content)
-            except Exception as err:
-                item.reason = f"error: {type(err).__name__}: {err}"
-        return docs
+    except Exception as err:  # one bad document must not stop the run: find it
+        _fail_if_machine_error(err)
+    docs, errors = {}, []
+    for item in items:
+        try:
+            docs[item.index] = nlp(item.content)
+        except Exception as err:
+            _fail_if_machine_error(err)
+            item.reason = f"error: {type(err).__name__}: {err}"
+            errors.append(item.reason)
+    if len(items) > 1 and len(errors) == len(items) and len(set(errors)) == 1:
+        raise ShardFailed(f"every one of its {len(items)} documents failed alike ({errors[0]})")
+    return docs
+
+
+def _fail_if_machine_error(err: Exception) -> None:
+    if isinstance(err, (MemoryError, OSError)) or "out of memory" in str(err).lower():
+        raise ShardFailed(f"{type(err).__name__}: {err}") from err
 
 
 def doc_json(doc) -> dict:
@@ -112,21 +157,49 @@ def doc_json(doc) -> dict:
     return row
 
 
+ENTRY_KEYS = {"number": int, "first": int, "count": int, "pieces": list, "docs": int, "rejected": int, "files": dict}
+
+
 class Manifest:
-    """``manifest.json`` of an output folder: the job (inputs, pipeline, settings) and its done shards."""
+    """``manifest.json`` of an output folder: the job (inputs, pipeline, settings) and its done shards.
+
+    A shard listed as done is kept only if its entry is whole and its files are the ones it
+    recorded (a truncated or edited ``shard-*.spacy`` is redone, with a warning)."""
 
     def __init__(self, output: Path, job: dict):
         self.path = output / MANIFEST
         self.data = {**job, "shards": {}}
+        self.redone: List[str] = []  # why shards listed as done are redone
         if self.path.exists():
-            saved = json.loads(self.path.read_text(encoding="utf8"))
+            try:
+                saved = json.loads(self.path.read_text(encoding="utf8"))
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ValueError(f"{self.path} cannot be read ({err}); move it away to start this folder over") from None
+            if not isinstance(saved, dict) or not isinstance(saved.get("shards", {}), dict):
+                raise ValueError(f"{self.path} is not an annotation manifest; move it away to start this folder over")
             differ = [key for key in job if saved.get(key) != job[key]]
             if differ:
                 raise ValueError(f"{output} holds another job's shards ({', '.join(differ)} differ): resume with the "
                                  "same pipeline, inputs and settings, or write to another folder")
-            self.data["shards"] = {key: entry for key, entry in saved.get("shards", {}).items()
-                                   if (output / shard_name(int(key), ".spacy")).is_file()}
-            self.data["runs"] = saved.get("runs", [])
+            for key, entry in saved.get("shards", {}).items():
+                problem = self._problem(output, key, entry)
+                if problem is None:
+                    self.data["shards"][key] = entry
+                else:
+                    self.redone.append(f"shard {key}: {problem}")
+            self.data["runs"] = saved.get("runs", []) if isinstance(saved.get("runs"), list) else []
+
+    @staticmethod
+    def _problem(output: Path, key: str, entry: object) -> Optional[str]:
+        """Why a listed shard cannot count as done (None when it can)."""
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in ENTRY_KEYS.items()) \
+                or str(entry["number"]) != key:
+            return "its manifest entry is incomplete"
+        for suffix, digest in entry["files"].items():
+            path = output / shard_name(entry["number"], suffix)
+            if not path.is_file() or file_digest(path) != digest:
+                return f"{path.name} is missing or not the file written"
+        return None
 
     def start_run(self, settings: dict) -> None:
         """Record a run's settings that do not change the output (engine, batch size, workers)."""
@@ -135,6 +208,9 @@ class Manifest:
 
     def done(self, shard: Shard) -> bool:
         return str(shard.number) in self.data["shards"]
+
+    def entries(self) -> List[dict]:
+        return list(self.data["shards"].values())
 
     def add(self, entry: dict) -> None:
         self.data["shards"][str(entry["number"])] = entry
@@ -145,3 +221,28 @@ class Manifest:
         self.data["counts"] = {"shards": len(self.data["shards"]), "docs": sum(e["docs"] for e in shards),
                                "rejected": sum(e["rejected"] for e in shards)}
         write_atomic(self.path, json.dumps(self.data, indent=2, ensure_ascii=False).encode("utf8"))
+
+
+@contextmanager
+def locked(output: Path) -> Iterator[None]:
+    """Hold ``output``'s lock for a run: a second run into the same folder is refused at once
+    instead of mixing its shards into this one's manifest."""
+    import fcntl
+
+    path = output / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"{output} is being written by another annotate run ({holder}); wait for it to end, "
+                             "or write to another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -26,12 +26,13 @@ def annotate_cli(
 ):
     """Annotate a corpus into DocBin shards with a manifest; killed and rerun, it resumes."""
     from ..annotation.job import annotate
+    from ..annotation.shards import ShardFailed
 
     try:
         manifest = annotate(pipeline, inputs, output, text_field=text_field, shard_size=shard_size,
                             batch_size=batch_size, limit=limit, n_process=n_process, as_json=as_json, engine=engine,
                             address=address, replicas=replicas, gpus_per_replica=gpus_per_replica)
-    except (ValueError, ImportError) as err:
+    except (ValueError, ImportError, ShardFailed) as err:
         msg.fail("seqgpt annotate stopped", str(err), exits=1)
     counts = manifest.get("counts", {})
     msg.good(f"{counts.get('docs', 0)} documents annotated, {counts.get('rejected', 0)} rejected "
