@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from spacy_seqgpt.data.synthesis import (ChatEndpoint, MalformedReply, SynthesisError, answer_records, clean_labels,
-                                         done_ids, parse_json_answer, synthesize)
+                                         done_ids, parse_json_answer, request_id, retry_after_seconds, synthesize)
 
 SENTENCES = [f"Sentence {i} mentions Alice Smith and the Acme Corp in Paris." for i in range(12)]
 
@@ -95,14 +95,15 @@ def test_checked_records_and_dropped_connections(server, tmp_path):
     assert (written, rejected) == (9, 0)
     assert sleeps == [0.5, 0.5, 1.0]  # request 2 dropped once; 5 and 6 in a row: back-off doubles
     records = {r["id"]: r for r in read_lines(out)}
-    ner = records["0:ner"]
+    ner = records[request_id(SENTENCES[0], "ner")]
     assert ner["answer"]["software engineer"] == ["Alice Smith"]  # "Bob" is not in the text: dropped
     assert set(ner["labels"]) == {"software engineer", "technology company", "river"}  # no gold label as negative
-    typing = records["0:typing"]
+    typing = records[request_id(SENTENCES[0], "typing")]
     assert typing["text"].endswith("(entity: Paris)")
     assert sorted(typing["answer"]) == ["capital", "city"] and "fruit" in typing["labels"]
-    assert records["0:classify"]["labels"].count("recipes") == 1
-    assert "sports: football" not in records["0:classify"]["labels"]  # a colon cannot be written in a prompt
+    classify = records[request_id(SENTENCES[0], "classify")]
+    assert classify["labels"].count("recipes") == 1
+    assert "sports: football" not in classify["labels"]  # a colon cannot be written in a prompt
 
 
 def test_a_server_that_stays_down_stops_with_a_clear_error(tmp_path):
@@ -128,11 +129,11 @@ def test_kill_mid_run_then_rerun_loses_and_repeats_nothing(tmp_path):
     partial = len(read_lines(out))
     assert 5 <= partial < 36, "the kill should land mid-run"
     with out.open("a") as stream:
-        stream.write('{"id": "11:ner", "task": "ext')  # a line cut short by the kill
+        stream.write('{"id": "' + request_id(SENTENCES[11], "ner") + '", "task": "ext')  # a line cut short by the kill
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server.close()
     ids = [r["id"] for r in read_lines(out)]
-    assert sorted(ids) == sorted(f"{i}:{k}" for i in range(12) for k in ("ner", "typing", "classify"))
+    assert sorted(ids) == sorted(request_id(text, k) for text in SENTENCES for k in ("ner", "typing", "classify"))
     assert done_ids(out) == set(ids)
 
 
@@ -160,8 +161,9 @@ def test_local_model_backend_notes_unusable_answers(tiny_bloom, tmp_path):
     out = tmp_path / "local.jsonl"
     backend = LocalModel(str(tiny_bloom), max_new_tokens=8)  # random weights: no JSON comes out
     assert synthesize(backend, ["Anna lives in Rome."], out, kinds=["classify"], progress=False) == (0, 1)
-    assert [r["id"] for r in read_lines(rejected_path(out))] == ["0:classify"]
-    assert done_ids(out) == {"0:classify"}  # a rerun does not ask again
+    asked = request_id("Anna lives in Rome.", "classify")
+    assert [r["id"] for r in read_lines(rejected_path(out))] == [asked]
+    assert done_ids(out) == {asked}  # a rerun does not ask again
 
 
 def completion(content) -> bytes:
@@ -214,3 +216,94 @@ def test_odd_but_valid_replies_are_rejected_with_a_reason_and_the_run_goes_on(tm
     reasons = [entry["reason"] for entry in read_lines(out.with_name("o.rejected.jsonl"))]
     assert reasons[:2] == ["the reply's content is a int, not text", "the reply's content is a list, not text"]
     assert all(reasons) and sum("nested too deeply" in reason for reason in reasons) == 2
+
+
+def test_replies_that_are_not_utf8_or_retry_afters_that_are_no_number_do_not_stop_the_run(tmp_path):
+    def reply(number, body):
+        if number == 1:
+            return 200, {}, b'{"choices": [{"message": {"content": "\xff\xfe"}}]}'  # not UTF-8
+        if number == 2:
+            return 503, {"Retry-After": "\u00b2"}, b""  # a superscript 2: str.isdigit says yes, float says no
+        if number == 3:
+            return 429, {"Retry-After": "soon"}, b""
+        return 200, {}, completion(json.dumps(fake_answer(body["messages"][-1]["content"])))
+
+    server = ChatServer(reply=reply)
+    sleeps = []
+    try:
+        written, rejected = synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:2], tmp_path / "o.jsonl",
+                                       kinds=["ner"], sleep=sleeps.append, backoff=0.25, progress=False)
+    finally:
+        server.close()
+    assert (written, rejected) == (1, 1) and sleeps == [0.25, 0.5]  # back-off where Retry-After is no wait
+    reason = read_lines(tmp_path / "o.rejected.jsonl")[0]["reason"]
+    assert reason.startswith("the reply is not UTF-8")
+
+
+def test_retry_after_reads_seconds_and_http_dates():
+    assert retry_after_seconds("120") == 120.0 and retry_after_seconds("1.5") == 1.5
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: ask again now
+    assert 3500 < retry_after_seconds(__import__("email.utils").utils.formatdate(time.time() + 3600, usegmt=True)) <= 3600
+    for value in (None, "", "soon", "\u00b2", "nan", "inf", "-5"):
+        assert retry_after_seconds(value) in (None, 0.0)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('Here: {"labels": ["a"]} -- note that {braces} and } appear in prose', {"labels": ["a"]}),
+    ("{" * 40000 + ' {"labels": ["a"]}', None),  # too many false starts: refused, and quickly
+    ('{"labels": [' + "{" * 40000, None),
+    ('{ not json } {"labels": ["b"]}', {"labels": ["b"]}),
+])
+def test_the_json_search_reads_the_first_object_in_linear_time(reply, expected):
+    started = time.perf_counter()
+    if expected is None:
+        with pytest.raises(MalformedReply):
+            parse_json_answer(reply)
+    else:
+        assert parse_json_answer(reply) == expected
+    assert time.perf_counter() - started < 1.0  # was about 5 s for 40,000 braces
+
+
+def test_a_reply_that_trickles_in_past_the_timeout_is_retried(tmp_path):
+    class Trickle(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            payload = completion(json.dumps({"labels": ["x"]}))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            for byte in payload:  # one byte every 0.3 s: each read is quick, the whole is not
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.3)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    endpoint = ChatEndpoint(f"http://127.0.0.1:{httpd.server_address[1]}/v1", "any", timeout=1.0)
+    started = time.time()
+    try:
+        with pytest.raises(SynthesisError, match="gave up after 1 attempts: .*longer than 1 s"):
+            synthesize(endpoint, SENTENCES[:1], tmp_path / "o.jsonl", kinds=["classify"], max_retries=0,
+                       sleep=lambda s: None, progress=False)
+    finally:
+        httpd.shutdown()
+    assert time.time() - started < 5
+
+
+def test_a_line_inserted_at_the_top_of_the_input_is_asked_and_no_other_twice(server, tmp_path):
+    out = tmp_path / "o.jsonl"
+    synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:2], out, kinds=["classify"], progress=False)
+    asked = server.requests
+    synthesize(ChatEndpoint(server.url, "any"), ["A new first line."] + SENTENCES[:2], out, kinds=["classify"],
+               progress=False)
+    assert server.requests == asked + 1
+    assert sorted(r["text"] for r in read_lines(out)) == sorted(["A new first line."] + SENTENCES[:2])
+
+
+def test_an_llm_span_with_a_comma_is_dropped():
+    answer = {"entities": [{"text": "Smith, Jr.", "type": "person"}, {"text": "Paris", "type": "city"}]}
+    record = answer_records("ner", "Smith, Jr. lives in Paris.", answer, "en", "s", 0)
+    assert record["answer"] == {"city": ["Paris"]}

@@ -9,17 +9,20 @@ writable in a prompt; what fails is dropped.
 
 Backends: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp's server)
 or a local Hugging Face model. Results are appended as they come, one line per record with
-its ``id`` (``<sentence number>:<kind>``); requests whose reply holds nothing valid (or is
+its ``id`` (``<hash of the sentence>:<kind>``); requests whose reply holds nothing valid (or is
 not even readable) are noted with the reason in a ``.rejected.jsonl`` file beside the output.
 A rerun skips every id found in either file, and a line cut short by a kill is removed first,
 so nothing is lost or written twice. The endpoint is called without following redirects, so
 the API key goes nowhere else, and a server's ``Retry-After`` is obeyed up to ``max_wait``.
 """
+import email.utils
+import hashlib
 import json
+import math
 import os
 import random
-import re
 import time
+from datetime import datetime, timezone
 import urllib.error
 import urllib.request
 from http.client import HTTPException
@@ -42,7 +45,8 @@ INSTRUCTIONS = {
     "classify": ('Give labels that describe the sentence (topic, intent, sentiment, style...), and a few that do not fit. '
                  'Answer as {"labels": ["<label>"], "wrong_labels": ["<label>"]}.'),
 }
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+MAX_JSON_STARTS = 64  # where in a reply a JSON object is looked for: its first braces
+MAX_REPLY_BYTES = 16 << 20
 
 
 class SynthesisError(RuntimeError):
@@ -79,6 +83,22 @@ class ChatEndpoint:
         self.model, self.api_key, self.temperature, self.timeout = model, api_key, temperature, timeout
         self._opener = urllib.request.build_opener(_RefuseRedirects)
 
+    def _read(self, response) -> bytes:
+        """The reply's body, at most ``MAX_REPLY_BYTES``, all of it within ``timeout`` seconds (the
+        socket's timeout is per read: a reply that trickles in would outlive it)."""
+        deadline = time.monotonic() + self.timeout
+        chunks, size = [], 0
+        while True:
+            chunk = response.read1(1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_REPLY_BYTES:
+                raise MalformedReply(f"the reply is larger than {MAX_REPLY_BYTES >> 20} MB")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the reply took longer than {self.timeout:g} s to arrive")
+            chunks.append(chunk)
+
     def complete(self, messages: List[Dict[str, str]]) -> str:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature}).encode()
         headers = {"Content-Type": "application/json"}
@@ -87,14 +107,16 @@ class ChatEndpoint:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read().decode("utf8"))
+                payload = json.loads(self._read(response).decode("utf8"))
         except RecursionError:
             raise MalformedReply("the reply is JSON nested too deeply to read") from None
+        except UnicodeDecodeError as err:
+            raise MalformedReply(f"the reply is not UTF-8 ({err.reason} at byte {err.start})") from None
         except urllib.error.HTTPError as err:
             if err.code in RETRY_STATUS:
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-                raise RetryableError(f"HTTP {err.code}", float(retry_after) if retry_after and retry_after.isdigit() else None)
-            raise SynthesisError(f"{self.url} answered HTTP {err.code}: {err.read()[:200]!r}") from None
+                raise RetryableError(f"HTTP {err.code}", retry_after_seconds(err.headers.get("Retry-After")
+                                                                             if err.headers else None))
+            raise SynthesisError(f"{self.url} answered HTTP {err.code}: {err.read(200)!r}") from None
         except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, json.JSONDecodeError) as err:
             raise RetryableError(f"{type(err).__name__}: {err}")
         try:
@@ -133,20 +155,50 @@ def request_messages(kind: str, text: str) -> List[Dict[str, str]]:
 
 
 def parse_json_answer(answer: str) -> dict:
-    """The first JSON object in ``answer`` (models like to wrap it in prose or code fences);
+    """The first JSON object in ``answer`` (models like to wrap it in prose or code fences), read
+    from the first ``{`` where one parses to its own end, whatever follows; at most
+    ``MAX_JSON_STARTS`` ``{`` are tried, so a reply full of braces costs linear time.
     :class:`MalformedReply` when there is none."""
-    match = _JSON_OBJECT.search(answer if isinstance(answer, str) else "")
-    if not match:
-        raise MalformedReply("the reply holds no JSON object")
+    text = answer if isinstance(answer, str) else ""
+    decoder = json.JSONDecoder()
+    reason = "the reply holds no JSON object"
+    start = text.find("{")
+    for _ in range(MAX_JSON_STARTS):
+        if start < 0:
+            break
+        try:
+            value, _ = decoder.raw_decode(text, start)
+            if isinstance(value, dict):
+                return value
+        except json.JSONDecodeError as err:
+            reason = f"the reply's JSON does not parse ({err.msg})"
+        except RecursionError:
+            reason = "the reply's JSON is nested too deeply to read"
+        start = text.find("{", start + 1)
+    raise MalformedReply(reason)
+
+
+def retry_after_seconds(value: Optional[str]) -> Optional[float]:
+    """A ``Retry-After`` header's wait in seconds: a number, or an HTTP date; None for anything else."""
+    if not value:
+        return None
     try:
-        value = json.loads(match.group())
-    except json.JSONDecodeError as err:
-        raise MalformedReply(f"the reply's JSON does not parse ({err.msg})") from None
-    except RecursionError:
-        raise MalformedReply("the reply's JSON is nested too deeply to read") from None
-    if not isinstance(value, dict):
-        raise MalformedReply("the reply's JSON is not an object")
-    return value
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def request_id(text: str, kind: str) -> str:
+    """A request's id in the output: the sentence's own hash, so a rerun over an edited input
+    (lines added, removed or moved) asks exactly the sentences not yet answered."""
+    return f"{hashlib.blake2b(text.encode('utf8'), digest_size=8).hexdigest()}:{kind}"
 
 
 def clean_labels(values: object) -> List[str]:
@@ -286,8 +338,8 @@ def synthesize(backend, sentences: Sequence[str], output: Path, *, kinds: Iterab
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = done_ids(output)
-    todo = [(f"{i}:{kind}", kind, text) for i, text in enumerate(sentences) for kind in kinds
-            if f"{i}:{kind}" not in done]
+    todo = [(request_id(text, kind), kind, text) for text in sentences for kind in kinds
+            if request_id(text, kind) not in done]
     written = rejected = 0
     for key, kind, text in tqdm(todo, desc="synthesize", unit="request", disable=not progress):
         messages = request_messages(kind, text)
