@@ -18,7 +18,8 @@ def test_extract_gives_the_taught_spans_with_offsets_and_scores(seqgpt):
     for (_, text, entities, _), spans in zip(ENGLISH, results):
         assert sorted((s["start"], s["end"], s["label"]) for s in spans) == expected_ents(text, entities)
         assert all(text[s["start"]:s["end"]] == s["text"] and 0 < s["score"] <= 1 for s in spans)
-    assert [seqgpt.extract([text], NER_LABELS)[0] for text in TEXTS[:2]] == results[:2]  # batching changes nothing
+    alone = [seqgpt.extract([text], NER_LABELS)[0] for text in TEXTS[:2]]  # batching changes nothing
+    assert [[{**s, "score": pytest.approx(s["score"], abs=1e-5)} for s in spans] for spans in results[:2]] == alone
 
 
 def test_classify_gives_the_taught_categories(seqgpt):
@@ -35,6 +36,7 @@ def test_pairs_are_classified_as_their_joined_text(seqgpt):
     firsts, seconds = ["Tim Cook met Olaf Scholz", "The bank"], ["in Berlin.", "raised rates again."]
     joined = [SeqGPT.pair_text(a, b) for a, b in zip(firsts, seconds)]
     assert joined[0] == "Premise: Tim Cook met Olaf Scholz Hypothesis: in Berlin."
+    assert SeqGPT.pair_text("a {second} b", "c") == "Premise: a {second} b Hypothesis: c"  # no substitution into a text
     assert seqgpt.classify_pairs(firsts, seconds, CAT_LABELS, scoring=True) == \
         seqgpt.classify(joined, CAT_LABELS, scoring=True)
     own = seqgpt.classify_pairs(firsts, seconds, CAT_LABELS, template="{first} {second}")
@@ -44,6 +46,10 @@ def test_pairs_are_classified_as_their_joined_text(seqgpt):
 def test_bad_input_is_named(seqgpt):
     with pytest.raises(TypeError, match="one string"):
         seqgpt.extract("Tim Cook", NER_LABELS)
+    with pytest.raises(TypeError, match=r"labels must be a list of strings, got one string: .*\['person'\]"):
+        seqgpt.extract(["Tim Cook"], "person")  # not six one-letter labels
+    with pytest.raises(TypeError, match="labels must be a list"):
+        seqgpt.classify(["Tim Cook"], "sports")
     with pytest.raises(TypeError, match=r"items \[1\] are int"):
         seqgpt.classify(["fine", 3], CAT_LABELS)
     with pytest.raises(ValueError, match="as many first texts"):

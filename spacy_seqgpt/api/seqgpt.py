@@ -10,6 +10,7 @@ import spacy
 from spacy.language import Language
 
 from ..models import HFModel
+from ..prompts import fill_question
 
 DEFAULT_MODEL = "DAMO-NLP/SeqGPT-560M"
 # SeqGPT's wording for sentence pairs is not published; this default names both parts so the
@@ -20,7 +21,7 @@ _SPANS_KEY = "seqgpt"
 
 def _texts(texts: Sequence[str], name: str) -> List[str]:
     if isinstance(texts, str):
-        raise TypeError(f"{name} must be a list of strings, got one string: wrap it in a list")
+        raise TypeError(f"{name} must be a list of strings, got one string: wrap it in a list ([{texts[:30]!r}])")
     texts = list(texts)
     bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
     if bad:
@@ -44,6 +45,7 @@ class SeqGPT:
         self._pipelines: Dict[tuple, Language] = {}
 
     def _pipeline(self, factory: str, labels: Sequence[str], extra: Dict) -> Language:
+        labels = _texts(labels, "labels")  # one string is one label's name, not its letters
         key = (factory, tuple(labels), tuple(sorted(extra.items())))
         if key not in self._pipelines:
             nlp = spacy.blank(self.lang)
@@ -82,4 +84,4 @@ class SeqGPT:
     @staticmethod
     def pair_text(first: str, second: str, template: str = PAIR_TEMPLATE) -> str:
         """The input text of one pair (what ``classify_pairs`` asks about)."""
-        return template.replace("{first}", first).replace("{second}", second)
+        return fill_question(template, first=first, second=second)  # one pass: a text's own braces stay
