@@ -100,7 +100,34 @@ def test_an_unreachable_hub_model_says_how_to_pass_a_local_folder():
         nlp("Tim Cook met Olaf Scholz in Berlin.")
     message = str(caught.value)
     assert "DAMO-NLP/SeqGPT-560M" in message and "HF_HUB_OFFLINE" in message
-    assert 'config={"model": "path/to/folder"}' in message
+    assert 'config={"model": "path/to/folder"}' in message and "hf download DAMO-NLP/SeqGPT-560M" in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained traceback
+
+
+def test_a_bare_name_that_is_no_folder_is_not_sent_to_the_hub_as_a_download(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    nlp = spacy.blank("en")
+    add(nlp, "seqgpt_ner", model="tiny-llama")
+    with pytest.raises(ModelLoadError, match=f"There is no folder 'tiny-llama' in {tmp_path}, and the hub cannot "
+                                             "be asked") as caught:
+        nlp("Tim Cook met Olaf Scholz in Berlin.")
+    assert "hf download" not in str(caught.value)
+
+
+def test_spacy_s_own_command_line_ends_a_model_that_cannot_load_in_one_block(tmp_path):
+    """`spacy assemble` of the shipped config, offline: the message and the command line's way to
+    pass a folder (--vars.model), not a traceback through spaCy."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).parents[1] / "configs" / "pipelines" / "seqgpt_560m.cfg"
+    result = subprocess.run([sys.executable, "-m", "spacy", "assemble", str(config), str(tmp_path / "out")],
+                            capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1 and "Traceback" not in output
+    assert "A SeqGPT model could not be loaded" in output and "--vars.model path/to/folder" in output
+    assert "config={" not in output and "hf download DAMO-NLP/SeqGPT-560M" in output
 
 
 def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):

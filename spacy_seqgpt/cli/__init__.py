@@ -4,13 +4,39 @@ spaCy imports every ``spacy_cli`` entry point whenever its CLI starts, so this m
 builds the command group; each command imports its heavy dependencies when it runs.
 """
 import functools
+import sys
 
 from spacy.cli._util import app
 from typer import Typer
 from wasabi import msg
 
+from ..models.loading import ModelLoadError
+
+
+def _short_model_errors(previous):
+    """spaCy's own commands (``spacy assemble``, ``train``, ``evaluate``...) load our models too: a
+    model that cannot be loaded ends them in one clear block, as our commands end, instead of a
+    traceback through spaCy. Only uncaught errors of that kind; any other keeps its traceback."""
+
+    def hook(kind, value, traceback):
+        if isinstance(value, ModelLoadError):
+            msg.fail("A SeqGPT model could not be loaded", _cli_message(value))
+        else:
+            previous(kind, value, traceback)
+
+    return hook
+
+
+# This module is imported by spaCy's command line (the ``spacy_cli`` entry point), not by a
+# library user's import of the package.
+sys.excepthook = _short_model_errors(sys.excepthook)
+
 seqgpt_cli = Typer(name="seqgpt", help="SeqGPT models and components for spaCy", no_args_is_help=True)
 app.add_typer(seqgpt_cli)
+
+
+def _cli_message(err: OSError) -> str:
+    return err.for_cli() if isinstance(err, ModelLoadError) else str(err)
 
 
 def command(name: str, **settings):
@@ -23,7 +49,7 @@ def command(name: str, **settings):
             try:
                 return function(*args, **kwargs)
             except OSError as err:
-                msg.fail(f"seqgpt {name} stopped", str(err), exits=1)
+                msg.fail(f"seqgpt {name} stopped", _cli_message(err), exits=1)
 
         return seqgpt_cli.command(name, **settings)(run)
 

@@ -40,7 +40,18 @@ def _load_errors() -> tuple:
 
 
 class ModelLoadError(OSError):
-    """A model or tokenizer could not be loaded; the message says which and how to fix it."""
+    """A model or tokenizer could not be loaded; the message says which and how to fix it.
+
+    ``python_hint`` and ``cli_hint``: how to fix it from Python (``str(error)`` ends with it) and
+    on spaCy's command line (:meth:`for_cli`, which the ``seqgpt`` commands and the spaCy CLI
+    print instead of a traceback)."""
+
+    def __init__(self, message: str, python_hint: str = "", cli_hint: str = ""):
+        super().__init__(" ".join(part for part in (message, python_hint) if part))
+        self.message, self.cli_hint = message, cli_hint or python_hint
+
+    def for_cli(self) -> str:
+        return " ".join(part for part in (self.message, self.cli_hint) if part)
 
 
 def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[str] = None,
@@ -80,7 +91,7 @@ def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[
             with quiet_progress_bars():
                 model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except _load_errors() as err:
-        raise ModelLoadError(load_error_message("model", name, err)) from err
+        raise load_error("model", name, err) from None  # the reason is in the message: no chained traceback
     if spec.quantize is None:
         model.to(spec.device)
     if spec.adapter is not None:
@@ -143,7 +154,7 @@ def _apply_adapter(model, spec: HFModel):
         with quiet_progress_bars():
             model = PeftModel.from_pretrained(model, source, **hub_access(source))
     except _load_errors() as err:
-        raise ModelLoadError(load_error_message("adapter", spec.adapter, err)) from err
+        raise load_error("adapter", spec.adapter, err) from None
     # Merging makes inference as fast as the base model and lets the pipeline save plain
     # weights; 4-/8-bit weights cannot take a merge without loss, so those keep the adapter.
     return model if spec.quantize else model.merge_and_unload()
@@ -198,20 +209,33 @@ def checked_source(name: str, what: str) -> str:
         return name
     path = Path(name).expanduser()
     if not path.is_dir():
-        raise ModelLoadError(f"Could not load the {what} {name!r}: no such folder. Pass an existing local folder "
-                             f"or a Hugging Face hub id such as {DEFAULT_MODEL!r}.")
+        raise ModelLoadError(f"Could not load the {what} {name!r}: there is no such folder.", *_hints(what))
     return str(path)
 
 
-def load_error_message(what: str, name: str, err: Exception) -> str:
+def _hints(what: str) -> Tuple[str, str]:
+    """How to name a local folder instead: from Python, and on spaCy's command line."""
+    key = "name" if what == "model" else what
+    return ((f"Pass a local folder or a hub id such as {DEFAULT_MODEL!r} instead, e.g. "
+             f'config={{"{what}": "path/to/folder"}}.'),
+            (f"Pass a local folder or a hub id instead by overriding the config, e.g. --vars.model path/to/folder "
+             f"(the shipped configs/pipelines/*.cfg) or --components.<name>.model.{key} path/to/folder."))
+
+
+def load_error(what: str, name: str, err: Exception) -> ModelLoadError:
+    """The error for a ``what`` (model, adapter) named ``name`` that did not load with ``err``."""
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    offline = hub_unreachable() if not _looks_like_path(name) else None
-    hint = (
-        f"If this machine cannot reach the Hugging Face hub{f' ({offline})' if offline else ''}, "
-        f"download the {what} where it can (e.g. `hf download {name} --local-dir {name.rsplit('/', 1)[-1]}`) "
-        f"and pass the local folder instead, e.g. config={{\"{what}\": \"path/to/folder\"}}."
-    )
-    return f"Could not load the {what} {name!r}: {reason} {hint}"
+    python_hint, cli_hint = _hints(what)
+    if _looks_like_path(name):
+        return ModelLoadError(f"Could not load the {what} {name!r}: {reason}", python_hint, cli_hint)
+    offline = hub_unreachable()
+    if "/" not in name:  # a bare name is more often a folder that is not there than a hub id
+        where = f"There is no folder {name!r} in {Path.cwd()}"
+        hub = f"and the hub cannot be asked ({offline})" if offline else f"and the hub answered: {reason}"
+        return ModelLoadError(f"Could not load the {what} {name!r}. {where}, {hub}.", python_hint, cli_hint)
+    download = (f"{f'This machine cannot reach the Hugging Face hub ({offline}): d' if offline else 'D'}ownload "
+                f"the {what} where it can (`hf download {name} --local-dir {name.rsplit('/', 1)[-1]}`).")
+    return ModelLoadError(f"Could not load the {what} {name!r}: {reason} {download}", python_hint, cli_hint)
 
 
 # -- the components' shared models -------------------------------------------------------------
