@@ -25,6 +25,7 @@ def synthesize_cli(
     backoff: float = typer.Option(1.0, "--backoff", help="First retry delay in seconds (doubles each time)"),
     max_wait: float = typer.Option(60.0, "--max-wait", help="Longest wait in seconds a server's Retry-After may ask for"),
     temperature: float = typer.Option(0.7, "--temperature"),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds a whole reply may take to arrive"),
 ):
     """Have an LLM invent fine-grained labels and answers for raw sentences (pre-training data)."""
     from ..data.synthesis import ChatEndpoint, LocalModel, SynthesisError, read_sentences, synthesize
@@ -38,7 +39,8 @@ def synthesize_cli(
         else:
             if not model:
                 msg.fail("--endpoint needs --model, the name of the model it serves", exits=1)
-            backend = ChatEndpoint(endpoint, model, api_key=os.environ.get(api_key_env), temperature=temperature)
+            backend = ChatEndpoint(endpoint, model, api_key=os.environ.get(api_key_env), temperature=temperature,
+                                   timeout=timeout)
         texts = read_sentences(sentences)[: limit or None]
         written, rejected = synthesize(backend, texts, output, kinds=[k for k in kinds.split(",") if k], lang=lang,
                                        seed=seed, max_retries=max_retries, backoff=backoff, max_wait=max_wait)
