@@ -32,12 +32,14 @@ Inputs. ``key_padding_mask`` is boolean (or integer, nonzero = real); segment an
 bidirectional ids are integers; floating masks are refused, as is a head count below one.
 
 On CUDA the Triton kernels below run, forward and backward, flash-attention style: online
-softmax in fp32, nothing of size Lq x Lk in memory, GQA by indexing (k/v never copied), and
-key tiles that no query of a tile can see are skipped (the loop bounds come from per-row key
-ranges, built once per forward pass in an ``AttentionLayout``), so causal costs about half of
-bidirectional. Padding and segments reach the kernels as one group id per key. The autotune
-lists hold only configs that compile without register spills on sm_80 and sm_90
-(``benchmarks/kernel_resources.py`` checks them without a GPU). On CPU the
+softmax in fp32, nothing of size Lq x Lk in memory, GQA by indexing (k/v never copied). Each
+program classifies the tiles of the other side from per-row ranges built once per forward
+pass in an ``AttentionLayout``: tiles no row of it can see are skipped (causal costs about half
+of bidirectional), tiles every row sees whole are *full* and read with no mask code at all (as
+the Triton tutorial's off-diagonal loop), and the rest (the diagonal, prefix-LM span, segment
+and padding boundaries) take the masked path. Padding and segments reach the kernels as one
+group id per key. The autotune lists hold only configs that compile without register spills
+on sm_80 and sm_90 (``benchmarks/kernel_resources.py`` checks them without a GPU). On CPU the
 PyTorch reference of the same contract runs (``backend="torch"``); ``TRITON_INTERPRET=1`` runs
 the kernels on CPU tensors, which is how the tests check them against the reference.
 
@@ -146,18 +148,20 @@ def reference_attention(q, k, v, *, key_padding_mask=None, segment_ids=None, bid
 # What the autotuner may try, per kernel, architecture family and head dim: only tiles that
 # compile without register spills for every feature combination the package uses, checked on
 # any machine by ``benchmarks/kernel_resources.py`` (and a CI test). (BLOCK_M queries, BLOCK_N
-# keys, warps, pipeline stages.) The full-tile loops hold a little more state: four configs that
-# spilled a few bytes with them (forward 128x64/8w/2s and dq 128x64 on sm_90 at D=128, dq
-# 128x32 on sm_80 at D=128, dK/dV 64x64 on sm_90 at D=64) left the lists.
+# keys, warps, pipeline stages.) The full-tile loops and the zeroing of rows that took part in
+# them only to be dropped hold a little more state: the configs that then spilled a few bytes
+# left the lists (forward: 128x64/8w/2s and 128x32/4w/2s on sm_90 D=128 and sm_80 D=64; dK/dV:
+# 64x64 on sm_90 D=64, 32x128/8w/3s on sm_90 D=128, 32x128 and 128x32 on sm_80 D=64, 64x32 on
+# sm_80 D=128; dQ: 128x64 on sm_90 D=128, 128x32 on sm_80 D=128).
 _TILES = {
     ("forward", 90, 64): ((128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 2)),
     ("forward", 90, 128): ((128, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2)),
-    ("forward", 80, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2)),
+    ("forward", 80, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3)),
     ("forward", 80, 128): ((64, 64, 8, 2), (64, 64, 8, 3), (128, 32, 8, 2), (64, 32, 4, 2)),
     ("dkdv", 90, 64): ((64, 128, 8, 2), (32, 128, 8, 2), (128, 32, 8, 2)),
-    ("dkdv", 90, 128): ((32, 128, 8, 2), (32, 128, 8, 3), (32, 64, 8, 2), (16, 128, 8, 2)),
-    ("dkdv", 80, 64): ((32, 128, 8, 2), (32, 64, 8, 2), (128, 32, 4, 2), (32, 32, 4, 3)),
-    ("dkdv", 80, 128): ((32, 64, 8, 2), (32, 64, 8, 3), (64, 32, 4, 2), (32, 32, 4, 2)),
+    ("dkdv", 90, 128): ((32, 128, 8, 2), (32, 64, 8, 2), (16, 128, 8, 2)),
+    ("dkdv", 80, 64): ((32, 64, 8, 2), (32, 32, 4, 3)),
+    ("dkdv", 80, 128): ((32, 64, 8, 2), (32, 64, 8, 3), (32, 32, 4, 2)),
     ("dq", 90, 64): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 2)),
     ("dq", 90, 128): ((64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 2)),
     ("dq", 80, 64): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 64, 8, 2)),
@@ -278,8 +282,8 @@ if triton is not None:
     def _loop_bounds(LO, HI, FULL_LO, FULL_HI, base, offs, valid, length, BLOCK: tl.constexpr):
         """The tiles one program walks for its rows (``offs``): ``[lo, hi)`` covers every row's
         visible range, tile-aligned from ``lo``; ``[full_start, full_end)`` holds the tiles every
-        row sees whole (both ``lo`` when there are none). The walk is partial tiles up to
-        ``full_start``, full tiles, then partial tiles from ``full_end``."""
+        row sees whole or not at all (both ``lo`` when there are none). The walk is partial tiles
+        up to ``full_start``, full tiles, then partial tiles from ``full_end``."""
         lo = (tl.min(tl.load(LO + base + offs, mask=valid, other=length)) // BLOCK) * BLOCK
         hi = tl.max(tl.load(HI + base + offs, mask=valid, other=-1)) + 1
         full_lo = tl.max(tl.load(FULL_LO + base + offs, mask=valid, other=0))
@@ -290,13 +294,19 @@ if triton is not None:
         return lo, hi, tl.where(none, lo, full_start), tl.where(none, lo, full_end)
 
     @triton.jit
+    def _sees_nothing(LO, HI, offsets, valid):
+        """Queries whose key range is empty: they took part in full tiles only to be zeroed."""
+        return tl.load(LO + offsets, mask=valid, other=0) > tl.load(HI + offsets, mask=valid, other=0)
+
+    @triton.jit
     def _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
                       q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                       stride_vn, D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr,
                       HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
                       BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
         """One key tile of the online softmax. A full tile (``MASKED`` false) is visible to every
-        row: no mask, no load but K and V (and one ALiBi position), no row that has seen nothing."""
+        row that sees anything: no mask, no load but K and V (and one ALiBi position), and every
+        score finite."""
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_ptrs = K + _tile_t(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D)
         v_ptrs = V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D)
@@ -369,8 +379,8 @@ if triton is not None:
                                           q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
                                           stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
                                           HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
-        empty = l_i == 0.0
-        out = acc / tl.where(empty, 1.0, l_i)[:, None]
+        empty = (l_i == 0.0) | _sees_nothing(KEY_LO, KEY_HI, b * LQ + offs_m, m_valid)
+        out = acc * tl.where(empty, 0.0, 1.0 / l_i)[:, None]
         tl.store(O + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
                  out.to(O.dtype.element_ty), mask=m_valid[:, None])
         # log2-sum-exp2 of each row; +inf for empty rows makes their backward probabilities 0.
@@ -472,10 +482,13 @@ if triton is not None:
                                 k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob,
                                 stride_oh, stride_om, D, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID, HAS_ALIBI, IEEE_DOT,
                                 BLOCK_M, True)
+        # Padding keys took part in full tiles (read as zeros) only to be zeroed here (recomputed
+        # from the live group ids rather than keeping the load's mask alive through the loops).
+        kept = tl.where(_real_keys(offs_n[:, None] < LK, k_group, HAS_GROUP), 1.0, 0.0)
         tl.store(DK + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
-                 (dk * sm_scale).to(DK.dtype.element_ty), mask=n_valid[:, None])
+                 (dk * (kept * sm_scale)).to(DK.dtype.element_ty), mask=n_valid[:, None])
         tl.store(DV + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
-                 dv.to(DV.dtype.element_ty), mask=n_valid[:, None])
+                 (dv * kept).to(DV.dtype.element_ty), mask=n_valid[:, None])
 
     @triton.jit
     def _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
@@ -549,6 +562,7 @@ if triton is not None:
             dq = _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
                           q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                           stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        # A query that sees nothing has lse = +inf: its probabilities, full tiles included, are 0.
         tl.store(DQ + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
                  (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_valid[:, None])
 
@@ -663,6 +677,10 @@ class AttentionLayout:
             full_lo, full_hi = _hole_free_run(real, full_lo, full_hi)
             # Padding and segments compare as one group id per key: -1 (padding) matches no query.
             key_group = torch.where(real, seg if self.segment_ids is not None else 0, -1).int().contiguous()
+        # A query that can see no key at all (a left pad, say) writes zeros whatever its tiles: it
+        # does not narrow its tile's full range (the kernels zero its output instead).
+        empty = key_lo > key_hi
+        full_lo, full_hi = torch.where(empty, 0, full_lo), torch.where(empty, lk - 1, full_hi)
         if self.alibi_slopes is not None:
             pos = alibi_positions(self.key_padding_mask, self.segment_ids, batch, lk, device).contiguous()
         slopes = dummy.float() if self.alibi_slopes is None else (self.alibi_slopes.float() * LOG2E).contiguous()
@@ -698,6 +716,10 @@ class AttentionLayout:
                                      (hi - offset).clamp(max=lq - 1).int().contiguous())
         query_lo, query_hi = to_queries(pos_lo, pos_hi)
         full_query_lo, full_query_hi = to_queries(full_lo, full_hi)
+        if self.key_padding_mask is not None:  # a padding key's gradients are zeroed instead
+            padding = ~self.key_padding_mask.bool()
+            full_query_lo = torch.where(padding, 0, full_query_lo).int().contiguous()
+            full_query_hi = torch.where(padding, lq - 1, full_query_hi).int().contiguous()
         return dict(query_lo=query_lo, query_hi=query_hi, full_query_lo=full_query_lo, full_query_hi=full_query_hi)
 
 
