@@ -299,6 +299,13 @@ if triton is not None:
         return tl.load(LO + offsets, mask=valid, other=0) > tl.load(HI + offsets, mask=valid, other=0)
 
     @triton.jit
+    def _alibi_on_full_tile(qk, POS, base, start_n, q_alibi, slope, BLOCK_N: tl.constexpr):
+        """A full key tile's ALiBi term: its keys are consecutive real tokens of one segment, so
+        their positions count up from the first one's (one load instead of a tile's)."""
+        k_alibi = tl.load(POS + base + start_n) + tl.arange(0, BLOCK_N)
+        return qk - slope * tl.abs(q_alibi - k_alibi[None, :]).to(tl.float32)
+
+    @triton.jit
     def _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
                       q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                       stride_vn, D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr,
@@ -322,9 +329,8 @@ if triton is not None:
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen nothing yet
         else:
             qk = _dot(q, tl.load(k_ptrs), IEEE_DOT) * qk_scale
-            if HAS_ALIBI:  # a full tile's keys are consecutive real tokens of one segment
-                k_alibi = tl.load(POS + b * LK + start_n) + tl.arange(0, BLOCK_N)
-                qk -= slope * tl.abs(q_alibi - k_alibi[None, :]).to(tl.float32)
+            if HAS_ALIBI:
+                qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
             v = tl.load(v_ptrs)
             m_new = tl.maximum(m_i, tl.max(qk, 1))
             m_safe = m_new
@@ -513,9 +519,8 @@ if triton is not None:
             k = tl.load(k_ptrs)
             v_t = tl.load(v_ptrs)
             qk = _dot(q, tl.trans(k), IEEE_DOT) * qk_scale
-            if HAS_ALIBI:  # a full tile's keys are consecutive real tokens of one segment
-                k_alibi = tl.load(POS + b * LK + start_n) + tl.arange(0, BLOCK_N)
-                qk -= slope * tl.abs(q_alibi - k_alibi[None, :]).to(tl.float32)
+            if HAS_ALIBI:
+                qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
         p = tl.exp2(qk - lse[:, None])
         ds = p * (_dot(do, v_t, IEEE_DOT) - delta[:, None])
         return dq + _dot(ds.to(k.dtype), k, IEEE_DOT)
