@@ -50,7 +50,8 @@ SHARED_LIMIT = {80: 166912, 90: 232448}  # bytes of shared memory one block may 
 INTEGERS = ("H", "LQ", "LK", "LQ_BUCKET", "LK_BUCKET")
 TENSORS = ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")  # of the dtype compiled for
 POINTER_DTYPES = {"LSE": "fp32", "DELTA": "fp32", "SEG": "i32", "KEY_GROUP": "i32", "BID": "i32", "POS": "i32",
-                  "SLOPES": "fp32", "KEY_LO": "i32", "KEY_HI": "i32", "QUERY_LO": "i32", "QUERY_HI": "i32"}
+                  "SLOPES": "fp32", "KEY_LO": "i32", "KEY_HI": "i32", "QUERY_LO": "i32", "QUERY_HI": "i32",
+                  "FULL_LO": "i32", "FULL_HI": "i32", "FULL_QUERY_LO": "i32", "FULL_QUERY_HI": "i32"}
 
 
 @dataclass

@@ -32,12 +32,14 @@ Inputs. ``key_padding_mask`` is boolean (or integer, nonzero = real); segment an
 bidirectional ids are integers; floating masks are refused, as is a head count below one.
 
 On CUDA the Triton kernels below run, forward and backward, flash-attention style: online
-softmax in fp32, nothing of size Lq x Lk in memory, GQA by indexing (k/v never copied), and
-key tiles that no query of a tile can see are skipped (the loop bounds come from per-row key
-ranges, built once per forward pass in an ``AttentionLayout``), so causal costs about half of
-bidirectional. Padding and segments reach the kernels as one group id per key. The autotune
-lists hold only configs that compile without register spills on sm_80 and sm_90
-(``benchmarks/kernel_resources.py`` checks them without a GPU). On CPU the
+softmax in fp32, nothing of size Lq x Lk in memory, GQA by indexing (k/v never copied). Each
+program classifies the tiles of the other side from per-row ranges built once per forward
+pass in an ``AttentionLayout``: tiles no row of it can see are skipped (causal costs about half
+of bidirectional), tiles every row sees whole are *full* and read with no mask code at all (as
+the Triton tutorial's off-diagonal loop), and the rest (the diagonal, prefix-LM span, segment
+and padding boundaries) take the masked path. Padding and segments reach the kernels as one
+group id per key. The autotune lists hold only configs that compile without register spills
+on sm_80 and sm_90 (``benchmarks/kernel_resources.py`` checks them without a GPU). On CPU the
 PyTorch reference of the same contract runs (``backend="torch"``); ``TRITON_INTERPRET=1`` runs
 the kernels on CPU tensors, which is how the tests check them against the reference.
 
@@ -65,6 +67,20 @@ def _interpreting() -> bool:
 
 # ----------------------------------------------------------------------------- the contract
 
+def _sorted_runs(ids: torch.Tensor):
+    """``ids`` (B, L) sorted per row (stable), the order, and where each run of equal ids starts:
+    the grouping under every per-id quantity here, with static shapes and no host sync."""
+    sorted_ids, order = torch.sort(ids, dim=1, stable=True)
+    starts = torch.ones_like(sorted_ids, dtype=torch.bool)
+    starts[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
+    return order, starts
+
+
+def _unsort(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Per-row values given in sorted order, put back at their positions."""
+    return torch.empty_like(values).scatter_(1, order, values)
+
+
 def alibi_positions(key_padding_mask: Optional[torch.Tensor], segment_ids: Optional[torch.Tensor],
                     batch: int, length: int, device) -> torch.Tensor:
     """``pos[b, j]``: how many real tokens of ``j``'s segment come before ``j`` (int32)."""
@@ -72,9 +88,14 @@ def alibi_positions(key_padding_mask: Optional[torch.Tensor], segment_ids: Optio
             else key_padding_mask.long())
     if segment_ids is None:
         return (real.cumsum(1) - real).int()
-    _, inverse = torch.unique(segment_ids, return_inverse=True)
-    per_segment = torch.nn.functional.one_hot(inverse, int(inverse.max()) + 1) * real[..., None]
-    return (per_segment.cumsum(1).gather(2, inverse[..., None])[..., 0] - real).int()
+    # Sorted by segment (stable: each segment's positions in order), the real tokens before a
+    # position within its run of the sort are those of its segment before it.
+    order, starts = _sorted_runs(segment_ids)
+    real_sorted = real.gather(1, order)
+    before = real_sorted.cumsum(1) - real_sorted
+    index = torch.arange(length, device=device).expand(batch, length)
+    run_start = torch.where(starts, index, 0).cummax(1).values
+    return _unsort(before - before.gather(1, run_start), order).int()
 
 
 def visibility(batch: int, lq: int, lk: int, device, key_padding_mask=None, segment_ids=None,
@@ -127,20 +148,24 @@ def reference_attention(q, k, v, *, key_padding_mask=None, segment_ids=None, bid
 # What the autotuner may try, per kernel, architecture family and head dim: only tiles that
 # compile without register spills for every feature combination the package uses, checked on
 # any machine by ``benchmarks/kernel_resources.py`` (and a CI test). (BLOCK_M queries, BLOCK_N
-# keys, warps, pipeline stages.)
+# keys, warps, pipeline stages.) The full-tile loops and the zeroing of rows that took part in
+# them only to be dropped hold a little more state: the configs that then spilled a few bytes
+# left the lists (forward: 128x64/8w/2s and 128x32/4w/2s on sm_90 D=128 and sm_80 D=64; dK/dV:
+# 64x64 on sm_90 D=64, 32x128/8w/3s on sm_90 D=128, 32x128 and 128x32 on sm_80 D=64, 64x32 on
+# sm_80 D=128; dQ: 128x64 on sm_90 D=128, 128x32 on sm_80 D=128).
 _TILES = {
     ("forward", 90, 64): ((128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 2)),
-    ("forward", 90, 128): ((128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2)),
-    ("forward", 80, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2)),
+    ("forward", 90, 128): ((128, 64, 8, 3), (64, 64, 8, 2), (128, 32, 8, 2)),
+    ("forward", 80, 64): ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3)),
     ("forward", 80, 128): ((64, 64, 8, 2), (64, 64, 8, 3), (128, 32, 8, 2), (64, 32, 4, 2)),
-    ("dkdv", 90, 64): ((64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2)),
-    ("dkdv", 90, 128): ((32, 128, 8, 2), (32, 128, 8, 3), (32, 64, 8, 2), (16, 128, 8, 2)),
-    ("dkdv", 80, 64): ((32, 128, 8, 2), (32, 64, 8, 2), (128, 32, 4, 2), (32, 32, 4, 3)),
-    ("dkdv", 80, 128): ((32, 64, 8, 2), (32, 64, 8, 3), (64, 32, 4, 2), (32, 32, 4, 2)),
+    ("dkdv", 90, 64): ((64, 128, 8, 2), (32, 128, 8, 2), (128, 32, 8, 2)),
+    ("dkdv", 90, 128): ((32, 128, 8, 2), (32, 64, 8, 2), (16, 128, 8, 2)),
+    ("dkdv", 80, 64): ((32, 64, 8, 2), (32, 32, 4, 3)),
+    ("dkdv", 80, 128): ((32, 64, 8, 2), (32, 64, 8, 3), (32, 32, 4, 2)),
     ("dq", 90, 64): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 64, 4, 2)),
-    ("dq", 90, 128): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 2)),
+    ("dq", 90, 128): ((64, 64, 8, 2), (128, 32, 8, 2), (32, 128, 8, 2)),
     ("dq", 80, 64): ((128, 64, 8, 2), (64, 64, 8, 2), (128, 32, 8, 2), (32, 64, 8, 2)),
-    ("dq", 80, 128): ((64, 64, 8, 2), (128, 32, 8, 2), (32, 64, 8, 2), (64, 32, 4, 2)),
+    ("dq", 80, 128): ((64, 64, 8, 2), (32, 64, 8, 2), (64, 32, 4, 2)),
 }
 
 
@@ -254,15 +279,70 @@ if triton is not None:
             return tl.dot(a, b)
 
     @triton.jit
-    def _loop_bounds(LO, HI, base, offs, valid, length, BLOCK: tl.constexpr):
-        """The tile-aligned range covering every row's visible range (rows: ``offs``)."""
-        lo = tl.min(tl.load(LO + base + offs, mask=valid, other=length))
-        hi = tl.max(tl.load(HI + base + offs, mask=valid, other=-1))
-        return (lo // BLOCK) * BLOCK, hi + 1
+    def _loop_bounds(LO, HI, FULL_LO, FULL_HI, base, offs, valid, length, BLOCK: tl.constexpr):
+        """The tiles one program walks for its rows (``offs``): ``[lo, hi)`` covers every row's
+        visible range, tile-aligned from ``lo``; ``[full_start, full_end)`` holds the tiles every
+        row sees whole or not at all (both ``lo`` when there are none). The walk is partial tiles
+        up to ``full_start``, full tiles, then partial tiles from ``full_end``."""
+        lo = (tl.min(tl.load(LO + base + offs, mask=valid, other=length)) // BLOCK) * BLOCK
+        hi = tl.max(tl.load(HI + base + offs, mask=valid, other=-1)) + 1
+        full_lo = tl.max(tl.load(FULL_LO + base + offs, mask=valid, other=0))
+        full_hi = tl.min(tl.load(FULL_HI + base + offs, mask=valid, other=length))
+        full_start = tl.maximum(tl.cdiv(full_lo, BLOCK) * BLOCK, lo)
+        full_end = (tl.maximum(full_hi + 1, 0) // BLOCK) * BLOCK
+        none = full_end <= full_start
+        return lo, hi, tl.where(none, lo, full_start), tl.where(none, lo, full_end)
+
+    @triton.jit
+    def _sees_nothing(LO, HI, offsets, valid):
+        """Queries whose key range is empty: they took part in full tiles only to be zeroed."""
+        return tl.load(LO + offsets, mask=valid, other=0) > tl.load(HI + offsets, mask=valid, other=0)
+
+    @triton.jit
+    def _alibi_on_full_tile(qk, POS, base, start_n, q_alibi, slope, BLOCK_N: tl.constexpr):
+        """A full key tile's ALiBi term: its keys are consecutive real tokens of one segment, so
+        their positions count up from the first one's (one load instead of a tile's)."""
+        k_alibi = tl.load(POS + base + start_n) + tl.arange(0, BLOCK_N)
+        return qk - slope * tl.abs(q_alibi - k_alibi[None, :]).to(tl.float32)
+
+    @triton.jit
+    def _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
+                      q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
+                      stride_vn, D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr,
+                      HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
+                      BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+        """One key tile of the online softmax. A full tile (``MASKED`` false) is visible to every
+        row that sees anything: no mask, no load but K and V (and one ALiBi position), and every
+        score finite."""
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ptrs = K + _tile_t(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D)
+        v_ptrs = V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D)
+        if MASKED:
+            n_valid = offs_n < LK
+            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
+                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
+            qk = _masked_scores(_dot(q, tl.load(k_ptrs, mask=n_valid[None, :], other=0.0), IEEE_DOT) * qk_scale,
+                                q_pos, offs_n[None, :], q_group, k_group[None, :], q_bid, k_bid[None, :], q_alibi,
+                                k_alibi[None, :], slope, LK, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
+            v = tl.load(v_ptrs, mask=_real_keys(n_valid, k_group, HAS_GROUP)[:, None], other=0.0)
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen nothing yet
+        else:
+            qk = _dot(q, tl.load(k_ptrs), IEEE_DOT) * qk_scale
+            if HAS_ALIBI:
+                qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
+            v = tl.load(v_ptrs)
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = m_new
+        p = tl.exp2(qk - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
+        return acc, l_i, m_new
 
     @triton.autotune(configs=_pool("forward"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("forward")))
     @triton.jit
-    def _forward_kernel(Q, K, V, O, LSE, SEG, KEY_GROUP, BID, POS, SLOPES, KEY_LO, KEY_HI,
+    def _forward_kernel(Q, K, V, O, LSE, SEG, KEY_GROUP, BID, POS, SLOPES, KEY_LO, KEY_HI, FULL_LO, FULL_HI,
                         stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                         stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                         H, sm_scale, LQ, LK, LQ_BUCKET, LK_BUCKET, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
@@ -288,37 +368,76 @@ if triton is not None:
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D], tl.float32)
-        lo, hi = _loop_bounds(KEY_LO, KEY_HI, b * LQ, offs_m, m_valid, LK, BLOCK_N)
-        for start_n in range(lo, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            n_valid = offs_n < LK
-            k_t = tl.load(K + _tile_t(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
-                          mask=n_valid[None, :], other=0.0)
-            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
-                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
-            qk = _masked_scores(_dot(q, k_t, IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
-                                k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
-                                CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen nothing yet
-            p = tl.exp2(qk - m_safe[:, None])
-            alpha = tl.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
-                        mask=_real_keys(n_valid, k_group, HAS_GROUP)[:, None], other=0.0)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
-            m_i = m_new
-        empty = l_i == 0.0
-        out = acc / tl.where(empty, 1.0, l_i)[:, None]
+        lo, hi, full_start, full_end = _loop_bounds(KEY_LO, KEY_HI, FULL_LO, FULL_HI, b * LQ, offs_m, m_valid, LK,
+                                                    BLOCK_N)
+        for start_n in range(lo, full_start, BLOCK_N):
+            acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos,
+                                          q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
+                                          stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
+                                          HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        for start_n in range(full_start, full_end, BLOCK_N):
+            acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos,
+                                          q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
+                                          stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
+                                          HAS_ALIBI, IEEE_DOT, BLOCK_N, False)
+        for start_n in range(full_end, hi, BLOCK_N):
+            acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos,
+                                          q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
+                                          stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
+                                          HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        empty = (l_i == 0.0) | _sees_nothing(KEY_LO, KEY_HI, b * LQ + offs_m, m_valid)
+        out = acc * tl.where(empty, 0.0, 1.0 / l_i)[:, None]
         tl.store(O + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
                  out.to(O.dtype.element_ty), mask=m_valid[:, None])
         # log2-sum-exp2 of each row; +inf for empty rows makes their backward probabilities 0.
         tl.store(LSE + batch_head * LQ + offs_m, tl.where(empty, float("inf"), m_i + tl.log2(l_i)), mask=m_valid)
 
+    @triton.jit
+    def _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b, h, start_m, k_pos, k_group, k_bid,
+                   k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob, stride_oh, stride_om,
+                   D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr, HAS_SEG: tl.constexpr,
+                   HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr, BLOCK_M: tl.constexpr,
+                   MASKED: tl.constexpr):
+        """One query tile of head ``h`` into a key tile's dK and dV (key-major: scores as keys x
+        queries). A full tile's queries all exist and see every key: no mask, no id loads."""
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        query_pos = offs_m + (LK - LQ)
+        q_ptrs = Q + _tile_t(b, h, offs_m, stride_qb, stride_qh, stride_qm, D)
+        do_ptrs = DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D)
+        rows = (b * H + h) * LQ + offs_m
+        if MASKED:
+            m_valid = offs_m < LQ
+            q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
+                                                        HAS_SEG, HAS_BID, HAS_ALIBI)
+            q_t = tl.load(q_ptrs, mask=m_valid[None, :], other=0.0)
+            do = tl.load(do_ptrs, mask=m_valid[:, None], other=0.0)
+            # Queries past the end: lse = +inf gives them probability 0.
+            lse = tl.load(LSE + rows, mask=m_valid, other=float("inf"))
+            delta = tl.load(DELTA + rows, mask=m_valid, other=0.0)
+            slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
+            qk_t = _masked_scores(_dot(k, q_t, IEEE_DOT) * qk_scale, query_pos[None, :], k_pos, q_group[None, :],
+                                  k_group, q_bid[None, :], k_bid, q_alibi[None, :], k_alibi, slope, LK, CAUSAL,
+                                  HAS_GROUP, HAS_BID, HAS_ALIBI)
+        else:
+            q_t = tl.load(q_ptrs)
+            do = tl.load(do_ptrs)
+            lse = tl.load(LSE + rows)
+            delta = tl.load(DELTA + rows)
+            qk_t = _dot(k, q_t, IEEE_DOT) * qk_scale
+            if HAS_ALIBI:  # queries may be padding positions: their positions are loaded
+                q_alibi = tl.load(POS + b * LK + query_pos)
+                qk_t -= tl.load(SLOPES + h) * tl.abs(q_alibi[None, :] - k_alibi).to(tl.float32)
+        p_t = tl.exp2(qk_t - lse[None, :])
+        dv += _dot(p_t.to(do.dtype), do, IEEE_DOT)
+        ds_t = p_t * (_dot(v, tl.trans(do), IEEE_DOT) - delta[None, :])
+        dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), IEEE_DOT)
+        return dk, dv
+
     @triton.autotune(configs=_pool("dkdv"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("dkdv")))
     @triton.jit
     def _backward_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEG, KEY_GROUP, BID, POS, SLOPES, QUERY_LO,
-                              QUERY_HI, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                              QUERY_HI, FULL_QUERY_LO, FULL_QUERY_HI,
+                              stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                               stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                               H, sm_scale, LQ, LK, LQ_BUCKET, LK_BUCKET, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
                               HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
@@ -327,7 +446,9 @@ if triton is not None:
         """dK and dV of one key tile, summed over the query heads of its GQA group (no atomics).
 
         Key-major throughout (scores as keys x queries, q and dO loaded transposed), as in the
-        Triton tutorial: no register transposes of p or dS."""
+        Triton tutorial: no register transposes of p or dS. Each of the three ranges of query
+        tiles (partial, full, partial) is one flat loop over (head of the group, query tile): a
+        single software-pipelined loop each."""
         HAS_GROUP: tl.constexpr = HAS_PAD or HAS_SEG
         start_n = tl.program_id(0) * BLOCK_N
         batch_kv_head = tl.program_id(1)
@@ -345,41 +466,69 @@ if triton is not None:
         qk_scale = sm_scale * _LOG2E
         dk = tl.zeros([BLOCK_N, D], tl.float32)
         dv = tl.zeros([BLOCK_N, D], tl.float32)
-        lo, hi = _loop_bounds(QUERY_LO, QUERY_HI, b * LK, offs_n, n_valid, LQ, BLOCK_M)
-        # One flat loop over (head of the group, query tile): a single software-pipelined loop.
-        n_tiles = tl.cdiv(hi - lo, BLOCK_M)
+        lo, hi, full_start, full_end = _loop_bounds(QUERY_LO, QUERY_HI, FULL_QUERY_LO, FULL_QUERY_HI, b * LK, offs_n,
+                                                    n_valid, LQ, BLOCK_M)
+        n_tiles = tl.cdiv(full_start - lo, BLOCK_M)
         for step in range(0, GROUP * n_tiles):
-            h = kv_h * GROUP + step // n_tiles
-            slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
-            start_m = lo + (step % n_tiles) * BLOCK_M
-            offs_m = start_m + tl.arange(0, BLOCK_M)
-            m_valid = offs_m < LQ
-            query_pos = offs_m + (LK - LQ)
-            q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
-                                                        HAS_SEG, HAS_BID, HAS_ALIBI)
-            q_t = tl.load(Q + _tile_t(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
-                          mask=m_valid[None, :], other=0.0)
-            do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
-                         mask=m_valid[:, None], other=0.0)
-            # Queries past the end: lse = +inf gives them probability 0.
-            lse = tl.load(LSE + (b * H + h) * LQ + offs_m, mask=m_valid, other=float("inf"))
-            delta = tl.load(DELTA + (b * H + h) * LQ + offs_m, mask=m_valid, other=0.0)
-            qk_t = _masked_scores(_dot(k, q_t, IEEE_DOT) * qk_scale, query_pos[None, :], k_pos,
-                                  q_group[None, :], k_group, q_bid[None, :], k_bid, q_alibi[None, :], k_alibi,
-                                  slope, LK, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
-            p_t = tl.exp2(qk_t - lse[None, :])
-            dv += _dot(p_t.to(do.dtype), do, IEEE_DOT)
-            ds_t = p_t * (_dot(v, tl.trans(do), IEEE_DOT) - delta[None, :])
-            dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), IEEE_DOT)
+            dk, dv = _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b,
+                                kv_h * GROUP + step // n_tiles, lo + (step % n_tiles) * BLOCK_M, k_pos, k_group, k_bid,
+                                k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob, stride_oh,
+                                stride_om, D, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_M, True)
+        n_tiles = tl.cdiv(full_end - full_start, BLOCK_M)
+        for step in range(0, GROUP * n_tiles):
+            dk, dv = _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b,
+                                kv_h * GROUP + step // n_tiles, full_start + (step % n_tiles) * BLOCK_M, k_pos, k_group,
+                                k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob,
+                                stride_oh, stride_om, D, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID, HAS_ALIBI, IEEE_DOT,
+                                BLOCK_M, False)
+        n_tiles = tl.cdiv(hi - full_end, BLOCK_M)
+        for step in range(0, GROUP * n_tiles):
+            dk, dv = _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b,
+                                kv_h * GROUP + step // n_tiles, full_end + (step % n_tiles) * BLOCK_M, k_pos, k_group,
+                                k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob,
+                                stride_oh, stride_om, D, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID, HAS_ALIBI, IEEE_DOT,
+                                BLOCK_M, True)
+        # Padding keys took part in full tiles (read as zeros) only to be zeroed here (recomputed
+        # from the live group ids rather than keeping the load's mask alive through the loops).
+        kept = tl.where(_real_keys(offs_n[:, None] < LK, k_group, HAS_GROUP), 1.0, 0.0)
         tl.store(DK + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D),
-                 (dk * sm_scale).to(DK.dtype.element_ty), mask=n_valid[:, None])
+                 (dk * (kept * sm_scale)).to(DK.dtype.element_ty), mask=n_valid[:, None])
         tl.store(DV + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D),
-                 dv.to(DV.dtype.element_ty), mask=n_valid[:, None])
+                 (dv * kept).to(DV.dtype.element_ty), mask=n_valid[:, None])
+
+    @triton.jit
+    def _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
+                 q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                 D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr, HAS_BID: tl.constexpr,
+                 HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+        """One key tile into a query tile's dQ; a full tile as in ``_forward_step``."""
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ptrs = K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D)
+        v_ptrs = V + _tile_t(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D)
+        if MASKED:
+            n_valid = offs_n < LK
+            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
+                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
+            real = _real_keys(n_valid, k_group, HAS_GROUP)
+            k = tl.load(k_ptrs, mask=real[:, None], other=0.0)
+            v_t = tl.load(v_ptrs, mask=real[None, :], other=0.0)
+            qk = _masked_scores(_dot(q, tl.trans(k), IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
+                                k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
+                                CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
+        else:
+            k = tl.load(k_ptrs)
+            v_t = tl.load(v_ptrs)
+            qk = _dot(q, tl.trans(k), IEEE_DOT) * qk_scale
+            if HAS_ALIBI:
+                qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
+        p = tl.exp2(qk - lse[:, None])
+        ds = p * (_dot(do, v_t, IEEE_DOT) - delta[:, None])
+        return dq + _dot(ds.to(k.dtype), k, IEEE_DOT)
 
     @triton.autotune(configs=_pool("dq"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("dq")))
     @triton.jit
-    def _backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEG, KEY_GROUP, BID, POS, SLOPES, KEY_LO, KEY_HI,
-                            stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+    def _backward_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEG, KEY_GROUP, BID, POS, SLOPES, KEY_LO, KEY_HI, FULL_LO,
+                            FULL_HI, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                             stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
                             H, sm_scale, LQ, LK, LQ_BUCKET, LK_BUCKET, D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr,
                             HAS_PAD: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr,
@@ -404,48 +553,71 @@ if triton is not None:
         qk_scale = sm_scale * _LOG2E
         slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
         dq = tl.zeros([BLOCK_M, D], tl.float32)
-        lo, hi = _loop_bounds(KEY_LO, KEY_HI, b * LQ, offs_m, m_valid, LK, BLOCK_N)
-        for start_n in range(lo, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            n_valid = offs_n < LK
-            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
-                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
-            real = _real_keys(n_valid, k_group, HAS_GROUP)
-            k = tl.load(K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D), mask=real[:, None], other=0.0)
-            v_t = tl.load(V + _tile_t(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D), mask=real[None, :],
-                          other=0.0)
-            qk = _masked_scores(_dot(q, tl.trans(k), IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
-                                k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
-                                CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
-            p = tl.exp2(qk - lse[:, None])
-            ds = p * (_dot(do, v_t, IEEE_DOT) - delta[:, None])
-            dq += _dot(ds.to(k.dtype), k, IEEE_DOT)
+        lo, hi, full_start, full_end = _loop_bounds(KEY_LO, KEY_HI, FULL_LO, FULL_HI, b * LQ, offs_m, m_valid, LK,
+                                                    BLOCK_N)
+        for start_n in range(lo, full_start, BLOCK_N):
+            dq = _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
+                          q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
+                          stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        for start_n in range(full_start, full_end, BLOCK_N):
+            dq = _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
+                          q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
+                          stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_N, False)
+        for start_n in range(full_end, hi, BLOCK_N):
+            dq = _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
+                          q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
+                          stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        # A query that sees nothing has lse = +inf: its probabilities, full tiles included, are 0.
         tl.store(DQ + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
                  (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_valid[:, None])
 
 
 # ----------------------------------------------------------------------------- host side
 
-def _dense(ids: torch.Tensor):
-    """Ids renumbered 0..n-1 (int32), and each position's first and last position holding its id."""
+def _id_runs(ids: torch.Tensor):
+    """Per position of ``ids`` (B, L): a dense id (0..n-1 within its row), the first and last
+    position holding the same id, and whether those positions are one contiguous run."""
     batch, length = ids.shape
-    _, inverse = torch.unique(ids, return_inverse=True)
-    n_ids = int(inverse.max()) + 1 if inverse.numel() else 1
-    index = torch.arange(length, device=ids.device).expand(batch, length)
-    first = torch.full((batch, n_ids), length, device=ids.device, dtype=torch.long)
-    last = torch.full((batch, n_ids), -1, device=ids.device, dtype=torch.long)
-    first = first.scatter_reduce(1, inverse, index, "amin")
-    last = last.scatter_reduce(1, inverse, index, "amax")
-    return inverse.int(), first.gather(1, inverse), last.gather(1, inverse)
+    order, starts = _sorted_runs(ids)
+    run = starts.long().cumsum(1) - 1
+
+    def per_run(value, reduce, source):
+        start = torch.full((batch, length), value, dtype=torch.long, device=ids.device)
+        return start.scatter_reduce(1, run, source, reduce)
+
+    dense = _unsort(run, order)
+    first, last, count = (per_run(*how).gather(1, dense) for how in
+                          ((length, "amin", order), (-1, "amax", order), (0, "sum", torch.ones_like(run))))
+    return dense.int(), first, last, count == last - first + 1
+
+
+def _hole_free_run(real: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+    """Within each range ``[lo, hi]`` of key positions (one per row of ``lo``/``hi``, (B, N)): the
+    longest range of real keys that ends at the last real key at or before ``hi``."""
+    length = real.shape[1]
+    keys = torch.arange(length, device=real.device).expand_as(real)
+    last_real = torch.where(real, keys, -1).cummax(1).values
+    last_pad = torch.where(real, -1, keys).cummax(1).values
+    end = torch.where(hi >= 0, last_real.gather(1, hi.clamp(0, length - 1)), -1)
+    start = torch.maximum(lo, last_pad.gather(1, end.clamp(min=0)) + 1)
+    return start, end
 
 
 class AttentionLayout:
     """Who sees whom in one call shape: the contract's masks, and the arrays the kernels read.
 
+    For each query, the range of keys it may see (the loop bounds: tiles outside are skipped)
+    and the range it sees whole (keys all real, of its segment and visible under its rule); for
+    each key, the same two ranges of queries, for the dK/dV kernel. A tile inside the second
+    range for every row of a kernel's tile is *full*: the kernels read it with no mask code and
+    no padding, segment or id loads; the rest of the first range is *partial* (the diagonal,
+    span and padding boundaries). Built with tensor ops on the masks' device, with no host
+    synchronisation and no shape that depends on the data (a stable sort per row stands in for
+    ``torch.unique``).
+
     ``partial_attention`` builds one per call. A model builds one per forward pass and hands it
-    to every layer (``partial_attention(q, k, v, layout=layout)``), so the arrays, which need
-    ``torch.unique`` and host syncs, are built once per forward, not once per layer: on first use
-    by the forward kernel, and the backward's ranges only when a backward runs. The reference
+    to every layer (``partial_attention(q, k, v, layout=layout)``): the forward arrays are built
+    on first use by the forward kernel, the backward's only when a backward runs. The reference
     backend reads the masks and builds nothing.
     """
 
@@ -457,7 +629,7 @@ class AttentionLayout:
         self.flags = dict(CAUSAL=causal, HAS_PAD=key_padding_mask is not None, HAS_SEG=segment_ids is not None,
                           HAS_BID=bidirectional_ids is not None, HAS_ALIBI=alibi_slopes is not None)
         self._forward_arrays = self._backward_arrays = None
-        self._ranges = {}  # first/last positions of ids, from the forward build, reused by the backward
+        self._runs = {}  # per-id runs of the segment and bidirectional ids, from the forward build
 
     @property
     def masks(self) -> dict:
@@ -475,25 +647,31 @@ class AttentionLayout:
         return self._backward_arrays
 
     def _build_forward(self, device) -> dict:
-        """Per-position attributes (int32, (B, Lk)) and each query's visible key range [lo, hi]."""
+        """Per-position attributes (int32, (B, Lk)) and each query's key ranges: [key_lo, key_hi]
+        it may see, [full_lo, full_hi] it sees whole (empty when full_lo > full_hi)."""
         batch, lq, lk = self.batch, self.lq, self.lk
         long = dict(dtype=torch.long, device=device)
+        at_queries = slice(lk - lq, lk)
         query_pos = torch.arange(lk - lq, lk, **long).expand(batch, lq)
         key_lo = torch.zeros(batch, lq, **long)
         key_hi = query_pos.clone() if self.causal else torch.full((batch, lq), lk - 1, **long)
+        full_lo, full_hi = key_lo.clone(), key_hi.clone()
         dummy = torch.zeros(1, dtype=torch.int32, device=device)
         seg = key_group = bid = pos = dummy
-        if self.causal and self.bidirectional_ids is not None:
-            _, first, last = _dense(self.bidirectional_ids)
-            shared = self.bidirectional_ids >= 0
-            self._ranges["bid"] = (first, last, shared)
-            key_hi = torch.where(shared[:, lk - lq:], torch.maximum(key_hi, last[:, lk - lq:]), key_hi)
         if self.bidirectional_ids is not None:
             bid = torch.where(self.bidirectional_ids >= 0, self.bidirectional_ids, -1).int().contiguous()
+            if self.causal:  # a query of a shared span also sees the span ahead of it
+                _, first, last, contiguous = self._runs["bid"] = _id_runs(self.bidirectional_ids)
+                shared = (self.bidirectional_ids >= 0)[:, at_queries]
+                key_hi = torch.where(shared, torch.maximum(key_hi, last[:, at_queries]), key_hi)
+                whole = shared & contiguous[:, at_queries]  # a span in pieces: its gaps are hidden
+                full_hi = torch.where(whole, torch.maximum(full_hi, last[:, at_queries]), full_hi)
         if self.segment_ids is not None:
-            seg, first, last = _dense(self.segment_ids)
-            self._ranges["seg"] = (first, last)
-            key_lo, key_hi = torch.maximum(key_lo, first[:, lk - lq:]), torch.minimum(key_hi, last[:, lk - lq:])
+            seg, first, last, contiguous = self._runs["seg"] = _id_runs(self.segment_ids)
+            first, last, contiguous = first[:, at_queries], last[:, at_queries], contiguous[:, at_queries]
+            key_lo, key_hi = torch.maximum(key_lo, first), torch.minimum(key_hi, last)
+            full_lo = torch.maximum(full_lo, first)
+            full_hi = torch.where(contiguous, torch.minimum(full_hi, last), -1)
             seg = key_group = seg.contiguous()
         if self.key_padding_mask is not None:
             real = self.key_padding_mask.bool()
@@ -501,16 +679,23 @@ class AttentionLayout:
             first_real = torch.where(real, keys, lk).min(1, keepdim=True).values
             last_real = torch.where(real, keys, -1).max(1, keepdim=True).values
             key_lo, key_hi = torch.maximum(key_lo, first_real), torch.minimum(key_hi, last_real)
+            full_lo, full_hi = _hole_free_run(real, full_lo, full_hi)
             # Padding and segments compare as one group id per key: -1 (padding) matches no query.
             key_group = torch.where(real, seg if self.segment_ids is not None else 0, -1).int().contiguous()
+        # A query that can see no key at all (a left pad, say) writes zeros whatever its tiles: it
+        # does not narrow its tile's full range (the kernels zero its output instead).
+        empty = key_lo > key_hi
+        full_lo, full_hi = torch.where(empty, 0, full_lo), torch.where(empty, lk - 1, full_hi)
         if self.alibi_slopes is not None:
             pos = alibi_positions(self.key_padding_mask, self.segment_ids, batch, lk, device).contiguous()
         slopes = dummy.float() if self.alibi_slopes is None else (self.alibi_slopes.float() * LOG2E).contiguous()
-        return dict(seg=seg, key_group=key_group, bid=bid, pos=pos, slopes=slopes,
-                    key_lo=key_lo.int().contiguous(), key_hi=key_hi.int().contiguous())
+        int32 = lambda t: t.int().contiguous()  # noqa: E731
+        return dict(seg=seg, key_group=key_group, bid=bid, pos=pos, slopes=slopes, key_lo=int32(key_lo),
+                    key_hi=int32(key_hi), full_lo=int32(full_lo), full_hi=int32(full_hi))
 
     def _build_backward(self, device) -> dict:
-        """Each key's visible query range [lo, hi] (query indices), for the dK/dV kernel."""
+        """Each key's query ranges (query indices), for the dK/dV kernel: [query_lo, query_hi] that
+        may see it, [full_query_lo, full_query_hi] that all see it."""
         self.forward_arrays(device)
         batch, lq, lk = self.batch, self.lq, self.lk
         long = dict(dtype=torch.long, device=device)
@@ -518,16 +703,66 @@ class AttentionLayout:
         keys = torch.arange(lk, **long).expand(batch, lk)
         pos_lo = keys.clone() if self.causal else torch.zeros(batch, lk, **long)
         pos_hi = torch.full((batch, lk), lk - 1, **long)
-        if "bid" in self._ranges:
-            first, _, shared = self._ranges["bid"]
+        full_lo, full_hi = pos_lo.clone(), pos_hi.clone()
+        if "bid" in self._runs:  # a key of a shared span is seen by the whole span
+            _, first, _, contiguous = self._runs["bid"]
+            shared = self.bidirectional_ids >= 0
             pos_lo = torch.where(shared, torch.minimum(pos_lo, first), pos_lo)
-        if "seg" in self._ranges:
-            first, last = self._ranges["seg"]
+            full_lo = torch.where(shared & contiguous, torch.minimum(full_lo, first), full_lo)
+        if "seg" in self._runs:
+            _, first, last, contiguous = self._runs["seg"]
             pos_lo, pos_hi = torch.maximum(pos_lo, first), torch.minimum(pos_hi, last)
-        if self.key_padding_mask is not None:
-            pos_hi = torch.where(self.key_padding_mask.bool(), pos_hi, -1)  # no query sees a padding key
-        return dict(query_lo=(pos_lo - offset).clamp(min=0).int().contiguous(),
-                    query_hi=(pos_hi - offset).clamp(max=lq - 1).int().contiguous())
+            full_lo = torch.maximum(full_lo, first)
+            full_hi = torch.where(contiguous, torch.minimum(full_hi, last), -1)
+        if self.key_padding_mask is not None:  # no query sees a padding key
+            real = self.key_padding_mask.bool()
+            pos_hi, full_hi = torch.where(real, pos_hi, -1), torch.where(real, full_hi, -1)
+        to_queries = lambda lo, hi: ((lo - offset).clamp(min=0).int().contiguous(),  # noqa: E731
+                                     (hi - offset).clamp(max=lq - 1).int().contiguous())
+        query_lo, query_hi = to_queries(pos_lo, pos_hi)
+        full_query_lo, full_query_hi = to_queries(full_lo, full_hi)
+        if self.key_padding_mask is not None:  # a padding key's gradients are zeroed instead
+            padding = ~self.key_padding_mask.bool()
+            full_query_lo = torch.where(padding, 0, full_query_lo).int().contiguous()
+            full_query_hi = torch.where(padding, lq - 1, full_query_hi).int().contiguous()
+        return dict(query_lo=query_lo, query_hi=query_hi, full_query_lo=full_query_lo, full_query_hi=full_query_hi)
+
+
+TILE_SKIPPED, TILE_FULL, TILE_PARTIAL = 0, 1, 2
+
+
+def tile_classes(layout: AttentionLayout, block_m: int, block_n: int, kernel: str = "forward",
+                 device="cpu") -> torch.Tensor:
+    """What each program of ``kernel`` ("forward", "dq": one per query tile; "dkdv": one per key
+    tile) does with each tile of the other side: ``(B, programs, tiles)`` of ``TILE_SKIPPED``,
+    ``TILE_FULL`` (no mask code) and ``TILE_PARTIAL``, from the layout's arrays as the kernels'
+    ``_loop_bounds`` computes them (the tests check it against the dense mask; the tile report
+    counts it)."""
+    if kernel == "dkdv":
+        arrays = layout.backward_arrays(device)
+        lo, hi, full_lo, full_hi = (arrays[name] for name in ("query_lo", "query_hi", "full_query_lo", "full_query_hi"))
+        rows, columns, row_block, column_block = layout.lk, layout.lq, block_n, block_m
+    else:
+        arrays = layout.forward_arrays(device)
+        lo, hi, full_lo, full_hi = (arrays[name] for name in ("key_lo", "key_hi", "full_lo", "full_hi"))
+        rows, columns, row_block, column_block = layout.lq, layout.lk, block_m, block_n
+    n_rows = -(-rows // row_block)
+    extra = n_rows * row_block - rows  # rows past the end do not bound the walk
+
+    def per_program(values, fill, reduce):
+        values = torch.nn.functional.pad(values.long(), (0, extra), value=fill)
+        return getattr(values.view(layout.batch, n_rows, row_block), reduce)(-1, keepdim=True)
+
+    start = per_program(lo, columns, "amin") // column_block * column_block
+    stop = per_program(hi, -1, "amax") + 1
+    full_start = torch.maximum(-(-per_program(full_lo, 0, "amax") // column_block) * column_block, start)
+    full_stop = (per_program(full_hi, columns, "amin") + 1).clamp(min=0) // column_block * column_block
+    none = full_stop <= full_start
+    full_start, full_stop = torch.where(none, start, full_start), torch.where(none, start, full_stop)
+    tiles = torch.arange(0, columns, column_block, device=lo.device)
+    visited = (tiles >= start) & (tiles < stop)
+    full = (tiles >= full_start) & (tiles < full_stop)
+    return torch.where(full, TILE_FULL, torch.where(visited, TILE_PARTIAL, TILE_SKIPPED))
 
 
 def _strides(*tensors):
@@ -557,7 +792,8 @@ class _TritonAttention(torch.autograd.Function):
 
         _forward_kernel[grid](
             q, k, v, out, lse, arrays["seg"], arrays["key_group"], arrays["bid"], arrays["pos"], arrays["slopes"],
-            arrays["key_lo"], arrays["key_hi"], *_strides(q, k, v, out), heads, scale, lq, lk, _bucket(lq),
+            arrays["key_lo"], arrays["key_hi"], arrays["full_lo"], arrays["full_hi"], *_strides(q, k, v, out), heads,
+            scale, lq, lk, _bucket(lq),
             _bucket(lk), D=dim, GROUP=heads // k.shape[1], IEEE_DOT=q.dtype == torch.float32, **layout.flags)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.layout, ctx.scale = layout, scale
@@ -578,10 +814,10 @@ class _TritonAttention(torch.autograd.Function):
         common = dict(D=dim, GROUP=heads // kv_heads, IEEE_DOT=q.dtype == torch.float32, **layout.flags)
         _backward_dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), batch * kv_heads)](
             q, k, v, grad_out, lse, delta, dk, dv, *attributes, arrays["query_lo"], arrays["query_hi"],
-            *_strides(q, k, v, grad_out), *lengths, **common)
+            arrays["full_query_lo"], arrays["full_query_hi"], *_strides(q, k, v, grad_out), *lengths, **common)
         _backward_dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), batch * heads)](
-            q, k, v, grad_out, lse, delta, dq, *attributes, arrays["key_lo"], arrays["key_hi"],
-            *_strides(q, k, v, grad_out), *lengths, **common)
+            q, k, v, grad_out, lse, delta, dq, *attributes, arrays["key_lo"], arrays["key_hi"], arrays["full_lo"],
+            arrays["full_hi"], *_strides(q, k, v, grad_out), *lengths, **common)
         return dq, dk, dv, None, None
 
 

@@ -4,6 +4,8 @@
                                 [--only STEP ...] [--skip STEP ...] [--dry-run]
 
 Steps (meant to finish within 20 minutes on one H100/H200; timed there in part, see BENCHMARKS.md):
+  kernels        the attention kernel tests compiled, the layout's host-sync check on an unmask'ed
+                 model, and benchmarks/attention.py at BLOOM-560M:2048 and Llama-7B:4096 (8 minutes)
   kernel-tests   the attention kernel and unmask tests, compiled for the GPU (no interpreter)
   resources      registers and spills of the kernels as compiled for this GPU's architecture
   attention      benchmarks/attention.py: ours against SDPA with a dense mask, FlexAttention
@@ -54,6 +56,11 @@ def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str]) 
                                             f"make_model('bloomz-560m', Path({seqgpt!r}))"]]
     pipeline = work / "tagger" / "model-last"
     return [
+        Step("kernels", "kernel tests compiled, no host sync in an unmask'ed forward, attention benchmark",
+             [[py, "-m", "pytest", "tests/test_attention_kernel.py", "-q", *workers()],
+              [py, "scripts/gpu_check.py", "--sync-check"],
+              [py, "benchmarks/attention.py", "--repeats", "10", "--shapes", "BLOOM-560M:2048", "Llama-7B:4096"]],
+             480),
         Step("kernel-tests", "attention kernel and unmask tests on the GPU",
              [[py, "-m", "pytest", "tests/test_attention_kernel.py", "tests/test_unmask.py", "-q", *workers()]], 900),
         Step("resources", "registers and spills for this GPU's architecture",
@@ -108,6 +115,34 @@ def round_trip(path: Path) -> None:
     print(f"round trip: same entities after to_disk/spacy.load ({before})")
 
 
+def sync_check() -> None:
+    """A forward pass of an unmask'ed Llama (padding, GQA, layers "0110") makes no host sync: the
+    layout is built on the device. Run once to compile and tune, then again under
+    ``torch.cuda.set_sync_debug_mode("error")``, which raises at the first synchronising call."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spacy_seqgpt import unmask
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    unmask(model, "0110", mode="full")
+    ids = torch.randint(0, 512, (4, 256), device="cuda")
+    mask = torch.ones_like(ids)
+    mask[1, :37] = 0  # left padding in one row
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model(input_ids=ids, attention_mask=mask)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    print("sync check: an unmask'ed forward pass made no host synchronisation")
+
+
 def architecture() -> str:
     import torch
 
@@ -158,6 +193,7 @@ def parse_args(argv=None):
     parser.add_argument("--skip", nargs="+", choices=names, default=[], help="leave these steps out")
     parser.add_argument("--dry-run", action="store_true", help="print the steps' commands, run nothing")
     parser.add_argument("--round-trip", type=Path, help=argparse.SUPPRESS)  # the tagger step's last command
+    parser.add_argument("--sync-check", action="store_true", help=argparse.SUPPRESS)  # a kernels command
     args = parser.parse_args(argv)
     for name, value in (("--tagger-model", args.tagger_model), ("--seqgpt-model", args.seqgpt_model)):
         if value is not None and not Path(value).is_dir():
@@ -170,6 +206,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.round_trip:
         round_trip(args.round_trip)
+        return 0
+    if args.sync_check:
+        sync_check()
         return 0
     work = args.work.resolve()
     chosen = [step for step in steps(work, args.tagger_model, args.seqgpt_model)

@@ -43,12 +43,17 @@ def make_case(name, dtype, dim=32, seed=0):
         options["key_padding_mask"][0, :3] = False
     if name in ("packed", "packed-alibi"):
         options["segment_ids"] = torch.tensor([[0] * 10 + [1] * 20 + [2] * 7, [0] * 30 + [1] * 7])
+    if name == "long-packed-alibi":  # segments long enough for full 16 x 16 tiles, padding inside one
+        lq = lk = 64
+        options["segment_ids"] = torch.tensor([[0] * 40 + [1] * 24, [0] * 16 + [1] * 48])
+        options["key_padding_mask"] = torch.ones(batch, lk, dtype=torch.bool)
+        options["key_padding_mask"][1, -5:] = False
     if name in ("prefix", "decode", "prefix-alibi"):
         prompt = torch.tensor([[16, 20], [25, 30]])[0 if name != "decode" else 1]
         options["bidirectional_ids"] = torch.stack([torch.where(torch.arange(lk) < p, 0, -1) for p in prompt])
         options["key_padding_mask"] = padding(batch, lk, "left", generator)
         options["key_padding_mask"][:, -lq:] = True
-    if name in ("alibi", "packed-alibi", "prefix-alibi"):
+    if name in ("alibi", "packed-alibi", "prefix-alibi", "long-packed-alibi"):
         options["alibi_slopes"] = torch.tensor([0.5, 0.25, 0.125, 0.0625])
     q = torch.randn(batch, heads, lq, dim, generator=generator).to(dtype)
     k = torch.randn(batch, kv_heads, lk, dim, generator=generator).to(dtype)
@@ -68,7 +73,7 @@ def run(backend, q, k, v, options, grad_out):
 
 
 CASES = ["causal", "bidirectional", "left-pad", "right-pad", "packed", "prefix", "alibi", "packed-alibi",
-         "prefix-alibi", "decode", "no-visible-key"]
+         "prefix-alibi", "long-packed-alibi", "decode", "no-visible-key"]
 
 
 @needs_kernels
@@ -234,3 +239,101 @@ def test_one_layout_serves_several_calls_and_must_match_them():
         partial_attention(q, k, v, layout=layout, segment_ids=options["bidirectional_ids"])
     with pytest.raises(ValueError, match="built for"):
         partial_attention(q[:, :, :3], k, v, layout=layout)
+
+
+def tile_reduce(dense, row_block, column_block):
+    """Per (row tile, column tile) of a (B, rows, columns) mask: whether any pair is set, and
+    whether every existing row of the tile that sees anything sees the whole tile, the tile
+    inside the columns (rows that see nothing are zeroed by the kernels, whatever their tiles)."""
+    from math import ceil
+
+    batch, rows, columns = dense.shape
+    n_rows, n_columns = ceil(rows / row_block), ceil(columns / column_block)
+    pad = lambda t, rows_value: torch.nn.functional.pad(  # noqa: E731
+        torch.nn.functional.pad(t, (0, n_columns * column_block - columns), value=False),
+        (0, 0, 0, n_rows * row_block - rows), value=rows_value)
+    tiles = lambda t: t.view(batch, n_rows, row_block, n_columns, column_block)  # noqa: E731
+    whole = dense | ~dense.any(-1, keepdim=True)
+    return tiles(pad(dense, False)).any(-1).any(2), tiles(pad(whole, True)).all(-1).all(2)
+
+
+@settings(deadline=None, max_examples=150)
+@given(case=random_masks(),
+       blocks=st.tuples(st.sampled_from([1, 2, 3, 4, 8, 16]), st.sampled_from([1, 2, 4, 5, 8, 16])))
+def test_tile_classes_follow_the_dense_mask(case, blocks):
+    """A full tile is visible whole (rows past the end and rows that see nothing aside), and every
+    visible pair lies in a tile the kernel visits: forward and dQ by query tiles, dK/dV by key tiles."""
+    from spacy_seqgpt.kernels.attention import TILE_FULL, TILE_SKIPPED, AttentionLayout, tile_classes
+
+    batch, lq, lk, options = case
+    layout = AttentionLayout(batch, lq, lk, **options)
+    visible = visibility(batch, lq, lk, "cpu", options.get("key_padding_mask"), options.get("segment_ids"),
+                         options.get("bidirectional_ids"), options["causal"])
+    block_m, block_n = blocks
+    for kernel, dense, row_block, column_block in (("forward", visible, block_m, block_n),
+                                                   ("dkdv", visible.transpose(1, 2), block_n, block_m)):
+        classes = tile_classes(layout, block_m, block_n, kernel)
+        any_visible, all_visible = tile_reduce(dense, row_block, column_block)
+        assert classes.shape == any_visible.shape
+        assert not (classes == TILE_FULL)[~all_visible].any(), kernel
+        assert not (classes == TILE_SKIPPED)[any_visible].any(), kernel
+
+
+@pytest.mark.parametrize("name", ["causal", "bidirectional", "right-pad", "prefix", "alibi", "prefix-alibi",
+                                  "long-packed-alibi"])
+def test_the_kernel_tests_walk_full_tiles(name):
+    """The interpreter's 16 x 16 tiles hold full tiles for every kernel in these cases (padding,
+    segments, prefix-LM spans and ALiBi among them): the element-for-element tests check the
+    mask-free path too."""
+    from spacy_seqgpt.kernels.attention import TILE_FULL, TILE_PARTIAL, AttentionLayout, tile_classes
+
+    q, k, _, options = make_case(name, torch.float32)
+    layout = AttentionLayout(q.shape[0], q.shape[2], k.shape[2], **options)
+    for kernel in ("forward", "dkdv"):
+        classes = tile_classes(layout, 16, 16, kernel)
+        assert (classes == TILE_FULL).any() and (classes == TILE_PARTIAL).any(), kernel
+
+
+def test_the_layout_is_built_on_the_device_with_no_host_synchronisation(monkeypatch):
+    """No call that copies a value to the host or gives a shape that depends on the data."""
+    from spacy_seqgpt.kernels.attention import AttentionLayout
+
+    calls = []
+
+    def counted(original, name):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+        return call
+
+    layouts = [AttentionLayout(q.shape[0], q.shape[2], k.shape[2], **options)
+               for q, k, _, options in (make_case(name, torch.float32) for name in CASES)]
+    for owner, names in ((torch, ("unique", "unique_consecutive", "nonzero", "masked_select", "argwhere")),
+                         (torch.Tensor, ("item", "tolist", "unique", "nonzero", "__int__", "__bool__", "__float__",
+                                         "__index__", "masked_select"))):
+        for name in names:
+            monkeypatch.setattr(owner, name, counted(getattr(owner, name), name))
+    for layout in layouts:
+        layout.forward_arrays("cpu"), layout.backward_arrays("cpu")
+    monkeypatch.undo()
+    assert calls == []
+
+
+def test_the_tile_report_counts_the_callers_layouts_and_reads_loops_from_sass():
+    """``benchmarks/tile_report.py``: prefix-LM at L=2048 with 128x64 tiles keeps partial tiles under
+    10% of those visited (the diagonal, span and padding boundaries only), and its SASS reader
+    finds each loop as a branch back to an earlier address."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "tile_report.py"
+    spec = importlib.util.spec_from_file_location("tile_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    rows = {(layout.split(" (")[0], kernel): share for layout, kernel, *_, share in report.tile_shares(seed=0)}
+    assert rows["prefix-LM prompts", "forward"] < 0.10 and rows["prefix-LM prompts", "dq"] < 0.10
+    assert rows["tagger, bidirectional", "dkdv"] < rows["tagger, bidirectional", "forward"]
+    text = "\n".join(f"        /*{address:04x}*/  {instruction} ;" for address, instruction in [
+        (0x00, "MOV R1, c[0x0][0x28]"), (0x10, "IADD3 R2, R2, 0x1, RZ"), (0x20, "@P0 BRA 0x10"),
+        (0x30, "FADD R3, R3, R4"), (0x40, "FMUL R3, R3, R5"), (0x50, "@!P1 BRA 0x30"), (0x60, "EXIT")])
+    assert report.loop_sizes(text) == [2, 3]

@@ -31,7 +31,7 @@ def test_the_dry_run_prints_every_step_and_runs_nothing(tmp_path):
     result = run("--dry-run", "--work", str(tmp_path / "work"))
     assert result.returncode == 0, result.stderr
     names = [line.split(":")[0][2:] for line in result.stdout.splitlines() if line.startswith("# ")]
-    assert names == ["kernel-tests", "resources", "attention", "inference", "tagger-qlora", "seqgpt-560m"]
+    assert names == ["kernels", "kernel-tests", "resources", "attention", "inference", "tagger-qlora", "seqgpt-560m"]
     assert "tests/test_attention_kernel.py" in result.stdout and "benchmarks/attention.py" in result.stdout
     assert "--preset bloomz-560m" in result.stdout
     assert not (tmp_path / "work").exists()
@@ -91,3 +91,17 @@ def test_the_report_is_written_whole_after_each_step(gpu_check, tmp_path):
     text = report.read_text()
     assert "| attention | a benchmark | ok | 1.5 |" in text and "| **failed** | 0.1 |" in text
     assert "fine" in text and not (tmp_path / "report.md.tmp").exists()
+
+
+def test_the_kernels_step_names_shapes_the_benchmark_knows_and_fits_its_time(gpu_check, tmp_path):
+    """``--only kernels``: its benchmark shapes are the benchmark's own (a typo would cost a GPU run),
+    and its limit is 8 minutes."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import attention
+
+    step = next(step for step in gpu_check.steps(tmp_path, None, None) if step.name == "kernels")
+    benchmark = next(command for command in step.commands if "benchmarks/attention.py" in command)
+    shapes = benchmark[benchmark.index("--shapes") + 1:]
+    known = {f"{name}:{length}" for name, _, _, _, length in attention.SHAPES}
+    assert shapes and set(shapes) <= known, shapes
+    assert step.timeout <= 480 and any("--sync-check" in command for command in step.commands)

@@ -128,8 +128,10 @@ class UnmaskState:
 
 def _padding_mask_function(batch_size, q_length=None, kv_length=None, q_offset=0, kv_offset=0,
                            mask_function=None, attention_mask=None, **kwargs):
-    """For transformers' mask creation: the 2-D padding mask of the keys (None: no padding)."""
-    if attention_mask is None or attention_mask.all():
+    """For transformers' mask creation: the 2-D padding mask of the keys (None: none given). A mask
+    without padding is passed as it is: asking whether it has any would wait for the GPU, and
+    the kernels read its keys only in partial tiles."""
+    if attention_mask is None:
         return None
     if attention_mask.shape[-1] < kv_length:  # a static cache longer than the mask seen so far
         attention_mask = torch.nn.functional.pad(attention_mask, (0, kv_length - attention_mask.shape[-1]))
