@@ -97,13 +97,17 @@ def tile_shares(seed: int) -> list:
 # ----------------------------------------------------------------------------- SASS
 
 def yardstick_kernel():
-    """A minimal causal-free flash-attention forward whose loop has no mask code: the yardstick."""
+    """A minimal flash-attention forward whose loop has no mask code: the yardstick. A (batch,
+    head) per program column as in the Triton tutorial; no GQA, no masks."""
     import triton
     import triton.language as tl
 
     @triton.jit
-    def unmasked_forward(Q, K, V, O, POS, SLOPES, stride_m, stride_n, LK, sm_scale, D: tl.constexpr,
-                         ALIBI: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def unmasked_forward(Q, K, V, O, POS, SLOPES, stride_b, stride_h, stride_m, stride_n, H, LK, sm_scale,
+                         D: tl.constexpr, ALIBI: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        # one (batch, head) per program column, as the tutorial's grid: its offset moves every pointer
+        offset = (tl.program_id(1) // H) * stride_b + (tl.program_id(1) % H) * stride_h
+        Q, K, V, O = Q + offset, K + offset, V + offset, O + offset
         offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         dims = tl.arange(0, D)
         q = tl.load(Q + offs_m[:, None] * stride_m + dims[None, :])
@@ -180,9 +184,9 @@ def sass_rows(head_dim: int = 64) -> list:
         stick = yardstick_kernel()
         stick_constants = dict(D=head_dim, ALIBI=alibi, BLOCK_M=128, BLOCK_N=64)
         stick_types = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "POS": "*i32", "SLOPES": "*fp32",
-                       "stride_m": "i32", "stride_n": "i32", "LK": "i32", "sm_scale": "fp32",
-                       **{name: "constexpr" for name in stick_constants}}
-        stick_hints = {(i,): [["tt.divisibility", 16]] for i in range(8)}
+                       "stride_b": "i32", "stride_h": "i32", "stride_m": "i32", "stride_n": "i32", "H": "i32",
+                       "LK": "i32", "sm_scale": "fp32", **{name: "constexpr" for name in stick_constants}}
+        stick_hints = {(i,): [["tt.divisibility", 16]] for i in range(10)}  # pointers and strides
         yard = loop_sizes(sass(stick, stick_types, stick_constants, stick_hints, 8, 2))
         rows.append((combination, ours, yard))
     return rows
