@@ -78,11 +78,11 @@ def run_identity(settings: RunSettings, source: str, encoded) -> dict:
         digest.update(json.dumps([row.input_ids, row.labels]).encode())
     stage = {key: value for key, value in asdict(settings.train).items()
              if key not in ("data", "fallback_data", "checkpoint_every", "log_every")}
-    return json.loads(json.dumps({"records": len(encoded), "data": digest.hexdigest(),  # plain types: weights_only
-            "settings": {"model": source, "seed": settings.seed, "dtype": settings.dtype,
-                         "quantize": settings.quantize, "lora": settings.lora,
-                         "gradient_checkpointing": settings.gradient_checkpointing,
-                         "max_length": settings.max_length, "packing": settings.packing, **stage}}))
+    run = {"model": source, "seed": settings.seed, "dtype": settings.dtype, "quantize": settings.quantize,
+           "lora": settings.lora, "gradient_checkpointing": settings.gradient_checkpointing,
+           "max_length": settings.max_length, "packing": settings.packing, **stage}
+    identity = {"records": len(encoded), "data": digest.hexdigest(), "settings": run}
+    return json.loads(json.dumps(identity))  # plain types: a checkpoint's state is read with weights_only
 
 
 def changes(saved: dict, now: dict) -> list:
