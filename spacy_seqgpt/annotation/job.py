@@ -6,7 +6,7 @@ from typing import Optional
 from wasabi import msg
 
 from .inputs import input_files, plan_shards
-from .shards import Manifest, ShardFailed, annotate_shard, locked, write_json_lines
+from .shards import Manifest, annotate_shard, locked, write_json_lines
 
 ENGINES = ("local", "ray")
 
@@ -76,8 +76,8 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
         try:
             if engine == "local":
                 for shard in todo:
-                    manifest.add(_shard_or_stop(lambda: annotate_shard(nlp, shard, output, n_process=n_process,
-                                                                       progress=bar.update, **options), shard.number))
+                    manifest.add(annotate_shard(nlp, shard, output, n_process=n_process, progress=bar.update,
+                                                **options))
             else:
                 from .ray_engine import annotate_on_ray
 
@@ -89,10 +89,3 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
             bar.close()
     return manifest.data
 
-
-def _shard_or_stop(annotate_one, number: int) -> dict:
-    try:
-        return annotate_one()
-    except ShardFailed as err:
-        raise ShardFailed(f"shard {number} failed as a whole: {err}. It is not marked done: the done shards are "
-                          "kept, and a rerun of the same command retries from there.") from None

@@ -40,7 +40,7 @@ class _Replica:
             try:
                 entries.append(annotate_shard(self.nlp, shard, self.output, **self.options))
             except ShardFailed as err:
-                entries.append({"error": f"shard {shard.number} failed as a whole: {err}", "shard_failed": True})
+                entries.append({"error": str(err), "shard_failed": True})
         return {"entry": [json.dumps(entry) for entry in entries]}
 
 
@@ -66,7 +66,7 @@ def annotate_on_ray(pipeline: str, shards: List[Shard], output: Path, options: d
     for row in dataset.iter_rows():
         entry = json.loads(row["entry"])
         if entry.get("shard_failed"):
-            raise ShardFailed(entry["error"] + ". It is not marked done; a rerun of the same command retries it.")
+            raise ShardFailed(entry["error"])
         if "error" in entry:
             raise ValueError(entry["error"])
         yield entry

@@ -68,7 +68,11 @@ def annotate_shard(nlp, shard: Shard, output: Path, *, text_field: str, batch_si
         if progress is not None:
             progress(1)
 
-    docs = _annotated(nlp, [item for item in items if item.reason is None], batch_size, n_process, tick)
+    try:
+        docs = _annotated(nlp, [item for item in items if item.reason is None], batch_size, n_process, tick)
+    except ShardFailed as err:
+        raise ShardFailed(f"shard {shard.number} failed as a whole: {err}. It is not marked done: the done shards "
+                          "are kept, and a rerun of the same command retries from there.") from None
     if progress is not None:
         progress(len(items) - len(reported))  # the rejected, and those retried one by one
     kept, rejects = [], []
