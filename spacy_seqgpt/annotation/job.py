@@ -88,4 +88,3 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
         finally:
             bar.close()
     return manifest.data
-
