@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 if __name__ == "__main__":  # compiled kernels, not the interpreter's
@@ -152,75 +153,88 @@ def sass(fn, types: dict, constants: dict, hints: dict, num_warps: int, num_stag
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?);")
 
 
-def loop_sizes(text: str) -> list:
-    """Instructions in each loop of the SASS ``text`` (a branch back to an earlier address), in
-    program order."""
-    addresses, loops = [], []
+def loops(text: str) -> list:
+    """The instructions of each loop of the SASS ``text`` (from the address a branch jumps back
+    to, through the branch), in program order."""
+    instructions, found = [], []
     for match in _INSTRUCTION.finditer(text):
         address, instruction = int(match.group(1), 16), match.group(2)
-        addresses.append(address)
-        target = re.search(r"\bBRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))", instruction)
-        if target and target.group(1) and int(target.group(1), 16) < address:
+        instructions.append((address, instruction))
+        target = re.search(r"\bBRA\s+0x([0-9a-f]+)", instruction)
+        if target and int(target.group(1), 16) < address:
             start = int(target.group(1), 16)
-            loops.append(sum(1 for a in addresses if start <= a <= address))
-    return loops
+            found.append([text for at, text in instructions if start <= at <= address])
+    return found
+
+
+def loop_sizes(text: str) -> list:
+    return [len(body) for body in loops(text)]
+
+
+def opcodes(body: list) -> Counter:
+    """How often each opcode (predicate and modifiers dropped) occurs in a loop body."""
+    return Counter(re.sub(r"^@!?U?P\w+\s+", "", line).split()[0].split(".")[0] for line in body)
 
 
 def sass_rows(head_dim: int = 64) -> list:
-    """(combination, the forward kernel's loops, the yardstick's loop) for the callers' combinations."""
+    """(combination, the forward kernel's loops, the yardstick's loops) as instruction lists, for the
+    callers' combinations."""
     sys.path.insert(0, str(Path(__file__).parent))
     import kernel_resources as resources
 
     from spacy_seqgpt.kernels import attention
 
+    fn, stick = attention._forward_kernel.fn, yardstick_kernel()
     rows = []
     for combination in ("decoding", "packed", "tagger", "prefix-lm", "decoding+alibi"):
         constants = dict(resources.combination_flags(combination), D=head_dim, IEEE_DOT=False, BLOCK_M=128,
                          BLOCK_N=64)
-        fn = attention._forward_kernel.fn
         types, hints = resources.signature(fn, "bf16", constants)
-        ours = loop_sizes(sass(fn, types, constants, hints, 8, 2))
-        alibi = constants["HAS_ALIBI"]
-        stick = yardstick_kernel()
-        stick_constants = dict(D=head_dim, ALIBI=alibi, BLOCK_M=128, BLOCK_N=64)
+        stick_constants = dict(D=head_dim, ALIBI=constants["HAS_ALIBI"], BLOCK_M=128, BLOCK_N=64)
         stick_types = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "POS": "*i32", "SLOPES": "*fp32",
                        "stride_b": "i32", "stride_h": "i32", "stride_m": "i32", "stride_n": "i32", "H": "i32",
                        "LK": "i32", "sm_scale": "fp32", **{name: "constexpr" for name in stick_constants}}
         stick_hints = {(i,): [["tt.divisibility", 16]] for i in range(10)}  # pointers and strides
-        yard = loop_sizes(sass(stick, stick_types, stick_constants, stick_hints, 8, 2))
-        rows.append((combination, ours, yard))
+        rows.append((combination, loops(sass(fn, types, constants, hints, 8, 2)),
+                     loops(sass(stick, stick_types, stick_constants, stick_hints, 8, 2))))
     return rows
 
 
-def main(argv=None) -> int:
+def show(table: list, header: tuple, markdown: bool) -> None:
     from wasabi import msg
 
+    if markdown:
+        print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
+        print("\n".join("| " + " | ".join(map(str, row)) + " |" for row in table))
+    else:
+        msg.table(table, header=header, divider=True)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--no-sass", action="store_true", help="only the tile shares (no compiles)")
     args = parser.parse_args(argv)
-    shares = tile_shares(args.seed)
-    header = ("layout", "kernel", "tile", "tiles", "skipped", "full", "partial", "partial / visited")
-    table = [(*row[:-1], f"{row[-1]:.1%}") for row in shares]
-    if args.markdown:
-        print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
-        print("\n".join("| " + " | ".join(map(str, row)) + " |" for row in table))
-    else:
-        msg.table(table, header=header, divider=True)
+    show([(*row[:-1], f"{row[-1]:.1%}") for row in tile_shares(args.seed)],
+         ("layout", "kernel", "tile", "tiles", "skipped", "full", "partial", "partial / visited"), args.markdown)
     if args.no_sass:
         return 0
     rows = sass_rows()
-    header = ("combination", "forward loops (partial, full, partial)", "yardstick loop", "full / yardstick")
-    table = [(combination, ", ".join(map(str, ours)), ", ".join(map(str, yard)),
-              f"{ours[1] / yard[0]:.2f}" if len(ours) == 3 and len(yard) == 1 else "loops not identified")
-             for combination, ours, yard in rows]
+    table = []
+    for combination, ours, yard in rows:
+        sizes, stick = [len(body) for body in ours], [len(body) for body in yard]
+        ratio = f"{sizes[1] / stick[0]:.2f}" if len(sizes) == 3 and len(stick) == 1 else "loops not identified"
+        table.append((combination, ", ".join(map(str, sizes)), ", ".join(map(str, stick)), ratio))
     print()
-    if args.markdown:
-        print("| " + " | ".join(header) + " |\n" + "|---" * len(header) + "|")
-        print("\n".join("| " + " | ".join(map(str, row)) + " |" for row in table))
-    else:
-        msg.table(table, header=header, divider=True)
+    show(table, ("combination", "forward loops (partial, full, partial)", "yardstick loop", "full / yardstick"),
+         args.markdown)
+    combination, ours, yard = rows[0]
+    if len(ours) == 3 and len(yard) == 1:  # where the full loop and the yardstick's differ
+        full, stick = opcodes(ours[1]), opcodes(yard[0])
+        print()
+        show([(op, full[op], stick[op]) for op in sorted(set(full) | set(stick)) if full[op] != stick[op]],
+             (f"opcode ({combination})", "full-tile loop", "yardstick loop"), args.markdown)
     return 0
 
 

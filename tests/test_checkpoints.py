@@ -139,3 +139,17 @@ def test_a_crafted_checkpoint_that_does_not_fit_the_model_is_refused(tmp_path, w
     with pytest.raises(CheckpointError, match=f"does not fit this model: {message}"):
         load_checkpoint(latest_checkpoint(tmp_path), model, optimizer, scheduler)
     assert torch.equal(model.weight, before)  # nothing was broadcast into the model
+
+
+def test_a_state_that_does_not_fit_the_optimizer_leaves_the_model_as_it_was(tmp_path):
+    train_and_save(tmp_path, 1)
+    step = tmp_path / "step-1"
+    state = torch.load(step / "state.pt", weights_only=True)
+    state["optimizer"]["param_groups"] *= 2  # two groups for an optimizer with one
+    torch.save(state, step / "state.pt")
+    craft(step, {"weight": torch.full((2, 4), 7.0), "bias": torch.zeros(2)})
+    model, optimizer, scheduler = trainer(seed=1)
+    before = model.weight.detach().clone()
+    with pytest.raises(CheckpointError, match="does not fit this run's optimizer"):
+        load_checkpoint(latest_checkpoint(tmp_path), model, optimizer, scheduler)
+    assert torch.equal(model.weight, before)

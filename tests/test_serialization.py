@@ -137,7 +137,7 @@ def test_files_besides_the_weights_are_covered_by_the_weights_id(saved):
         spacy.load(path)
 
 
-@pytest.mark.parametrize("craft", ["index", "link", "pickle"])
+@pytest.mark.parametrize("craft", ["index", "index-list", "link", "pickle"])
 def test_a_model_folder_that_reads_outside_itself_or_pickles_is_refused(saved, tmp_path, craft):
     _, path = saved
     model = path / "seqgpt_ner" / "model"
@@ -148,6 +148,9 @@ def test_a_model_folder_that_reads_outside_itself_or_pickles_is_refused(saved, t
         srsly.write_json(model / "model.safetensors.index.json",
                          {"metadata": {}, "weight_map": {"x": str(outside)}})
         expected = "outside"
+    elif craft == "index-list":  # a weight map that is no mapping (its shards cannot even be listed)
+        srsly.write_json(model / "model.safetensors.index.json", {"metadata": {}, "weight_map": [["x"]]})
+        expected = "not a mapping"
     elif craft == "link":
         outside = tmp_path / "outside.safetensors"
         shutil.move(weights, outside)

@@ -96,7 +96,7 @@ def _docbin_size(path: Path, digest) -> int:
 def plan_shards(files: List[Path], shard_size: int, limit: int = 0) -> Tuple[List[Shard], List[dict]]:
     """The shards of ``shard_size`` documents (the last may be shorter) of the first ``limit``
     documents (0: all), and a description of each input (path, kind, documents, bytes, and a
-    hash of its contents)."""
+    hash of the contents the job reads: a text input up to its last document, a DocBin whole)."""
     if shard_size < 1:
         raise ValueError(f"the shard size must be at least 1, got {shard_size}")
     shards: List[Shard] = []
@@ -110,7 +110,7 @@ def plan_shards(files: List[Path], shard_size: int, limit: int = 0) -> Tuple[Lis
 
     for path in files:
         kind = KINDS[path.suffix]
-        digest = hashlib.blake2b(digest_size=16)  # the contents: an input edited in place is another job
+        digest = hashlib.blake2b(digest_size=16)  # what the job reads: an input edited in place is another job
         positions = range(_docbin_size(path, digest)) if kind == "spacy" else _line_offsets(path, digest)
         items = 0
         in_shard = sum(p.count for p in pieces)
@@ -127,9 +127,6 @@ def plan_shards(files: List[Path], shard_size: int, limit: int = 0) -> Tuple[Lis
             if in_shard == shard_size:
                 close(in_shard)
                 in_shard = 0
-        if kind != "spacy":
-            for _ in positions:  # the rest of the file, past the limit, is part of the input too
-                pass
         described.append({"path": str(path), "kind": kind, "documents": items, "bytes": path.stat().st_size,
                           "blake2b": digest.hexdigest()})
     if pieces:

@@ -46,8 +46,9 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+def digest(data: bytes) -> str:
+    """What a shard's manifest entry records of each of its files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _jsonl(rows: Iterable[dict]) -> bytes:
@@ -92,7 +93,7 @@ def annotate_shard(nlp, shard: Shard, output: Path, *, text_field: str, batch_si
     for suffix, data in files.items():
         write_atomic(output / shard_name(shard.number, suffix), data)
     return {**shard.to_dict(), "docs": len(kept), "rejected": len(rejects), "seconds": round(time.time() - started, 3),
-            "files": {suffix: hashlib.blake2b(data, digest_size=16).hexdigest() for suffix, data in files.items()}}
+            "files": {suffix: digest(data) for suffix, data in files.items()}}
 
 
 def write_json_lines(output: Path, entry: dict) -> dict:
@@ -104,7 +105,7 @@ def write_json_lines(output: Path, entry: dict) -> dict:
     docs = DocBin(store_user_data=True).from_disk(output / shard_name(entry["number"], ".spacy"))
     data = _jsonl(doc_json(doc) for doc in docs.get_docs(spacy.blank("xx").vocab))
     write_atomic(output / shard_name(entry["number"], ".jsonl"), data)
-    return {**entry, "files": {**entry["files"], ".jsonl": hashlib.blake2b(data, digest_size=16).hexdigest()}}
+    return {**entry, "files": {**entry["files"], ".jsonl": digest(data)}}
 
 
 def _annotated(nlp, items: List[Item], batch_size: int, n_process: int, tick: Callable[[], None]
@@ -178,7 +179,8 @@ class Manifest:
             try:
                 saved = json.loads(self.path.read_text(encoding="utf8"))
             except (ValueError, UnicodeDecodeError) as err:
-                raise ValueError(f"{self.path} cannot be read ({err}); move it away to start this folder over") from None
+                raise ValueError(f"{self.path} cannot be read ({err}); move it away to start this folder "
+                                 "over") from None
             if not isinstance(saved, dict) or not isinstance(saved.get("shards", {}), dict):
                 raise ValueError(f"{self.path} is not an annotation manifest; move it away to start this folder over")
             differ = [key for key in job if saved.get(key) != job[key]]
@@ -199,9 +201,9 @@ class Manifest:
         if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in ENTRY_KEYS.items()) \
                 or str(entry["number"]) != key:
             return "its manifest entry is incomplete"
-        for suffix, digest in entry["files"].items():
+        for suffix, recorded in entry["files"].items():
             path = output / shard_name(entry["number"], suffix)
-            if not path.is_file() or file_digest(path) != digest:
+            if not path.is_file() or digest(path.read_bytes()) != recorded:
                 return f"{path.name} is missing or not the file written"
         return None
 

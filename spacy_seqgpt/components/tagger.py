@@ -302,7 +302,7 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         self.cfg["labels"] = list(cfg["labels"])
         parts = cfg.get("parts")
         if parts and "model" not in exclude:
-            check_saved_source(self.settings.model, path, cfg.get("weights_id"), self.name, skip=("cfg",))
+            check_saved_source(path, cfg.get("weights_id"), self.name, skip=("cfg",))
             self._set_classifier(TokenClassifier.load(
                 self.settings, self.tags, base=str(path / "base") if parts.get("base") else None,
                 tokenizer=str(path / "tokenizer"), adapter=str(path / "adapter") if parts.get("adapter") else None))

@@ -52,7 +52,7 @@ def corpus_records(corpus: GoldCorpus, source: str, *, seed: int = 0, quota: int
             break
         example = corpus.examples[index]
         gold = _gold_labels(corpus, example)
-        problem = None if all_labels else answer_problem(corpus.task, gold, _record(corpus, example, gold, source)["answer"])
+        problem = None if all_labels or corpus.task != EXTRACT else answer_problem(EXTRACT, gold, _spans(example, gold))
         if problem is not None:
             if left_out is None:
                 raise ValueError(f"example {index} ({example.text[:60]!r}): {problem}")
@@ -99,9 +99,14 @@ def _record(corpus: GoldCorpus, example, labels: List[str], source: str) -> Reco
         answer = [label for label in labels if label in example.cats]
         return {**make_record(CLASSIFY, example.text, labels, answer, source, corpus.lang), **example.meta}
     spans = [span for span in example.spans if span[2] in labels]
-    answer = {label: [] for label in labels}
-    for start, end, label in spans:
-        phrase = example.text[start:end]
-        if phrase not in answer[label]:
-            answer[label].append(phrase)
-    return {**make_record(EXTRACT, example.text, labels, answer, source, corpus.lang, spans=spans), **example.meta}
+    return {**make_record(EXTRACT, example.text, labels, _spans(example, labels), source, corpus.lang, spans=spans),
+            **example.meta}
+
+
+def _spans(example, labels: List[str]) -> dict:
+    """The extraction answer of ``example`` for ``labels``: each label's phrases, in text order, once."""
+    answer: dict = {label: [] for label in labels}
+    for start, end, label in example.spans:
+        if label in answer and example.text[start:end] not in answer[label]:
+            answer[label].append(example.text[start:end])
+    return answer

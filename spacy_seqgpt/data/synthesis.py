@@ -22,9 +22,9 @@ import math
 import os
 import random
 import time
-from datetime import datetime, timezone
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from http.client import HTTPException
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple

@@ -306,8 +306,9 @@ def _check_index(root: Path, index: Path, owner: str, fix: str) -> None:
     """The shards of a sharded checkpoint's index all lie inside ``root``."""
     try:
         weight_map = json.loads(index.read_text(encoding="utf8")).get("weight_map", {})
-        shards = set(weight_map.values()) if isinstance(weight_map, dict) else {weight_map}
-        for shard in shards:
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"its weight_map is a {type(weight_map).__name__}, not a mapping")
+        for shard in weight_map.values():
             inside(index.parent, shard)
     except (ValueError, AttributeError) as err:
         raise ValueError(f"{owner}: {index} names a weights file outside {root} or cannot be read ({err}). "
@@ -345,7 +346,7 @@ def load_shared(spec: HFModel, *, source: Optional[Path] = None, weights_id: Opt
     shared = _CACHE.get(key)
     if shared is None:
         if source is not None:
-            check_saved_source(spec, source, weights_id)
+            check_saved_source(source, weights_id)
         saved = replace(spec, adapter=None) if source is not None else spec
         model, tokenizer = saved.load(task="causal_lm", source=str(source) if source is not None else None,
                                       unmask_mode="prompt")
@@ -355,12 +356,12 @@ def load_shared(spec: HFModel, *, source: Optional[Path] = None, weights_id: Opt
     return shared
 
 
-def check_saved_source(spec: HFModel, source: Path, weights_id: Optional[str], owner: str = "component",
+def check_saved_source(source: Path, weights_id: Optional[str], owner: str = "component",
                        skip: Sequence[str] = ()) -> None:
     """Refuse weights a pipeline saved (a folder, or bytes) unless they load without trusting them:
-    no code of theirs runs (``trust_remote_code`` is refused), nothing outside the folder is read,
-    and every file is the one the pipeline recorded (``weights_id``)."""
-    refuse_remote_code(spec, owner, source)
+    nothing outside the folder is read, nothing is unpickled, and every file is the one the
+    pipeline recorded (``weights_id``). The components refuse ``trust_remote_code`` when they are
+    read (:func:`refuse_remote_code`), before any weights are."""
     try:
         found = weights_hash(source, owner, skip)
     except ValueError as err:

@@ -62,7 +62,7 @@ def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, extra:
         pointer = folder / f"{LATEST}.tmp"
         pointer.write_text(target.name, encoding="utf8")
         os.replace(pointer, folder / LATEST)
-    except (OSError, RuntimeError, SafetensorError) as err:  # torch and safetensors report a full disk in their own kinds
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch and safetensors say "disk full" their own way
         shutil.rmtree(target, ignore_errors=True)
         reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0]
         raise CheckpointError(f"Could not write the checkpoint {target} ({reason}). The last good "
@@ -151,11 +151,7 @@ def load_checkpoint(target: Path, model, optimizer, scheduler) -> dict:
     if problem:
         raise CheckpointError(f"The checkpoint {target} does not fit this model: {problem}. Delete {target.parent} "
                               "to start this stage over, or train the model the checkpoint was made for.")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value.to(params[name].device))
-    try:
+    try:  # before any weight is copied: a state that does not fit leaves the model as it was
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
@@ -163,4 +159,8 @@ def load_checkpoint(target: Path, model, optimizer, scheduler) -> dict:
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"The checkpoint {target} does not fit this run's optimizer ({err}). Delete "
                               f"{target.parent} to start this stage over.") from err
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device))
     return state
