@@ -11,6 +11,7 @@ import spacy
 import srsly
 from spacy.tokens import DocBin
 
+from spacy_seqgpt import atomic
 from spacy_seqgpt.annotation.job import annotate, pipeline_config, pipeline_summary
 from spacy_seqgpt.annotation.shards import INPUT_ATTR, ShardFailed
 
@@ -276,14 +277,12 @@ def test_jsonl_asked_for_on_a_resume_is_written_for_the_done_shards(failing_pipe
 def test_a_full_disk_leaves_no_temporary_file(tmp_path, monkeypatch):
     import errno
 
-    from spacy_seqgpt.annotation import shards
-
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(shards.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
-        shards.write_atomic(tmp_path / "manifest.json", b"{}")
+        atomic.write_atomic(tmp_path / "manifest.json", b"{}")
     assert list(tmp_path.iterdir()) == []
 
 

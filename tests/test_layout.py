@@ -26,7 +26,7 @@ ALLOWED = {
     "cli": {"models", "data", "training", "evaluation", "annotation"},
     "api": {"models"},
 }
-LEAVES = {"prompts", "validation", "about"}
+LEAVES = {"prompts", "validation", "about", "atomic"}
 
 
 def repository_files():

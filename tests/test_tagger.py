@@ -289,8 +289,8 @@ def test_bad_settings_and_inputs_get_clear_errors(tiny_llama):
         tagger_nlp(tiny_llama, unmask="012")
     with pytest.raises(ValueError, match="trains its own LoRA adapter"):
         tagger_nlp(tiny_llama, adapter="some/adapter")
-    nlp = tagger_nlp(tiny_llama, unmask="011")
-    with pytest.raises(ValueError, match="divides"):
+    nlp = tagger_nlp(tiny_llama, unmask="01101")
+    with pytest.raises(ValueError, match="at most 4 digits"):
         nlp.get_pipe("llm_unmasked_tagger").initialize(labels=["PER"])
     nlp = tagger_nlp(tiny_llama)
     with pytest.raises(ValueError, match="not initialized"):

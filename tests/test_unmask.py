@@ -1,10 +1,11 @@
 """``spacy_seqgpt.unmask`` on tiny Llama and BLOOM models made by ``init-tiny``."""
 import pytest
 import torch
+from hypothesis import given, strategies as st
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from spacy_seqgpt import unmask
-from spacy_seqgpt.models.unmasking import layer_selection
+from spacy_seqgpt.models.unmasking import layer_groups, layer_selection
 
 from conftest import KERNEL_DEVICE
 
@@ -120,11 +121,23 @@ def test_training_a_lora_wrapped_model(paths, arch):
     assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
 
 
+@given(st.integers(1, 96).flatmap(lambda n: st.tuples(st.just(n), st.integers(1, n))))
+def test_layer_groups_are_contiguous_and_differ_by_at_most_one_layer_the_first_ones_larger(layers_and_groups):
+    n_layers, n_groups = layers_and_groups
+    groups = layer_groups(n_layers, n_groups)
+    assert len(groups) == n_groups
+    assert [i for group in groups for i in group] == list(range(n_layers))
+    sizes = [len(group) for group in groups]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] - sizes[-1] <= 1 and min(sizes) >= 1
+
+
 def test_layer_codes_and_bad_input(paths):
     assert layer_selection("0110", 4) == [1, 2]
     assert layer_selection("01", 24) == list(range(12, 24))
+    assert layer_selection("0110", 30) == list(range(8, 23))  # groups of 8, 8, 7, 7 layers
+    assert layer_selection("011", 4) == [2, 3]  # groups of 2, 1, 1 layers
     assert layer_selection([3, 0, 3], 4) == [0, 3]
-    for bad, message in (("012", "0s and 1s"), ("011", "divides 4"), ("", "0s and 1s"), ([4], r"\[0, 4\)")):
+    for bad, message in (("012", "0s and 1s"), ("01101", "at most 4 digits"), ("", "0s and 1s"), ([4], r"\[0, 4\)")):
         with pytest.raises(ValueError, match=message):
             layer_selection(bad, 4)
     model = load(paths, "llama")

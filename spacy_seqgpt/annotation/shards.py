@@ -16,6 +16,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
+from ..atomic import write_atomic
 from .inputs import Item, Shard, read_shard
 
 MANIFEST = "manifest.json"
@@ -29,21 +30,6 @@ def shard_name(number: int, suffix: str) -> str:
 class ShardFailed(RuntimeError):
     """A shard could not be annotated as a whole (every document failed alike, or the machine ran
     out of memory or disk): it is not marked done, so a rerun retries it."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename, synced to disk; a
-    write that fails (a full disk) leaves no temporary file behind."""
-    draft = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(draft, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(draft, path)
-    except BaseException:
-        draft.unlink(missing_ok=True)
-        raise
 
 
 def digest(data: bytes) -> str:

@@ -23,7 +23,8 @@ from ..models.loading import refuse_remote_code, use_worker_threads
 from ..models.spec import model_block, model_settings
 from ..prompts import LabelSpec, check_label, prompt_labels
 from ..validation import check_positive_int
-from .serialization import FolderBytes, atomic_folder, folder_from_bytes, folder_to_bytes, read_cfg
+from ..atomic import atomic_folder
+from .serialization import FolderBytes, folder_from_bytes, folder_to_bytes, read_cfg
 
 logger = logging.getLogger("spacy_seqgpt")
 

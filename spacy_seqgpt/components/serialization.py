@@ -5,13 +5,9 @@ anywhere else.
 from and write to files pack a folder's files with msgpack. Bytes may come from anywhere, so
 every name in them must be a relative path that stays inside the folder they unpack into.
 """
-import os
-import shutil
 import tempfile
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import srsly
 
@@ -39,27 +35,6 @@ def folder_from_bytes(data: bytes, read: Callable[[Path], None]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         read(Path(tmp))
-
-
-@contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """A fresh folder beside ``path`` to write into; it becomes ``path`` (replacing what was
-    there) only when the block ends without an error, so a write cut short by a full disk or an
-    error leaves the old folder, never half of a new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    try:
-        yield draft
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-            os.replace(path, old)
-            os.replace(draft, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(draft, path)
-    finally:
-        shutil.rmtree(draft, ignore_errors=True)
 
 
 def read_cfg(path: Path, owner: str) -> dict:

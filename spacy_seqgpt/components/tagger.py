@@ -28,7 +28,8 @@ from ..text.alignment import resolve_overlaps
 from ..text.iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
 from ..training.optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
 from ..validation import check_spans_key
-from .serialization import FolderBytes, atomic_folder, read_cfg
+from ..atomic import atomic_folder
+from .serialization import FolderBytes, read_cfg
 from .spans import add_ents, score_spans
 
 # The paper's decoder, with its middle layer groups unmasked; float32 weights to train (4-bit

@@ -36,16 +36,23 @@ class UnsupportedModelError(ValueError):
     """``unmask`` does not know this model's attention."""
 
 
+def layer_groups(n_layers: int, n_groups: int) -> List[range]:
+    """``n_layers`` split into ``n_groups`` contiguous groups whose sizes differ by at most one:
+    the first ``n_layers % n_groups`` groups get the extra layer (30 layers in 4 groups: 8, 8, 7, 7)."""
+    if not 1 <= n_groups <= n_layers:
+        raise ValueError(f"a code of {n_groups} groups cannot split {n_layers} layers: use at most {n_layers} digits")
+    size, extra = divmod(n_layers, n_groups)
+    starts = [g * size + min(g, extra) for g in range(n_groups + 1)]
+    return [range(start, end) for start, end in zip(starts, starts[1:])]
+
+
 def layer_selection(layers: Union[str, Sequence[int]], n_layers: int) -> List[int]:
-    """Layer indices from a group code (``"0110"``: the layers split into 4 groups, first digit
-    nearest the input, 1 = unmasked) or from a list of indices."""
+    """Layer indices from a group code (``"0110"``: the layers split into 4 contiguous groups by
+    :func:`layer_groups`, first digit nearest the input, 1 = unmasked) or from a list of indices."""
     check_unmask_code(layers)
     if isinstance(layers, str):
-        if len(layers) > n_layers or n_layers % len(layers):
-            raise ValueError(f"the code {layers!r} splits {n_layers} layers into {len(layers)} groups: "
-                             f"use a number of groups that divides {n_layers}")
-        size = n_layers // len(layers)
-        return [i for i in range(n_layers) if layers[i // size] == "1"]
+        groups = layer_groups(n_layers, len(layers))
+        return [i for digit, group in zip(layers, groups) if digit == "1" for i in group]
     indices = list(layers)
     bad = [i for i in indices if i >= n_layers]
     if bad:

