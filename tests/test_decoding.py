@@ -9,7 +9,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
+from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load, span_offsets
 from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.decoding import Decoder, Query
 from spacy_seqgpt.decoding.decoder import length_buckets, pass_width
@@ -280,20 +280,6 @@ def test_bad_settings_are_named(seqgpt_tiny):
             nlp.make_doc("text"))
 
 
-def span_offsets(answer):
-    """(start, end) in ``answer`` of every span its lines name (values other than "None")."""
-    out, line_start = [], 0
-    for line in answer.split("\n"):
-        label, sep, value = line.partition(": ")
-        at = line_start + len(label) + len(sep)
-        for piece in value.split(", ") if sep and value != "None" else []:
-            if piece:
-                out.append((at, at + len(piece)))
-            at += len(piece) + 2
-        line_start += len(line) + 1
-    return out
-
-
 @pytest.mark.parametrize("unmask", [None, "0110"])
 def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgpt_tiny_llama, unmask):
     """Jump-forward and speculation (the defaults) against step-by-step decoding, on models
@@ -328,7 +314,7 @@ def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgp
 @pytest.mark.parametrize("arch", ["bloom", "llama"])
 def test_the_cache_written_in_place_gives_what_transformers_cache_gives(arch, random_bloom, random_llama):
     """Through growth past its room, beam-style reorders and multi-token steps."""
-    from spacy_seqgpt.decoding.kv_cache import PreallocatedCache
+    from spacy_seqgpt.decoding.kv_cache import PreallocatedCache, cache_keyword, returned_cache
 
     model = (random_bloom if arch == "bloom" else random_llama).model
     ids = torch.randint(5, 200, (3, 12), generator=torch.Generator().manual_seed(0))
@@ -337,12 +323,12 @@ def test_the_cache_written_in_place_gives_what_transformers_cache_gives(arch, ra
         logits = []
         with torch.inference_mode():
             out = model(input_ids=ids[:, :5], attention_mask=torch.ones(3, 5, dtype=torch.long),
-                        past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                        use_cache=True, **{cache_keyword(model): cache})
+            cache = returned_cache(out)
             cache.reorder_cache(torch.tensor([2, 0, 0]))
             for start, end in ((5, 6), (6, 9), (9, 10), (10, 12)):
                 out = model(input_ids=ids[:, start:end], attention_mask=torch.ones(3, end, dtype=torch.long),
-                            past_key_values=cache, use_cache=True)
+                            use_cache=True, **{cache_keyword(model): cache})
                 logits.append(out.logits)
         assert cache.get_seq_length() == 12
         runs.append(logits)

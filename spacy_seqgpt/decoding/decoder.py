@@ -49,7 +49,7 @@ import numpy as np
 from ..kernels.constraints import STATE_INTS, TokenBytes, advance, allowed, best_allowed
 from ..models.adapters import base_model
 from ..models.loading import SharedModel
-from .kv_cache import PreallocatedCache, supports_preallocation
+from .kv_cache import PreallocatedCache, cache_keyword, returned_cache, supports_preallocation
 from .token_bytes import token_pieces
 
 DEFAULT_CANDIDATES = 8
@@ -155,6 +155,7 @@ class Decoder:
         self.prompt_mode = prefix_lm_layers(base)
         self.share_prefixes = share_prefixes and not self.prompt_mode
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
+        self._cache_keyword = cache_keyword(base)
         self._preallocate = supports_preallocation(base.config)
         self.pass_overhead = PASS_OVERHEAD_TOKENS.get(shared.device.type, DEFAULT_PASS_OVERHEAD_TOKENS)
         self.vocab = vocabulary_bytes(shared)
@@ -366,14 +367,14 @@ class Decoder:
             finally:
                 hook.remove()
             return list(logits[0].split([len(row) for row in read])), cache
-        kwargs = {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache, "use_cache": True,
+        kwargs = {"input_ids": input_ids, "attention_mask": mask, self._cache_keyword: cache, "use_cache": True,
                   "logits_to_keep": keep}
         if self._positions:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         if prompt_lengths is not None:
             kwargs["prompt_lengths"] = prompt_lengths
         out = self.shared.model(**kwargs)
-        return out.logits, out.past_key_values
+        return out.logits, returned_cache(out)
 
     # -- scoring given answers ---------------------------------------------------------------
 

@@ -8,7 +8,20 @@ written so far. When the room runs out the buffers double (rare: the room is siz
 ``max_new_tokens``). Rows leaving the batch, or beams reordering, still copy (``index_select``),
 as they must.
 """
+import inspect
+
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, get_layer_types_and_kwargs
+
+
+def cache_keyword(model) -> str:
+    """The keyword ``model.forward`` takes its KV cache by: ``cache`` since transformers 5.24
+    (``past_key_values`` is deprecated there and goes in 5.40), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """The KV cache a model call returned, by the name its output class has."""
+    return output.cache if "cache" in getattr(output, "__dataclass_fields__", {}) else output.past_key_values
 
 
 class PreallocatedLayer(DynamicLayer):

@@ -3,7 +3,9 @@
 Shared by the tagger (a token classifier) and SeqGPT training (a causal LM), so both take
 the same LoRA settings with the same defaults (the QLoRA paper's r 64, alpha 16, dropout 0.1).
 """
-from typing import Any, Dict
+import warnings
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator
 
 from ..validation import check_positive_int
 
@@ -16,6 +18,15 @@ DEFAULT_TARGETS = ["q_proj", "v_proj"]
 def base_model(model):
     """The model inside a PEFT wrapper, or ``model`` itself when it is not wrapped."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """PEFT (0.21) reads transformers' deprecated ``is_gradient_checkpointing`` whenever it wraps
+    a model; that warning is PEFT's to fix and says nothing to our users, so only it is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def lora_settings(lora: Dict[str, Any]) -> Dict[str, Any]:
@@ -52,7 +63,8 @@ def add_lora(model, lora: Dict[str, Any], task_type: str):
     config = LoraConfig(task_type=task_type, r=settings["r"], lora_alpha=settings["alpha"],
                         lora_dropout=settings["dropout"], target_modules=list(targets))
     try:
-        return get_peft_model(model, config)
+        with quiet_peft():
+            return get_peft_model(model, config)
     except ValueError as err:
         raise ValueError(f"LoRA target modules {list(targets)} do not fit this {model.config.model_type} model: "
                          f"{err}") from err

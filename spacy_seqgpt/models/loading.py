@@ -149,9 +149,11 @@ def quantization_config(spec: HFModel):
 def _apply_adapter(model, spec: HFModel):
     from peft import PeftModel
 
+    from .adapters import quiet_peft
+
     source = checked_source(spec.adapter, "adapter")
     try:
-        with quiet_progress_bars():
+        with quiet_progress_bars(), quiet_peft():
             model = PeftModel.from_pretrained(model, source, **hub_access(source))
     except _load_errors() as err:
         raise load_error("adapter", spec.adapter, err) from None

@@ -17,7 +17,7 @@ from spacy.tokens import Doc
 
 from ..text.alignment import align_subwords
 from ..validation import check_positive_int
-from .adapters import add_lora, lora_settings, prepare_for_training
+from .adapters import add_lora, lora_settings, prepare_for_training, quiet_peft
 from .loading import ModelLoadError, quiet_progress_bars
 from .spec import HFModel
 
@@ -92,7 +92,8 @@ class TokenClassifier:
         if settings.lora is not None and adapter is not None:  # a saved adapter and head
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
         elif settings.lora is not None:
             model = add_lora(model, settings.lora, "TOKEN_CLS")
         return cls(model, tok, settings, tags)
