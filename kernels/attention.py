@@ -40,8 +40,9 @@ the Triton tutorial's off-diagonal loop), and the rest (the diagonal, prefix-LM 
 and padding boundaries) take the masked path. Padding and segments reach the kernels as one
 group id per key. The autotune lists hold only configs that compile without register spills
 on sm_80 and sm_90 (``benchmarks/kernel_resources.py`` checks them without a GPU). On CPU the
-PyTorch reference of the same contract runs (``backend="torch"``); ``TRITON_INTERPRET=1`` runs
-the kernels on CPU tensors, which is how the tests check them against the reference.
+contract runs on PyTorch's fused attention with a dense mask built once per layout
+(``dense_attention``); the plain PyTorch reference (``backend="torch"``) is the tests' oracle,
+and ``TRITON_INTERPRET=1`` runs the kernels on CPU tensors, which is how the tests check them.
 
 Written after the Triton fused-attention tutorial (forward, then dK/dV and dQ kernels).
 """
@@ -119,7 +120,7 @@ def visibility(batch: int, lq: int, lk: int, device, key_padding_mask=None, segm
 
 def reference_attention(q, k, v, *, key_padding_mask=None, segment_ids=None, bidirectional_ids=None,
                         causal=True, alibi_slopes=None, scale=None):
-    """The contract in plain PyTorch (fp32 scores, dense mask): the CPU path and the tests' oracle."""
+    """The contract in plain PyTorch (fp32 scores, dense mask): the tests' oracle."""
     batch, heads, lq, dim = q.shape
     lk = k.shape[2]
     group = heads // k.shape[1]
@@ -617,7 +618,8 @@ class AttentionLayout:
 
     ``partial_attention`` builds one per call. A model builds one per forward pass and hands it
     to every layer (``partial_attention(q, k, v, layout=layout)``): the forward arrays are built
-    on first use by the forward kernel, the backward's only when a backward runs. The reference
+    on first use by the forward kernel, the backward's only when a backward runs. Where the
+    kernels do not run, the dense mask is built once instead (``dense_mask``). The reference
     backend reads the masks and builds nothing.
     """
 
@@ -630,11 +632,34 @@ class AttentionLayout:
                           HAS_BID=bidirectional_ids is not None, HAS_ALIBI=alibi_slopes is not None)
         self._forward_arrays = self._backward_arrays = None
         self._runs = {}  # per-id runs of the segment and bidirectional ids, from the forward build
+        self._dense = {}  # (dtype, device) -> dense_mask's mask for the CPU path
 
     @property
     def masks(self) -> dict:
         return dict(key_padding_mask=self.key_padding_mask, segment_ids=self.segment_ids,
                     bidirectional_ids=self.bidirectional_ids, causal=self.causal, alibi_slopes=self.alibi_slopes)
+
+    def dense_mask(self, dtype, device):
+        """``(mask, seen)`` for ``scaled_dot_product_attention``, built on first use: the
+        visibility as a boolean ``(B, 1, Lq, Lk)`` mask, or with ALiBi an additive ``(B, H, Lq,
+        Lk)`` bias of ``dtype``; ``seen`` (B, 1, Lq, 1) is 0 on rows that see no key (their
+        mask lets every key through, so the softmax stays finite, and the output is zeroed), or
+        None when every row sees one."""
+        key = (dtype, device)
+        if key not in self._dense:
+            visible = visibility(self.batch, self.lq, self.lk, device, self.key_padding_mask, self.segment_ids,
+                                 self.bidirectional_ids, self.causal)[:, None]
+            any_visible = visible.any(-1, keepdim=True)
+            visible = visible | ~any_visible
+            mask = visible
+            if self.alibi_slopes is not None:
+                pos = alibi_positions(self.key_padding_mask, self.segment_ids, self.batch, self.lk, device).float()
+                distance = (pos[:, self.lk - self.lq:, None] - pos[:, None, :]).abs()
+                bias = -self.alibi_slopes.float().to(device)[None, :, None, None] * distance[:, None]
+                mask = bias.masked_fill(~visible, float("-inf")).to(dtype)
+            seen = None if bool(any_visible.all()) else any_visible.to(dtype)
+            self._dense[key] = (mask, seen)
+        return self._dense[key]
 
     def forward_arrays(self, device) -> dict:
         if self._forward_arrays is None:
@@ -859,8 +884,9 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     """Attention with per-call causal, bidirectional or prefix-LM visibility; see the module doc.
 
     ``backend="auto"``: the Triton kernels for CUDA tensors (head dims 16-128, powers of two),
-    the PyTorch reference otherwise. ``"triton"`` forces the kernels (CPU tensors only under
-    ``TRITON_INTERPRET=1``); ``"torch"`` forces the reference. ``layout``: an
+    PyTorch's fused attention with a dense mask otherwise (``dense_attention``). ``"triton"``
+    forces the kernels (CPU tensors only under ``TRITON_INTERPRET=1``); ``"torch"`` forces the
+    reference. ``layout``: an
     ``AttentionLayout`` holding the masks instead of the keyword arguments, shared by the
     layers of one forward pass.
     """
@@ -889,11 +915,29 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             "backend='triton' needs Triton, a head dim in "
             f"{KERNEL_HEAD_DIMS} (got {dim}) and CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
             f"got {'no Triton' if triton is None else q.device.type + ' tensors'}. Use backend='auto' or 'torch'.")
-    if backend == "torch" or (backend == "auto" and not (kernel_ok and q.is_cuda)):
+    if backend == "torch":
         return reference_attention(q, k, v, scale=scale, **masks)
     if layout is None:
         layout = AttentionLayout(q.shape[0], q.shape[2], k.shape[2], **masks)
+    if backend == "auto" and not (kernel_ok and q.is_cuda):
+        return dense_attention(q, k, v, layout, scale)
     return _TritonAttention.apply(q, k, v, layout, scale)
+
+
+def dense_attention(q, k, v, layout: AttentionLayout, scale: float) -> torch.Tensor:
+    """The contract on PyTorch's fused ``scaled_dot_product_attention`` with the layout's dense
+    mask: the path where the kernels do not run (CPU). Unlike the reference (the tests' oracle)
+    it builds the mask once per layout, so the layers of a forward pass share it, and it keeps
+    the input dtype instead of computing the scores in fp32 beside the model's own tensors."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    if layout.key_padding_mask is not None:  # padding keys take no part, whatever they hold (NaN too)
+        real = layout.key_padding_mask.bool()[:, None, :, None]
+        k, v = k.masked_fill(~real, 0), v.masked_fill(~real, 0)
+    mask, seen = layout.dense_mask(q.dtype, q.device)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out if seen is None else out * seen
 
 
 def attention_flops(batch: int, heads: int, lq: int, lk: int, dim: int, visible_fraction: float = 1.0) -> float:

@@ -147,6 +147,38 @@ def test_kernel_equals_reference_on_random_masks(case, seed):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
 
+def cpu_path_and_reference(q, k, v, options, grad_out):
+    """(out, dq, dk, dv) of the CPU path (backend "auto" on CPU tensors: fused attention with the
+    layout's dense mask) and of the reference, on the same inputs."""
+    def run_on_cpu(backend):
+        inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        partial_attention(*inputs, backend=backend, **options).backward(grad_out)
+        return [partial_attention(*(t.detach() for t in inputs), backend=backend, **options)] + [t.grad for t in inputs]
+
+    return run_on_cpu("auto"), run_on_cpu("torch")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_cpu_path_equals_the_reference_forward_and_backward(name):
+    q, k, v, options = make_case(name, torch.float32)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    for label, a, b in zip(("out", "dq", "dk", "dv"), *cpu_path_and_reference(q, k, v, options, grad_out)):
+        assert torch.isfinite(a).all(), label
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=label)
+
+
+@settings(deadline=None, max_examples=40)
+@given(case=random_masks(), seed=st.integers(0, 2 ** 16))
+def test_the_cpu_path_equals_the_reference_on_random_masks(case, seed):
+    batch, lq, lk, options = case
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, 2, lq, 16, generator=generator)
+    k, v = torch.randn(2, batch, 1, lk, 16, generator=generator)
+    grad_out = torch.randn(q.shape, generator=generator)
+    for a, b in zip(*cpu_path_and_reference(q, k, v, options, grad_out)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
 @settings(deadline=None, max_examples=60)
 @given(case=random_masks())
 def test_reference_visibility_and_alibi_positions_follow_the_contract(case):

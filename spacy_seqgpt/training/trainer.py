@@ -160,26 +160,8 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     while step < train.steps:
         first = (step * train.accumulate) * accelerator.num_processes + accelerator.process_index
         batches = [stream[first + m * accelerator.num_processes] for m in range(train.accumulate)]
-        # The loss is a mean over the answer tokens of the step's batches on *all* processes: DDP
-        # averages gradients over processes, so each scales by their number over the global count,
-        # and N processes give the gradient one process gives with N times the accumulation.
-        answer_tokens = int(accelerator.reduce(torch.tensor(
-            sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), device=accelerator.device), "sum"))
-        scale = accelerator.num_processes / max(answer_tokens, 1)
-        total = torch.zeros((), device=accelerator.device)
-        for m, batch in enumerate(batches):
-            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-            sync = accelerator.no_sync(loss_model) if m < len(batches) - 1 else nullcontext()
-            with sync, accelerator.autocast():
-                loss = loss_model(**batch)
-                accelerator.backward(loss * scale)
-            total += loss.detach().float()
-        total = float(accelerator.reduce(total, "sum"))
-        if train.max_grad_norm:
-            accelerator.clip_grad_norm_(params, train.max_grad_norm)
-        optimizer.step()
+        total, answer_tokens = optimizer_step(accelerator, loss_model, optimizer, params, batches, train.max_grad_norm)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         progress.update(1)
         mean_loss = total / max(answer_tokens, 1)
@@ -198,6 +180,33 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
         save_final(model, tokenizer, final, quantized=bool(settings.quantize))
         msg.good(f"Stage {settings.stage} done: {step} steps, model in {final}")
     return final
+
+
+def optimizer_step(accelerator, loss_model, optimizer, params, batches, max_grad_norm: float):
+    """One optimizer step over the micro-batches ``batches``; returns the summed answer-token loss
+    and the number of answer tokens (over all processes). The learning rate's schedule is the
+    caller's to step."""
+    import torch
+
+    # The loss is a mean over the answer tokens of the step's batches on *all* processes: DDP
+    # averages gradients over processes, so each scales by their number over the global count,
+    # and N processes give the gradient one process gives with N times the accumulation.
+    answer_tokens = int(accelerator.reduce(torch.tensor(
+        sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), device=accelerator.device), "sum"))
+    scale = accelerator.num_processes / max(answer_tokens, 1)
+    total = torch.zeros((), device=accelerator.device)
+    for m, batch in enumerate(batches):
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+        sync = accelerator.no_sync(loss_model) if m < len(batches) - 1 else nullcontext()
+        with sync, accelerator.autocast():
+            loss = loss_model(**batch)
+            accelerator.backward(loss * scale)
+        total += loss.detach().float()
+    if max_grad_norm:
+        accelerator.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(accelerator.reduce(total, "sum")), answer_tokens
 
 
 def save_final(model, tokenizer, folder: Path, *, quantized: bool) -> None:
