@@ -20,7 +20,7 @@ import spacy
 from wasabi import msg
 
 from inference import make_model  # benchmarks/ is the script's folder
-from spacy_seqgpt.decoding.decoder import DEFAULT_PASS_OVERHEAD_TOKENS, PASS_OVERHEAD_TOKENS
+from spacy_seqgpt.decoding.pass_costs import DEFAULT_PASS_OVERHEAD_TOKENS, PASS_OVERHEAD_TOKENS
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)
 LENGTHS = (16, 32, 64, 128, 256)

@@ -1,6 +1,7 @@
 """Every path on real weights: SmolLM2-135M-Instruct, converted from its package once per run
 (conftest's ``smollm2``). Kept to a few sentences and steps: about three minutes on a 2-core CPU."""
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -135,7 +136,8 @@ def test_the_defaults_write_what_step_by_step_decoding_writes_on_the_real_model(
                                                                           for e in b.ents]
 
 
-def test_the_tagger_trains_0110_on_30_layers_and_round_trips_through_to_disk(smollm2, tmp_path):
+def test_the_tagger_trains_0110_on_30_layers_and_round_trips_through_to_disk(smollm2, tmp_path, recwarn):
+    warnings.simplefilter("always")
     torch.manual_seed(0)
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": smollm2, "device": "cpu", "unmask": "0110"},
@@ -159,3 +161,5 @@ def test_the_tagger_trains_0110_on_30_layers_and_round_trips_through_to_disk(smo
     assert [ents for ents, _ in after] == [ents for ents, _ in before]
     np.testing.assert_allclose(sum((scores for _, scores in after), []), sum((scores for _, scores in before), []),
                                atol=1e-5)
+    deprecated = [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning) and "deprecated" in str(w.message)]
+    assert not deprecated, deprecated  # a normal run prints no deprecation warning

@@ -33,14 +33,18 @@ What ``generate()`` cannot do for us, in one loop:
   row starting with holes. Holes cost compute but never change an answer: the mask leaves
   them out, and positions (Llama) and ALiBi distances (BLOOM) count real tokens only.
   So a pass is only as wide as pays (``pass_width``): where a column costs every row a token
-  (a CPU, where a pass's overhead is a few dozen tokens) a long chain likely to be cut short
-  by a refused guess waits for a later pass; on a GPU every chain is read whole.
+  (a CPU, where a pass's overhead is a few dozen tokens or fewer) a long chain likely to be
+  cut short by a refused guess waits for a later pass; on a GPU every chain is read whole.
+  The overhead and the share of guesses kept are measured on the model as it decodes
+  (``pass_costs``): where passes cost little, guesses are left out, so speculation switches
+  itself off where it does not pay.
 - The KV cache is written in place (``kv_cache.PreallocatedCache``); rows whose answer is
   complete leave the batch (the cache is compacted), and the LM head runs on the positions
   that are read only.
 """
 import codecs
 import inspect
+import time
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
@@ -50,16 +54,11 @@ from ..kernels.constraints import STATE_INTS, TokenBytes, advance, allowed, best
 from ..models.adapters import base_model
 from ..models.loading import SharedModel
 from .kv_cache import PreallocatedCache, cache_keyword, returned_cache, supports_preallocation
+from .pass_costs import pass_costs
 from .token_bytes import token_pieces
 
 DEFAULT_CANDIDATES = 8
 DEFAULT_DRAFT_TOKENS = 8
-# What one more forward pass costs, in tokens (benchmarks/pass_overhead.py measures it): a pass
-# reads every weight once and launches every layer's kernels, which takes as long as computing
-# some tokens. At the 560M shape: on 2 CPU cores about 0.2 s a pass and 4-6 ms a token; on an
-# H200 (bf16, eager) 13-16 ms a pass up to 4,096 tokens, 67 ms at 16,384 (the fit: 4,583).
-PASS_OVERHEAD_TOKENS = {"cpu": 48, "cuda": 4096}
-DEFAULT_PASS_OVERHEAD_TOKENS = 512  # other devices: not measured
 
 
 @dataclass
@@ -157,8 +156,19 @@ class Decoder:
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
         self._cache_keyword = cache_keyword(base)
         self._preallocate = supports_preallocation(base.config)
-        self.pass_overhead = PASS_OVERHEAD_TOKENS.get(shared.device.type, DEFAULT_PASS_OVERHEAD_TOKENS)
+        self.costs = pass_costs(shared)  # this model's pass timings and kept guesses, shared by its decoders
+        self._overhead: Optional[float] = None
         self.vocab = vocabulary_bytes(shared)
+
+    @property
+    def pass_overhead(self) -> float:
+        """What one more forward pass costs, in tokens: measured on this model (``pass_costs``)
+        unless set."""
+        return self.costs.overhead if self._overhead is None else self._overhead
+
+    @pass_overhead.setter
+    def pass_overhead(self, tokens: float) -> None:
+        self._overhead = tokens
 
     def decode(self, queries: Sequence[Query], *, progress: bool = False) -> List[Answer]:
         from tqdm import tqdm
@@ -373,7 +383,9 @@ class Decoder:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         if prompt_lengths is not None:
             kwargs["prompt_lengths"] = prompt_lengths
+        started = time.perf_counter()
         out = self.shared.model(**kwargs)
+        self.costs.add_pass(input_ids.numel(), time.perf_counter() - started)
         return out.logits, returned_cache(out)
 
     # -- scoring given answers ---------------------------------------------------------------
@@ -555,7 +567,7 @@ class Decoder:
         import torch
 
         width = pass_width([len(lead) for lead in leads], [chain.guessed for chain in chains], self.pass_overhead,
-                           (self.accepted + 1) / (self.drafted + 2))
+                           self.costs.accept_rate)
         for lead, chain in zip(leads, chains):
             if len(lead) + len(chain.tokens) > width:  # the rest waits for a later pass
                 keep = width - len(lead)
@@ -645,9 +657,11 @@ class Decoder:
             if guessed:
                 logprobs = torch.log_softmax(logits_at[start + kept].float(), -1)
                 self.drafted += 1
+                self.costs.drafted += 1
                 if self._choice(logprobs, grammars, states, row) != token:
                     break
                 self.accepted += 1
+                self.costs.accepted += 1
                 logprob = float(logprobs[token])
             else:
                 self.jumped += 1
