@@ -48,7 +48,7 @@ def seqgpt_batches(tokenizer, records, *, batch: int, max_length: int, steps: in
     return ours, plain, tokens
 
 
-def seqgpt_ours(model_dir: str, batches, output: Path):
+def seqgpt_ours(model_dir: str, batches, output: Path, device: str):
     from accelerate import Accelerator
 
     from spacy_seqgpt.training.loss import AnswerLoss
@@ -60,16 +60,18 @@ def seqgpt_ours(model_dir: str, batches, output: Path):
                            lora=None, gradient_checkpointing=False, max_length=0, packing=True, train=stage)
     model, _ = load_for_training(settings, model_dir)
     params = [p for p in model.parameters() if p.requires_grad]
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator(cpu=device == "cpu")
     loss_model, optimizer = accelerator.prepare(AnswerLoss(model, True), torch.optim.AdamW(params, lr=1e-5))
     loss_model.train()
-    return lambda: [optimizer_step(accelerator, loss_model, optimizer, params, [b], 1.0) for b in batches]
+    return synchronized(lambda: [optimizer_step(accelerator, loss_model, optimizer, params, [b], 1.0)
+                                 for b in batches], device)
 
 
-def seqgpt_plain(model_dir: str, batches):
+def seqgpt_plain(model_dir: str, batches, device: str):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).train()
+    batches = [{key: value.to(device) for key, value in b.items()} for b in batches]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def run():
@@ -80,7 +82,18 @@ def seqgpt_plain(model_dir: str, batches):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-    return run
+    return synchronized(run, device)
+
+
+def synchronized(run, device: str):
+    """``run`` that returns only when the GPU is done (its time is then the work's)."""
+    def wrapped():
+        result = run()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return result
+
+    return wrapped
 
 
 def tagger_batches(nlp, sentences, batch: int, steps: int):
@@ -92,16 +105,16 @@ def tagger_batches(nlp, sentences, batch: int, steps: int):
     return [examples[i:i + batch] for i in range(0, len(examples), batch)]
 
 
-def tagger_ours(model_dir: str, batches, code: str):
+def tagger_ours(model_dir: str, batches, code: str, device: str):
     nlp = spacy.blank("en")
-    nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": model_dir, "device": "cpu", "unmask": code},
+    nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": model_dir, "device": device, "unmask": code},
                                                 "lora": LORA, "batch_size": 64, "dropout": 0.0})
     nlp.initialize(lambda: [eg for b in batches for eg in b])
     optimizer = Adam(1e-4)
-    return lambda: [nlp.update(b, sgd=optimizer) for b in batches], nlp
+    return synchronized(lambda: [nlp.update(b, sgd=optimizer) for b in batches], device), nlp
 
 
-def tagger_plain(model_dir: str, batches, tags):
+def tagger_plain(model_dir: str, batches, tags, device: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -110,7 +123,8 @@ def tagger_plain(model_dir: str, batches, tags):
     model.config.pad_token_id = tokenizer.pad_token_id
     with quiet_peft():  # (the warning PEFT triggers, as the package silences it)
         model = get_peft_model(model, LoraConfig(task_type="TOKEN_CLS", r=LORA["r"], lora_alpha=LORA["alpha"],
-                                                 lora_dropout=0.0, target_modules=["q_proj", "v_proj"])).train()
+                                                 lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    model = model.to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     index = {tag: i for i, tag in enumerate(tags)}
     inputs = []
@@ -125,7 +139,8 @@ def tagger_plain(model_dir: str, batches, tags):
                 if end > start and token is not None:
                     tag = "O" if not token.ent_iob_ or token.ent_iob_ == "O" else f"{token.ent_iob_}-{token.ent_type_}"
                     labels[row, col] = index.get(tag, 0)
-        inputs.append({"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels})
+        inputs.append({"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device),
+                       "labels": labels.to(device)})
 
     def run():
         for b in inputs:
@@ -134,7 +149,7 @@ def tagger_plain(model_dir: str, batches, tags):
             optimizer.zero_grad(set_to_none=True)
 
     tokens = sum(int(b["attention_mask"].sum()) for b in inputs)
-    return run, tokens
+    return synchronized(run, device), tokens
 
 
 def main():
@@ -148,6 +163,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--code", default="0110", help="the tagger's unmasking code")
     parser.add_argument("--only", choices=["seqgpt", "tagger"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 weights either way)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -164,8 +180,8 @@ def main():
             ours, plain, tokens = seqgpt_batches(AutoTokenizer.from_pretrained(model_dir), records, batch=args.batch,
                                                  max_length=args.max_length, steps=args.steps)
             padded = sum(b["input_ids"].numel() for b in plain)
-            functions = {"seqgpt train step": seqgpt_ours(model_dir, ours, Path(tmp)),
-                         "plain loop (forward with labels)": seqgpt_plain(model_dir, plain)}
+            functions = {"seqgpt train step": seqgpt_ours(model_dir, ours, Path(tmp), args.device),
+                         "plain loop (forward with labels)": seqgpt_plain(model_dir, plain, args.device)}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
             rows.append(("SeqGPT", tokens, padded, seconds, *functions))
         if args.only in (None, "tagger"):
@@ -174,13 +190,14 @@ def main():
             nlp = spacy.blank("en")
             batches = tagger_batches(nlp, [s for s in read_sentences(SAMPLE) if any(t != "O" for t in s[1])],
                                      args.tagger_batch, args.steps)
-            ours, tagger_nlp = tagger_ours(model_dir, batches, args.code)
-            plain, tokens = tagger_plain(model_dir, batches, tagger_nlp.get_pipe("llm_unmasked_tagger").tags)
+            ours, tagger_nlp = tagger_ours(model_dir, batches, args.code, args.device)
+            plain, tokens = tagger_plain(model_dir, batches, tagger_nlp.get_pipe("llm_unmasked_tagger").tags,
+                                         args.device)
             name = f"llm_unmasked_tagger update ({args.code})"
             functions = {name: ours, "plain loop (token classification, LoRA)": plain}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
             rows.append(("tagger", tokens, tokens, seconds, *functions))
-    msg.info(f"model {args.model}, {args.threads} threads, {args.steps} steps a round, medians of {args.rounds} rounds")
+    msg.info(f"model {args.model} on {args.device}, {args.threads} threads, {args.steps} steps a round, medians of {args.rounds} rounds")
     table = []
     for what, tokens, _, seconds, ours_name, plain_name in rows:
         rate = {name: tokens / seconds[name] for name in (ours_name, plain_name)}

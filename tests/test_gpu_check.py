@@ -31,7 +31,8 @@ def test_the_dry_run_prints_every_step_and_runs_nothing(tmp_path):
     result = run("--dry-run", "--work", str(tmp_path / "work"))
     assert result.returncode == 0, result.stderr
     names = [line.split(":")[0][2:] for line in result.stdout.splitlines() if line.startswith("# ")]
-    assert names == ["kernels", "kernel-tests", "resources", "attention", "inference", "tagger-qlora", "seqgpt-560m"]
+    assert names == ["kernels", "real-model", "kernel-tests", "resources", "attention", "inference", "tagger-qlora",
+                     "seqgpt-560m"]
     assert "tests/test_attention_kernel.py" in result.stdout and "benchmarks/attention.py" in result.stdout
     assert "--preset bloomz-560m" in result.stdout
     assert not (tmp_path / "work").exists()
