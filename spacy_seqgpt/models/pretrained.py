@@ -10,7 +10,6 @@ same GGUF file and library versions always give the same files.
 import hashlib
 import importlib.metadata
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Union
@@ -92,7 +91,8 @@ def convert_gguf(gguf: Union[str, Path], out: Union[str, Path], about: str = "",
 def init_model(source: Union[str, Path], out: Union[str, Path]) -> Path:
     """``convert_gguf`` for a known model name (``smollm2-135m``) or a ``.gguf`` path."""
     known = KNOWN_MODELS.get(str(source))
-    return convert_gguf(find_gguf(source), out, about=known.about if known else "", licence=known.licence if known else "")
+    about, licence = (known.about, known.licence) if known else ("", "")
+    return convert_gguf(find_gguf(source), out, about=about, licence=licence)
 
 
 def _check_target(out: Path) -> None:
@@ -144,4 +144,4 @@ def _model_card(gguf_name: str, about: str, licence: str) -> str:
         lines += [about, ""]
     if licence:
         lines += [f"Licence of the weights: {licence}.", ""]
-    return os.linesep.join(lines)
+    return "\n".join(lines)
