@@ -35,9 +35,9 @@ What ``generate()`` cannot do for us, in one loop:
   So a pass is only as wide as pays (``pass_width``): where a column costs every row a token
   (a CPU, where a pass's overhead is a few dozen tokens or fewer) a long chain likely to be
   cut short by a refused guess waits for a later pass; on a GPU every chain is read whole.
-  The overhead and the share of guesses kept are measured on the model as it decodes
-  (``pass_costs``): where passes cost little, guesses are left out, so speculation switches
-  itself off where it does not pay.
+  The overhead is measured on the model before its first answer (``pass_costs``): where
+  passes cost little, guesses are left out, so speculation switches itself off where it does
+  not pay.
 - The KV cache is written in place (``kv_cache.PreallocatedCache``); rows whose answer is
   complete leave the batch (the cache is compacted), and the LM head runs on the positions
   that are read only.
@@ -156,9 +156,20 @@ class Decoder:
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
         self._cache_keyword = cache_keyword(base)
         self._preallocate = supports_preallocation(base.config)
-        self.costs = pass_costs(shared)  # this model's pass timings and kept guesses, shared by its decoders
+        self.costs = pass_costs(shared, self._timed_pass)  # measured once per loaded model
         self._overhead: Optional[float] = None
         self.vocab = vocabulary_bytes(shared)
+
+    def _timed_pass(self, rows: int, width: int) -> float:
+        """Seconds of one forward pass of ``rows`` x ``width`` tokens (for ``pass_costs``)."""
+        import torch
+
+        ids = torch.full((rows, width), self.shared.tokenizer.pad_token_id, dtype=torch.long, device=self.shared.device)
+        prompts = torch.full((rows,), width, device=self.shared.device) if self.prompt_mode else None
+        started = time.perf_counter()
+        with torch.inference_mode():
+            self._forward(ids, torch.ones_like(ids), None, prompts)
+        return time.perf_counter() - started
 
     @property
     def pass_overhead(self) -> float:
@@ -383,9 +394,7 @@ class Decoder:
             kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         if prompt_lengths is not None:
             kwargs["prompt_lengths"] = prompt_lengths
-        started = time.perf_counter()
         out = self.shared.model(**kwargs)
-        self.costs.add_pass(input_ids.numel(), time.perf_counter() - started)
         return out.logits, returned_cache(out)
 
     # -- scoring given answers ---------------------------------------------------------------
@@ -567,7 +576,7 @@ class Decoder:
         import torch
 
         width = pass_width([len(lead) for lead in leads], [chain.guessed for chain in chains], self.pass_overhead,
-                           self.costs.accept_rate)
+                           (self.accepted + 1) / (self.drafted + 2))
         for lead, chain in zip(leads, chains):
             if len(lead) + len(chain.tokens) > width:  # the rest waits for a later pass
                 keep = width - len(lead)

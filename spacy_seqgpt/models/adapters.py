@@ -50,7 +50,12 @@ def prepare_for_training(model, *, quantized: bool, gradient_checkpointing: bool
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                gradient_checkpointing_kwargs=checkpointing)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+        # transformers 5.24 renamed it (the old name goes in v6); older 5.x have the old name only
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is None:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+        else:
+            enable(activation_checkpointing_kwargs=checkpointing)
     return model
 
 
