@@ -449,23 +449,17 @@ def test_the_lm_head_is_skipped_for_a_shared_prefix(random_bloom):
         hook.remove()
 
 
-def test_a_pass_s_cost_is_measured_once_per_model_and_rounded(random_bloom):
-    """Seconds against tokens, least squares: the intercept over the slope is the overhead in
-    tokens, rounded to a power of two; the device's constant where nothing can be read."""
-    from spacy_seqgpt.decoding.pass_costs import PASS_OVERHEAD_TOKENS, fit_overhead, pass_costs
+def test_a_model_s_guesses_are_counted_across_its_decoders_and_its_pass_cost_is_the_device_s(taught):
+    from spacy_seqgpt.decoding.pass_costs import PASS_OVERHEAD_TOKENS, pass_costs
 
-    rng = np.random.default_rng(0)
-    sizes = rng.integers(8, 2000, 64)
-    assert fit_overhead([(int(n), 0.05 + 0.005 * n) for n in sizes], 48) == 8  # 10 tokens' time -> 8
-    assert fit_overhead([(int(n), 0.001 * n) for n in sizes], 48) == 1  # no fixed cost at all
-    assert fit_overhead([(int(n), 100 + 1e-6 * n) for n in sizes], 48) == 16 * 48  # bounded
-    assert fit_overhead([(16, 0.1)] * 8, 48) == 48  # all alike: no slope to read
-    assert fit_overhead([(16, 0.2), (64, 0.1)], 48) == 48  # faster when larger: noise
-    # measured once, before the first answer, and shared by every decoder on the model
-    first = Decoder(random_bloom, batch_size=2, max_new_tokens=4)
-    second = Decoder(random_bloom, batch_size=2, max_new_tokens=4)
-    assert second.costs is first.costs is pass_costs(random_bloom, None)
-    overhead = first.pass_overhead
-    assert 1 <= overhead <= 16 * PASS_OVERHEAD_TOKENS["cpu"] and np.log2(overhead) == int(np.log2(overhead))
-    second.pass_overhead = 7  # set by hand, it wins over the measurement
-    assert second.pass_overhead == 7 and first.pass_overhead == overhead
+    costs = pass_costs(taught)
+    before = costs.drafted, costs.accepted
+    decoders = [Decoder(taught, batch_size=3, max_new_tokens=16) for _ in range(2)]
+    for decoder in decoders:
+        decoder.decode(taught_queries(True))
+    assert all(decoder.costs is costs for decoder in decoders)
+    assert costs.drafted - before[0] == sum(d.drafted for d in decoders) > 0
+    assert costs.accepted - before[1] == sum(d.accepted for d in decoders)
+    assert decoders[0].pass_overhead == PASS_OVERHEAD_TOKENS["cpu"]
+    decoders[1].pass_overhead = 7  # set by hand, it wins
+    assert decoders[1].pass_overhead == 7 and decoders[0].pass_overhead == PASS_OVERHEAD_TOKENS["cpu"]

@@ -35,16 +35,13 @@ What ``generate()`` cannot do for us, in one loop:
   So a pass is only as wide as pays (``pass_width``): where a column costs every row a token
   (a CPU, where a pass's overhead is a few dozen tokens or fewer) a long chain likely to be
   cut short by a refused guess waits for a later pass; on a GPU every chain is read whole.
-  The overhead is measured on the model before its first answer (``pass_costs``): where
-  passes cost little, guesses are left out, so speculation switches itself off where it does
-  not pay.
+  Guesses a row keeps seldom are priced by the share kept so far in the call.
 - The KV cache is written in place (``kv_cache.PreallocatedCache``); rows whose answer is
   complete leave the batch (the cache is compacted), and the LM head runs on the positions
   that are read only.
 """
 import codecs
 import inspect
-import time
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
@@ -156,25 +153,13 @@ class Decoder:
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
         self._cache_keyword = cache_keyword(base)
         self._preallocate = supports_preallocation(base.config)
-        self.costs = pass_costs(shared, self._timed_pass)  # measured once per loaded model
+        self.costs = pass_costs(shared)  # the device's pass overhead; guesses counted for reports
         self._overhead: Optional[float] = None
         self.vocab = vocabulary_bytes(shared)
 
-    def _timed_pass(self, rows: int, width: int) -> float:
-        """Seconds of one forward pass of ``rows`` x ``width`` tokens (for ``pass_costs``)."""
-        import torch
-
-        ids = torch.full((rows, width), self.shared.tokenizer.pad_token_id, dtype=torch.long, device=self.shared.device)
-        prompts = torch.full((rows,), width, device=self.shared.device) if self.prompt_mode else None
-        started = time.perf_counter()
-        with torch.inference_mode():
-            self._forward(ids, torch.ones_like(ids), None, prompts)
-        return time.perf_counter() - started
-
     @property
     def pass_overhead(self) -> float:
-        """What one more forward pass costs, in tokens: measured on this model (``pass_costs``)
-        unless set."""
+        """What one more forward pass costs, in tokens: the device's (``pass_costs``) unless set."""
         return self.costs.overhead if self._overhead is None else self._overhead
 
     @pass_overhead.setter
