@@ -179,11 +179,10 @@ def main():
             records = corpus_records(corpus, "wnut17", seed=0, left_out=[])
             ours, plain, tokens = seqgpt_batches(AutoTokenizer.from_pretrained(model_dir), records, batch=args.batch,
                                                  max_length=args.max_length, steps=args.steps)
-            padded = sum(b["input_ids"].numel() for b in plain)
             functions = {"seqgpt train step": seqgpt_ours(model_dir, ours, Path(tmp), args.device),
                          "plain loop (forward with labels)": seqgpt_plain(model_dir, plain, args.device)}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
-            rows.append(("SeqGPT", tokens, padded, seconds, *functions))
+            rows.append((tokens, seconds, *functions))
         if args.only in (None, "tagger"):
             from spacy_seqgpt.data.conll import read_sentences
 
@@ -196,10 +195,10 @@ def main():
             name = f"llm_unmasked_tagger update ({args.code})"
             functions = {name: ours, "plain loop (token classification, LoRA)": plain}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
-            rows.append(("tagger", tokens, tokens, seconds, *functions))
+            rows.append((tokens, seconds, *functions))
     msg.info(f"model {args.model} on {args.device}, {args.threads} threads, {args.steps} steps a round, medians of {args.rounds} rounds")
     table = []
-    for what, tokens, _, seconds, ours_name, plain_name in rows:
+    for tokens, seconds, ours_name, plain_name in rows:
         rate = {name: tokens / seconds[name] for name in (ours_name, plain_name)}
         table.append((ours_name, f"{rate[ours_name]:.0f}", f"{rate[ours_name] / rate[plain_name]:.2f}x"))
         table.append((plain_name, f"{rate[plain_name]:.0f}", "1.00x"))

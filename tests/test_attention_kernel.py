@@ -134,15 +134,20 @@ def random_masks(draw):
     return batch, lq, lk, options
 
 
-@needs_kernels
-@settings(deadline=None, max_examples=25)
-@given(case=random_masks(), seed=st.integers(0, 2 ** 16))
-def test_kernel_equals_reference_on_random_masks(case, seed):
+def random_inputs(case, seed):
+    """(q, k, v, options, grad_out) of a ``random_masks`` case: 2 query heads sharing 1 key-value head."""
     batch, lq, lk, options = case
     generator = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, 2, lq, 16, generator=generator)
     k, v = torch.randn(2, batch, 1, lk, 16, generator=generator)
-    grad_out = torch.randn(q.shape, generator=generator)
+    return q, k, v, options, torch.randn(q.shape, generator=generator)
+
+
+@needs_kernels
+@settings(deadline=None, max_examples=25)
+@given(case=random_masks(), seed=st.integers(0, 2 ** 16))
+def test_kernel_equals_reference_on_random_masks(case, seed):
+    q, k, v, options, grad_out = random_inputs(case, seed)
     for a, b in zip(run("triton", q, k, v, options, grad_out), run("torch", q, k, v, options, grad_out)):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
@@ -152,8 +157,9 @@ def cpu_path_and_reference(q, k, v, options, grad_out):
     layout's dense mask) and of the reference, on the same inputs."""
     def run_on_cpu(backend):
         inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-        partial_attention(*inputs, backend=backend, **options).backward(grad_out)
-        return [partial_attention(*(t.detach() for t in inputs), backend=backend, **options)] + [t.grad for t in inputs]
+        out = partial_attention(*inputs, backend=backend, **options)
+        out.backward(grad_out)
+        return [out.detach()] + [t.grad for t in inputs]
 
     return run_on_cpu("auto"), run_on_cpu("torch")
 
@@ -170,12 +176,7 @@ def test_the_cpu_path_equals_the_reference_forward_and_backward(name):
 @settings(deadline=None, max_examples=40)
 @given(case=random_masks(), seed=st.integers(0, 2 ** 16))
 def test_the_cpu_path_equals_the_reference_on_random_masks(case, seed):
-    batch, lq, lk, options = case
-    generator = torch.Generator().manual_seed(seed)
-    q = torch.randn(batch, 2, lq, 16, generator=generator)
-    k, v = torch.randn(2, batch, 1, lk, 16, generator=generator)
-    grad_out = torch.randn(q.shape, generator=generator)
-    for a, b in zip(*cpu_path_and_reference(q, k, v, options, grad_out)):
+    for a, b in zip(*cpu_path_and_reference(*random_inputs(case, seed))):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
 
 
