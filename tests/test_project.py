@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from thinc.api import Config
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -22,10 +24,14 @@ def test_project_all_builds_an_installable_pipeline(tmp_path):
     for name in ("project.yml", "configs", "assets"):
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, project / name)
-    # the README's main command on a fresh clone (no ../shared: the shipped samples), at a small scale
-    run([sys.executable, "-m", "spacy", "project", "run", "all", ".",
-         "--vars.pt_steps", "4", "--vars.ft_steps", "4", "--vars.eval_limit", "3", "--vars.max_new_tokens", "16"],
-        cwd=project)
+    # the README's main command on a fresh clone (no ../shared: the shipped samples), at a small
+    # scale: a preset's scale is its config's, so the copy's tiny preset gets fewer steps
+    preset = project / "configs" / "training" / "seqgpt_tiny.cfg"
+    config = Config().from_disk(preset, interpolate=False)
+    config["pt"]["steps"] = config["ft"]["steps"] = 4
+    config["corpus"]["eval_limit"] = 3
+    config.to_disk(preset)
+    run([sys.executable, "-m", "spacy", "project", "run", "all", ".", "--vars.max_new_tokens", "16"], cwd=project)
     metrics = (project / "metrics" / "metrics.md").read_text()
     assert "| wnut17 | extract | held-in |" in metrics and "| banking77 | classify | held-in |" in metrics
     assert "| crossner-politics | extract | held-out |" in metrics and "\n| held-out | 2 |" in metrics

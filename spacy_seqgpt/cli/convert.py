@@ -61,24 +61,36 @@ def report_left_out(output: Path, left_out: list) -> None:
 
 @command("convert-all")
 def convert_all_cli(
-    data_dir: Path = typer.Argument(..., help="Folder laid out as ../shared/datasets (or assets/datasets)", exists=True, file_okay=False),
+    data: Path = typer.Argument(..., help="Folder laid out as ../shared/datasets (or assets/datasets), or a training config whose [corpus] section names the folders and limits", exists=True),
     output_dir: Path = typer.Argument(..., help="Writes train/*.jsonl (held-in train splits) and eval/*.jsonl (test splits)"),
     seed: int = typer.Option(0, "--seed"),
-    quota: int = typer.Option(0, "--quota", help="Training records per dataset-label pair (0: no quota)"),
-    max_negatives: int = typer.Option(5, "--max-negatives"),
-    train_limit: int = typer.Option(0, "--train-limit", help="At most this many training records per file (0: all)"),
-    eval_limit: int = typer.Option(0, "--eval-limit", help="At most this many evaluation records per file (0: all)"),
+    quota: Optional[int] = typer.Option(None, "--quota", help="Training records per dataset-label pair (0: no quota; default: the config's, else 0)"),
+    max_negatives: Optional[int] = typer.Option(None, "--max-negatives", help="Negative labels per record (default: the config's, else 5)"),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", help="At most this many training records per file (0: all; default: the config's, else 0)"),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="At most this many evaluation records per file (0: all; default: the config's, else 0)"),
 ):
-    """Convert every known dataset found in DATA_DIR: train splits with sampling and quotas (the catalog
+    """Convert every known dataset found in DATA: train splits with sampling and quotas (the catalog
     has no train split of the held-out CrossNER and CrossRE domains), test splits with every label
     asked (evaluation). ``--eval-limit`` and ``--train-limit`` count each atomic task's records
-    of a relation corpus apart."""
+    of a relation corpus apart. Options given override a config's [corpus]."""
     from ..data.catalog import available
     from ..data.readers import read_corpora
     from ..data.records import write_records
     from ..data.sampling import corpus_records
+    from .preset import corpus_settings
 
-    found = available(data_dir)
+    settings = {"data_dir": data, "quota": 0, "max_negatives": 5, "train_limit": 0, "eval_limit": 0, "skip_sources": []}
+    if data.is_file():
+        try:
+            settings.update(corpus_settings(data))
+        except ValueError as err:
+            msg.fail(f"Could not read the corpus settings of {data}", str(err), exits=1)
+    given = {"quota": quota, "max_negatives": max_negatives, "train_limit": train_limit, "eval_limit": eval_limit}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    data_dir, quota, max_negatives = settings["data_dir"], settings["quota"], settings["max_negatives"]
+    train_limit, eval_limit = settings["train_limit"], settings["eval_limit"]
+    msg.info(f"Converting {data_dir} (quota {quota}, train limit {train_limit}, eval limit {eval_limit})")
+    found = [item for item in available(data_dir) if item.source not in settings["skip_sources"]]
     if not found:
         msg.fail(f"No known dataset files under {data_dir}", "Expected the layout of ../shared/datasets "
                  "(e.g. conll2003/train.txt, banking77/train.csv).", exits=1)

@@ -108,6 +108,10 @@ class UnmaskState:
                 batch, lq, length, key_padding_mask=key_padding_mask, segment_ids=self._ids("segment_ids", length),
                 bidirectional_ids=bidirectional_ids, causal=mode != "full", alibi_slopes=alibi_slopes)
             self.layouts[cache_key] = (mask_argument, layout)
+        device_type = query.device.type
+        if torch.is_autocast_enabled(device_type):  # as SDPA does: rotary leaves q, k in float32, v in bf16
+            dtype = torch.get_autocast_dtype(device_type)
+            query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
         return partial_attention(query, key, value, layout=layout, scale=scale, backend=self.backend)
 
     def _ids(self, name: str, length: int) -> Optional[torch.Tensor]:

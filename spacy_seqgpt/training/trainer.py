@@ -31,7 +31,8 @@ LOG_FILE = "log.jsonl"
 
 
 def stage_records(settings: RunSettings) -> List[dict]:
-    """The stage's records; its ``fallback_data`` when ``data`` is missing or empty."""
+    """The stage's records; its ``fallback_data`` when ``data`` is missing or empty. None
+    (``[]``) when neither exists and the stage is set to ``pass_through_without_data``."""
     train = settings.train
     for source in (train.data, train.fallback_data):
         if source and Path(source).exists():
@@ -46,6 +47,8 @@ def stage_records(settings: RunSettings) -> List[dict]:
                 if source != train.data:
                     msg.warn(f"No records at {train.data}: training stage {settings.stage} on {source} instead")
                 return records
+    if train.pass_through_without_data:
+        return []
     raise FileNotFoundError(f"no training records for stage {settings.stage!r} at {train.data!r}"
                             + (f" or {train.fallback_data!r}" if train.fallback_data else ""))
 
@@ -77,8 +80,9 @@ def run_identity(settings: RunSettings, source: str, encoded) -> dict:
     for row in encoded:
         digest.update(json.dumps([row.input_ids, row.labels]).encode())
     stage = {key: value for key, value in asdict(settings.train).items()
-             if key not in ("data", "fallback_data", "checkpoint_every", "log_every")}
-    run = {"model": source, "seed": settings.seed, "dtype": settings.dtype, "quantize": settings.quantize,
+             if key not in ("data", "fallback_data", "pass_through_without_data", "checkpoint_every", "log_every")}
+    run = {"model": source, "seed": settings.seed, "dtype": settings.dtype,
+           "mixed_precision": settings.mixed_precision, "quantize": settings.quantize,
            "lora": settings.lora, "gradient_checkpointing": settings.gradient_checkpointing,
            "max_length": settings.max_length, "packing": settings.packing, **stage}
     identity = {"records": len(encoded), "data": digest.hexdigest(), "settings": run}
@@ -124,11 +128,18 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     folder = settings.output / settings.stage
     checkpoints = folder / "checkpoints"
     torch.manual_seed(settings.seed)
-    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     # cpu=True without a GPU: launched processes then join as gloo DDP (accelerate's MULTI_CPU)
-    accelerator = Accelerator(mixed_precision="bf16" if cuda_bf16 else "no", cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=mixed_precision(settings.mixed_precision),
+                              cpu=not torch.cuda.is_available())
     model, tokenizer = load_for_training(settings, init_from or settings.base_model)
-    encoded = encode_records(tokenizer, stage_records(settings), settings.max_length)
+    records = stage_records(settings)
+    final = folder / "final"
+    if not records:  # a stage without data of its own (pre-training without synthesis)
+        if accelerator.is_main_process:
+            save_final(model, tokenizer, final, quantized=bool(settings.quantize))
+            msg.warn(f"No records at {train.data}: stage {settings.stage} passes its model through to {final}")
+        return final
+    encoded = encode_records(tokenizer, records, settings.max_length)
     identity = run_identity(settings, init_from or settings.base_model, encoded)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=train.weight_decay)
@@ -175,11 +186,19 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
         if stop_after is not None and step >= stop_after:
             break
     progress.close()
-    final = folder / "final"
     if step >= train.steps and accelerator.is_main_process:
         save_final(model, tokenizer, final, quantized=bool(settings.quantize))
         msg.good(f"Stage {settings.stage} done: {step} steps, model in {final}")
     return final
+
+
+def mixed_precision(setting: str) -> str:
+    """accelerate's mixed precision for a config's ``mixed_precision`` (see settings)."""
+    import torch
+
+    if setting == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return setting
 
 
 def optimizer_step(accelerator, loss_model, optimizer, params, batches, max_grad_norm: float):
