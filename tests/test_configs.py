@@ -57,6 +57,18 @@ def test_every_training_config_parses(path):
     assert training["max_steps"] >= 0 and training["optimizer"] is not None
 
 
+def test_the_smollm2_presets_start_from_smollm2_and_convert_the_shared_datasets_first():
+    from spacy_seqgpt.cli.preset import config_section
+
+    for name in ("seqgpt_smollm2.cfg", "seqgpt_smollm2-full.cfg"):
+        path = CONFIGS / "training" / name
+        paths, corpus = config_section(path, "paths"), config_section(path, "corpus")
+        assert (paths["base_source"], paths["base_model"]) == ("smollm2-135m", "training/smollm2-base")
+        assert corpus["data_dirs"] == ["../shared/datasets", "assets/datasets"]
+    cpu = load_settings(CONFIGS / "training" / "seqgpt_smollm2.cfg", "pt")
+    assert cpu.mixed_precision == "bf16" and cpu.train.pass_through_without_data and cpu.train.fallback_data is None
+
+
 def test_the_560m_preset_is_bloomz_560m_on_packed_rows_of_1024():
     settings = load_settings(CONFIGS / "training" / "seqgpt_560m.cfg", "pt")
     assert (settings.base_model, settings.max_length, settings.packing, settings.gradient_checkpointing) == (
@@ -65,7 +77,7 @@ def test_the_560m_preset_is_bloomz_560m_on_packed_rows_of_1024():
         10000, 5000)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "560m"])
+@pytest.mark.parametrize("preset", ["tiny", "smollm2", "smollm2-full", "560m"])
 def test_project_training_commands_name_the_presets_training_config(preset, tmp_path):
     """`spacy project run` (dry) prints the commands it would run: each names a training config
     that exists and parses, for every preset."""

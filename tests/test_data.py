@@ -206,3 +206,59 @@ def test_csv_and_tnews_with_a_byte_order_mark(tmp_path):
     assert corpus.examples[0].cats == ["greeting"]
     corpus = read_corpus(write(tmp_path, "t.json", '\ufeff{"sentence": "x", "label_desc": "news_tech"}\n'))
     assert corpus.examples[0].text == "x"
+
+
+def words(output: str) -> str:
+    """A command's output with wasabi's line wrapping undone."""
+    return " ".join(output.split())
+
+
+def test_convert_all_reads_a_presets_corpus_section_and_options_override_it(tmp_path, monkeypatch):
+    """`convert-all CONFIG OUT` converts the first of [corpus] data_dirs that exists (paths relative
+    to the working directory, as a project runs it), with its limits and skipped sources."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    assets = Path(__file__).parent.parent / "assets" / "datasets"
+    (tmp_path / "samples").symlink_to(assets)
+    config = tmp_path / "preset.cfg"
+    config.write_text('[corpus]\ndata_dirs = ["missing", "samples"]\nquota = 2\ntrain_limit = 3\neval_limit = 2\n'
+                      'skip_sources = ["weibo-ner"]\n')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "corpus", "--eval-limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Converting samples" in words(result.output)
+    train, evaluation = (sorted((tmp_path / "corpus" / split).glob("*.jsonl")) for split in ("train", "eval"))
+    assert train and not any("weibo" in path.name for path in train + evaluation)
+    assert all(len(list(read_records(path))) <= 3 for path in train)
+    assert all(len(list(read_records(path))) == 1 for path in evaluation)  # the option, not the config's 2
+    config.write_text('[corpus]\ndata_dirs = ["missing"]\n')
+    result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "corpus"])
+    assert result.exit_code == 1 and "none of the [corpus] data_dirs exists: missing" in words(result.output)
+    config.write_text('[corpus]\ndata_dirs = ["samples"]\nquotas = 3\n')
+    result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "corpus"])
+    assert result.exit_code == 1 and "unknown setting(s) in [corpus]: quotas" in words(result.output)
+
+
+def test_init_base_writes_the_presets_starting_model_or_names_what_it_knows(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+    from transformers import AutoConfig
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "preset.cfg"
+    config.write_text('[paths]\nbase_model = "base"\nbase_source = "tiny-llama"\n')
+    result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert AutoConfig.from_pretrained(tmp_path / "base").model_type == "llama"
+    config.write_text('[paths]\nbase_model = "base2"\nbase_source = "gpt-5"\n')
+    result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg"])
+    assert result.exit_code == 1 and "unknown [paths] base_source 'gpt-5'" in words(result.output)
+    assert "smollm2-135m" in words(result.output) and not (tmp_path / "base2").exists()
+    config.write_text('[paths]\nbase_model = "bigscience/bloomz-560m"\n')
+    result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg"])
+    assert result.exit_code == 0 and "nothing to write" in words(result.output)

