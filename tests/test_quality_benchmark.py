@@ -1,0 +1,49 @@
+"""``benchmarks/quality.py``'s cells from scored records: which figure goes in which column."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from spacy_seqgpt.data.catalog import CROSSNER_DOMAINS
+from spacy_seqgpt.data.records import make_record
+from spacy_seqgpt.evaluation.metrics import score_records
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entity_record(source, text, spans):
+    answer = {"person": [text[a:b] for a, b in spans]}
+    return make_record("extract", text, ["person"], answer, source, "en",
+                       spans=[(a, b, "person") for a, b in spans])
+
+
+def test_cells_are_span_f1_domain_means_and_exact_match_accuracy(quality):
+    records = [entity_record("conll2003", "Anna met Ben.", [(0, 4), (9, 12)])]
+    predictions = [{"person": ["Anna"]}]  # one of two: P 1, R 0.5
+    for i, domain in enumerate(CROSSNER_DOMAINS):
+        records.append(entity_record(f"crossner-{domain}", "Cleo sang.", [(0, 4)]))
+        predictions.append({"person": ["Cleo"] if i % 2 == 0 else []})  # found in 3 of 5 domains
+    for gold, predicted in ((["travel"], ["travel"]), (["travel"], ["travel", "card"]), (["card"], [])):
+        records.append(make_record("classify", "Where is my card?", ["travel", "card"], gold, "banking77", "en"))
+        predictions.append(predicted)
+    cells = quality.columns(records, predictions, score_records(records, predictions, [""] * len(records)))
+    assert cells["CoNLL03"] == pytest.approx(2 / 3)
+    assert [cells[f"X-{d[:4]}"] for d in CROSSNER_DOMAINS] == [1.0, 0.0, 1.0, 0.0, 1.0]
+    assert cells["X mean"] == pytest.approx(0.6)
+    assert cells["Banking77"] == pytest.approx(1 / 3)  # two labels for one is not a hit
+    assert "TNEWS" not in cells and "RE-RC" not in cells  # no records, no cell
+
+
+def test_a_domain_missing_leaves_the_mean_out(quality):
+    records = [entity_record("crossner-ai", "Cleo sang.", [(0, 4)])]
+    predictions = [{"person": ["Cleo"]}]
+    cells = quality.columns(records, predictions, score_records(records, predictions, [""]))
+    assert cells == {"X-ai": 1.0}
