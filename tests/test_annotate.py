@@ -293,7 +293,6 @@ def test_a_ray_replica_that_cannot_load_the_pipeline_ends_the_run_in_one_message
     shutil.copytree(pipeline, broken)
     shutil.rmtree(broken / "seqgpt_ner")  # config.cfg reads, the pipeline does not load
     inputs = lines(tmp_path / "in", ["one", "two"])
-    started = time.time()
+    # the replica's own error, not Ray's actor timeout (no timing assertion: machines are loaded unevenly)
     with pytest.raises(ValueError, match="a Ray replica could not load the pipeline .*not saved completely"):
         annotate(str(broken), inputs, tmp_path / "out", engine="ray", progress=False)
-    assert time.time() - started < 40
