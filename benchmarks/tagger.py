@@ -82,6 +82,7 @@ def plot(curves, path: Path, title: str):
         axis.plot(epochs, [statistics.mean(c) for c in columns], marker="o",
                   label=name if name == SPACY_NER else f"unmask {name}")
         axis.fill_between(epochs, [min(c) for c in columns], [max(c) for c in columns], alpha=0.2)
+    axis.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel("dev entity F1")
     axis.set_title(title)
