@@ -17,7 +17,7 @@ from ..validation import check_positive_int
 
 STAGES = ("pt", "ft")
 # auto: bf16 autocast on a CUDA GPU that has it, none elsewhere; bf16 also speeds up CPUs with
-# AVX-512 BF16 or AMX (about 2x for SmolLM2-135M on this project's 2-core machines).
+# AVX-512 BF16 or AMX (the smollm2 preset sets it for this project's 2-core machines).
 MIXED_PRECISION = ("auto", "bf16", "no")
 
 
