@@ -35,6 +35,7 @@ from spacy_seqgpt.data.records import read_records
 from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.evaluation.metrics import score_records
 from spacy_seqgpt.evaluation.predict import predict_records
+from spacy_seqgpt.models import HFModel, load_shared
 from spacy_seqgpt.models.loading import weights_hash
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT
 
@@ -79,10 +80,7 @@ def columns(records, predictions, results) -> dict:
     return cells
 
 
-def seqgpt_row(path: str, records, constrained: bool, args) -> dict:
-    from spacy_seqgpt.models import HFModel, load_shared
-
-    shared = load_shared(HFModel(name=path, device=args.device).resolved())
+def seqgpt_row(shared, records, constrained: bool, args) -> dict:
     predictions, generated = predict_records(shared, records, batch_size=args.batch_size, constrained=constrained,
                                              max_new_tokens=args.max_new_tokens, progress=True)
     return columns(records, predictions, score_records(records, predictions, generated))
@@ -156,11 +154,13 @@ def main():
                 from spacy_seqgpt.models.pretrained import init_model
 
                 path = str(init_model("smollm2-135m", Path(tmp) / "smollm2"))
+            weights, shared = weights_hash(Path(path), "model"), None
             for constrained in (True, False):
-                key = f"{weights_hash(Path(path), 'model')}/{constrained}/{args.max_new_tokens}/{data_key}"
+                key = f"{weights}/{constrained}/{args.max_new_tokens}/{data_key}"
                 if key not in cache:
                     msg.info(f"{name}: {'constrained' if constrained else 'free'} decoding of {len(records)} records")
-                    cache[key] = seqgpt_row(path, records, constrained, args)
+                    shared = shared or load_shared(HFModel(name=path, device=args.device).resolved())  # once a model
+                    cache[key] = seqgpt_row(shared, records, constrained, args)
                     if args.cache:
                         write_atomic(args.cache, json.dumps(cache, indent=1).encode())
                 rows[f"{name} | {'constrained' if constrained else 'free'}"] = cache[key]

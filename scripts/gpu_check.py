@@ -102,12 +102,12 @@ def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str],
 
 def full_scale(work: Path, data_dir: Path) -> Step:
     """SeqGPT-135M trained at the full scale, scored, and the tagger's codes on all of CoNLL-2003."""
-    from thinc.api import Config
+    from spacy_seqgpt.cli.preset import config_section
 
     py, base, model = sys.executable, str(work / "smollm2-base"), str(work / "seqgpt-full" / "ft" / "final")
     full = "configs/training/seqgpt_smollm2-full.cfg"
     corpus, data = work / "corpus-full", str(data_dir)
-    scale = Config().from_disk(ROOT / full)["corpus"]  # the preset's limits, on --data-dir's datasets
+    scale = config_section(ROOT / full, "corpus")  # the preset's limits, on --data-dir's datasets
     limits = [f"--{key.replace('_', '-')}={scale[key]}" for key in ("quota", "train_limit", "eval_limit")]
     return Step("full-scale", "SeqGPT-135M at the full scale, the quality table, the tagger's codes on CoNLL-2003", [
         [py, "-m", "spacy", "seqgpt", "init-model", "smollm2-135m", base],

@@ -226,3 +226,13 @@ def conll2003():
     if not (folder / "train.txt").is_file():
         pytest.skip(f"needs CoNLL-2003 at {folder} (../shared/datasets, which CI has beside the checkout)")
     return folder
+
+
+def load_script(path):
+    """A script of the repository (benchmarks/, scripts/) imported as a module, for its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,11 +1,12 @@
 """``scripts/gpu_check.py`` on a CPU: its arguments, its dry run, and commands that would run as written."""
-import importlib.util
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 from spacy.cli._util import parse_config_overrides
 from thinc.api import Config
 
@@ -17,10 +18,7 @@ SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def run(*args):

@@ -4,7 +4,6 @@ The head-dim-128 bf16 subset of ``benchmarks/kernel_resources.py`` (the hardest 
 compiles alike), in a process of its own: the tests run Triton's interpreter, which replaces
 ``triton.jit`` and cannot compile.
 """
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 pytest.importorskip("triton")
 ROOT = Path(__file__).parent.parent
 
@@ -20,10 +21,7 @@ ROOT = Path(__file__).parent.parent
 @pytest.fixture(scope="module")
 def check():
     """The script as a module (imported here it leaves the interpreter's environment alone)."""
-    spec = importlib.util.spec_from_file_location("kernel_resources", ROOT / "benchmarks" / "kernel_resources.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "kernel_resources.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """``benchmarks/quality.py``'s cells from scored records: which figure goes in which column."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 from spacy_seqgpt.data.catalog import CROSSNER_DOMAINS
 from spacy_seqgpt.data.records import make_record
@@ -13,10 +14,7 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "quality.py")
 
 
 def entity_record(source, text, spans):
