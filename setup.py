@@ -88,7 +88,7 @@ setup(
             "llm_unmasked_tagger = spacy_seqgpt.components.tagger:make_llm_unmasked_tagger",
         ],
         "spacy_readers": ["spacy_seqgpt.ConllCorpus.v1 = spacy_seqgpt.data.conll:create_conll_corpus"],
-        "thinc_schedules": ["spacy_seqgpt.cosine.v1 = spacy_seqgpt.training.optimizers:cosine"],
+        "thinc_schedules": ["spacy_seqgpt.cosine.v1 = spacy_seqgpt.training.schedules:cosine"],
         "spacy_cli": ["seqgpt = spacy_seqgpt.cli:seqgpt_cli"],
     },
     zip_safe=False,

@@ -29,7 +29,7 @@ def main(model: str) -> None:
     print("rel:", doc._.rel.get((0, 2, 4, 5)), "pairs with a relation:", sum(any(v.values()) for v in doc._.rel.values()))
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_events", config={"event_types": ["Attack", "Transport"],
+    nlp.add_pipe("seqgpt_events", config={"labels": ["Attack", "Transport"],
                                           "roles": {"Attack": ["attacker", "target"], "Transport": ["destination"]},
                                           "model": model})
     doc = nlp("Rebels attacked the convoy and then travelled to Kabul.")

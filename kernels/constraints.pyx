@@ -47,9 +47,9 @@ cdef enum:
     DONE = 3
 cdef int MAX_WORDS = 4096
 cdef const unsigned char* NONE_BYTES = b"None"
-# Values that read back as "no span" (prompts.NONE_ANSWERS, compared case-folded: for these
-# words that is ASCII lowercasing, as no other character folds to their letters).
-NONE_WORDS = frozenset({"none", "无", "null", "n/a", "nil", "没有", "无。", "none."})
+# Values that read back as "no span", compared case-folded (for these words that is ASCII
+# lowercasing, as no other character folds to their letters): the answer format's own list.
+from ..prompts import NONE_ANSWERS as NONE_WORDS
 cdef int N_NONE_WORDS = len(NONE_WORDS)
 cdef int64_t NONE_HEADS[8]
 cdef int64_t NONE_LENGTHS[8]

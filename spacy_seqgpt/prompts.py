@@ -40,20 +40,6 @@ _KEY_VALUE_SPLIT = re.compile(r"[:：]")
 
 LabelSpec = Union[Sequence[str], Mapping[str, str]]
 
-# Questions about spans, SeqGPT's way of reducing span-conditioned tasks to its two atomic tasks
-# (its exact wording for these is not published; each is a setting of its component).
-TYPING_TEMPLATE = "what is the type of {span} in {text}"
-RELATION_TEMPLATE = "what is the relation between {head} and {tail} in {text}"
-NO_RELATION = "no relation"
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
-def fill_question(template: str, **fields: str) -> str:
-    """``template`` with each ``{field}`` replaced in one pass (a span or a text that itself holds
-    ``{text}`` is left as written)."""
-    return _PLACEHOLDER.sub(lambda m: fields.get(m.group(1), m.group(0)), template)
-
-
 def build_prompt(task: str, text: str, labels: Sequence[str]) -> str:
     """The official SeqGPT prompt for ``task`` ("extract" or "classify")."""
     _check_task(task)

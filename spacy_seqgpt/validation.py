@@ -12,9 +12,24 @@ def check_positive_int(value: Any, key: str, owner: str = "") -> int:
 
 def check_spans_key(spans_key: Optional[str], owner: str) -> Optional[str]:
     """``null`` (write ``doc.ents``) or a non-empty ``doc.spans`` key."""
-    if spans_key is not None and (not isinstance(spans_key, str) or not spans_key):
-        raise ValueError(f"{owner}: 'spans_key' must be null (write doc.ents) or a non-empty string.")
-    return spans_key
+    return check_key(spans_key, owner, "spans_key", optional=True, null_means="write doc.ents")
+
+
+def check_threshold(threshold: Any, owner: str) -> float:
+    """A score between 0 and 1: what a component writes must reach it."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{owner}: 'threshold' is a score between 0 and 1, got {threshold!r}.")
+    return float(threshold)
+
+
+def check_key(key: Any, owner: str, setting: str, *, optional: bool, null_means: str = "") -> Optional[str]:
+    """A ``doc.spans`` key (or null where ``optional``: then ``null_means``)."""
+    if key is None and optional:
+        return None
+    if not isinstance(key, str) or not key:
+        allowed = f"null ({null_means}) or " if optional else ""
+        raise ValueError(f"{owner}: '{setting}' must be {allowed}a non-empty doc.spans key, got {key!r}.")
+    return key
 
 
 def check_unmask_code(layers: Union[str, Sequence[int]]) -> None:

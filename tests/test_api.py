@@ -54,7 +54,7 @@ def test_bad_input_is_named(seqgpt):
         seqgpt.classify(["fine", 3], CAT_LABELS)
     with pytest.raises(ValueError, match="as many first texts"):
         seqgpt.classify_pairs(["a", "b"], ["c"], CAT_LABELS)
-    with pytest.raises(ValueError, match="must contain"):
+    with pytest.raises(ValueError, match="must be one line holding"):
         seqgpt.classify_pairs(["a"], ["c"], CAT_LABELS, template="{first}")
     with pytest.raises(ValueError):  # the component's own check of labels
         seqgpt.extract(["text"], ["bad\nlabel"])

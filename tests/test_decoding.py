@@ -206,7 +206,7 @@ def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, t
     likelihoods = [full_logprobs(taught, prompt, taught.tokenizer(label, add_special_tokens=False)["input_ids"] + [eos]).sum()
                    for label in CAT_LABELS]
     expected = torch.softmax(torch.tensor(likelihoods), 0).numpy()
-    np.testing.assert_allclose(textcat.label_probabilities([prompt])[0], expected, atol=1e-4)
+    np.testing.assert_allclose(textcat.classification.probabilities(textcat, [prompt])[0], expected, atol=1e-4)
     multi = spacy.blank("en")
     multi.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,
                                              "multi_label": True, "batch_size": 2})

@@ -4,8 +4,8 @@ import spacy
 from spacy.training import Example
 
 from conftest import finetune
-from spacy_seqgpt.components.events import ARGUMENT_TEMPLATE, TRIGGER_TEMPLATE, TYPE_TEMPLATE
-from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, fill_question, format_answer
+from spacy_seqgpt.templates import ARGUMENT_TEMPLATE, EVENT_TYPE_TEMPLATE as TYPE_TEMPLATE, TRIGGER_TEMPLATE, fill_template
+from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, format_answer
 
 TYPES = ["Attack", "Transport"]
 ROLES = {"Attack": ["attacker", "target"], "Transport": ["destination"]}
@@ -18,17 +18,17 @@ TAUGHT = [
 
 
 def teaching_pairs():
-    trigger_queries = [fill_question(TRIGGER_TEMPLATE, type=t) for t in TYPES]
+    trigger_queries = [fill_template(TRIGGER_TEMPLATE, type=t) for t in TYPES]
     pairs = []
     for text, triggers, arguments in TAUGHT:
         pairs.append((build_prompt(EXTRACT, text, trigger_queries),
-                      format_answer(EXTRACT, {fill_question(TRIGGER_TEMPLATE, type=t): s for t, s in triggers.items()},
+                      format_answer(EXTRACT, {fill_template(TRIGGER_TEMPLATE, type=t): s for t, s in triggers.items()},
                                     trigger_queries)))
         for event_type, found in triggers.items():
             for trigger in found:
-                question = fill_question(TYPE_TEMPLATE, trigger=trigger, text=text)
+                question = fill_template(TYPE_TEMPLATE, trigger=trigger, text=text)
                 pairs.append((build_prompt(CLASSIFY, question, TYPES), format_answer(CLASSIFY, [event_type], TYPES)))
-                queries = {fill_question(ARGUMENT_TEMPLATE, role=r, trigger=trigger): r for r in ROLES[event_type]}
+                queries = {fill_template(ARGUMENT_TEMPLATE, role=r, trigger=trigger): r for r in ROLES[event_type]}
                 pairs.append((build_prompt(EXTRACT, text, list(queries)),
                               format_answer(EXTRACT, {q: arguments[trigger].get(r, []) for q, r in queries.items()},
                                             list(queries))))
@@ -42,7 +42,7 @@ def events_model(tmp_path_factory, tiny_bloom):
 
 def make_nlp(model, **config):
     nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_events", config={"event_types": TYPES, "roles": ROLES, "model": model, **config})
+    nlp.add_pipe("seqgpt_events", config={"labels": TYPES, "roles": ROLES, "model": model, **config})
     return nlp
 
 
@@ -116,9 +116,9 @@ def test_the_scorer_against_hand_counts(nlp):
 
 
 def test_bad_settings_are_named(events_model):
-    with pytest.raises(ValueError, match="not event_types"):
+    with pytest.raises(ValueError, match="not among the labels"):
         make_nlp(events_model, roles={"Election": ["winner"]})
-    with pytest.raises(ValueError, match=r"argument_template must be one line holding \{role\}, \{trigger\}"):
+    with pytest.raises(ValueError, match=r"'argument_template' must be one line holding \{role\}, \{trigger\}"):
         make_nlp(events_model, argument_template="{role} only")
     with pytest.raises(ValueError, match="comma"):
-        make_nlp(events_model, event_types=["Attack, armed"])
+        make_nlp(events_model, labels=["Attack, armed"])

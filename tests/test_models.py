@@ -5,7 +5,6 @@ import shutil
 import pytest
 import spacy
 from spacy.util import load_model_from_config
-from thinc.api import Config
 
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, load
 from spacy_seqgpt.models import HFModel, ModelLoadError, load_pretrained
@@ -87,9 +86,6 @@ def test_the_short_form_and_the_block_give_the_same_model(tiny_bloom):
     assert short.spec == block.spec and short.shared is block.shared
     tagger = nlp.add_pipe("llm_unmasked_tagger", config={"model": tiny_bloom})
     assert (tagger.settings.model.unmask, tagger.settings.model.dtype) == ("0110", "float32")  # the tagger's defaults
-    with pytest.raises(ValueError, match="belong in the \\[components.x.model\\] block"):
-        nlp.add_pipe("seqgpt_ner", name="x", config={"labels": NER_LABELS, "model": {"name": tiny_bloom},
-                                                     "device": "cpu"})
 
 
 def test_a_registered_model_function_can_load_differently(tiny_bloom):
@@ -127,62 +123,11 @@ def test_the_config_round_trips_and_rebuilds_the_same_pipeline(seqgpt_tiny):
     assert annotations(rebuilt) == annotations(nlp)
 
 
-# What spacy-seqgpt 0.1 wrote into config.cfg for its components (configs/seqgpt_560m.cfg of
-# 0.1): the model settings next to `model`, no model block.
-LEGACY_SHARED = """model = "{model}"
-device = "auto"
-dtype = "auto"
-quantize = null
-adapter = null
-trust_remote_code = false
-batch_size = 16
-num_beams = 1
-max_input_tokens = 512
-constrained = true
-unmask = null"""
-LEGACY_COMPONENTS = f"""
-[components]
-[components.seqgpt_ner]
-factory = "seqgpt_ner"
-labels = ["person","organization","location"]
-{LEGACY_SHARED}
-max_new_tokens = 256
-label_chunk_size = 6
-alignment_mode = "expand"
-case_sensitive = false
-spans_key = null
-threshold = 0.0
+def test_model_settings_outside_the_model_block_are_named(seqgpt_tiny):
+    """Model settings belong in [components.<name>.model]; one given next to ``model`` (as an
+    unreleased 0.1 config had them) is refused with its name, for every component."""
+    from thinc.api import ConfigValidationError
 
-[components.seqgpt_textcat]
-factory = "seqgpt_textcat"
-labels = ["sports","politics","business"]
-{LEGACY_SHARED}
-max_new_tokens = 32
-multi_label = false
-scoring = false
-"""
-
-
-def test_pipelines_saved_before_and_after_the_model_block_load(seqgpt_tiny, tmp_path):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": {"name": seqgpt_tiny}})
-    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": {"name": seqgpt_tiny}})
-    expected = annotations(nlp)
-    nlp.to_disk(tmp_path / "after")
-    assert annotations(spacy.load(tmp_path / "after")) == expected
-    # The same folder as 0.1 saved it: the component folders are unchanged, the config is flat.
-    shutil.copytree(tmp_path / "after", tmp_path / "before")
-    config = spacy.util.load_config(tmp_path / "before" / "config.cfg")
-    config["components"] = Config().from_str(LEGACY_COMPONENTS.format(model=seqgpt_tiny))["components"]
-    config.to_disk(tmp_path / "before" / "config.cfg")
-    before = spacy.load(tmp_path / "before")
-    assert annotations(before) == expected
-    assert before.get_pipe("seqgpt_ner").spec == nlp.get_pipe("seqgpt_ner").spec
-    assert before.get_pipe("seqgpt_ner").shared is before.get_pipe("seqgpt_textcat").shared
-
-
-def test_a_tagger_config_of_0_1_still_builds(tiny_llama):
-    nlp = spacy.blank("en")
-    tagger = nlp.add_pipe("llm_unmasked_tagger", config={"model": tiny_llama, "unmask": "1111", "quantize": None,
-                                                         "device": "cpu", "trust_remote_code": False})
-    assert (tagger.settings.model.name, tagger.settings.model.unmask) == (tiny_llama, "1111")
+    for factory, config in (("seqgpt_ner", {"labels": NER_LABELS}), ("llm_unmasked_tagger", {})):
+        with pytest.raises(ConfigValidationError, match="device"):
+            spacy.blank("en").add_pipe(factory, config={**config, "model": seqgpt_tiny, "device": "cpu"})

@@ -71,8 +71,7 @@ def test_a_trained_tagger_pickles_with_its_weights(tiny_llama):
     docs = list(nlp.pipe(TEXTS[:3]))
     restored = pickle.loads(pickle.dumps(nlp))
     again = list(restored.pipe(TEXTS[:3]))
-    assert [list(d.spans["llm_unmasked_tagger"].attrs["scores"]) for d in again] == \
-        [list(d.spans["llm_unmasked_tagger"].attrs["scores"]) for d in docs]
+    assert [[e._.seqgpt_score for e in d.ents] for d in again] == [[e._.seqgpt_score for e in d.ents] for d in docs]
 
 
 SCRIPT = '''

@@ -152,7 +152,7 @@ def test_the_tagger_trains_0110_on_30_layers_and_round_trips_through_to_disk(smo
     texts = [text for text, _ in annotated] + ["Angela Merkel visited London ."]
 
     def predictions(pipeline):
-        return [([(e.start, e.end, e.label_) for e in doc.ents], list(doc.spans["llm_unmasked_tagger"].attrs["scores"]))
+        return [([(e.start, e.end, e.label_) for e in doc.ents], [e._.seqgpt_score for e in doc.ents])
                 for doc in pipeline.pipe(texts)]
 
     before = predictions(nlp)

@@ -12,7 +12,7 @@ from spacy_seqgpt.data.readers import read_corpora, read_corpus
 from spacy_seqgpt.data.relations import read_crossre
 from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.evaluation.metrics import score_records, summarize, triple_f1
-from spacy_seqgpt.prompts import NO_RELATION
+from spacy_seqgpt.templates import NO_RELATION
 
 # Two sentences of our own in CrossRE's format (token offsets inclusive).
 ROWS = [

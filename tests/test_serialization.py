@@ -17,8 +17,8 @@ TEXT = "Tim Cook met Olaf Scholz in Berlin."
 @pytest.fixture
 def saved(seqgpt_tiny, tmp_path):
     nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": seqgpt_tiny})
-    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": seqgpt_tiny})
+    nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": {"name": seqgpt_tiny}})
+    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": {"name": seqgpt_tiny}})
     nlp.to_disk(tmp_path / "pipeline")
     return nlp, tmp_path / "pipeline"
 
@@ -117,14 +117,14 @@ def test_a_saved_config_that_trusts_remote_code_is_refused_and_runs_no_code(save
     srsly.write_json(model / "config.json", {**config, "auto_map": {"AutoModelForCausalLM": "evil.EvilModel"}})
     rehash(path)
     text = (path / "config.cfg").read_text()
-    assert text.count("trust_remote_code = null") == 2
-    (path / "config.cfg").write_text(text.replace("trust_remote_code = null", "trust_remote_code = true"))
+    assert text.count("trust_remote_code = false") == 2  # in each component's model block
+    (path / "config.cfg").write_text(text.replace("trust_remote_code = false", "trust_remote_code = true"))
     with pytest.raises(ModelLoadError, match="trust_remote_code = true.*never run"):
         nlp = spacy.load(path)
         nlp(TEXT)
     assert not marker.exists()
     # The user can load it by saying no: the folder's own weights, no code
-    nlp = spacy.load(path, config={"components": {name: {"trust_remote_code": False}
+    nlp = spacy.load(path, config={"components": {name: {"model": {"trust_remote_code": False}}
                                                   for name in ("seqgpt_ner", "seqgpt_textcat")}})
     assert annotations(nlp) == annotations(saved[0]) and not marker.exists()
 

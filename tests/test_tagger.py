@@ -16,7 +16,7 @@ from thinc.api import Adam
 from spacy_seqgpt.data.conll import create_conll_corpus, read_docs, read_sentences
 from spacy_seqgpt.models import ModelLoadError
 from spacy_seqgpt.text.iob import tags_from_spans
-from spacy_seqgpt.training.optimizers import step, torch_optimizer
+from spacy_seqgpt.models.torch_optimizer import step, torch_optimizer
 from spacy_seqgpt.training.sweep import run_sweep
 
 
@@ -56,8 +56,7 @@ def predictions(nlp, texts):
     """(entities, confidences) of each text: what a saved and reloaded pipeline must reproduce."""
     out = []
     for doc in nlp.pipe(texts):
-        group = doc.spans["llm_unmasked_tagger"]
-        out.append(([(e.start, e.end, e.label_) for e in doc.ents], list(group.attrs["scores"])))
+        out.append(([(e.start, e.end, e.label_) for e in doc.ents], [e._.seqgpt_score for e in doc.ents]))
     return out
 
 

@@ -239,7 +239,7 @@ def test_a_checkpoint_of_other_data_or_settings_is_not_resumed_unless_told(tiny_
     with pytest.raises(ValueError, match=r"learning_rate \(0\.\d+ then, 0\.5 now\).*--resume-changed"):
         train_stage(faster)
     train_stage(faster, resume_changed=True)  # the new rate and schedule apply from the resumed step
-    from spacy_seqgpt.training.optimizers import cosine_rate
+    from spacy_seqgpt.training.schedules import cosine_rate
 
     log = read_log(tmp_path / "out" / "pt")
     assert [e["step"] for e in log] == [1, 2, 3, 4]

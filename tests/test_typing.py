@@ -5,7 +5,7 @@ from spacy.tokens import Span
 from spacy.training import Example
 
 from conftest import finetune
-from spacy_seqgpt.prompts import TYPING_TEMPLATE as DEFAULT_TEMPLATE
+from spacy_seqgpt.templates import TYPING_TEMPLATE as DEFAULT_TEMPLATE
 from spacy_seqgpt.prompts import CLASSIFY, build_prompt, format_answer
 
 TYPES = ["politician", "athlete", "company", "city"]
@@ -64,7 +64,7 @@ def test_entities_get_the_taught_types_and_pipe_equals_single_calls(nlp):
 
 
 def test_a_span_group_and_scored_types(typing_model):
-    nlp = make_nlp(typing_model, spans_key="candidates", scoring=True)
+    nlp = make_nlp(typing_model, input_key="candidates", scoring=True)
     text, spans = TAUGHT[0]
     doc = nlp(with_spans(nlp, text, spans, key="candidates"))
     assert typed(doc.spans["candidates"]) == spans and not doc.ents
@@ -72,7 +72,7 @@ def test_a_span_group_and_scored_types(typing_model):
 
 
 def test_multi_label_types_go_to_their_own_group(typing_model):
-    nlp = make_nlp(typing_model, multi_label=True, scoring=True)
+    nlp = make_nlp(typing_model, multi_label=True, scoring=True, spans_key="seqgpt_types")
     text, spans = TAUGHT[0]
     doc = nlp(with_spans(nlp, text, spans))
     assert set(spans) <= set(typed(doc.spans["seqgpt_types"])) and typed(doc.ents) == [(s, "ENT") for s, _ in spans]
@@ -101,8 +101,10 @@ def test_the_scorer_counts_typed_spans(nlp):
 
 
 def test_bad_settings_and_spans_no_window_holds(typing_model):
-    with pytest.raises(ValueError, match="must contain"):
+    with pytest.raises(ValueError, match="must be one line holding"):
         make_nlp(typing_model, template="type of {span}")
+    with pytest.raises(ValueError, match="'spans_key' must be a non-empty doc.spans key"):
+        make_nlp(typing_model, multi_label=True)
     nlp = make_nlp(typing_model, max_input_tokens=4)
     text = "Serena Williams won the final of the tournament in New York yesterday."
     doc = nlp(with_spans(nlp, text, [("the final of the tournament in New York", None)]))

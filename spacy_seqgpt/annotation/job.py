@@ -29,7 +29,7 @@ def pipeline_summary(config) -> dict:
     for name in (name for name in config["nlp"]["pipeline"] if name not in disabled):
         settings = dict(config["components"][name])
         entry = {"factory": settings.get("factory")}
-        for key in ("labels", "questions", "event_types", "roles"):
+        for key in ("labels", "questions", "roles"):
             if settings.get(key):
                 entry[key] = settings[key]
         model = settings.get("model")

@@ -9,13 +9,10 @@ from typing import Dict, List, Sequence, Union
 import spacy
 from spacy.language import Language
 
-from ..models import HFModel
-from ..prompts import fill_question
+from ..models import DEFAULT_MODEL, HFModel
+from ..templates import TEMPLATES, check_template, fill_template
 
-DEFAULT_MODEL = "DAMO-NLP/SeqGPT-560M"
-# SeqGPT's wording for sentence pairs is not published; this default names both parts so the
-# model reads them apart (a line break would become a space in the prompt's input field).
-PAIR_TEMPLATE = "Premise: {first} Hypothesis: {second}"
+PAIR_TEMPLATE, PAIR_FIELDS = TEMPLATES["pair"]
 _SPANS_KEY = "seqgpt"
 
 
@@ -77,11 +74,10 @@ class SeqGPT:
         firsts, seconds = _texts(firsts, "firsts"), _texts(seconds, "seconds")
         if len(firsts) != len(seconds):
             raise ValueError(f"pairs need as many first texts as second ones: got {len(firsts)} and {len(seconds)}")
-        if "{first}" not in template or "{second}" not in template:
-            raise ValueError(f"template must contain {{first}} and {{second}}, got {template!r}")
+        check_template(template, PAIR_FIELDS, "classify_pairs")
         return self.classify([self.pair_text(a, b, template) for a, b in zip(firsts, seconds)], labels, **options)
 
     @staticmethod
     def pair_text(first: str, second: str, template: str = PAIR_TEMPLATE) -> str:
         """The input text of one pair (what ``classify_pairs`` asks about)."""
-        return fill_question(template, first=first, second=second)  # one pass: a text's own braces stay
+        return fill_template(template, first=first, second=second)  # one pass: a text's own braces stay

@@ -1,108 +1,116 @@
 """``seqgpt_typing``: fine-grained (or multi-label) types for spans already on the Doc.
 
 SeqGPT types a span by classification: a question about the span in its context is the input
-(SeqGPT's exact wording for this task is not published; ``template`` is a setting) and the
-labels are the classification labels. A rule-based or small NER finds the spans; this
-component gives them a user's label set.
+(``template``, see ``spacy_seqgpt.templates``) and the labels are the classification labels. A
+rule-based or small NER finds the spans; this component gives them a user's label set.
 """
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from spacy.language import Language
-from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span, SpanGroup
-from spacy.training import validate_examples
 
-from ..decoding import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel
-from ..prompts import TYPING_TEMPLATE
-from .base import SETTINGS
-from .span_questions import SpanQuestions, SpanRequest
+from ..prompts import CLASSIFY, LabelSpec, prompt_labels
+from ..templates import TEMPLATES, check_template, template_ref
+from ..validation import check_key
+from .classification import LabelClassification
+from .pipe import SETTINGS, SeqGPTPipe
+from .scorers import scorer_ref
+from .span_questions import check_input_key, input_spans, span_requests
 from .spans import SCORE_ATTR
+
+# Per Doc: each input span's row of label values, None where no window holds the span.
+TypingPredictions = List[List[Optional[np.ndarray]]]
 
 
 @Language.factory(
     "seqgpt_typing",
     assigns=["doc.ents", "doc.spans"],
-    default_config={"labels": [], **SETTINGS, "multi_label": False, "scoring": False, "spans_key": None,
-                    "output_key": "seqgpt_types", "template": TYPING_TEMPLATE},
+    default_config={"labels": [], **SETTINGS, "multi_label": False, "scoring": False, "input_key": None,
+                    "spans_key": None, "threshold": 0.5, "template": template_ref("typing"),
+                    "scorer": scorer_ref("typing")},
     default_score_weights={"typing_f": 1.0, "typing_p": 0.0, "typing_r": 0.0, "typing_per_type": None},
 )
 def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
                        model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
-                       max_input_tokens: int, constrained: bool, multi_label: bool, scoring: bool,
-                       spans_key: Optional[str], output_key: str, template: str,
-                       jump_forward: bool = True, speculate: bool = True,
-                       draft_tokens: int = DEFAULT_DRAFT_TOKENS) -> "SeqGPTTyping":
+                       max_input_tokens: int, constrained: bool, jump_forward: bool, speculate: bool,
+                       draft_tokens: int, multi_label: bool, scoring: bool, input_key: Optional[str],
+                       spans_key: Optional[str], threshold: float, template: str, scorer: Callable) -> "SeqGPTTyping":
     return SeqGPTTyping(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
-                        constrained=constrained, multi_label=multi_label, scoring=scoring, spans_key=spans_key,
-                        output_key=output_key, template=template, jump_forward=jump_forward,
-                        speculate=speculate, draft_tokens=draft_tokens)
+                        constrained=constrained, jump_forward=jump_forward, speculate=speculate,
+                        draft_tokens=draft_tokens, multi_label=multi_label, scoring=scoring, input_key=input_key,
+                        spans_key=spans_key, threshold=threshold, template=template, scorer=scorer)
 
 
-class SeqGPTTyping(SpanQuestions):
-    """Types ``doc.ents`` (or ``doc.spans[spans_key]``): one classification prompt per span.
+class SeqGPTTyping(SeqGPTPipe):
+    """Types ``doc.ents`` (or ``doc.spans[input_key]``): one classification prompt per span.
 
-    The prompt's input is ``template`` with ``{span}`` (the span's text) and ``{text}`` (its
-    sentence when the Doc has sentences, else the window of at most ``max_input_tokens``
-    subwords holding it). Single-label: each span gets the chosen label (a span the answer
-    names no label for keeps its own, counted in ``stats["untyped"]``); entities carry the
-    score in ``span._.seqgpt_score``, a span group in ``attrs["scores"]``. ``multi_label``:
-    ``doc.spans[output_key]`` holds one span per label that applies, scores in
-    ``attrs["scores"]``, and the typed spans are left as they are. Scores are 1.0 when
-    generating, the model's probabilities with ``scoring`` (as in ``seqgpt_textcat``). A span
-    no window holds whole is left untyped and counted in ``stats["over_window"]``.
+    ``template`` holds ``{span}`` (the span's text) and ``{text}`` (its context). A span's label
+    is the best one whose score reaches ``threshold``; scores are 1.0 when generating, the
+    model's probabilities with ``scoring`` (as in ``seqgpt_textcat``). The typed spans go where
+    they were read, or to ``doc.spans[spans_key]`` when it is set (the input is then left as it
+    is); entities carry their score in ``span._.seqgpt_score``, a span group in
+    ``attrs["scores"]``. A span with no label at ``threshold`` keeps its own label (counted in
+    ``stats["untyped"]``). ``multi_label``: ``doc.spans[spans_key]`` gets one span per label at
+    ``threshold``. A span no window holds whole is left untyped (``stats["over_window"]``).
     """
 
-    placeholders = ("span",)
+    def __init__(self, vocab, name: str, *, labels: LabelSpec, multi_label: bool, scoring: bool,
+                 input_key: Optional[str], spans_key: Optional[str], threshold: float, template: str, **settings):
+        super().__init__(vocab, name, threshold=threshold, **settings)
+        self.classification = LabelClassification(prompt_labels(labels, component=name), multi_label=multi_label,
+                                                  scoring=scoring)
+        self.input_key = check_input_key(input_key, name)
+        self.spans_key = check_key(spans_key, name, "spans_key", optional=not multi_label,
+                                   null_means="write the typed spans where they were read")
+        self.template = check_template(template, TEMPLATES["typing"][1], name)
 
-    def __init__(self, vocab, name: str, *, output_key: str, **settings):
-        super().__init__(vocab, name, **settings)
-        self.output_key = output_key
+    @property
+    def labels(self) -> tuple:
+        return self.classification.labels
 
-    def questions(self, doc: Doc):
-        return ((target, [span]) for target, span in enumerate(self.targets(doc)))
+    def predict(self, docs: Sequence[Doc]) -> TypingPredictions:
+        requests = span_requests(docs, self.shared.tokenizer, self.max_input_tokens, self.template,
+                                 lambda _, doc: ((i, {"span": span}) for i, span in enumerate(input_spans(doc, self.input_key))),
+                                 CLASSIFY, list(self.classification.label_map.values()), self.stats)
+        rows: TypingPredictions = [[None] * len(input_spans(doc, self.input_key)) for doc in docs]
+        for request, row in zip(requests, self.classification.values(self, docs, requests)):
+            rows[request.doc_index][request.about] = row
+        return rows
 
-    def _write_cats(self, docs: Sequence[Doc], requests: Sequence[SpanRequest], values: np.ndarray) -> None:
-        """Each span's label (or labels) from its row of ``values`` (requests x labels)."""
-        rows: Dict[tuple, np.ndarray] = {(r.doc_index, r.target): row for r, row in zip(requests, values)}
-        for doc_index, doc in enumerate(docs):
-            targets = list(self.targets(doc))
-            if self.multi_label:
+    def set_annotations(self, docs: Sequence[Doc], predictions: TypingPredictions) -> None:
+        for doc, rows in zip(docs, predictions):
+            spans = input_spans(doc, self.input_key)
+            if self.classification.multi_label:
                 typed = [(Span(doc, span.start, span.end, label=label), float(score))
-                         for i, span in enumerate(targets) if (doc_index, i) in rows
-                         for label, score in zip(self.labels, rows[doc_index, i]) if score >= 0.5]
-                group = SpanGroup(doc, name=self.output_key, spans=[span for span, _ in typed])
-                group.attrs["scores"] = [score for _, score in typed]
-                doc.spans[self.output_key] = group
+                         for span, row in zip(spans, rows) if row is not None
+                         for label, score in zip(self.labels, row)]
+                self._write_group(doc, self.spans_key, self.kept(typed))
                 continue
-            relabelled, scores = [], []
-            for i, span in enumerate(targets):
-                row = rows.get((doc_index, i))
-                if row is None or not row.any():
-                    self.stats["untyped"] += int(row is not None)
-                    relabelled.append(span)
-                    scores.append(None)
-                    continue
-                best = int(row.argmax())
-                relabelled.append(Span(doc, span.start, span.end, label=self.labels[best]))
-                scores.append(float(row[best]))
-            if self.spans_key is None:
-                doc.ents = relabelled
-                for span, score in zip(doc.ents, scores):
+            typed = [self._typed(doc, span, row) for span, row in zip(spans, rows)]
+            key = self.spans_key or self.input_key
+            if key is None:
+                doc.ents = [span for span, _ in typed]
+                for span, score in zip(doc.ents, (score for _, score in typed)):
                     span._.set(SCORE_ATTR, score)
             else:
-                group = SpanGroup(doc, name=self.spans_key, spans=relabelled)
-                group.attrs["scores"] = scores
-                doc.spans[self.spans_key] = group
+                self._write_group(doc, key, typed)
 
-    def score(self, examples, **kwargs) -> Dict:
-        """``typing_p/r/f`` (and per type) over the typed spans, or over ``output_key`` when multi-label."""
-        validate_examples(examples, "SeqGPTTyping.score")
-        key = self.output_key if self.multi_label else self.spans_key
+    def _typed(self, doc: Doc, span: Span, row: Optional[np.ndarray]):
+        """``(span, score)``: the span with its best label at ``threshold``, else as it was (score None)."""
+        best = int(row.argmax()) if row is not None and len(row) else -1
+        if best < 0 or row[best] <= 0 or row[best] < self.threshold:
+            self.stats["untyped"] += int(row is not None)
+            return Span(doc, span.start, span.end, label=span.label), None
+        return Span(doc, span.start, span.end, label=self.labels[best]), float(row[best])
 
-        def getter(doc, attr):
-            return doc.ents if key is None else doc.spans.get(key, [])
+    @staticmethod
+    def _write_group(doc: Doc, key: str, typed) -> None:
+        group = SpanGroup(doc, name=key, spans=[span for span, _ in typed])
+        group.attrs["scores"] = [score for _, score in typed]
+        doc.spans[key] = group
 
-        return Scorer.score_spans(examples, "typing", getter=getter, has_annotation=None, **kwargs)
+    def scorer_settings(self) -> dict:
+        return {"spans_key": self.spans_key if self.classification.multi_label else self.spans_key or self.input_key}

@@ -1,20 +1,19 @@
-"""Classification questions about spans already on a Doc: the base of typing and relations.
+"""Questions about spans already on a Doc, the way SeqGPT asks span-conditioned tasks.
 
-SeqGPT reduces span-conditioned tasks to classification: the input is a question that names
-the spans in their context (``template`` with a placeholder per span and ``{text}``), the
-labels are the answers. The context is the spans' sentence when the Doc has sentences, else
-the window of at most ``max_input_tokens`` subwords holding them all.
+The prompt's input is a template with a placeholder per span and ``{text}``, the spans'
+context: their sentence when the Doc has sentences, else the window of at most
+``max_input_tokens`` subwords holding them all. Typing, relations and event types ask them.
 """
-from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from collections import Counter
+from typing import Callable, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
 from ..decoding import Request
 from ..decoding.queries import LINE_BREAKS_TO_SPACES
-from ..prompts import CLASSIFY, fill_question
+from ..templates import fill_template
 from ..text.windows import subword_starts, window_ranges
-from .textcat import SeqGPTTextcat
+from ..validation import check_key
 
 
 class SpanContexts:
@@ -35,52 +34,35 @@ class SpanContexts:
         return next(((s, e) for s, e in self._windows if s <= first and last <= e), None)
 
 
-@dataclass
-class SpanRequest(Request):
-    """A question about some spans of a Doc: which one of the component's ``questions``, and
-    its spans' token bounds (start, end of each span in turn)."""
-
-    target: int = -1
-    span_bounds: Tuple[int, ...] = ()
+# For a Doc (its index, itself): (what the question is about, {placeholder: span}) per question.
+Questions = Callable[[int, Doc], Iterable[Tuple[Hashable, dict]]]
 
 
-class SpanQuestions(SeqGPTTextcat):
-    """A ``seqgpt_textcat`` whose prompts ask about spans; subclasses say which (``questions``)
-    and write the answers (``_write_cats``, a row of label values per question)."""
+def span_requests(docs: Sequence[Doc], tokenizer, max_tokens: int, template: str, questions: Questions,
+                  task: str, labels: List[str], stats: Counter) -> List[Request]:
+    """A request per question about spans of ``docs`` (``about``: what it asks about); a question
+    whose spans no window holds whole is left out and counted in ``stats["over_window"]``."""
+    requests = []
+    for doc_index, doc in enumerate(docs):
+        contexts = SpanContexts(doc, tokenizer, max_tokens)
+        for about, spans in questions(doc_index, doc):
+            context = contexts.of(list(spans.values()))
+            if context is None:
+                stats["over_window"] += 1
+                continue
+            start, end = context
+            text = fill_template(template, text=doc.text[start:end], **{key: span.text for key, span in spans.items()})
+            requests.append(Request(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), task, labels,
+                                    about=about))
+    return requests
 
-    placeholders: Tuple[str, ...]  # the template's span placeholders, in the order questions give spans
 
-    def __init__(self, vocab, name: str, *, spans_key: Optional[str], template: str, **settings):
-        super().__init__(vocab, name, **settings)
-        missing = [f"{{{field}}}" for field in (*self.placeholders, "text") if f"{{{field}}}" not in template]
-        if missing:
-            raise ValueError(f"{name}: template must contain {', '.join(missing)}, got {template!r}")
-        self.spans_key = spans_key
-        self.template = template
+def input_spans(doc: Doc, input_key: Optional[str]) -> Sequence[Span]:
+    """The spans a component reads: ``doc.ents``, or ``doc.spans[input_key]`` (none if absent)."""
+    if input_key is None:
+        return doc.ents
+    return doc.spans[input_key] if input_key in doc.spans else []
 
-    def targets(self, doc: Doc) -> Sequence[Span]:
-        """The spans asked about: ``doc.ents``, or ``doc.spans[spans_key]``."""
-        if self.spans_key is None:
-            return doc.ents
-        return doc.spans[self.spans_key] if self.spans_key in doc.spans else []
 
-    def questions(self, doc: Doc) -> Iterable[Tuple[int, Sequence[Span]]]:
-        """``(target, spans)`` for each question about ``doc`` (spans fill the placeholders)."""
-        raise NotImplementedError
-
-    def make_requests(self, docs: Sequence[Doc]) -> List[Request]:
-        labels = self.label_chunks()[0]
-        requests = []
-        for doc_index, doc in enumerate(docs):
-            contexts = SpanContexts(doc, self.shared.tokenizer, self.max_input_tokens)
-            for target, spans in self.questions(doc):
-                context = contexts.of(spans)
-                if context is None:  # no window holds the spans whole
-                    self.stats["over_window"] += 1
-                    continue
-                start, end = context
-                text = fill_question(self.template, text=doc.text[start:end],
-                                     **{placeholder: span.text for placeholder, span in zip(self.placeholders, spans)})
-                requests.append(SpanRequest(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY,
-                                            labels, target, tuple(i for span in spans for i in (span.start, span.end))))
-        return requests
+def check_input_key(input_key: Optional[str], owner: str) -> Optional[str]:
+    return check_key(input_key, owner, "input_key", optional=True, null_means="read doc.ents")

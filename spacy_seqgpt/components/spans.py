@@ -1,13 +1,11 @@
-"""Writing scored spans on Docs and scoring them: shared by ``seqgpt_ner`` and ``llm_unmasked_tagger``.
+"""Writing scored spans on Docs: shared by the components that write spans.
 
 Span scores are kept the way spaCy keeps them (``doc.spans[key].attrs["scores"]``) and, for
 entities, in ``span._.seqgpt_score``.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import List, Tuple
 
-from spacy.scorer import Scorer, get_ner_prf
 from spacy.tokens import Doc, Span
-from spacy.training import validate_examples
 
 from ..text.alignment import resolve_overlaps
 
@@ -47,14 +45,3 @@ def add_spans(doc: Doc, key: str, scored: List[ScoredSpan]) -> None:
             scores[i] = score
     doc.spans[key] = spans
     doc.spans[key].attrs["scores"] = scores
-
-
-def score_spans(examples, spans_key: Optional[str], owner: str, **kwargs) -> Dict:
-    """spaCy's scores of the component's output: ``ents_*`` for ``doc.ents``, else
-    ``spans_<key>_*`` over every span of the group, overlaps included."""
-    validate_examples(examples, f"{owner}.score")
-    if spans_key is None:
-        return get_ner_prf(examples)
-    return Scorer.score_spans(examples, f"spans_{spans_key}",
-                              getter=lambda doc, attr: list(doc.spans.get(spans_key, [])),
-                              has_annotation=lambda doc: spans_key in doc.spans, allow_overlap=True, **kwargs)

@@ -4,12 +4,13 @@ The LLM with a dropout and linear head over the IOB2 tags of the labels, the cau
 removed in the layer groups of ``unmask``, trained with (Q)LoRA through ``spacy train``.
 Each spaCy token is scored by its first subword; the loss sees only those positions.
 Predictions are decoded to the most probable valid IOB2 sequence and written to ``doc.ents``
-(entities already there are kept where they do not overlap) or ``doc.spans[spans_key]``, with each span's confidence in
-``doc.spans[spans_key or <component name>].attrs["scores"]``.
+(entities already there are kept where they do not overlap; each confidence in
+``span._.seqgpt_score``) or to ``doc.spans[spans_key]`` (confidences in ``attrs["scores"]``).
+Spans less confident than ``threshold`` are not written.
 """
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy
 import srsly
@@ -24,13 +25,14 @@ from ..models.adapters import LORA_DEFAULTS
 from ..models.loading import check_saved_source, refuse_remote_code, use_worker_threads, weights_hash
 from ..models.spec import HFModel, model_block, model_settings
 from ..models.token_classifier import TaggerSettings, TokenClassifier, softmax
+from ..models.torch_optimizer import TORCH_OPTIMIZERS, step, torch_optimizer
 from ..text.alignment import resolve_overlaps
 from ..text.iob import OUTSIDE, decode, gold_tag_indices, iob_tags, tags_from_spans
-from ..training.optimizers import TORCH_OPTIMIZERS, step, torch_optimizer
-from ..validation import check_spans_key
+from ..validation import check_spans_key, check_threshold
 from ..atomic import atomic_folder
+from .scorers import scorer_ref
 from .serialization import FolderBytes, read_cfg
-from .spans import add_ents, score_spans
+from .spans import add_ents
 
 # The paper's decoder, with its middle layer groups unmasked; float32 weights to train (4-bit
 # QLoRA computes in ``dtype``: the 7B configs set bfloat16).
@@ -50,24 +52,22 @@ TAGGER_MODEL = {"name": "mistralai/Mistral-7B-v0.1", "unmask": "0110", "dtype": 
         "mixed_precision": True,
         "torch_optimizer": "adamw",
         "spans_key": None,
+        "threshold": 0.0,
         "store_base_weights": True,
+        "scorer": scorer_ref("spans"),
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_llm_unmasked_tagger(nlp: Language, name: str, model: Union[str, HFModel], lora: Optional[Dict[str, Any]],
                              max_length: int, batch_size: int, dropout: float, gradient_checkpointing: bool,
-                             mixed_precision: bool, torch_optimizer: str, spans_key: Optional[str],
-                             store_base_weights: bool,
-                             # model settings as pipelines saved by 0.1 have them (see models.spec.model_settings)
-                             unmask: Optional[Union[str, List[int]]] = None, quantize: Optional[str] = None,
-                             device: Optional[str] = None,
-                             trust_remote_code: Optional[bool] = None) -> "LLMUnmaskedTagger":
-    spec = model_settings(model, name, TAGGER_MODEL, unmask=unmask, quantize=quantize, device=device,
-                          trust_remote_code=trust_remote_code)
-    settings = TaggerSettings(model=spec, lora=lora, max_length=max_length, batch_size=batch_size, dropout=dropout,
-                              gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision)
+                             mixed_precision: bool, torch_optimizer: str, spans_key: Optional[str], threshold: float,
+                             store_base_weights: bool, scorer: Callable) -> "LLMUnmaskedTagger":
+    settings = TaggerSettings(model=model_settings(model, name, TAGGER_MODEL), lora=lora, max_length=max_length,
+                              batch_size=batch_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
+                              mixed_precision=mixed_precision)
     return LLMUnmaskedTagger(nlp.vocab, name, settings=settings, torch_optimizer=torch_optimizer,
-                             spans_key=spans_key, store_base_weights=store_base_weights)
+                             spans_key=spans_key, threshold=threshold, store_base_weights=store_base_weights,
+                             scorer=scorer)
 
 
 def token_scores_model() -> Model:
@@ -106,7 +106,8 @@ def _forward(model: Model, docs: Sequence[Doc], is_train: bool):
 class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
     # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
     def __init__(self, vocab, name: str = "llm_unmasked_tagger", *, settings: TaggerSettings,
-                 torch_optimizer: str = "adamw", spans_key: Optional[str] = None, store_base_weights: bool = True):
+                 torch_optimizer: str = "adamw", spans_key: Optional[str] = None, threshold: float = 0.0,
+                 store_base_weights: bool = True, scorer: Optional[Callable] = None):
         if torch_optimizer not in TORCH_OPTIMIZERS:
             raise ValueError(f"{name}: 'torch_optimizer' must be one of {TORCH_OPTIMIZERS}, got {torch_optimizer!r}.")
         self.vocab = vocab
@@ -115,6 +116,8 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         self.settings = settings
         self.torch_optimizer = torch_optimizer
         self.spans_key = check_spans_key(spans_key, name)
+        self.threshold = check_threshold(threshold, name)
+        self.scorer = scorer
         self.store_base_weights = bool(store_base_weights)
         self.cfg: Dict[str, Any] = {"labels": []}
         self._optimizer = None
@@ -201,12 +204,13 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         tags = self.tags
         for doc, probs in zip(docs, scores):
             found = decode(probs, tags) if len(doc) else []
-            spans = [Span(doc, start, end, label=label) for start, end, label, _ in found]
-            confidences = [confidence for *_, confidence in found]
-            doc.spans[self.spans_key or self.name] = SpanGroup(doc, name=self.spans_key or self.name, spans=spans,
-                                                               attrs={"scores": confidences})
+            scored = [(Span(doc, start, end, label=label), confidence) for start, end, label, confidence in found
+                      if confidence >= self.threshold]
             if self.spans_key is None:
-                add_ents(doc, list(zip(spans, confidences)))
+                add_ents(doc, scored)
+            else:
+                doc.spans[self.spans_key] = SpanGroup(doc, name=self.spans_key, spans=[span for span, _ in scored],
+                                                      attrs={"scores": [score for _, score in scored]})
 
     # Training ----------------------------------------------------------------------------------
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None,
@@ -278,7 +282,7 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         yield
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
-        return score_spans(examples, self.spans_key, "LLMUnmaskedTagger", **kwargs)
+        return self.scorer(examples, **{"spans_key": self.spans_key, **kwargs})
 
     # Serialization -----------------------------------------------------------------------------
     def to_disk(self, path, *, exclude=tuple()) -> None:

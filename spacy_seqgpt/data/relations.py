@@ -1,8 +1,8 @@
 """Relation corpora as SeqGPT's atomic tasks, the way the paper builds its relation data.
 
 Relation extraction is extraction of the entities, then classification of each ordered pair
-of entities by a question about the pair (``prompts.RELATION_TEMPLATE``), answered with the
-relation labels that hold or ``prompts.NO_RELATION``. ``seqgpt_rel`` asks the same question,
+of entities by a question about the pair (``templates.RELATION_TEMPLATE``), answered with the
+relation labels that hold or ``templates.NO_RELATION``. ``seqgpt_rel`` asks the same question,
 so a model trained on these records answers it.
 
 Inputs: CrossRE's JSON lines (one sentence per line, inclusive token offsets) and spaCy DocBins
@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from ..prompts import CLASSIFY, EXTRACT, NO_RELATION, RELATION_TEMPLATE, fill_question
+from ..prompts import CLASSIFY, EXTRACT
+from ..templates import NO_RELATION, RELATION_TEMPLATE, fill_template
 from ..text.relations import REL_ATTR, candidate_pairs, pair_key, span_keyed
 from .label_words import label_word
 from .readers import GoldCorpus, GoldExample
@@ -136,10 +137,10 @@ def relation_corpora(docs: List, lang: str = "en", *, labels: Sequence[str] = ()
             context = head.sent if doc.has_annotation("SENT_START") else doc[:]
             gold = [label for label, score in rel.get(pair_key(head, tail), {}).items() if score >= 0.5]
             # where the context starts in the question: after the filled text before {text}
-            offset = context.start_char - len(fill_question(template[: template.index("{text}")], head=head.text,
+            offset = context.start_char - len(fill_template(template[: template.index("{text}")], head=head.text,
                                                             tail=tail.text))
             pairs.append(GoldExample(
-                fill_question(template, head=head.text, tail=tail.text, text=context.text),
+                fill_template(template, head=head.text, tail=tail.text, text=context.text),
                 cats=gold or [no_relation],
                 meta={"pair": {"head": [head.start_char - offset, head.end_char - offset],
                                "tail": [tail.start_char - offset, tail.end_char - offset],

@@ -6,7 +6,7 @@ boundaries when the Doc has them), the same prompts, the same answer grammars.
 """
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc
 
@@ -22,13 +22,19 @@ LINE_BREAKS_TO_SPACES = str.maketrans({char: " " for char in LINE_BREAKS})
 
 @dataclass
 class Request:
-    """One prompt: a window of one Doc, asked about some labels (their prompt texts)."""
+    """One prompt: a window of one Doc, asked about some labels (their prompt texts).
+
+    ``ids``: the label each prompt text stands for where it is not the component's own (a Doc's
+    own questions, an event's roles); ``about``: what on the Doc the prompt asks about (a span's
+    index, a pair's token bounds, a trigger's index)."""
 
     doc_index: int
     start_char: int
     text: str
     task: str  # prompts.EXTRACT or prompts.CLASSIFY
     labels: List[str]
+    ids: Optional[Dict[str, str]] = None
+    about: Hashable = None
 
 
 # For a Doc's index: its task and the label chunks asked per window.

@@ -94,19 +94,12 @@ def model_block(**defaults) -> dict:
     return {"@seqgpt_models": "spacy_seqgpt.HFModel.v1", **values}
 
 
-def model_settings(model: Union[str, HFModel], owner: str, defaults: Optional[dict] = None, **legacy) -> HFModel:
-    """A component's :class:`HFModel`. ``model`` is the block, or a model name (the short form ``"model": "path"``) with the component's ``defaults``.
-
-    ``legacy``: model settings given next to the name, as pipelines saved by spacy-seqgpt 0.1
-    have them (``device``, ``dtype``, ...); they are read into the settings so those pipelines
-    still load. New configs set them in the block."""
-    given = {key: value for key, value in legacy.items() if value is not None}
+def model_settings(model: Union[str, HFModel], owner: str, defaults: Optional[dict] = None) -> HFModel:
+    """A component's :class:`HFModel`: the block, or a model name (the short form ``"model": "path"``)
+    with the component's ``defaults``."""
     if isinstance(model, str):
-        model = HFModel(**{**(defaults or {}), "name": model, **given})
-    elif given:
-        raise ValueError(f"{owner}: {', '.join(sorted(given))} belong in the [components.{owner}.model] block "
-                         "when the model is given as a block.")
-    elif not isinstance(model, HFModel):
+        return HFModel(**{**(defaults or {}), "name": model})
+    if not isinstance(model, HFModel):
         raise ValueError(f"{owner}: 'model' must be a model name or folder, or a [components.{owner}.model] block "
                          f"(@seqgpt_models = \"spacy_seqgpt.HFModel.v1\"), got {model!r}.")
     return model

@@ -1,3 +1,2 @@
 """Training: two-stage SeqGPT training (records to token batches, the answer-only loss,
-checkpoints, the loop), the torch optimizer the tagger steps under ``spacy train``, and the
-unmasking sweep."""
+checkpoints, the loop), the cosine schedule, and the unmasking sweep."""

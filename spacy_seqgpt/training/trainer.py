@@ -24,7 +24,7 @@ from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .encoding import IGNORE, encode_records
 from .loss import AnswerLoss
-from .optimizers import cosine_rate
+from .schedules import cosine_rate
 from .settings import RunSettings
 
 LOG_FILE = "log.jsonl"

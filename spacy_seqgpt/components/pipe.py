@@ -1,15 +1,18 @@
-"""What ``seqgpt_ner`` and ``seqgpt_textcat`` share: settings, the model, prompting, saving.
+"""What every SeqGPT component shares: decoding settings, the model, asking it, saving.
 
-A component turns each Doc into prompts (one per window of text and label chunk), has the
-shared model answer all prompts of a batch of Docs together, and hands the answers to the
-subclass, which writes them on the Docs.
+A component is a spaCy pipe: ``predict(docs)`` turns each Doc into prompts (one per window of
+text and label chunk, or per span question), has the shared model answer all prompts of a
+batch of Docs together and reads the answers back; ``set_annotations(docs, predictions)``
+writes them, applying ``threshold`` where the component has one. The parts a component is
+made of (``extraction``, ``classification``, ``span_questions``) know the two atomic tasks;
+the component only says what to ask and where to write.
 """
 import logging
 import os
 import weakref
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import srsly
 from spacy import util
@@ -21,14 +24,13 @@ from ..decoding.decoder import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel, SharedModel, load_shared
 from ..models.loading import refuse_remote_code, use_worker_threads
 from ..models.spec import model_block, model_settings
-from ..prompts import LabelSpec, check_label, prompt_labels
-from ..validation import check_positive_int
+from ..validation import check_positive_int, check_threshold
 from ..atomic import atomic_folder
 from .serialization import FolderBytes, folder_from_bytes, folder_to_bytes, read_cfg
 
 logger = logging.getLogger("spacy_seqgpt")
 
-# Shared by both components' default_config; the model block is [components.<name>.model].
+# Every SeqGPT component's decoding settings; the model block is [components.<name>.model].
 SETTINGS = {
     "model": model_block(),
     "batch_size": 16,
@@ -42,30 +44,23 @@ SETTINGS = {
     "draft_tokens": DEFAULT_DRAFT_TOKENS,
 }
 
-# Where each shared model was last written by to_disk, and its hash (see SeqGPTComponent.to_disk).
+# Where each shared model was last written by to_disk, and its hash (see SeqGPTPipe.to_disk).
 _SAVED_WEIGHTS: "weakref.WeakKeyDictionary[SharedModel, tuple]" = weakref.WeakKeyDictionary()
 
 
-class SeqGPTComponent(FolderBytes, Pipe):
+class SeqGPTPipe(FolderBytes, Pipe):
     # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
-    task: str  # "extract" or "classify", set by the subclass
-    label_check = staticmethod(check_label)  # refuses label prompt texts that could not be read back
-    labels_required = True  # False where Docs may bring their own (seqgpt_questions)
 
-    def __init__(self, vocab, name: str, *, labels: LabelSpec, model: Union[str, HFModel], batch_size: int,
-                 max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
-                 jump_forward: bool = True, speculate: bool = True,
-                 draft_tokens: int = DEFAULT_DRAFT_TOKENS, **legacy):
+    def __init__(self, vocab, name: str, *, model: Union[str, HFModel], batch_size: int, max_new_tokens: int,
+                 num_beams: int, max_input_tokens: int, constrained: bool, jump_forward: bool, speculate: bool,
+                 draft_tokens: int, scorer: Optional[Callable] = None, threshold: Optional[float] = None):
         self.vocab = vocab
         self.name = name
-        self.label_map: Dict[str, str] = (prompt_labels(labels, component=name, check=self.label_check)
-                                          if labels or self.labels_required else {})
-        self._label_of_text = {text: label for label, text in self.label_map.items()}
         for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
                            ("num_beams", num_beams), ("max_input_tokens", max_input_tokens),
                            ("draft_tokens", draft_tokens)):
             check_positive_int(value, key, name)
-        self.spec = model_settings(model, name, **legacy).resolved()
+        self.spec = model_settings(model, name).resolved()
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.num_beams = num_beams
@@ -74,12 +69,10 @@ class SeqGPTComponent(FolderBytes, Pipe):
         self.jump_forward = bool(jump_forward)
         self.speculate = bool(speculate)
         self.draft_tokens = draft_tokens
+        self.scorer = scorer
+        self.threshold = None if threshold is None else check_threshold(threshold, name)
         self.stats: Counter = Counter()
         self._shared: Optional[SharedModel] = None
-
-    @property
-    def labels(self) -> tuple:
-        return tuple(self.label_map)
 
     @property
     def shared(self) -> SharedModel:
@@ -116,52 +109,61 @@ class SeqGPTComponent(FolderBytes, Pipe):
 
     def initialize(self, get_examples=None, *, nlp=None) -> None:
         """Nothing to train; loads the model now instead of on the first Doc."""
-        self.shared
+        self.shared  # noqa: B018 (the property loads the model)
 
     def __call__(self, doc: Doc) -> Doc:
-        self.annotate([doc])
+        self.set_annotations([doc], self.predict([doc]))
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
         error_handler = self.get_error_handler()
         for docs in util.minibatch(stream, size=batch_size):
             try:
-                self.annotate(docs)
+                self.set_annotations(docs, self.predict(docs))
                 yield from docs
             except Exception as err:
                 error_handler(self.name, self, docs, err)
 
-    def annotate(self, docs: Sequence[Doc]) -> None:
-        """Prompt, generate and write the answers for all windows of ``docs`` at once.
+    def predict(self, docs: Sequence[Doc]):
+        """Ask the model about ``docs``; what it answers, read back, one item per Doc."""
+        raise NotImplementedError
 
-        The prompts of one window (its label chunks) share their leading tokens' KV cache;
-        with ``constrained``, every answer follows the grammar of :meth:`grammar`."""
-        requests = self.make_requests(docs)
-        grammar = (lambda request: self.grammar(docs[request.doc_index], request)) if self.constrained else None
-        self.set_annotations(docs, requests, self.decoder().decode(make_queries(requests, grammar)))
+    def set_annotations(self, docs: Sequence[Doc], predictions) -> None:
+        """Write what :meth:`predict` returned for ``docs``."""
+        raise NotImplementedError
+
+    def score(self, examples, **kwargs) -> Dict:
+        """The registered ``scorer`` on the component's output (see ``components.scorers``)."""
+        return self.scorer(examples, **{**self.scorer_settings(), **kwargs})
+
+    def scorer_settings(self) -> dict:
+        """What the scorer needs to know of this component's settings."""
+        return {}
 
     def decoder(self) -> Decoder:
         return Decoder(self.shared, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
                        num_beams=self.num_beams, jump_forward=self.jump_forward, speculate=self.speculate,
                        draft_tokens=self.draft_tokens)
 
-    def grammar(self, doc: Doc, request: Request):
-        """The answer grammar of ``request`` (kernels.constraints), for constrained decoding."""
-        raise NotImplementedError
+    def ask(self, docs: Sequence[Doc], requests: Sequence[Request],
+            grammar: Optional[Callable[[Doc, Request], object]] = None) -> List[Answer]:
+        """The model's answers to ``requests`` about ``docs``, batched together; with
+        ``constrained``, each follows ``grammar(doc, request)`` (kernels.constraints)."""
+        constrain = (lambda request: grammar(docs[request.doc_index], request)) if self.constrained and grammar else None
+        return self.decoder().decode(make_queries(requests, constrain))
 
-    def label_chunks(self) -> List[List[str]]:
-        """The label prompt texts of each prompt asked per window."""
-        return [list(self.label_map.values())]
+    def window_requests(self, docs: Sequence[Doc], task: str, chunks: Callable[[int], List[List[str]]]
+                        ) -> List[Request]:
+        """A request per window of each Doc and chunk of label prompt texts (``chunks(doc index)``)."""
+        return window_requests(docs, self.shared.tokenizer, lambda i: (task, chunks(i)), self.max_input_tokens)
 
-    def make_requests(self, docs: Sequence[Doc]) -> List[Request]:
-        asks = (self.task, self.label_chunks())
-        return window_requests(docs, self.shared.tokenizer, lambda _: asks, self.max_input_tokens)
-
-    def set_annotations(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]) -> None:
-        raise NotImplementedError
-
-    def label_for(self, prompt_text: str) -> str:
-        return self._label_of_text[prompt_text]
+    def kept(self, scored: List[Tuple[object, float]]) -> List[Tuple[object, float]]:
+        """The ``(item, score)`` pairs at or above ``threshold``; those below are counted in
+        ``stats["below_threshold"]``."""
+        kept = [(item, score) for item, score in scored if score >= self.threshold]
+        if len(kept) < len(scored):
+            self.stats["below_threshold"] += len(scored) - len(kept)
+        return kept
 
     def to_disk(self, path, *, exclude=tuple()) -> None:
         """Save the model's weights (safetensors) and tokenizer, so the pipeline loads without a hub.
@@ -189,19 +191,19 @@ class SeqGPTComponent(FolderBytes, Pipe):
         if point_at_siblings and cfg["weights_id"] and "weights_in" not in cfg:
             _SAVED_WEIGHTS[self.shared] = (path / "model", cfg["weights_id"])
 
-    def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTComponent":
+    def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTPipe":
         """Read what :meth:`to_disk` wrote; a folder that is incomplete, points outside its
         pipeline or holds other files than it recorded is refused, never replaced by the source
         model in silence, and no code that comes with it runs."""
         path = Path(util.ensure_path(path))
         return self._read(path, exclude, pipeline=path.parent)
 
-    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "SeqGPTComponent":
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "SeqGPTPipe":
         """Read what :meth:`to_bytes` wrote: the weights must be in the bytes themselves."""
         folder_from_bytes(bytes_data, lambda folder: self._read(folder, exclude, pipeline=None))
         return self
 
-    def _read(self, path: Path, exclude, *, pipeline: Optional[Path]) -> "SeqGPTComponent":
+    def _read(self, path: Path, exclude, *, pipeline: Optional[Path]) -> "SeqGPTPipe":
         """``pipeline``: the folder the weights may be shared from (None: bytes, no sharing)."""
         cfg = read_cfg(path, self.name)
         refuse_remote_code(self.spec, self.name, path)

@@ -1,0 +1,84 @@
+"""The extraction part of a component: its answer grammar, and its answers read back as spans.
+
+Each answer phrase is searched in its window; every occurrence becomes a span, scored by the
+probability of the answer tokens that wrote the phrase. Phrases that do not occur are dropped
+and counted in ``stats["dropped"]`` (``stats["unaligned"]`` for matches that ``alignment_mode``
+cannot map to tokens); constrained decoding makes both impossible. The last span of an answer
+that ``max_new_tokens`` cut short is left out (``stats["cut"]``): it may end early.
+"""
+from collections import Counter
+from typing import Dict, List, Sequence
+
+from spacy.tokens import Doc, Span
+
+from ..decoding import Answer, Request
+from ..decoding.queries import extraction_grammar
+from ..kernels.constraints import ExtractionGrammar
+from ..prompts import locate_spans
+from ..text.alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases
+from .spans import ScoredSpan
+
+
+class SpanExtraction:
+    """Reads extraction answers of ``owner``'s requests; ``label_of`` maps a prompt text to the
+    label its spans get (a request's own ``ids`` come first)."""
+
+    def __init__(self, owner: str, label_of: Dict[str, str], *, alignment_mode: str = "expand",
+                 case_sensitive: bool = False, constrained: bool, stats: Counter):
+        if alignment_mode not in ALIGNMENT_MODES:
+            raise ValueError(f"{owner}: 'alignment_mode' must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}.")
+        self.owner = owner
+        self.label_of = label_of
+        self.alignment_mode = alignment_mode
+        self.case_sensitive = bool(case_sensitive)
+        self.constrained = constrained
+        self.stats = stats
+
+    def grammar(self, doc: Doc, request: Request) -> ExtractionGrammar:
+        """Spans that :meth:`spans` will find and align: they begin and end where
+        ``find_phrases`` lets a match (not inside a word), and for the strict alignment modes
+        also on token boundaries."""
+        token_edges = None
+        if self.alignment_mode != "expand":
+            offset = request.start_char
+            window = doc.char_span(offset, offset + len(request.text), alignment_mode="contract")
+            tokens = window if window is not None else []
+            token_edges = ({token.idx - offset for token in tokens}, {token.idx + len(token) - offset for token in tokens})
+        return extraction_grammar(request.text, request.labels, token_edges)
+
+    def per_doc(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]
+                ) -> List[List[ScoredSpan]]:
+        """The scored spans of each Doc's answers."""
+        found: List[List[ScoredSpan]] = [[] for _ in docs]
+        for request, answer in zip(requests, answers):
+            found[request.doc_index].extend(self.spans(docs[request.doc_index], request, answer))
+        return found
+
+    def spans(self, doc: Doc, request: Request, answer: Answer) -> List[ScoredSpan]:
+        labels_of = request.ids or self.label_of
+        phrases, labels, scores = [], [], []
+        located = locate_spans(answer.text, request.labels)
+        if not answer.complete and self.constrained and located:
+            located.pop()  # max_new_tokens cut the answer: its last span may be cut short of where it ends
+            self.stats["cut"] += 1
+        for prompt_text, phrase, offset in located:
+            phrases.append(phrase)
+            labels.append(labels_of[prompt_text])
+            scores.append(answer.probability(offset, offset + len(phrase)))
+        matches = find_phrases(request.text, phrases, case_sensitive=self.case_sensitive)
+        self.stats["answers"] += len(phrases)
+        dropped = len(phrases) - len({index for index, _, _ in matches})
+        if dropped:
+            self.stats["dropped"] += dropped
+        if not matches:
+            return []
+        token_starts, token_ends = char_spans_to_tokens(
+            doc, [request.start_char + start for _, start, _ in matches],
+            [request.start_char + end for _, _, end in matches], self.alignment_mode)
+        spans = []
+        for (index, _, _), start, end in zip(matches, token_starts.tolist(), token_ends.tolist()):
+            if start < 0 or start == end:
+                self.stats["unaligned"] += 1
+            else:
+                spans.append((Span(doc, start, end, label=labels[index]), scores[index]))
+        return spans
