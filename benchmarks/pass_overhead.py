@@ -2,7 +2,7 @@
 
 The decoder encodes prompts in passes of like lengths (``length_buckets``), paying for a pass
 its rows times its longest row plus a fixed ``overhead`` in tokens. This times the decoder's
-own prompt pass (``Decoder._encode``: forward, KV cache with room to grow, last logits) on
+own prompt pass (``ModelCalls.encode``: forward, KV cache with room to grow, last logits) on
 batches of equal-length prompts, fits ``seconds = a + b * tokens`` by least squares and prints
 ``a / b``, to compare with the constant the decoder uses on this device type.
 
@@ -39,7 +39,7 @@ def timed_pass(decoder, rows: int, length: int, repeats: int) -> float:
         for repeat in range(repeats + 1):  # the first is a warm-up
             synchronize()
             start = time.perf_counter()
-            decoder._encode(prompts, room=32)
+            decoder.calls.encode(prompts, 32, decoder.pass_overhead)
             synchronize()
             times.append(time.perf_counter() - start)
     return statistics.median(times[1:])

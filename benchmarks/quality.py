@@ -36,7 +36,7 @@ from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.evaluation.metrics import score_records
 from spacy_seqgpt.evaluation.predict import predict_records
 from spacy_seqgpt.models import HFModel, load_shared
-from spacy_seqgpt.models.loading import weights_hash
+from spacy_seqgpt.models.saved_weights import weights_hash
 from spacy_seqgpt.prompts import CLASSIFY
 
 CLASSIFICATION_SETS = {"banking77": "Banking77", "tnews": "TNEWS", "semeval2014-restaurants": "SemEval rest."}

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load, span_offsets
 from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.decoding import Decoder, Query
-from spacy_seqgpt.decoding.decoder import length_buckets, pass_width
+from spacy_seqgpt.decoding.prompt_encoding import length_buckets
+from spacy_seqgpt.decoding.speculation import pass_width
 from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, chunk_labels, parse_answer
 
@@ -349,10 +350,10 @@ def test_prompts_encoded_in_passes_of_like_lengths_leave_one_pass_s_cache(arch, 
     for overhead in (0, 10 ** 9):  # a pass per length, then a single pass
         decoder.pass_overhead = overhead
         with torch.inference_mode():
-            last, cache, mask, cache_row = decoder._encode(prompts, room=2)
+            last, cache, mask, cache_row = decoder.calls.encode(prompts, 2, decoder.pass_overhead)
             cache.reorder_cache(cache_row)
             mask = torch.cat([mask[cache_row], torch.ones(written.shape, dtype=mask.dtype)], 1)
-            after, cache = decoder._forward(written, mask, cache, None, keep=0)
+            after, cache = decoder.calls.forward(written, mask, cache, None, keep=0)
         runs.append((last[cache_row], after))
     assert len(length_buckets(sorted(map(len, prompts), reverse=True), 0)) == len(prompts)
     for expected, got in zip(*runs):

@@ -11,8 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "spacy_seqgpt"
 
-# Which of the package's concerns each concern may import (besides prompts, validation and atomic,
-# which import nothing of the package and may be imported by all).
+# Which of the package's concerns each concern may import (besides the leaves, which import
+# nothing of the package but prompts and may be imported by all). Inference (components,
+# decoding, models) never imports training, data, evaluation or the CLI.
 ALLOWED = {
     "kernels": set(),
     "text": {"kernels"},
@@ -21,12 +22,13 @@ ALLOWED = {
     "data": {"text", "models", "decoding"},  # synthesis can ask a local model
     "evaluation": {"kernels", "text", "models", "decoding"},
     "training": {"models", "data"},
-    "components": {"kernels", "text", "models", "decoding", "training"},
+    "components": {"kernels", "text", "models", "decoding"},
     "annotation": {"text"},
     "cli": {"models", "data", "training", "evaluation", "annotation"},
     "api": {"models"},
 }
-LEAVES = {"prompts", "validation", "about", "atomic"}
+LEAVES = {"prompts", "templates", "validation", "about", "atomic"}
+MAX_LINES = 400  # a module longer than this does more than one job (kernels/ excepted)
 
 
 def repository_files():
@@ -69,22 +71,29 @@ def test_dependencies_point_one_way(path):
     own = concern(path)
     imported = set(package_imports(path)) - {own} - LEAVES - {"__init__"}
     if own in LEAVES:
-        assert not imported, f"{own} imports nothing of the package, but imports {imported}"
+        assert imported <= {"prompts"}, f"{own} imports nothing of the package but prompts, but imports {imported}"
     elif own in ALLOWED:
         assert imported <= ALLOWED[own], f"{path.relative_to(ROOT)} imports {imported - ALLOWED[own]}"
 
 
-def test_prompts_and_kernels_import_nothing_of_the_package():
+def test_prompts_import_nothing_of_the_package_and_kernels_only_the_answer_format():
     assert not set(package_imports(PACKAGE / "prompts.py"))
     for path in (ROOT / "kernels").iterdir():
         if path.suffix in (".py", ".pyx", ".pyi"):
             imports = re.findall(r"^\s*(?:from|c?import)\s+([\w.]+)", path.read_text(encoding="utf8"), re.M)
-            assert not [name for name in imports if name.startswith(("spacy_seqgpt", ".."))], path
+            assert not [name for name in imports if name.startswith(("spacy_seqgpt", "..")) and name != "..prompts"], path
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda path: str(path.relative_to(ROOT)))
+def test_no_module_outside_the_kernels_does_more_than_one_job(path):
+    if not path.resolve().is_relative_to(ROOT / "kernels"):
+        lines = len(path.read_text(encoding="utf8").splitlines())
+        assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines: split it by job"
 
 
 def test_the_package_is_one_folder_per_concern():
     modules = sorted(p.stem for p in PACKAGE.glob("*.py"))
-    assert modules == ["__init__", "about", "atomic", "prompts", "validation"]
+    assert modules == ["__init__", "about", "atomic", "prompts", "templates", "validation"]
     folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__")
     assert folders == sorted(ALLOWED)
     # setup.py ships each concern (an editable install would hide a missing one; a wheel would lack it)

@@ -22,7 +22,8 @@ from spacy.tokens import Doc
 from ..decoding import Answer, Decoder, Request, make_queries, window_requests
 from ..decoding.decoder import DEFAULT_DRAFT_TOKENS
 from ..models import HFModel, SharedModel, load_shared
-from ..models.loading import refuse_remote_code, use_worker_threads
+from ..models.loading import use_worker_threads
+from ..models.saved_weights import refuse_remote_code
 from ..models.spec import model_block, model_settings
 from ..validation import check_positive_int, check_threshold
 from ..atomic import atomic_folder

@@ -22,7 +22,8 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
 from ..models.adapters import LORA_DEFAULTS
-from ..models.loading import check_saved_source, refuse_remote_code, use_worker_threads, weights_hash
+from ..models.loading import use_worker_threads
+from ..models.saved_weights import check_saved_source, refuse_remote_code, weights_hash
 from ..models.spec import HFModel, model_block, model_settings
 from ..models.token_classifier import TaggerSettings, TokenClassifier, softmax
 from ..models.torch_optimizer import TORCH_OPTIMIZERS, step, torch_optimizer

@@ -14,7 +14,7 @@ from ..kernels.charclass import splits_word
 from ..kernels.constraints import ExtractionGrammar
 from ..prompts import LINE_BREAKS, build_prompt
 from ..text.windows import subword_starts, window_ranges
-from .decoder import Query
+from .answers import Query
 
 # Line breaks would end the prompt's input field early; each becomes one space, so offsets hold.
 LINE_BREAKS_TO_SPACES = str.maketrans({char: " " for char in LINE_BREAKS})

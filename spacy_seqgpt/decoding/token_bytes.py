@@ -5,10 +5,15 @@ word: byte-level BPE pieces of a multi-byte character decode to U+FFFD, and Sent
 drops a piece's leading space. So the table is read from the vocabulary itself where the
 tokenizer's scheme is known (byte-level BPE as in BLOOM, GPT-2, Llama 3; SentencePiece "▁"
 and ``<0xNN>`` byte pieces as in Llama 2), and from ``decode`` otherwise.
+
+Also here: the way back, text the grammar forces or guesses written as tokens (``text_tokens``).
 """
+import codecs
 import json
 import re
 from typing import List, Optional
+
+from ..kernels.constraints import TokenBytes
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -65,3 +70,42 @@ def _metaspace(name: str) -> bytes:
     if match:
         return bytes([int(match.group(1), 16)])
     return name.replace("▁", " ").encode("utf8")
+
+
+def vocabulary_bytes(shared) -> TokenBytes:
+    """The token table of ``shared`` (a loaded model) for grammars, built once per model."""
+    table = getattr(shared, "_token_bytes", None)
+    if table is None:
+        size = shared.model.get_output_embeddings().weight.shape[0]
+        table = TokenBytes(token_pieces(shared.tokenizer, max(size, len(shared.tokenizer))),
+                           shared.tokenizer.eos_token_id)
+        shared._token_bytes = table
+    return table
+
+
+def text_tokens(tokenizer, vocab: TokenBytes, tokens: List[int], data: bytes) -> List[int]:
+    """The tokens of ``data`` (its whole characters) after an answer written as ``tokens``:
+    as the tokenizer splits the answer with them (the split a model trained on tokenized
+    answers writes), or, where that split changes the answer's own tokens, as it splits
+    them alone. Empty if neither writes exactly those characters."""
+    try:
+        text = codecs.getincrementaldecoder("utf8")().decode(data)  # whole characters only
+    except UnicodeDecodeError:  # starts inside a character: left to the model
+        return []
+    if not text:
+        return []
+    try:
+        written = b"".join(vocab.piece(token) or b"" for token in tokens).decode("utf8")
+    except UnicodeDecodeError:  # the answer so far ends inside a character
+        written = None
+    want = text.encode("utf8")
+    if written is not None:
+        ids = tokenizer(written + text, add_special_tokens=False)["input_ids"]
+        if ids[:len(tokens)] == tokens and _writes(vocab, ids[len(tokens):]) == want:
+            return ids[len(tokens):]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids if _writes(vocab, ids) == want else []
+
+
+def _writes(vocab: TokenBytes, tokens: List[int]) -> bytes:
+    return b"".join(vocab.piece(token) or b"\xff" for token in tokens)

@@ -12,8 +12,6 @@ is noticed within seconds, and only the local cache is read.
 ask for the same weights share one copy, freed with the last component that holds it. torch
 and transformers are imported only when a model is really loaded.
 """
-import hashlib
-import json
 import os
 import socket
 import weakref
@@ -21,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
-from ..validation import inside
+from .saved_weights import ModelLoadError, check_saved_source, weights_hash
 from .spec import DEFAULT_MODEL, HFModel
 
 TASKS = ("causal_lm", "token_classification")
@@ -37,21 +35,6 @@ def _load_errors() -> tuple:
     from safetensors import SafetensorError
 
     return OSError, ValueError, ImportError, KeyError, SafetensorError
-
-
-class ModelLoadError(OSError):
-    """A model or tokenizer could not be loaded; the message says which and how to fix it.
-
-    ``python_hint`` and ``cli_hint``: how to fix it from Python (``str(error)`` ends with it) and
-    on spaCy's command line (:meth:`for_cli`, which the ``seqgpt`` commands and the spaCy CLI
-    print instead of a traceback)."""
-
-    def __init__(self, message: str, python_hint: str = "", cli_hint: str = ""):
-        super().__init__(" ".join(part for part in (message, python_hint) if part))
-        self.message, self.cli_hint = message, cli_hint or python_hint
-
-    def for_cli(self) -> str:
-        return " ".join(part for part in (self.message, self.cli_hint) if part)
 
 
 def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[str] = None,
@@ -271,66 +254,6 @@ class SharedModel:
         return weights_hash(path)
 
 
-# Weights that would be read with pickle (torch.load) rather than as plain tensors.
-PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-def saved_files(path: Path, owner: str = "component", skip: Sequence[str] = ()) -> List[Path]:
-    """The files of a model folder a component saved, after checking that reading the folder
-    reads nothing outside it and runs nothing: no links, no pickled weights, and every shard an
-    index names inside the folder. A ValueError names the file and the fix otherwise."""
-    path = Path(path)
-    fix = "Save the pipeline again from a model you trust."
-    if path.is_symlink():
-        raise ValueError(f"{owner}: {path} is a link; a saved model folder must hold its files itself. {fix}")
-    files = []
-    for item in sorted(path.rglob("*")):
-        if item.relative_to(path).parts[0] in skip:
-            continue
-        if item.is_symlink():
-            raise ValueError(f"{owner}: {item} is a link, which may lead outside {path}; a saved model folder "
-                             f"must hold its files itself. {fix}")
-        if item.is_file():
-            files.append(item)
-    for file in files:
-        if file.suffix in PICKLED_WEIGHTS:
-            raise ValueError(f"{owner}: {file} holds weights that only pickle reads, which can run code; saved "
-                             f"components hold safetensors only. {fix}")
-        if file.name.endswith(".index.json"):
-            _check_index(path, file, owner, fix)
-    if not any(file.suffix == ".safetensors" for file in files):
-        raise ValueError(f"{owner}: {path} holds no weights (*.safetensors): the pipeline was not saved "
-                         "completely. Save it again.")
-    return files
-
-
-def _check_index(root: Path, index: Path, owner: str, fix: str) -> None:
-    """The shards of a sharded checkpoint's index all lie inside ``root``."""
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf8")).get("weight_map", {})
-        if not isinstance(weight_map, dict):
-            raise ValueError(f"its weight_map is a {type(weight_map).__name__}, not a mapping")
-        for shard in weight_map.values():
-            inside(index.parent, shard)
-    except (ValueError, AttributeError) as err:
-        raise ValueError(f"{owner}: {index} names a weights file outside {root} or cannot be read ({err}). "
-                         f"{fix}") from None
-
-
-def weights_hash(path: Path, owner: str = "component", skip: Sequence[str] = ()) -> str:
-    """A hash of every file of the saved model folder ``path`` (names and contents): equal files,
-    equal hash (writing is deterministic). The folder is checked first (:func:`saved_files`);
-    ``skip``: top-level names left out (a component's own settings file)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for file in saved_files(path, owner, skip):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 24), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
 _CACHE: "weakref.WeakValueDictionary[tuple, SharedModel]" = weakref.WeakValueDictionary()
 
 
@@ -356,33 +279,6 @@ def load_shared(spec: HFModel, *, source: Optional[Path] = None, weights_id: Opt
         shared = SharedModel(spec, model, tokenizer, source, weights_id)
         _CACHE[key] = shared
     return shared
-
-
-def check_saved_source(source: Path, weights_id: Optional[str], owner: str = "component",
-                       skip: Sequence[str] = ()) -> None:
-    """Refuse weights a pipeline saved (a folder, or bytes) unless they load without trusting them:
-    nothing outside the folder is read, nothing is unpickled, and every file is the one the
-    pipeline recorded (``weights_id``). The components refuse ``trust_remote_code`` when they are
-    read (:func:`refuse_remote_code`), before any weights are."""
-    try:
-        found = weights_hash(source, owner, skip)
-    except ValueError as err:
-        raise ModelLoadError(str(err)) from None
-    if found != weights_id:
-        raise ModelLoadError(f"{owner}: the files in {source} are not the ones the pipeline saved (its weights_id "
-                             f"{weights_id}): they were changed or damaged since, or saved by an earlier "
-                             "development version. Save the pipeline again.")
-
-
-def refuse_remote_code(spec: HFModel, owner: str, where: Path) -> None:
-    """A component read from a saved pipeline (a folder or bytes) runs no code that came with it:
-    ``trust_remote_code`` in its config is refused, whatever model it names."""
-    if spec.trust_remote_code:
-        raise ModelLoadError(
-            f"{owner}: the saved pipeline's config sets trust_remote_code = true (read at {where}). Code that "
-            f"comes with a saved pipeline is never run: set trust_remote_code = false under "
-            f"[components.{owner}] in its config.cfg. Only a model you name yourself, in a pipeline you "
-            "build, may run its own code.")
 
 
 _THREADS_SET_IN: Optional[int] = None
