@@ -49,7 +49,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=["spacy_seqgpt", *(f"spacy_seqgpt.{name}" for name in PACKAGES)],
-    package_data={"spacy_seqgpt.kernels": ["*.pyx", "*.pyi"]},
+    # py.typed: the package's annotations are for type checkers (PEP 561)
+    package_data={"spacy_seqgpt": ["py.typed"], "spacy_seqgpt.kernels": ["*.pyx", "*.pyi"]},
     ext_modules=cython_extensions(),
     install_requires=[
         "spacy>=3.8,<3.9",

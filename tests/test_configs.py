@@ -27,11 +27,14 @@ def test_seqgpt_560m_config_assembles_with_a_local_model(tmp_path, tiny_bloom):
         capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 0, result.stderr
     nlp = spacy.load(out)
-    assert nlp.pipe_names == ["sentencizer", "seqgpt_ner", "seqgpt_textcat"]
+    assert nlp.pipe_names == ["sentencizer", "seqgpt_ner", "seqgpt_typing", "seqgpt_rel", "seqgpt_textcat",
+                              "seqgpt_events", "seqgpt_questions"]
     assert nlp.get_pipe("seqgpt_ner").labels == ("person", "organization", "location", "miscellaneous")
-    assert nlp.get_pipe("seqgpt_ner").shared is nlp.get_pipe("seqgpt_textcat").shared
+    assert len({id(nlp.get_pipe(name).shared) for name in nlp.pipe_names[1:]}) == 1
+    assert sorted(p.name for p in out.glob("*/model")) == ["seqgpt_ner"]  # one copy of the weights
     doc = nlp("First sentence. Second one.")
     assert set(doc.cats) == {"sports", "politics", "business", "technology"}
+    assert "types" in doc.spans and "events" in doc.spans and isinstance(doc._.rel, dict)
 
 
 def test_configs_are_split_by_kind():

@@ -176,3 +176,13 @@ def test_overlapping_candidates_keep_every_asked_pair_apart(rel_model, tmp_path)
     rows = {(tuple(r["head"]), tuple(r["tail"])): r["scores"] for r in doc_json(doc)["rel"]}
     assert len(rows) == 6 and rows[(0, 8), (19, 24)] == doc._.rel[0, 2, 4, 5]
     assert all(head != tail for head, tail in rows)
+
+
+def test_the_threshold_filters_what_is_written(rel_model):
+    text, spans, _ = TAUGHT[0]
+    loose, strict = make_nlp(rel_model, scoring=True, threshold=0.0), make_nlp(rel_model, scoring=True)
+    every = loose(with_ents(loose, text, spans))._.rel
+    kept = strict(with_ents(strict, text, spans))._.rel
+    assert kept == {pair: {label: score for label, score in scores.items() if score >= 0.5}
+                    for pair, scores in every.items()}
+    assert sum(map(len, kept.values())) < sum(map(len, every.values()))

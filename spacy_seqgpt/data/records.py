@@ -100,14 +100,17 @@ def write_records(path: Union[str, Path], records: Iterable[Record]) -> int:
     return len(records)
 
 
-def gold_labels(records: Iterable[Record], task: str, lang: str) -> List[str]:
+def gold_labels(records: Iterable[Record], task: str, lang: str, *, pairs: bool = False) -> List[str]:
     """The labels ``records`` of ``task`` in ``lang`` answer with (extraction: a label with a span;
-    classification: a chosen label), most frequent first: what a model trained on them knows."""
+    classification: a chosen label), most frequent first: what a model trained on them knows.
+    ``pairs``: only the relation records (those about a ``pair`` of spans), without their
+    no-relation answer; else only the others."""
     from collections import Counter
 
     counts: Counter = Counter()
     for record in records:
-        if record["task"] == task and record["lang"] == lang:
+        if record["task"] == task and record["lang"] == lang and ("pair" in record) == pairs:
             answer = record["answer"]
-            counts.update(label for label in answer if task == CLASSIFY or answer[label])
+            none = record["pair"].get("no_relation") if pairs else None
+            counts.update(label for label in answer if (task == CLASSIFY or answer[label]) and label != none)
     return [label for label, _ in counts.most_common()]

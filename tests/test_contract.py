@@ -1,0 +1,90 @@
+"""One contract for every component: spaCy's ``predict`` then ``set_annotations``, one vocabulary
+of settings, and the registered, versioned parts a config names."""
+import inspect
+
+import pytest
+import spacy
+from spacy.pipeline import Pipe
+from spacy.util import registry
+
+import spacy_seqgpt
+from spacy_seqgpt.components.pipe import SeqGPTPipe
+
+COMPONENTS = {name: getattr(spacy_seqgpt, name) for name in spacy_seqgpt.__all__
+              if inspect.isclass(getattr(spacy_seqgpt, name)) and issubclass(getattr(spacy_seqgpt, name), Pipe)}
+FACTORIES = ["seqgpt_ner", "seqgpt_textcat", "seqgpt_typing", "seqgpt_rel", "seqgpt_events", "seqgpt_questions",
+             "llm_unmasked_tagger"]
+# What each setting means, the same in every component that has it.
+VOCABULARY = {
+    "labels": "the label set",
+    "input_key": "the doc.spans key a component reads (null: doc.ents)",
+    "spans_key": "the doc.spans key a component writes (null: doc.ents, where it writes spans)",
+    "threshold": "the score what a component writes must reach",
+    "model": "the [components.<name>.model] block",
+    "scorer": "a registered @scorers function",
+}
+# Names these settings had before one vocabulary: none may come back.
+RETIRED = {"output_key", "event_types", "device", "dtype", "quantize", "adapter", "trust_remote_code", "unmask"}
+
+# Everything the package registers, by registry. A change here is a change of the config format:
+# a new way of doing a registered thing ships as a new version next to the old one.
+REGISTERED = {
+    "factories": FACTORIES,
+    "scorers": ["spacy_seqgpt.cats_scorer.v1", "spacy_seqgpt.events_scorer.v1", "spacy_seqgpt.rel_scorer.v1",
+                "spacy_seqgpt.spans_scorer.v1", "spacy_seqgpt.typing_scorer.v1"],
+    "misc": ["spacy_seqgpt.argument_template.v1", "spacy_seqgpt.event_type_template.v1",
+             "spacy_seqgpt.pair_template.v1", "spacy_seqgpt.relation_template.v1",
+             "spacy_seqgpt.trigger_template.v1", "spacy_seqgpt.typing_template.v1"],
+    "readers": ["spacy_seqgpt.ConllCorpus.v1"],
+    "schedules": ["spacy_seqgpt.cosine.v1"],
+    "seqgpt_models": ["spacy_seqgpt.HFModel.v1"],
+}
+
+
+def test_what_the_package_registers_is_this_snapshot():
+    for name, expected in REGISTERED.items():
+        found = sorted(key for key in getattr(registry, name).get_all() if "seqgpt" in key or key.startswith("llm_"))
+        assert found == sorted(expected), name
+
+
+@pytest.mark.parametrize("name", sorted(COMPONENTS))
+def test_every_component_predicts_then_sets_annotations_and_subclasses_no_other(name):
+    cls = COMPONENTS[name]
+    assert list(inspect.signature(cls.predict).parameters) == ["self", "docs"]
+    assert list(inspect.signature(cls.set_annotations).parameters)[:2] == ["self", "docs"]
+    assert len(inspect.signature(cls.set_annotations).parameters) == 3
+    others = [other for other_name, other in COMPONENTS.items() if other_name != name]
+    assert not [other.__name__ for other in others if issubclass(cls, other)]
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_every_setting_is_in_the_one_vocabulary_or_the_components_own(factory):
+    defaults = spacy.Language.get_factory_meta(factory).default_config
+    assert not RETIRED & set(defaults), f"{factory} still has {RETIRED & set(defaults)}"
+    assert "scorer" in defaults and "model" in defaults
+    if factory != "seqgpt_questions":  # asks free-text questions, Docs bring their own: see its module
+        assert "labels" in defaults or factory == "llm_unmasked_tagger"
+
+
+def test_one_config_moves_between_components_without_new_key_names(tiny_bloom):
+    """The same labels, threshold, model and decoding settings configure each span component."""
+    shared = {"labels": ["person", "city"], "model": tiny_bloom, "threshold": 0.5, "max_new_tokens": 8,
+              "batch_size": 4}
+    for factory in ("seqgpt_ner", "seqgpt_typing", "seqgpt_rel", "seqgpt_events"):
+        pipe = spacy.blank("en").add_pipe(factory, config=shared)
+        assert isinstance(pipe, SeqGPTPipe) and pipe.threshold == 0.5 and pipe.max_new_tokens == 8
+        assert set(pipe.labels) == {"person", "city"}
+    with pytest.raises(ValueError, match="'threshold' is a score between 0 and 1"):
+        spacy.blank("en").add_pipe("seqgpt_rel", config={**shared, "threshold": 2})
+
+
+def test_a_template_or_scorer_named_by_version_in_a_config_resolves(tiny_bloom):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_typing", config={"labels": ["city"], "model": tiny_bloom})
+    text = nlp.config.to_str()
+    assert '@misc = "spacy_seqgpt.typing_template.v1"' in text and '@scorers = "spacy_seqgpt.typing_scorer.v1"' in text
+    rebuilt = spacy.util.load_model_from_config(spacy.util.load_config_from_str(text), auto_fill=True)
+    assert rebuilt.get_pipe("seqgpt_typing").template == nlp.get_pipe("seqgpt_typing").template
+    own = spacy.blank("en").add_pipe("seqgpt_typing", config={"labels": ["city"], "model": tiny_bloom,
+                                                              "template": "kind of {span} in {text}"})
+    assert own.template == "kind of {span} in {text}"
