@@ -48,7 +48,9 @@ def load_sentences(path: Path, n: int):
         gold, current = set(), None
         for i, tag in enumerate(tags + ["O"]):
             if current and not tag.startswith("I-"):
-                gold.add((starts[current[0]], starts[i - 1] + len(tokens[i - 1]), CONLL_LABELS.get(current[1], current[1])))  # other sets: their own
+                gold.add(
+                    (starts[current[0]], starts[i - 1] + len(tokens[i - 1]), CONLL_LABELS.get(current[1], current[1]))
+                )  # other sets: their own
                 current = None
             if tag != "O" and (current is None or tag.startswith("B-")):
                 current = (i, tag[2:])
@@ -103,8 +105,15 @@ def make_model(preset: str, folder: Path) -> str:
 
     write_tiny_model(folder, "bloom")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    config = BloomConfig(vocab_size=250880, hidden_size=1024, n_layer=24, n_head=16, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = BloomConfig(
+        vocab_size=250880,
+        hidden_size=1024,
+        n_layer=24,
+        n_head=16,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     BloomForCausalLM(config).save_pretrained(folder)
     return str(folder)

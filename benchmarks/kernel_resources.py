@@ -121,7 +121,9 @@ def compile_one(job: Compile) -> Compile:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    constants = dict(combination_flags(job.combination), D=job.head_dim, IEEE_DOT=False, BLOCK_M=job.block_m, BLOCK_N=job.block_n)
+    constants = dict(
+        combination_flags(job.combination), D=job.head_dim, IEEE_DOT=False, BLOCK_M=job.block_m, BLOCK_N=job.block_n
+    )
     fn = getattr(attention, KERNELS[job.kernel]).fn
     start = time.perf_counter()
     try:

@@ -36,7 +36,7 @@ def timed_pass(decoder, rows: int, length: int, repeats: int) -> float:
     synchronize = torch.cuda.synchronize if decoder.shared.device.type == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode():
-        for repeat in range(repeats + 1):  # the first is a warm-up
+        for _ in range(repeats + 1):  # the first is a warm-up
             synchronize()
             start = time.perf_counter()
             decoder.calls.encode(prompts, 32, decoder.pass_overhead)
@@ -70,7 +70,7 @@ def main():
     per_token, per_pass = np.polyfit(tokens, seconds, 1)
     device = decoder.shared.device
     current = PASS_OVERHEAD_TOKENS.get(device.type, DEFAULT_PASS_OVERHEAD_TOKENS)
-    msg.table([(r, l, t, f"{s * 1000:.2f}", f"{(per_pass + per_token * t) * 1000:.2f}") for r, l, t, s in rows_out],
+    msg.table([(r, n, t, f"{s * 1000:.2f}", f"{(per_pass + per_token * t) * 1000:.2f}") for r, n, t, s in rows_out],
               header=("rows", "length", "tokens", "ms", "fit ms"), divider=True)
     msg.good(f"{args.model or args.preset} on {device}: a pass costs {per_pass * 1000:.2f} ms plus "
              f"{per_token * 1e6:.2f} us a token, so one more pass costs {per_pass / per_token:.0f} tokens "

@@ -131,7 +131,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="the datasets, laid out as ../shared/datasets")
     parser.add_argument("--model", action="append", default=[], help="NAME=PATH (smollm2: the untrained model); repeat")
-    parser.add_argument("--spacy-train", type=Path, default=None, help="training records whose CoNLL-2003 sentences spaCy's ner learns")
+    parser.add_argument(
+        "--spacy-train", type=Path, default=None, help="training records whose CoNLL-2003 sentences spaCy's ner learns"
+    )
     parser.add_argument("--spacy-epochs", type=int, default=20)
     parser.add_argument("--limit", type=int, default=20, help="records per test file")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -165,7 +167,9 @@ def main():
                         write_atomic(args.cache, json.dumps(cache, indent=1).encode())
                 rows[f"{name} | {'constrained' if constrained else 'free'}"] = cache[key]
     if args.spacy_train:
-        rows["spaCy ner (from scratch) | -"] = spacy_ner_row(args.spacy_train, args.data_dir, records, args.spacy_epochs)
+        rows["spaCy ner (from scratch) | -"] = spacy_ner_row(
+            args.spacy_train, args.data_dir, records, args.spacy_epochs
+        )
     print_table(rows)
     msg.info(f"{args.limit} records per test file ({len(records)} in all), max_new_tokens {args.max_new_tokens}; "
              "entity columns: strict span F1; RE: CrossRE's held-out domains; last three: accuracy")

@@ -101,7 +101,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learn-rate", type=float, default=1e-3)
-    parser.add_argument("--codes", nargs="+", default=["0000", "1111", "0110"], help="unmasking codes (or one comma-separated list)")
+    parser.add_argument(
+        "--codes", nargs="+", default=["0000", "1111", "0110"], help="unmasking codes (or one comma-separated list)"
+    )
     parser.add_argument("--seeds", type=int, default=1, help="runs per system, seeds 0 to N-1")
     parser.add_argument("--device", default="auto", help="the tagger's device (auto: a GPU when there is one)")
     parser.add_argument("--plot", type=Path, default=None, help="save dev F1 per epoch as a PNG here")
@@ -126,7 +128,9 @@ def main():
                 if name == SPACY_NER:
                     nlp.add_pipe("ner")
                 else:
-                    nlp.add_pipe("llm_unmasked_tagger", config={"model": folder, "unmask": name, "device": args.device, **lora})
+                    nlp.add_pipe(
+                        "llm_unmasked_tagger", config={"model": folder, "unmask": name, "device": args.device, **lora}
+                    )
                 start = time.perf_counter()
                 curves[name].append(train_and_score(nlp, examples(nlp, "train.txt", args.train_limit),
                                                     examples(nlp, "valid.txt", args.dev_limit),

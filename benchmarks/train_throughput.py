@@ -139,8 +139,13 @@ def tagger_plain(model_dir: str, batches, tags, device: str):
                 if end > start and token is not None:
                     tag = "O" if not token.ent_iob_ or token.ent_iob_ == "O" else f"{token.ent_iob_}-{token.ent_type_}"
                     labels[row, col] = index.get(tag, 0)
-        inputs.append({"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device),
-                       "labels": labels.to(device)})
+        inputs.append(
+            {
+                "input_ids": encoded["input_ids"].to(device),
+                "attention_mask": encoded["attention_mask"].to(device),
+                "labels": labels.to(device),
+            }
+        )
 
     def run():
         for b in inputs:
@@ -196,7 +201,8 @@ def main():
             functions = {name: ours, "plain loop (token classification, LoRA)": plain}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
             rows.append((tokens, seconds, *functions))
-    msg.info(f"model {args.model} on {args.device}, {args.threads} threads, {args.steps} steps a round, medians of {args.rounds} rounds")
+    msg.info(f"model {args.model} on {args.device}, {args.threads} threads, {args.steps} steps a round, "
+             f"medians of {args.rounds} rounds")
     table = []
     for tokens, seconds, ours_name, plain_name in rows:
         rate = {name: tokens / seconds[name] for name in (ours_name, plain_name)}

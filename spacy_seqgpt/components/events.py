@@ -103,8 +103,9 @@ class SeqGPTEvents(SeqGPTPipe):
         super().__init__(vocab, name, threshold=threshold, **settings)
         self.types = prompt_labels(labels, component=name)
         check_template(trigger_template, TEMPLATES["trigger"][1], name, "trigger_template")
-        queries = prompt_labels({label: fill_template(trigger_template, type=text) for label, text in self.types.items()},
-                                component=name)
+        queries = prompt_labels(
+            {label: fill_template(trigger_template, type=text) for label, text in self.types.items()}, component=name
+        )
         self.trigger_chunks = chunk_labels(list(queries.values()), label_chunk_size)
         self.label_chunk_size = label_chunk_size
         self.spans_key = check_key(spans_key, name, "spans_key", optional=False)
@@ -112,7 +113,9 @@ class SeqGPTEvents(SeqGPTPipe):
             raise ValueError(f"{name}: roles must map event types to their roles, got {roles!r}")
         unknown = sorted(set(roles) - set(self.types))
         if unknown:
-            raise ValueError(f"{name}: roles are given for {unknown}, which are not among the labels {list(self.types)}")
+            raise ValueError(
+                f"{name}: roles are given for {unknown}, which are not among the labels {list(self.types)}"
+            )
         self.roles = {event_type: prompt_labels(spec, component=f"{name} (roles of {event_type})")
                       for event_type, spec in roles.items()}
         self.confirm = bool(confirm)
@@ -157,8 +160,9 @@ class SeqGPTEvents(SeqGPTPipe):
         answers = self.ask(docs, requests, self.extraction.grammar)
         found: List[List[Tuple[Request, ScoredSpan]]] = [[] for _ in docs]
         for request, answer in zip(requests, answers):
-            found[request.doc_index].extend((request, scored)
-                                            for scored in self.extraction.spans(docs[request.doc_index], request, answer))
+            found[request.doc_index].extend(
+                (request, scored) for scored in self.extraction.spans(docs[request.doc_index], request, answer)
+            )
         return found
 
     def _confirmed(self, docs: Sequence[Doc], triggers: List[List[ScoredSpan]]) -> List[List[ScoredSpan]]:

@@ -43,7 +43,10 @@ class SpanExtraction:
             offset = request.start_char
             window = doc.char_span(offset, offset + len(request.text), alignment_mode="contract")
             tokens = window if window is not None else []
-            token_edges = ({token.idx - offset for token in tokens}, {token.idx + len(token) - offset for token in tokens})
+            token_edges = (
+                {token.idx - offset for token in tokens},
+                {token.idx + len(token) - offset for token in tokens},
+            )
         return extraction_grammar(request.text, request.labels, token_edges)
 
     def per_doc(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]

@@ -150,7 +150,9 @@ class SeqGPTPipe(FolderBytes, Pipe):
             grammar: Optional[Callable[[Doc, Request], object]] = None) -> List[Answer]:
         """The model's answers to ``requests`` about ``docs``, batched together; with
         ``constrained``, each follows ``grammar(doc, request)`` (kernels.constraints)."""
-        constrain = (lambda request: grammar(docs[request.doc_index], request)) if self.constrained and grammar else None
+        constrain = (
+            (lambda request: grammar(docs[request.doc_index], request)) if self.constrained and grammar else None
+        )
         return self.decoder().decode(make_queries(requests, constrain))
 
     def window_requests(self, docs: Sequence[Doc], task: str, chunks: Callable[[int], List[List[str]]]

@@ -35,9 +35,15 @@ CATALOG: List[DatasetFile] = [
     DatasetFile("weibo-ner", "weibo-ner/weiboNER_2nd_conll.train", "weibo", "train"),
     DatasetFile("weibo-ner", "weibo-ner/weiboNER_2nd_conll.test", "weibo", "eval"),
     DatasetFile("semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Train.xml", "semeval-aspects", "train"),
-    DatasetFile("semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Test_Gold.xml", "semeval-aspects", "eval"),
-    DatasetFile("semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Train.xml", "semeval-polarity", "train"),
-    DatasetFile("semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Test_Gold.xml", "semeval-polarity", "eval"),
+    DatasetFile(
+        "semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Test_Gold.xml", "semeval-aspects", "eval"
+    ),
+    DatasetFile(
+        "semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Train.xml", "semeval-polarity", "train"
+    ),
+    DatasetFile(
+        "semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Test_Gold.xml", "semeval-polarity", "eval"
+    ),
     DatasetFile("banking77", "banking77/train.csv", "csv", "train"),
     DatasetFile("banking77", "banking77/test.csv", "csv", "eval"),
     DatasetFile("tnews", "tnews/train_few_all.json", "tnews", "train"),
@@ -45,7 +51,10 @@ CATALOG: List[DatasetFile] = [
     *(DatasetFile(f"crossner-{domain}", f"crossner/{domain}/test.txt", "conll", "eval") for domain in CROSSNER_DOMAINS),
     DatasetFile("crossre-news", "crossre/news-train.json", "crossre", "train"),
     DatasetFile("crossre-news", "crossre/news-test.json", "crossre", "eval"),
-    *(DatasetFile(f"crossre-{domain}", f"crossre/{domain}-test.json", "crossre", "eval") for domain in CROSSNER_DOMAINS),
+    *(
+        DatasetFile(f"crossre-{domain}", f"crossre/{domain}-test.json", "crossre", "eval")
+        for domain in CROSSNER_DOMAINS
+    ),
 ]
 
 

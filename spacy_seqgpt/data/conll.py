@@ -74,7 +74,9 @@ def create_conll_corpus(path: Path, limit: int = 0) -> Callable[[Language], Iter
 
     def corpus(nlp: Language) -> Iterator[Example]:
         for reference in read_docs(nlp.vocab, path, limit):
-            predicted = Doc(nlp.vocab, words=[t.text for t in reference], spaces=[bool(t.whitespace_) for t in reference])
+            predicted = Doc(
+                nlp.vocab, words=[t.text for t in reference], spaces=[bool(t.whitespace_) for t in reference]
+            )
             yield Example(predicted, reference)
 
     return corpus

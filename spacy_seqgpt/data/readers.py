@@ -176,7 +176,9 @@ def _read_tnews(path: Path, lang: str, label_map) -> GoldCorpus:
         for line in index_file.read_text(encoding="utf-8-sig").splitlines():
             if line.strip():
                 entry = json.loads(line)
-                names[entry["label_desc"]] = entry["label_zh"] if lang == "zh" else entry["label_desc"].replace("news_", "")
+                names[entry["label_desc"]] = (
+                    entry["label_zh"] if lang == "zh" else entry["label_desc"].replace("news_", "")
+                )
     examples = []
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
@@ -185,8 +187,16 @@ def _read_tnews(path: Path, lang: str, label_map) -> GoldCorpus:
         if "sentence" not in row or "label_desc" not in row:
             raise ValueError(f"{path}:{number}: expected 'sentence' and 'label_desc'")
         desc = row["label_desc"]
-        examples.append(GoldExample(row["sentence"], cats=[label_word(desc, label_map) if label_map and desc in label_map
-                                                            else names.get(desc, label_word(desc))]))
+        examples.append(
+            GoldExample(
+                row["sentence"],
+                cats=[
+                    label_word(desc, label_map)
+                    if label_map and desc in label_map
+                    else names.get(desc, label_word(desc))
+                ],
+            )
+        )
     return GoldCorpus(CLASSIFY, lang, _labels_seen(examples, names.values()), examples)
 
 

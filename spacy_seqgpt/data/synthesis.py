@@ -37,13 +37,19 @@ MAX_WAIT = 60.0  # seconds: the longest Retry-After obeyed before asking again
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 SYSTEM = "You annotate text for training an information extraction model. Answer with JSON only."
 INSTRUCTIONS = {
-    "ner": ('List the entities in the sentence with fine-grained types (e.g. "football club", not "organization"). '
-            'Also give a few plausible types that do NOT occur in the sentence. '
-            'Answer as {"entities": [{"text": "<exact span>", "type": "<type>"}], "absent_types": ["<type>"]}.'),
-    "typing": ('Pick one entity in the sentence and give all fine-grained types that fit it, and a few that do not. '
-               'Answer as {"entity": "<exact span>", "types": ["<type>"], "wrong_types": ["<type>"]}.'),
-    "classify": ('Give labels that describe the sentence (topic, intent, sentiment, style...), and a few that do not fit. '
-                 'Answer as {"labels": ["<label>"], "wrong_labels": ["<label>"]}.'),
+    "ner": (
+        'List the entities in the sentence with fine-grained types (e.g. "football club", not "organization"). '
+        "Also give a few plausible types that do NOT occur in the sentence. "
+        'Answer as {"entities": [{"text": "<exact span>", "type": "<type>"}], "absent_types": ["<type>"]}.'
+    ),
+    "typing": (
+        "Pick one entity in the sentence and give all fine-grained types that fit it, and a few that do not. "
+        'Answer as {"entity": "<exact span>", "types": ["<type>"], "wrong_types": ["<type>"]}.'
+    ),
+    "classify": (
+        "Give labels that describe the sentence (topic, intent, sentiment, style...), and a few that do not fit. "
+        'Answer as {"labels": ["<label>"], "wrong_labels": ["<label>"]}.'
+    ),
 }
 MAX_JSON_STARTS = 64  # where in a reply a JSON object is looked for: its first braces
 MAX_REPLY_BYTES = 16 << 20
@@ -115,14 +121,16 @@ class ChatEndpoint:
         except urllib.error.HTTPError as err:
             if err.code in RETRY_STATUS:
                 raise RetryableError(f"HTTP {err.code}", retry_after_seconds(err.headers.get("Retry-After")
-                                                                             if err.headers else None))
+                                                                             if err.headers else None)) from None
             raise SynthesisError(f"{self.url} answered HTTP {err.code}: {err.read(200)!r}") from None
         except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, json.JSONDecodeError) as err:
-            raise RetryableError(f"{type(err).__name__}: {err}")
+            raise RetryableError(f"{type(err).__name__}: {err}") from None
         try:
             content = payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise SynthesisError(f"{self.url} did not answer in the chat-completions format: {str(payload)[:200]}") from None
+            raise SynthesisError(
+                f"{self.url} did not answer in the chat-completions format: {str(payload)[:200]}"
+            ) from None
         if not isinstance(content, str):
             raise MalformedReply(f"the reply's content is a {type(content).__name__}, not text")
         return content

@@ -73,7 +73,9 @@ def plan(state: BatchState, *, jump_forward: bool, speculate: bool, draft_tokens
                 break
             fed = matcher.consume(draft)
             chain.add(fed, guessed=True)
-            if len(fed) < len(draft) or not guess.endswith(b"None"):  # a span's draft: where it ends is the model's to say
+            if len(fed) < len(draft) or not guess.endswith(
+                b"None"
+            ):  # a span's draft: where it ends is the model's to say
                 break
         if len(chain.tokens) > room:
             chain.cut(room)

@@ -141,8 +141,10 @@ def relation_triples(record: dict, labels) -> Set[Tuple[int, int, int, int, str]
 
 def triple_f1(records: Sequence[dict], predictions: Sequence[list]) -> Dict[str, float]:
     """Strict relation triple P/R/F over pair records (each record one pair of one text)."""
-    return micro_f1(({(i, *t) for t in relation_triples(r, predicted)}, {(i, *t) for t in relation_triples(r, r["answer"])})
-                    for i, (r, predicted) in enumerate(zip(records, predictions)))
+    return micro_f1(
+        ({(i, *t) for t in relation_triples(r, predicted)}, {(i, *t) for t in relation_triples(r, r["answer"])})
+        for i, (r, predicted) in enumerate(zip(records, predictions))
+    )
 
 
 def relation_result(entities: dict, pairs: dict) -> dict:

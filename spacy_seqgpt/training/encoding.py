@@ -32,7 +32,11 @@ def encode_record(tokenizer, record: dict, max_length: int) -> Encoded:
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     answer_ids = answer_ids[: max_length - 1]  # keep at least one prompt token
-    prompt_ids = prompt_ids[len(prompt_ids) - (max_length - len(answer_ids)):] if len(prompt_ids) + len(answer_ids) > max_length else prompt_ids
+    prompt_ids = (
+        prompt_ids[len(prompt_ids) - (max_length - len(answer_ids)) :]
+        if len(prompt_ids) + len(answer_ids) > max_length
+        else prompt_ids
+    )
     return Encoded(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids)
 
 

@@ -5,7 +5,9 @@ from typing import Iterator
 from thinc.api import registry
 
 
-def cosine_rate(step: int, initial_rate: float, total_steps: int, warmup_steps: int = 0, min_rate: float = 0.0) -> float:
+def cosine_rate(
+    step: int, initial_rate: float, total_steps: int, warmup_steps: int = 0, min_rate: float = 0.0
+) -> float:
     """The rate at ``step``: linear warm-up over ``warmup_steps``, then cosine decay to ``min_rate``
     at ``total_steps`` (and ``min_rate`` after)."""
     if total_steps < 1 or warmup_steps < 0:

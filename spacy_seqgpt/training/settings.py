@@ -80,9 +80,16 @@ def load_settings(path, stage: str, overrides: Optional[Dict[str, Any]] = None) 
         raise ValueError(f"{path}: [model] mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
                          f"got {mixed_precision!r}")
     return RunSettings(
-        stage=stage, base_model=str(paths["base_model"]), output=Path(paths["output"]), seed=int(paths.get("seed", 0)),
-        dtype=model.get("dtype", "auto"), mixed_precision=mixed_precision, quantize=model.get("quantize"), lora=model.get("lora"),
+        stage=stage,
+        base_model=str(paths["base_model"]),
+        output=Path(paths["output"]),
+        seed=int(paths.get("seed", 0)),
+        dtype=model.get("dtype", "auto"),
+        mixed_precision=mixed_precision,
+        quantize=model.get("quantize"),
+        lora=model.get("lora"),
         gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
-        max_length=int(data["max_length"]), packing=bool(data.get("packing", True)),
+        max_length=int(data["max_length"]),
+        packing=bool(data.get("packing", True)),
         train=StageSettings(**config[stage]),
     )

@@ -1,11 +1,11 @@
 """SeqGPT training: answer-only loss, packing with segment-aware attention, resumable checkpoints."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import srsly
 import torch
+from conftest import TINY_TRAINING_CONFIG
 
 from spacy_seqgpt.data.records import make_record
 from spacy_seqgpt.training.batching import BatchStream, collate, group_rows
@@ -15,7 +15,6 @@ from spacy_seqgpt.training.loss import AnswerLoss
 from spacy_seqgpt.training.settings import load_settings
 from spacy_seqgpt.training.trainer import load_for_training, train_stage
 
-CONFIG = Path(__file__).parent.parent / "configs" / "training" / "seqgpt_tiny.cfg"
 RECORDS = [
     make_record("extract", "Anna met Ben in Rome.", ["person", "city"], {"person": ["Anna", "Ben"], "city": ["Rome"]},
                 "t", "en"),
@@ -31,7 +30,7 @@ def settings_for(tmp_path, model_dir, stage="pt", **overrides):
     srsly.write_jsonl(data, RECORDS)
     base = {"paths.base_model": str(model_dir), "paths.output": str(tmp_path / "out"),
             "paths.pretrain_data": str(data), "paths.finetune_data": str(data)}
-    return load_settings(CONFIG, stage, {**base, **overrides})
+    return load_settings(TINY_TRAINING_CONFIG, stage, {**base, **overrides})
 
 
 def test_loss_only_on_answer_tokens_and_left_truncation(tiny_bloom):
@@ -111,7 +110,9 @@ def test_resumed_training_matches_an_uninterrupted_run(tiny_bloom, tmp_path):
 
 
 def test_lora_stage_trains_the_adapter_and_saves_a_merged_model(tiny_llama, tmp_path):
-    settings = settings_for(tmp_path, tiny_llama, "ft", **{"pt.steps": 1, "ft.steps": 2, "model.lora": {"r": 4, "alpha": 8}})
+    settings = settings_for(
+        tmp_path, tiny_llama, "ft", **{"pt.steps": 1, "ft.steps": 2, "model.lora": {"r": 4, "alpha": 8}}
+    )
     final = train_stage(settings)
     from transformers import AutoModelForCausalLM
 
@@ -123,7 +124,7 @@ def test_lora_stage_trains_the_adapter_and_saves_a_merged_model(tiny_llama, tmp_
 
 def test_config_errors_are_named(tmp_path, tiny_bloom):
     with pytest.raises(ValueError, match="--stage"):
-        load_settings(CONFIG, "xx")
+        load_settings(TINY_TRAINING_CONFIG, "xx")
     with pytest.raises(ValueError, match="unknown setting"):
         settings_for(tmp_path, tiny_bloom, **{"pt.stepz": 3})
     with pytest.raises(ValueError, match="'steps' must be a positive integer"):
@@ -145,7 +146,9 @@ def test_a_stage_without_data_passes_its_model_through_only_when_told(tmp_path, 
     passed, base = AutoModelForCausalLM.from_pretrained(final), AutoModelForCausalLM.from_pretrained(tiny_bloom)
     assert all(torch.equal(p, q) for p, q in zip(passed.parameters(), base.parameters()))
     # with data it trains as any stage does
-    trained = train_stage(settings_for(tmp_path / "c", tiny_bloom, **{"pt.steps": 2, "pt.pass_through_without_data": True}))
+    trained = train_stage(
+        settings_for(tmp_path / "c", tiny_bloom, **{"pt.steps": 2, "pt.pass_through_without_data": True})
+    )
     again = AutoModelForCausalLM.from_pretrained(trained)
     assert not all(torch.equal(p, q) for p, q in zip(again.parameters(), base.parameters()))
 
@@ -189,6 +192,7 @@ def test_packing_a_model_the_kernel_does_not_know_says_to_turn_packing_off(tmp_p
     assert model.config.model_type == "gpt2"
 
 
+@pytest.mark.slow  # training in other processes
 def test_training_killed_by_sigkill_resumes_to_the_same_losses(tiny_bloom, tmp_path):
     import os
     import signal
@@ -200,7 +204,7 @@ def test_training_killed_by_sigkill_resumes_to_the_same_losses(tiny_bloom, tmp_p
         data = folder / "records.jsonl"
         folder.mkdir(parents=True, exist_ok=True)
         srsly.write_jsonl(data, RECORDS * 4)
-        return [sys.executable, "-m", "spacy", "seqgpt", "train", str(CONFIG), "--stage", "pt",
+        return [sys.executable, "-m", "spacy", "seqgpt", "train", str(TINY_TRAINING_CONFIG), "--stage", "pt",
                 "--paths.base_model", str(tiny_bloom), "--paths.output", str(folder / "out"),
                 "--paths.pretrain_data", str(data), "--pt.steps", "40", "--pt.checkpoint_every", "2",
                 "--pt.log_every", "1", "--pt.batch_size", "1"]
@@ -244,10 +248,12 @@ def test_a_checkpoint_of_other_data_or_settings_is_not_resumed_unless_told(tiny_
     log = read_log(tmp_path / "out" / "pt")
     assert [e["step"] for e in log] == [1, 2, 3, 4]
     train = faster.train
-    assert [e["lr"] for e in log[1:]] == pytest.approx([0.5 * cosine_rate(step, 1.0, 4, 0, train.min_learning_rate / 0.5)
-                                                       for step in (2, 3, 4)])
+    assert [e["lr"] for e in log[1:]] == pytest.approx(
+        [0.5 * cosine_rate(step, 1.0, 4, 0, train.min_learning_rate / 0.5) for step in (2, 3, 4)]
+    )
 
 
+@pytest.mark.slow  # training in other processes
 def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(tiny_bloom, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo DDP): each takes every other micro-batch and
     accumulates 2 (no_sync on the first), against one process accumulating 4; then the 2-process
@@ -260,7 +266,8 @@ def test_two_processes_give_the_loss_curve_of_one_with_the_same_global_batch(tin
 
     data = tmp_path / "records.jsonl"
     srsly.write_jsonl(data, RECORDS * 4)
-    train = ["-m", "spacy", "seqgpt", "train", str(CONFIG), "--stage", "pt", "--paths.base_model", str(tiny_bloom),
+    train = ["-m", "spacy", "seqgpt", "train", str(TINY_TRAINING_CONFIG), "--stage", "pt",
+             "--paths.base_model", str(tiny_bloom),
              "--paths.pretrain_data", str(data), "--pt.steps", "6", "--pt.checkpoint_every", "3", "--pt.log_every", "1",
              "--pt.batch_size", "1"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

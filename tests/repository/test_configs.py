@@ -4,21 +4,21 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import spacy
 import torch
 from spacy.schemas import ConfigSchemaTraining
 from spacy.util import load_config, load_model_from_config, registry
+from conftest import ROOT
 
 from spacy_seqgpt.training.settings import STAGES, load_settings
 
-ROOT = Path(__file__).parent.parent
 CONFIGS = ROOT / "configs"
 TRAINING_CONFIGS = sorted((CONFIGS / "training").glob("*.cfg"))
 
 
+@pytest.mark.slow  # spacy assemble and spacy project in subprocesses
 def test_seqgpt_560m_config_assembles_with_a_local_model(tmp_path, tiny_bloom):
     out = tmp_path / "pipeline"
     result = subprocess.run(
@@ -80,6 +80,7 @@ def test_the_560m_preset_is_bloomz_560m_on_packed_rows_of_1024():
         10000, 5000)
 
 
+@pytest.mark.slow  # spacy assemble and spacy project in subprocesses
 @pytest.mark.parametrize("preset", ["tiny", "smollm2", "smollm2-full", "560m"])
 def test_project_training_commands_name_the_presets_training_config(preset, tmp_path):
     """`spacy project run` (dry) prints the commands it would run: each names a training config

@@ -6,11 +6,10 @@ import pytest
 import spacy
 from spacy.util import load_model_from_config
 
-from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, load
+from conftest import CAT_LABELS, EXAMPLES, load, NER_LABELS, TINY_TRAINING_CONFIG
 from spacy_seqgpt.models import HFModel, ModelLoadError, load_pretrained
 from spacy_seqgpt.training.settings import load_settings
 from spacy_seqgpt.training.trainer import load_for_training
-from test_training import CONFIG
 
 TEXTS = [text for lang, text, _, _ in EXAMPLES if lang == "en"]
 
@@ -38,7 +37,8 @@ def test_a_tokenizer_without_eos_and_pad_is_completed_the_same_for_every_user(ti
     tagger = nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": str(path), "device": "cpu"}})
     tagger.initialize(labels=["PER"])
     tagged = tagger.classifier.tokenizer
-    settings = load_settings(CONFIG, "pt", {"paths.base_model": str(path), "paths.output": str(tmp_path / "out")})
+    overrides = {"paths.base_model": str(path), "paths.output": str(tmp_path / "out")}
+    settings = load_settings(TINY_TRAINING_CONFIG, "pt", overrides)
     trained = load_for_training(settings, str(path))[1]
     for tokenizer in (seqgpt, tagged, trained):
         # the end of sequence from the model's config; padding with it

@@ -138,7 +138,9 @@ def fabricated(nlp, text, answer, **ner_settings):
     """Annotate ``text`` as if the model had answered ``answer`` (no model run)."""
     ner = spacy.blank("en").add_pipe("seqgpt_ner", config={"labels": NER_LABELS, **ner_settings})
     doc = nlp.make_doc(text)
-    ner.set_annotations([doc], ner.extraction.per_doc([doc], [Request(0, 0, text, EXTRACT, NER_LABELS)], [Answer(answer)]))
+    ner.set_annotations(
+        [doc], ner.extraction.per_doc([doc], [Request(0, 0, text, EXTRACT, NER_LABELS)], [Answer(answer)])
+    )
     return doc, ner.stats
 
 
@@ -193,7 +195,9 @@ def test_multi_label_textcat_writes_every_chosen_label(seqgpt_tiny):
     nlp = make_nlp(seqgpt_tiny, textcat={"multi_label": True})
     textcat = nlp.get_pipe("seqgpt_textcat")
     doc = nlp.make_doc("x")
-    chosen = textcat.classification.chosen([Request(0, 0, "x", CLASSIFY, CAT_LABELS)], [Answer("sports，business\nweather")])
+    chosen = textcat.classification.chosen(
+        [Request(0, 0, "x", CLASSIFY, CAT_LABELS)], [Answer("sports，business\nweather")]
+    )
     textcat.set_annotations([doc], chosen)
     assert doc.cats == {"sports": 1.0, "politics": 0.0, "business": 1.0}
 
@@ -205,5 +209,7 @@ def test_line_breaks_never_split_the_prompt_and_offsets_hold(tiny_bloom):
     (request,) = ner.make_requests([doc])
     assert "\n" not in request.text and "\r" not in request.text and "\u2028" not in request.text
     assert len(request.text) == len(text) and request.start_char == 0
-    ner.set_annotations([doc], ner.extraction.per_doc([doc], [request], [Answer("person: Olaf Scholz\nlocation: Berlin")]))
+    ner.set_annotations(
+        [doc], ner.extraction.per_doc([doc], [request], [Answer("person: Olaf Scholz\nlocation: Berlin")])
+    )
     assert [(e.text, e.label_) for e in doc.ents] == [("Olaf\r\nScholz", "person"), ("Berlin", "location")]

@@ -2,17 +2,17 @@
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from conftest import load_script, ROOT
 from spacy.cli._util import parse_config_overrides
 from thinc.api import Config
 
 from spacy_seqgpt.training.settings import load_settings
 
-ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.slow  # gpu_check.py run as a script
+
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 
@@ -31,7 +31,7 @@ def test_the_dry_run_prints_every_step_and_runs_nothing(tmp_path):
     names = [line.split(":")[0][2:] for line in result.stdout.splitlines() if line.startswith("# ")]
     assert names == ["kernels", "real-model", "kernel-tests", "resources", "attention", "inference", "tagger-qlora",
                      "seqgpt-560m", "full-scale"]
-    assert "tests/test_attention_kernel.py" in result.stdout and "benchmarks/attention.py" in result.stdout
+    assert "tests/kernels/test_attention_kernel.py" in result.stdout and "benchmarks/attention.py" in result.stdout
     assert "--preset bloomz-560m" in result.stdout
     assert not (tmp_path / "work").exists()
 

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spacy_seqgpt.models import HFModel, ModelLoadError
 
-from conftest import CAT_LABELS, NER_LABELS, load
+from conftest import CAT_LABELS, load, NER_LABELS, ROOT
 
 
 def add(nlp, factory, model=None, name=None, **config):
@@ -122,9 +122,8 @@ def test_spacy_s_own_command_line_ends_a_model_that_cannot_load_in_one_block(tmp
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    config = Path(__file__).parents[1] / "configs" / "pipelines" / "seqgpt_560m.cfg"
+    config = ROOT / "configs" / "pipelines" / "seqgpt_560m.cfg"
     result = subprocess.run([sys.executable, "-m", "spacy", "assemble", str(config), str(tmp_path / "out")],
                             capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     output = " ".join((result.stdout + result.stderr).split())

@@ -17,8 +17,20 @@ from spacy_seqgpt.decoding.speculation import pass_width
 from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, chunk_labels, parse_answer
 
-ODD_TEXTS = ["", " ", "a", "Tim, Cook, and Olaf", "北京，上海。", "é\u0301 👍🏽 x", "None of None", "\t tabs\tand  spaces ",
-             "U.S. firm's C++ code (v2.0) -- done!", "person: Tim\nlocation: Berlin", "ＡＢＣ，ｘ＂ｙ", "a" * 300]
+ODD_TEXTS = [
+    "",
+    " ",
+    "a",
+    "Tim, Cook, and Olaf",
+    "北京，上海。",
+    "é\u0301 👍🏽 x",
+    "None of None",
+    "\t tabs\tand  spaces ",
+    "U.S. firm's C++ code (v2.0) -- done!",
+    "person: Tim\nlocation: Berlin",
+    "ＡＢＣ，ｘ＂ｙ",
+    "a" * 300,
+]
 
 
 def asked(texts, labels, chunk_size):
@@ -204,8 +216,10 @@ def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, t
     # each label's probability is its answer's likelihood, normalised over the labels
     prompt = build_prompt(CLASSIFY, EXAMPLES[1][1], CAT_LABELS)
     eos = taught.tokenizer.eos_token_id
-    likelihoods = [full_logprobs(taught, prompt, taught.tokenizer(label, add_special_tokens=False)["input_ids"] + [eos]).sum()
-                   for label in CAT_LABELS]
+    likelihoods = [
+        full_logprobs(taught, prompt, taught.tokenizer(label, add_special_tokens=False)["input_ids"] + [eos]).sum()
+        for label in CAT_LABELS
+    ]
     expected = torch.softmax(torch.tensor(likelihoods), 0).numpy()
     np.testing.assert_allclose(textcat.classification.probabilities(textcat, [prompt])[0], expected, atol=1e-4)
     multi = spacy.blank("en")
@@ -277,8 +291,9 @@ def test_bad_settings_are_named(seqgpt_tiny):
     with pytest.raises(ValueError, match="unmask"):
         nlp.add_pipe("seqgpt_ner", config={"model": {"name": seqgpt_tiny, "unmask": "01x"}, "labels": NER_LABELS})
     with pytest.raises(ValueError, match="at most 4 digits"):
-        nlp.add_pipe("seqgpt_textcat", config={"model": {"name": seqgpt_tiny, "unmask": "01101"}, "labels": CAT_LABELS})(
-            nlp.make_doc("text"))
+        nlp.add_pipe(
+            "seqgpt_textcat", config={"model": {"name": seqgpt_tiny, "unmask": "01101"}, "labels": CAT_LABELS}
+        )(nlp.make_doc("text"))
 
 
 @pytest.mark.parametrize("unmask", [None, "0110"])

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
+from conftest import ROOT
 
 from spacy_seqgpt.data.readers import GoldCorpus, GoldExample, read_corpus
 from spacy_seqgpt.data.records import check_record, read_records
@@ -24,9 +25,15 @@ def test_conll_iob(tmp_path):
     corpus = read_corpus(path)
     assert corpus.labels == ["organization", "miscellaneous", "person"]
     records = corpus_records(corpus, "conll2003", all_labels=True)
-    assert records[0] == {"task": "extract", "text": "EU rejects German call", "labels": corpus.labels,
-                          "answer": {"organization": ["EU"], "miscellaneous": ["German"], "person": []},
-                          "source": "conll2003", "lang": "en", "spans": [[0, 2, "organization"], [11, 17, "miscellaneous"]]}
+    assert records[0] == {
+        "task": "extract",
+        "text": "EU rejects German call",
+        "labels": corpus.labels,
+        "answer": {"organization": ["EU"], "miscellaneous": ["German"], "person": []},
+        "source": "conll2003",
+        "lang": "en",
+        "spans": [[0, 2, "organization"], [11, 17, "miscellaneous"]],
+    }
     assert records[1]["answer"]["person"] == ["Peter Blackburn"]
 
 
@@ -72,8 +79,12 @@ def test_csv_with_quoted_line_breaks(tmp_path):
 def test_tnews_uses_chinese_label_names(tmp_path):
     write(tmp_path, "label_index2en2zh.json", '{"label": "103", "label_desc": "news_sports","label_zh":"体育"}\n'
           '{"label": "104", "label_desc": "news_finance","label_zh":"财经"}\n')
-    path = write(tmp_path, "train_few_all.json", json.dumps({"label": 103, "label_desc": "news_sports",
-                                                             "sentence": "国足获胜", "id": 1}, ensure_ascii=False) + "\n")
+    path = write(
+        tmp_path,
+        "train_few_all.json",
+        json.dumps({"label": 103, "label_desc": "news_sports", "sentence": "国足获胜", "id": 1}, ensure_ascii=False)
+        + "\n",
+    )
     corpus = read_corpus(path)
     assert corpus.labels == ["体育", "财经"]  # the whole label set, also labels without examples
     record = corpus_records(corpus, "tnews", all_labels=True)[0]
@@ -216,13 +227,12 @@ def words(output: str) -> str:
 def test_convert_all_reads_a_presets_corpus_section_and_options_override_it(tmp_path, monkeypatch):
     """`convert-all CONFIG OUT` converts the first of [corpus] data_dirs that exists (paths relative
     to the working directory, as a project runs it), with its limits and skipped sources."""
-    from pathlib import Path
 
     from typer.testing import CliRunner
 
     from spacy_seqgpt.cli import seqgpt_cli
 
-    assets = Path(__file__).parent.parent / "assets" / "datasets"
+    assets = ROOT / "assets" / "datasets"
     (tmp_path / "samples").symlink_to(assets)
     config = tmp_path / "preset.cfg"
     config.write_text('[corpus]\ndata_dirs = ["missing", "samples"]\nquota = 2\ntrain_limit = 3\neval_limit = 2\n'

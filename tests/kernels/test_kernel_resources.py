@@ -8,14 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from conftest import load_script, ROOT
 
 pytest.importorskip("triton")
-ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")

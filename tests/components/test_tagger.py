@@ -1,6 +1,5 @@
 """llm_unmasked_tagger on tiny local decoders: training, decoding, scoring, saving, errors."""
 import random
-from pathlib import Path
 
 import numpy
 import pytest
@@ -12,6 +11,7 @@ from seqeval.scheme import IOB2
 from spacy.training import Example
 from spacy.util import load_config, registry
 from thinc.api import Adam
+from conftest import ROOT
 
 from spacy_seqgpt.data.conll import create_conll_corpus, read_docs, read_sentences
 from spacy_seqgpt.models import ModelLoadError
@@ -20,7 +20,7 @@ from spacy_seqgpt.models.torch_optimizer import step, torch_optimizer
 from spacy_seqgpt.training.sweep import run_sweep
 
 
-CONFIGS = Path(__file__).parent.parent / "configs" / "training"
+CONFIGS = ROOT / "configs" / "training"
 N_SENTENCES = 32
 
 
@@ -78,11 +78,13 @@ def trained_bloom(tiny_bloom, entity_file):
     return nlp, examples
 
 
+@pytest.mark.slow  # trains a tagger until it fits
 def test_nlp_update_overfits_conll_with_tiny_bloom(trained_bloom):
     nlp, examples = trained_bloom
     assert nlp.evaluate(examples)["ents_f"] >= 0.95
 
 
+@pytest.mark.slow  # trains a tagger until it fits
 def test_spacy_train_overfits_conll_with_tiny_llama(tmp_path, tiny_llama, entity_file):
     from spacy.cli.train import train
 
@@ -93,12 +95,15 @@ def test_spacy_train_overfits_conll_with_tiny_llama(tmp_path, tiny_llama, entity
     examples = conll_examples(best, entity_file, N_SENTENCES)
     scores = best.evaluate(examples)
     assert scores["ents_f"] >= 0.95
-    assert scores["ents_f"] == pytest.approx(srsly.read_json(tmp_path / "model-best" / "meta.json")["performance"]["ents_f"])
+    assert scores["ents_f"] == pytest.approx(
+        srsly.read_json(tmp_path / "model-best" / "meta.json")["performance"]["ents_f"]
+    )
     tagger = best.get_pipe("llm_unmasked_tagger")
     assert tagger.labels == tuple(sorted({ent.label_ for eg in examples for ent in eg.reference.ents}))
     assert tagger.classifier.model.peft_config["default"].r == 64  # the paper's LoRA settings
 
 
+@pytest.mark.slow  # trains a tagger until it fits
 def test_saved_pipeline_predicts_the_same(tmp_path, trained_bloom, entity_file):
     nlp, _ = trained_bloom
     texts = [doc.text for doc in read_docs(nlp.vocab, entity_file, 40)]
@@ -112,6 +117,7 @@ def test_saved_pipeline_predicts_the_same(tmp_path, trained_bloom, entity_file):
     assert predictions(restored, texts) == expected
 
 
+@pytest.mark.slow  # trains a tagger until it fits
 def test_pipeline_saved_without_base_weights_loads_them_from_the_config_and_reads_only_checked_files(
         tmp_path, trained_bloom, conll_sample):
     """The base of a tagger saved without it is the config's model, never a path in its cfg; every
@@ -136,11 +142,14 @@ def test_pipeline_saved_without_base_weights_loads_them_from_the_config_and_read
     srsly.write_json(folder / "adapter" / "adapter_config.json", adapter_config)
     config = (tmp_path / "light" / "config.cfg").read_text()
     assert "trust_remote_code = false" in config
-    (tmp_path / "light" / "config.cfg").write_text(config.replace("trust_remote_code = false", "trust_remote_code = true"))
+    (tmp_path / "light" / "config.cfg").write_text(
+        config.replace("trust_remote_code = false", "trust_remote_code = true")
+    )
     with pytest.raises(ModelLoadError, match="trust_remote_code = true.*never run"):
         spacy.load(tmp_path / "light")
 
 
+@pytest.mark.slow  # trains a tagger until it fits
 def test_scorer_ents_f_equals_seqeval_strict_iob2(trained_bloom, entity_file):
     nlp, _ = trained_bloom
     dev = conll_examples(nlp, entity_file, 100)  # the first 32 were learnt, the rest were not
@@ -306,6 +315,7 @@ def test_bad_settings_and_inputs_get_clear_errors(tiny_llama):
         tagger.add_label("LOC")
 
 
+@pytest.mark.slow  # trains a tagger until it fits
 def test_unmask_sweep_trains_every_code_and_names_the_best(tmp_path, tiny_llama, conll_sample):
     train_file = str(conll_sample[0])
     overrides = {"paths.model": tiny_llama, "paths.train": train_file, "paths.dev": train_file,

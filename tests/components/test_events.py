@@ -4,7 +4,12 @@ import spacy
 from spacy.training import Example
 
 from conftest import finetune
-from spacy_seqgpt.templates import ARGUMENT_TEMPLATE, EVENT_TYPE_TEMPLATE as TYPE_TEMPLATE, TRIGGER_TEMPLATE, fill_template
+from spacy_seqgpt.templates import (
+    ARGUMENT_TEMPLATE,
+    EVENT_TYPE_TEMPLATE as TYPE_TEMPLATE,
+    TRIGGER_TEMPLATE,
+    fill_template,
+)
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, build_prompt, format_answer
 
 TYPES = ["Attack", "Transport"]
@@ -107,8 +112,12 @@ def test_the_scorer_against_hand_counts(nlp):
     predicted = nlp(text)
     gold = nlp.make_doc(text)
     gold.spans["events"] = [gold.char_span(7, 15, label="Attack")]  # "travelled" is not gold: 1 of 2 right
-    gold.spans["events_arguments"] = [gold.char_span(0, 6, label="attacker"), gold.char_span(20, 26, label="target"),
-                                      gold.char_span(49, 54, label="destination"), gold.char_span(20, 26, label="attacker")]
+    gold.spans["events_arguments"] = [
+        gold.char_span(0, 6, label="attacker"),
+        gold.char_span(20, 26, label="target"),
+        gold.char_span(49, 54, label="destination"),
+        gold.char_span(20, 26, label="attacker"),
+    ]
     scores = nlp.get_pipe("seqgpt_events").score([Example(predicted, gold)])
     assert (scores["spans_events_p"], scores["spans_events_r"]) == (pytest.approx(0.5), pytest.approx(1.0))
     assert (scores["spans_events_arguments_p"], scores["spans_events_arguments_r"]) == (

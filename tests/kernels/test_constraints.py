@@ -93,8 +93,12 @@ def test_the_extraction_grammar_accepts_what_it_means_and_the_parser_reads_that_
         assert parse_answer(EXTRACT, answer, labels) == meaning
 
 
-classification_labels = st.lists(st.text("ab，＂ｘ\t '「」\x1d", min_size=1, max_size=3).filter(lambda s: "，" not in s),
-                                 min_size=1, max_size=4, unique=True)
+classification_labels = st.lists(
+    st.text("ab，＂ｘ\t '「」\x1d", min_size=1, max_size=3).filter(lambda s: "，" not in s),
+    min_size=1,
+    max_size=4,
+    unique=True,
+)
 
 
 @settings(max_examples=1000, deadline=None)

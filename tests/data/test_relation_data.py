@@ -150,10 +150,13 @@ def test_triple_f1_equals_a_computation_on_crossre_rows(tmp_path):
     results = score_records(all_records, predictions, [""] * len(all_records), ["crossre-ai"])
     relation = results["crossre-ai/relation"]
     assert relation["triple_f1"] == pytest.approx(expected) and relation["split"] == "held-out"
-    assert relation["f1"] == pytest.approx((results["crossre-ai/extract"]["f1"] + results["crossre-ai/classify"]["f1"]) / 2)
+    assert relation["f1"] == pytest.approx(
+        (results["crossre-ai/extract"]["f1"] + results["crossre-ai/classify"]["f1"]) / 2
+    )
     assert summarize(results)["ALL"]["datasets"] == 1  # the relation dataset counts once
 
 
+@pytest.mark.slow  # converts and evaluates CrossRE whole
 def test_convert_all_and_evaluate_report_crossre_held_in_and_held_out(seqgpt_tiny, tmp_path):
     import subprocess
     import sys
@@ -169,7 +172,9 @@ def test_convert_all_and_evaluate_report_crossre_held_in_and_held_out(seqgpt_tin
     converted = subprocess.run([*command, "convert-all", str(tmp_path / "data"), str(tmp_path / "corpus"),
                                 "--eval-limit", "3", "--train-limit", "5"], capture_output=True, text=True)
     assert converted.returncode == 0, converted.stderr
-    assert sorted(p.name for p in (tmp_path / "corpus" / "train").iterdir()) == ["crossre-news.jsonl"]  # held out: eval only
+    assert sorted(p.name for p in (tmp_path / "corpus" / "train").iterdir()) == [
+        "crossre-news.jsonl"
+    ]  # held out: eval only
     evaluated = subprocess.run([*command, "evaluate", seqgpt_tiny, str(tmp_path / "corpus" / "eval"), "--output",
                                 str(tmp_path / "metrics"), "--max-new-tokens", "8"], capture_output=True, text=True)
     assert evaluated.returncode == 0, evaluated.stderr

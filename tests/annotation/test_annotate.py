@@ -17,6 +17,8 @@ from spacy_seqgpt.annotation.shards import INPUT_ATTR, ShardFailed
 
 from conftest import EXAMPLES, NER_LABELS
 
+pytestmark = pytest.mark.slow  # whole annotation runs, killed and resumed, on one machine and on Ray
+
 # The taught English texts, over and over: the tiny model finds their entities
 TEXTS = [text for lang, text, _, _ in EXAMPLES if lang == "en"] * 8
 
@@ -78,8 +80,12 @@ def test_shards_manifest_rejects_and_json_lines(pipeline, tmp_path):
     assert [d.text for d in docs] == [t for i, t in enumerate(TEXTS[:10]) if i != 3] + TEXTS[10:]
     rows = [row for n in range(6) for row in srsly.read_jsonl(tmp_path / "out" / f"shard-{n:06d}.jsonl")]
     assert [(r["index"], r["ents"]) for r in rows] == [
-        (d.user_data[INPUT_ATTR]["index"], [{"start": e.start_char, "end": e.end_char, "label": e.label_, "text": e.text}
-                                             for e in d.ents]) for d in docs]
+        (
+            d.user_data[INPUT_ATTR]["index"],
+            [{"start": e.start_char, "end": e.end_char, "label": e.label_, "text": e.text} for e in d.ents],
+        )
+        for d in docs
+    ]
     assert any(doc.ents for doc in docs)  # the taught model finds entities
     again = annotate(pipeline, str(inputs), tmp_path / "out", shard_size=7, batch_size=3, progress=False)
     assert again["shards"] == manifest["shards"]  # all done: nothing redone

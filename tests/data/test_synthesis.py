@@ -112,6 +112,7 @@ def test_a_server_that_stays_down_stops_with_a_clear_error(tmp_path):
         synthesize(endpoint, SENTENCES[:1], tmp_path / "o.jsonl", max_retries=2, sleep=lambda s: None, progress=False)
 
 
+@pytest.mark.slow  # a synthesis run killed and resumed
 def test_kill_mid_run_then_rerun_loses_and_repeats_nothing(tmp_path):
     server = ChatServer(delay=0.05)
     sentences = tmp_path / "sentences.txt"
@@ -243,7 +244,9 @@ def test_replies_that_are_not_utf8_or_retry_afters_that_are_no_number_do_not_sto
 def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after_seconds("120") == 120.0 and retry_after_seconds("1.5") == 1.5
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: ask again now
-    assert 3500 < retry_after_seconds(__import__("email.utils").utils.formatdate(time.time() + 3600, usegmt=True)) <= 3600
+    assert (
+        3500 < retry_after_seconds(__import__("email.utils").utils.formatdate(time.time() + 3600, usegmt=True)) <= 3600
+    )
     for value in (None, "", "soon", "\u00b2", "nan", "inf", "-5"):
         assert retry_after_seconds(value) in (None, 0.0)
 

@@ -1,15 +1,13 @@
 """``benchmarks/quality.py``'s cells from scored records: which figure goes in which column."""
-from pathlib import Path
 
 import pytest
 
-from conftest import load_script
+from conftest import ROOT, load_script
 
 from spacy_seqgpt.data.catalog import CROSSNER_DOMAINS
 from spacy_seqgpt.data.records import make_record
 from spacy_seqgpt.evaluation.metrics import score_records
 
-ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")

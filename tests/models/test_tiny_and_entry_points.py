@@ -11,6 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spacy_seqgpt.models.tiny import write_tiny_model
 
+pytestmark = pytest.mark.slow  # the commands and entry points in fresh processes
+
 
 def run_python(code, *args):
     env = dict(os.environ, HF_HUB_OFFLINE="1")

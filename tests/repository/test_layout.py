@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 PACKAGE = ROOT / "spacy_seqgpt"
 
 # Which of the package's concerns each concern may import (besides the leaves, which import
@@ -81,7 +82,9 @@ def test_prompts_import_nothing_of_the_package_and_kernels_only_the_answer_forma
     for path in (ROOT / "kernels").iterdir():
         if path.suffix in (".py", ".pyx", ".pyi"):
             imports = re.findall(r"^\s*(?:from|c?import)\s+([\w.]+)", path.read_text(encoding="utf8"), re.M)
-            assert not [name for name in imports if name.startswith(("spacy_seqgpt", "..")) and name != "..prompts"], path
+            assert not [name for name in imports if name.startswith(("spacy_seqgpt", "..")) and name != "..prompts"], (
+                path
+            )
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda path: str(path.relative_to(ROOT)))

@@ -62,12 +62,42 @@ def test_score_is_mean_of_f1_and_rouge_and_span_f1_is_strict():
 
 def test_summary_and_table_split_held_in_from_held_out():
     results = {
-        "conll/extract": {"source": "conll", "task": "extract", "split": "held-in", "n": 2, "f1": 0.5, "rouge": 0.7, "score": 0.6,
-                          "rouge1": 0.7, "rouge2": 0.7, "rougeL": 0.7},
-        "crossner-ai/extract": {"source": "crossner-ai", "task": "extract", "split": "held-out", "n": 1, "f1": 0.1, "rouge": 0.3,
-                                "score": 0.2, "rouge1": 0.3, "rouge2": 0.3, "rougeL": 0.3},
-        "tnews/classify": {"source": "tnews", "task": "classify", "split": "held-in", "n": 1, "f1": 1.0, "rouge": 1.0, "score": 1.0,
-                           "rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0},
+        "conll/extract": {
+            "source": "conll",
+            "task": "extract",
+            "split": "held-in",
+            "n": 2,
+            "f1": 0.5,
+            "rouge": 0.7,
+            "score": 0.6,
+            "rouge1": 0.7,
+            "rouge2": 0.7,
+            "rougeL": 0.7,
+        },
+        "crossner-ai/extract": {
+            "source": "crossner-ai",
+            "task": "extract",
+            "split": "held-out",
+            "n": 1,
+            "f1": 0.1,
+            "rouge": 0.3,
+            "score": 0.2,
+            "rouge1": 0.3,
+            "rouge2": 0.3,
+            "rougeL": 0.3,
+        },
+        "tnews/classify": {
+            "source": "tnews",
+            "task": "classify",
+            "split": "held-in",
+            "n": 1,
+            "f1": 1.0,
+            "rouge": 1.0,
+            "score": 1.0,
+            "rouge1": 1.0,
+            "rouge2": 1.0,
+            "rougeL": 1.0,
+        },
     }
     summary = summarize(results)
     assert summary["held-out"]["score"] == pytest.approx(0.2)

@@ -157,7 +157,9 @@ def test_the_kernel_layout_is_built_once_per_model_call_not_per_layer(paths, arc
 
     builds = []
     build = AttentionLayout._build_forward
-    monkeypatch.setattr(AttentionLayout, "_build_forward", lambda self, device: builds.append(self) or build(self, device))
+    monkeypatch.setattr(
+        AttentionLayout, "_build_forward", lambda self, device: builds.append(self) or build(self, device)
+    )
     model = unmask(load(paths, arch).to(KERNEL_DEVICE), "1111", mode="prompt", backend="triton")
     assert len([m for m in model.modules() if type(m).__name__.endswith("Attention")]) == 4  # layers
     ids = IDS.to(KERNEL_DEVICE)

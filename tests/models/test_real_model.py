@@ -20,6 +20,8 @@ from spacy_seqgpt.models.loading import ModelLoadError
 from spacy_seqgpt.models.pretrained import KNOWN_MODELS, find_gguf, init_model
 from spacy_seqgpt.prompts import EXTRACT, build_prompt
 
+pytestmark = pytest.mark.slow  # converts and runs the real SmolLM2-135M
+
 TEXTS = [text for language, text, _, _ in EXAMPLES if language == "en"][:3]
 
 
@@ -161,5 +163,7 @@ def test_the_tagger_trains_0110_on_30_layers_and_round_trips_through_to_disk(smo
     assert [ents for ents, _ in after] == [ents for ents, _ in before]
     np.testing.assert_allclose(sum((scores for _, scores in after), []), sum((scores for _, scores in before), []),
                                atol=1e-5)
-    deprecated = [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning) and "deprecated" in str(w.message)]
+    deprecated = [
+        str(w.message) for w in recwarn if issubclass(w.category, FutureWarning) and "deprecated" in str(w.message)
+    ]
     assert not deprecated, deprecated  # a normal run prints no deprecation warning

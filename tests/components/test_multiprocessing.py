@@ -49,8 +49,15 @@ def test_a_loaded_pipeline_pickles_without_its_weights_and_reads_them_from_its_f
     nlp = build(seqgpt_tiny)
     expected = annotations(nlp.pipe(TEXTS))
     nlp.to_disk(tmp_path / "pipeline")
-    loaded = spacy.load(tmp_path / "pipeline", config={"components": {  # proves the source model is not read
-        "seqgpt_ner": {"model": "no-such-org/no-such-model"}, "seqgpt_textcat": {"model": "no-such-org/no-such-model"}}})
+    loaded = spacy.load(
+        tmp_path / "pipeline",
+        config={
+            "components": {  # proves the source model is not read
+                "seqgpt_ner": {"model": "no-such-org/no-such-model"},
+                "seqgpt_textcat": {"model": "no-such-org/no-such-model"},
+            }
+        },
+    )
     data = pickle.dumps(loaded)
     weights = (tmp_path / "pipeline" / "seqgpt_ner" / "model" / "model.safetensors").stat().st_size
     assert len(data) < weights / 4  # settings and a folder name, not the weights
@@ -106,6 +113,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow  # nlp.pipe with two processes, fork and spawn
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_pipe_with_two_processes_gives_the_same_docs_as_one(seqgpt_tiny, tmp_path, method):
     (tmp_path / "run.py").write_text(SCRIPT)

@@ -2,9 +2,14 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-QUICKSTART = Path(__file__).parent.parent / "examples" / "quickstart.py"
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the quickstart as a user runs it
+
+QUICKSTART = ROOT / "examples" / "quickstart.py"
 
 
 def test_quickstart_runs_offline_and_reloads_the_same():

@@ -1,16 +1,19 @@
 """`spacy project run all` end to end (few steps), and the package it builds: pip-installable,
 loadable with spacy.load from where it was installed, annotating text with every SeqGPT
 component (entities, their types, relations, ...) on one shared model."""
+import pytest
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from thinc.api import Config
 
-ROOT = Path(__file__).parent.parent
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the whole workflow, and its package installed
+
 
 
 def run(command, cwd, **kwargs):
@@ -46,14 +49,16 @@ def test_project_all_builds_an_installable_pipeline(tmp_path):
     run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
          str(target), str(tarball)], cwd=tmp_path)
     # every SeqGPT component, on one shared model: entities, their types, relations between them
-    script = ("import json, spacy; nlp = spacy.load('en_seqgpt_tiny'); doc = nlp.make_doc('Anna flew to Paris.');"
-              "doc.ents = [doc.char_span(0, 4, 'person'), doc.char_span(13, 18, 'location')]; doc = nlp(doc);"
-              "pipes = {name: nlp.get_pipe(name) for name in nlp.pipe_names if name.startswith('seqgpt_')};"
-              "assert len({id(pipe.shared) for pipe in pipes.values()}) == 1;"
-              "assert set(doc.cats) == set(pipes['seqgpt_textcat'].labels);"
-              "assert len(doc.spans['types']) == len(doc.ents) and all(isinstance(v, dict) for v in doc._.rel.values());"
-              "print(json.dumps([sorted(pipes), *(pipes[n].labels for n in ('seqgpt_ner', 'seqgpt_textcat',"
-              " 'seqgpt_rel', 'seqgpt_typing')), str(spacy.util.get_package_path('en_seqgpt_tiny'))]))")
+    script = (
+        "import json, spacy; nlp = spacy.load('en_seqgpt_tiny'); doc = nlp.make_doc('Anna flew to Paris.');"
+        "doc.ents = [doc.char_span(0, 4, 'person'), doc.char_span(13, 18, 'location')]; doc = nlp(doc);"
+        "pipes = {name: nlp.get_pipe(name) for name in nlp.pipe_names if name.startswith('seqgpt_')};"
+        "assert len({id(pipe.shared) for pipe in pipes.values()}) == 1;"
+        "assert set(doc.cats) == set(pipes['seqgpt_textcat'].labels);"
+        "assert len(doc.spans['types']) == len(doc.ents) and all(isinstance(v, dict) for v in doc._.rel.values());"
+        "print(json.dumps([sorted(pipes), *(pipes[n].labels for n in ('seqgpt_ner', 'seqgpt_textcat',"
+        " 'seqgpt_rel', 'seqgpt_typing')), str(spacy.util.get_package_path('en_seqgpt_tiny'))]))"
+    )
     result = run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
     names, ner_labels, cat_labels, rel_labels, type_labels, package_path = json.loads(result.stdout.splitlines()[-1])
     assert str(target) in package_path
@@ -63,8 +68,9 @@ def test_project_all_builds_an_installable_pipeline(tmp_path):
     # no relation records in the samples: seqgpt_rel keeps the config's labels
     trained = [json.loads(line) for path in (project / "corpus" / "train").glob("*.jsonl")
                for line in path.read_text().splitlines()]
-    assert set(ner_labels) == set(type_labels) == {l for r in trained if r["task"] == "extract" and r["lang"] == "en"
-                                                   for l, spans in r["answer"].items() if spans}
+    entity_labels = {label for r in trained if r["task"] == "extract" and r["lang"] == "en"
+                     for label, spans in r["answer"].items() if spans}
+    assert set(ner_labels) == set(type_labels) == entity_labels
     assert rel_labels == ["works for", "based in", "located in"]
     assert "person" in ner_labels and "card arrival" in cat_labels and "sports" not in cat_labels
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from spacy_seqgpt.kernels.attention import (alibi_positions, partial_attention, reference_attention,
                                             visibility)
 
-from conftest import INTERPRETED
+from conftest import INTERPRETED, ROOT
 from conftest import KERNEL_DEVICE as DEVICE
 
 needs_kernels = pytest.mark.skipif(DEVICE == "cpu" and not INTERPRETED,
@@ -90,6 +90,7 @@ def test_kernel_equals_reference_forward_and_backward(name, dtype):
 
 
 @needs_kernels
+@pytest.mark.slow  # long runs of the Triton interpreter
 @pytest.mark.parametrize("name", ["causal", "bidirectional", "prefix", "packed"])
 def test_kernel_on_smollm2s_shape(name):
     """SmolLM2-135M's attention: 9 query heads sharing 3 key-value heads, head dim 64."""
@@ -100,6 +101,7 @@ def test_kernel_on_smollm2s_shape(name):
 
 
 @needs_kernels
+@pytest.mark.slow  # long runs of the Triton interpreter
 @pytest.mark.parametrize("dim", [64, 128])
 def test_kernel_head_dims(dim):
     q, k, v, options = make_case("prefix-alibi", torch.float32, dim=dim)
@@ -146,6 +148,7 @@ def random_inputs(case, seed):
 @needs_kernels
 @settings(deadline=None, max_examples=25)
 @given(case=random_masks(), seed=st.integers(0, 2 ** 16))
+@pytest.mark.slow  # long runs of the Triton interpreter
 def test_kernel_equals_reference_on_random_masks(case, seed):
     q, k, v, options, grad_out = random_inputs(case, seed)
     for a, b in zip(run("triton", q, k, v, options, grad_out), run("torch", q, k, v, options, grad_out)):
@@ -367,9 +370,8 @@ def test_the_tile_report_counts_the_callers_layouts_and_reads_loops_from_sass():
     10% of those visited (the diagonal, span and padding boundaries only), and its SASS reader
     finds each loop as a branch back to an earlier address."""
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).parents[1] / "benchmarks" / "tile_report.py"
+    path = ROOT / "benchmarks" / "tile_report.py"
     spec = importlib.util.spec_from_file_location("tile_report", path)
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
