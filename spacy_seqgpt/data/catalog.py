@@ -27,34 +27,23 @@ class DatasetFile:
         return f"{self.source}{suffix}.jsonl"
 
 
+def _splits(source: str, fmt: str, train: str, test: str) -> List[DatasetFile]:
+    """A dataset's training file and its test file."""
+    return [DatasetFile(source, train, fmt, "train"), DatasetFile(source, test, fmt, "eval")]
+
+
+_SEMEVAL = ("semeval2014-restaurants/Restaurants_Train.xml", "semeval2014-restaurants/Restaurants_Test_Gold.xml")
 CATALOG: List[DatasetFile] = [
-    DatasetFile("conll2003", "conll2003/train.txt", "conll", "train"),
-    DatasetFile("conll2003", "conll2003/test.txt", "conll", "eval"),
-    DatasetFile("wnut17", "wnut17/wnut17train.conll", "conll", "train"),
-    DatasetFile("wnut17", "wnut17/emerging.test.annotated", "conll", "eval"),
-    DatasetFile("weibo-ner", "weibo-ner/weiboNER_2nd_conll.train", "weibo", "train"),
-    DatasetFile("weibo-ner", "weibo-ner/weiboNER_2nd_conll.test", "weibo", "eval"),
-    DatasetFile("semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Train.xml", "semeval-aspects", "train"),
-    DatasetFile(
-        "semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Test_Gold.xml", "semeval-aspects", "eval"
-    ),
-    DatasetFile(
-        "semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Train.xml", "semeval-polarity", "train"
-    ),
-    DatasetFile(
-        "semeval2014-restaurants", "semeval2014-restaurants/Restaurants_Test_Gold.xml", "semeval-polarity", "eval"
-    ),
-    DatasetFile("banking77", "banking77/train.csv", "csv", "train"),
-    DatasetFile("banking77", "banking77/test.csv", "csv", "eval"),
-    DatasetFile("tnews", "tnews/train_few_all.json", "tnews", "train"),
-    DatasetFile("tnews", "tnews/test_public.json", "tnews", "eval"),
-    *(DatasetFile(f"crossner-{domain}", f"crossner/{domain}/test.txt", "conll", "eval") for domain in CROSSNER_DOMAINS),
-    DatasetFile("crossre-news", "crossre/news-train.json", "crossre", "train"),
-    DatasetFile("crossre-news", "crossre/news-test.json", "crossre", "eval"),
-    *(
-        DatasetFile(f"crossre-{domain}", f"crossre/{domain}-test.json", "crossre", "eval")
-        for domain in CROSSNER_DOMAINS
-    ),
+    *_splits("conll2003", "conll", "conll2003/train.txt", "conll2003/test.txt"),
+    *_splits("wnut17", "conll", "wnut17/wnut17train.conll", "wnut17/emerging.test.annotated"),
+    *_splits("weibo-ner", "weibo", "weibo-ner/weiboNER_2nd_conll.train", "weibo-ner/weiboNER_2nd_conll.test"),
+    *_splits("semeval2014-restaurants", "semeval-aspects", *_SEMEVAL),
+    *_splits("semeval2014-restaurants", "semeval-polarity", *_SEMEVAL),
+    *_splits("banking77", "csv", "banking77/train.csv", "banking77/test.csv"),
+    *_splits("tnews", "tnews", "tnews/train_few_all.json", "tnews/test_public.json"),
+    *(DatasetFile(f"crossner-{name}", f"crossner/{name}/test.txt", "conll", "eval") for name in CROSSNER_DOMAINS),
+    *_splits("crossre-news", "crossre", "crossre/news-train.json", "crossre/news-test.json"),
+    *(DatasetFile(f"crossre-{name}", f"crossre/{name}-test.json", "crossre", "eval") for name in CROSSNER_DOMAINS),
 ]
 
 

@@ -33,7 +33,7 @@ from .model_calls import ModelCalls
 from .pass_costs import pass_costs
 from .prompt_encoding import batches, split_prefixes
 from .search import beam_picks, greedy_choice, greedy_picks
-from .speculation import Chain, follow, pass_width, plan
+from .speculation import Chain, pass_width, plan, verify_chain
 from .token_bytes import text_tokens, vocabulary_bytes
 
 DEFAULT_CANDIDATES = 8
@@ -110,11 +110,12 @@ class Decoder:
         rows = [Row(query, score=0.0 if i % beams == 0 else -np.inf) for i, query in enumerate(queries_of_rows)]
         state = BatchState(rows, Matchers.start([queries[query].grammar for query in queries_of_rows],
                                                 self.token_bytes), None, None, prompt_lengths)
-        # The prompts' rests lead the first pass; each row's chain (jump-forward and guesses: the
-        # opening "label: " and what may follow it) is read in the same pass.
+        # The prompts' rests are the rows' first inputs; each row's chain (jump-forward and guesses:
+        # the opening "label: " and what may follow it) is read in the same pass.
         chains = self._plan(state)
-        leads = [ids[query][prefixes[group_of[query]][1]:] for query in queries_of_rows]
-        room = max(len(lead) + len(chain.tokens) for lead, chain in zip(leads, chains)) + 2 * self.max_new_tokens
+        row_inputs = [ids[query][prefixes[group_of[query]][1]:] for query in queries_of_rows]
+        room = max(len(row_input) + len(chain.tokens) for row_input, chain in zip(row_inputs, chains))
+        room += 2 * self.max_new_tokens
         with torch.inference_mode():
             # a shared prefix's own last logits are never read: each of its prompts reads on
             logits, state.cache, mask, cache_row = self.calls.encode(
@@ -128,10 +129,10 @@ class Decoder:
                     chains = self._step(torch.log_softmax(logits.float(), -1), state, len(logits))
                     if chains is None:
                         break
-                    leads = [[row.tokens[-1]] for row in state.rows]
-                elif not any(leads) and not any(chain.tokens for chain in chains):
+                    row_inputs = [[row.tokens[-1]] for row in state.rows]
+                elif not any(row_inputs) and not any(chain.tokens for chain in chains):
                     continue  # every prompt was read whole by the prefix pass
-                logits = self._extend(leads, chains, None if step else logits, state)
+                logits = self._extend(row_inputs, chains, None if step else logits, state)
         return state.answers(len(queries), self.token_bytes)
 
     def _step(self, logprobs, state: BatchState, cache_size: int) -> Optional[List[Chain]]:
@@ -146,52 +147,52 @@ class Decoder:
             return None
         source, _ = state.step(picks)
         chains = self._plan(state)
-        going = []
+        continuing = []
         for row, chain in enumerate(chains):
             if chain.ends and not chain.tokens:  # the grammar ends the answer here
                 state.end(row)
             elif len(state.rows[row].tokens) >= self.max_new_tokens:  # out of new tokens: no pass for
                 state.out_of_tokens(state.rows[row])  # logits it would never read
             else:
-                going.append(row)
-        if not going:
+                continuing.append(row)
+        if not continuing:
             state.rows = []
             return None
-        state.keep(going, source[going], cache_size)
-        return [chains[row] for row in going]
+        state.keep(continuing, source[continuing], cache_size)
+        return [chains[row] for row in continuing]
 
     def _plan(self, state: BatchState) -> List[Chain]:
         return plan(state, jump_forward=self.jump_forward, speculate=self.speculate, draft_tokens=self.draft_tokens,
                     max_new_tokens=self.max_new_tokens,
                     to_tokens=lambda tokens, data: text_tokens(self.shared.tokenizer, self.token_bytes, tokens, data))
 
-    def _extend(self, leads, chains: List[Chain], before, state: BatchState):
-        """One pass: each row reads its lead (the rest of its prompt, or its pick) and then its
+    def _extend(self, row_inputs, chains: List[Chain], before, state: BatchState):
+        """One pass: each row reads its input (the rest of its prompt, or its pick) and then its
         chain, aligned right (a shorter row starts with holes the mask leaves out). Of each chain
-        what greedy decoding would have written is kept (``speculation.follow``), the rest become
+        what greedy decoding would have written is kept (``speculation.verify_chain``), the rest become
         holes. Returns each row's logits after what it kept. ``before``: the logits before the
-        pass, for rows with no lead (their chain's first token follows them)."""
+        pass, for rows with no input (their chain's first token follows them)."""
         import torch
 
-        width = pass_width([len(lead) for lead in leads], [chain.guessed for chain in chains], self.pass_overhead,
-                           (self.accepted + 1) / (self.drafted + 2))
-        for lead, chain in zip(leads, chains):
-            if len(lead) + len(chain.tokens) > width:  # the rest waits for a later pass
-                chain.cut(width - len(lead))
-        lengths = [len(lead) + len(chain.tokens) for lead, chain in zip(leads, chains)]
+        width = pass_width([len(row_input) for row_input in row_inputs], [chain.guessed for chain in chains],
+                           self.pass_overhead, (self.accepted + 1) / (self.drafted + 2))
+        for row_input, chain in zip(row_inputs, chains):
+            if len(row_input) + len(chain.tokens) > width:  # the rest waits for a later pass
+                chain.cut(width - len(row_input))
+        lengths = [len(row_input) + len(chain.tokens) for row_input, chain in zip(row_inputs, chains)]
         mask = state.mask
         step_ids = torch.full((len(state), width), self.shared.tokenizer.pad_token_id, dtype=torch.long)
         step_mask = torch.zeros((len(state), width), dtype=mask.dtype)
-        for row, (lead, chain) in enumerate(zip(leads, chains)):
+        for row, (row_input, chain) in enumerate(zip(row_inputs, chains)):
             if lengths[row]:
-                step_ids[row, width - lengths[row]:] = torch.tensor([*lead, *chain.tokens])
+                step_ids[row, width - lengths[row]:] = torch.tensor([*row_input, *chain.tokens])
                 step_mask[row, width - lengths[row]:] = 1
         mask = state.mask = torch.cat([mask, step_mask.to(mask.device)], 1)
         # Read: the logits before each guessed token (to verify it), and at the end; a row with
-        # no lead verifies a first guess from ``before``. starts[row]: the position before the
+        # no input verifies a first guess from ``before``. starts[row]: the position before the
         # chain's first token.
         starts = [width - len(chain.tokens) - 1 for chain in chains]
-        read = [[starts[row] + j for j, guess in enumerate(chain.guessed) if guess and j + len(leads[row])]
+        read = [[starts[row] + j for j, guess in enumerate(chain.guessed) if guess and j + len(row_inputs[row])]
                 + [width - 1] for row, chain in enumerate(chains)]
         if all(positions == [width - 1] for positions in read):
             read_logits, _ = self.calls.forward(step_ids.to(mask.device), mask, state.cache, state.prompt_lengths)
@@ -202,9 +203,9 @@ class Decoder:
         logits = []
         for row, chain in enumerate(chains):
             at = dict(zip(read[row], read_logits[row]))
-            if not leads[row]:
+            if not row_inputs[row]:
                 at[starts[row]] = before[row]
-            kept, drafted, accepted = follow(at, starts[row], state, row, chain, self._choose(state))
+            kept, drafted, accepted = verify_chain(at, starts[row], state, row, chain, self._choose(state))
             self._count(kept - accepted, drafted, accepted)
             if kept < len(chain.tokens):  # the rest of the chain becomes holes
                 mask[row, mask.shape[1] - len(chain.tokens) + kept:] = 0

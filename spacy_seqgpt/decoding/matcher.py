@@ -34,7 +34,7 @@ class RowMatcher:
             token = np.array([[token]], dtype=np.int64)
             if not allowed([self.grammar], self.ints[None], self.bits[None], token, self.vocab)[0, 0]:
                 return list(tokens[:n])
-            self.ints, self.bits = _advanced(self.grammar, self.ints, self.bits, int(token[0, 0]), self.vocab)
+            self.ints, self.bits = _state_after(self.grammar, self.ints, self.bits, int(token[0, 0]), self.vocab)
         return list(tokens)
 
 
@@ -75,7 +75,7 @@ class Matchers:
 
     def write(self, row: int, token: int) -> None:
         """Row ``row`` writes ``token``: its state moves on, in place."""
-        self.ints[row], self.bits[row] = _advanced(self.grammars[row], self.ints[row], self.bits[row], token,
+        self.ints[row], self.bits[row] = _state_after(self.grammars[row], self.ints[row], self.bits[row], token,
                                                    self.vocab)
 
     def allowed(self, token_ids: np.ndarray) -> np.ndarray:
@@ -88,7 +88,7 @@ class Matchers:
         return best_allowed(self.grammars[row], self.ints[row], self.bits[row], scores, self.vocab)
 
 
-def _advanced(grammar, ints: np.ndarray, bits: np.ndarray, token: int, vocab: TokenBytes):
+def _state_after(grammar, ints: np.ndarray, bits: np.ndarray, token: int, vocab: TokenBytes):
     """One row's state after ``token`` (the state given is left as it was)."""
     one = advance([grammar], ints[None].copy(), bits[None].copy(), np.zeros(1, dtype=np.int64),
                   np.array([token], dtype=np.int64), vocab)

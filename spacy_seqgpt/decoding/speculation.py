@@ -5,7 +5,7 @@ next ``label: ``, the line break after ``None``, the end) and guesses at what fo
 (speculation: inside a span, the input text after the span so far; after a line break,
 ``None``). Forced tokens are written as the tokenizer splits the answer (``text_tokens``) and
 get log-probability 0: the grammar chose them, and no span contains them. A guessed token is
-kept only where greedy decoding would have written it (``follow``), so the answer and its
+kept only where greedy decoding would have written it (``verify_chain``), so the answer and its
 log-probabilities are step-by-step decoding's.
 """
 from dataclasses import dataclass, field
@@ -83,7 +83,7 @@ def plan(state: BatchState, *, jump_forward: bool, speculate: bool, draft_tokens
     return chains
 
 
-def follow(logits_at, start: int, state: BatchState, row: int, chain: Chain,
+def verify_chain(logits_at, start: int, state: BatchState, row: int, chain: Chain,
            choose: Callable[[object, int], int]) -> Tuple[int, int, int]:
     """Write row ``row``'s chain as far as greedy decoding would have written it: forced tokens
     always, each guessed one only if ``choose`` (the model's own choice under the grammar, from
@@ -108,21 +108,21 @@ def follow(logits_at, start: int, state: BatchState, row: int, chain: Chain,
     return kept, drafted, accepted
 
 
-def pass_width(leads: Sequence[int], guessed: Sequence[Sequence[bool]], overhead: float, accept: float) -> int:
+def pass_width(inputs: Sequence[int], guessed: Sequence[Sequence[bool]], overhead: float, accept: float) -> int:
     """How many positions a pass gives each row: the width with the most expected progress per
-    cost. A row reads its lead whole, then as much of its chain as fits; a chain token counts
+    cost. A row reads its input whole, then as much of its chain as fits; a chain token counts
     as the chance that it is kept (``accept`` to the power of the guesses up to it and with it),
     and a pass costs ``overhead`` plus rows times width. Every position costs every row, so a
     long chain that will likely be cut short by a refused guess waits for a later pass instead
     of widening this one for all."""
-    longest = max(lead + len(flags) for lead, flags in zip(leads, guessed))
+    longest = max(size + len(flags) for size, flags in zip(inputs, guessed))
     if not longest:  # nothing to read
         return 0
     gain = np.zeros(longest + 1)  # gain[w]: expected tokens kept at width w, not at w - 1
-    for lead, flags in zip(leads, guessed):
-        gain[lead + 1:lead + len(flags) + 1] += accept ** np.cumsum(flags, dtype=np.float64)
-    widths = np.arange(max(max(leads), 1), longest + 1)
-    progress = sum(leads) + np.cumsum(gain)[widths]
-    rates = progress if np.isinf(overhead) else progress / (overhead + len(leads) * widths)
+    for size, flags in zip(inputs, guessed):
+        gain[size + 1:size + len(flags) + 1] += accept ** np.cumsum(flags, dtype=np.float64)
+    widths = np.arange(max(max(inputs), 1), longest + 1)
+    progress = sum(inputs) + np.cumsum(gain)[widths]
+    rates = progress if np.isinf(overhead) else progress / (overhead + len(inputs) * widths)
     # the narrowest of the best (equal rates can differ in their last bits)
     return int(widths[np.flatnonzero(rates >= rates.max() * (1 - 1e-9))[0]])

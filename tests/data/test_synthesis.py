@@ -83,6 +83,15 @@ def server():
     server.close()
 
 
+def synthesize_against(reply, sentences, out, **options):
+    """``synthesize`` against a local endpoint that answers request ``n`` (from 1) with ``reply(n, body)``."""
+    server = ChatServer(reply=reply)
+    try:
+        return synthesize(ChatEndpoint(server.url, "any"), sentences, out, progress=False, **options)
+    finally:
+        server.close()
+
+
 def read_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -190,13 +199,9 @@ def test_retry_after_is_obeyed_up_to_max_wait(tmp_path):
             return 429, {"Retry-After": "86400"}, b""
         return 200, {}, completion(json.dumps(fake_answer(body["messages"][-1]["content"])))
 
-    server = ChatServer(reply=reply)
     sleeps = []
-    try:
-        written, _ = synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:1], tmp_path / "o.jsonl", kinds=["ner"],
-                                max_wait=30, sleep=sleeps.append, progress=False)
-    finally:
-        server.close()
+    written, _ = synthesize_against(reply, SENTENCES[:1], tmp_path / "o.jsonl", kinds=["ner"], max_wait=30,
+                                    sleep=sleeps.append)
     assert written == 1 and sleeps == [30]
 
 
@@ -206,13 +211,9 @@ ODD_REPLIES = [completion(5), completion([1, 2]), completion({"entities": []}), 
 
 
 def test_odd_but_valid_replies_are_rejected_with_a_reason_and_the_run_goes_on(tmp_path):
-    server = ChatServer(reply=lambda n, body: (200, {}, ODD_REPLIES[(n - 1) % len(ODD_REPLIES)]))
     out = tmp_path / "o.jsonl"
-    try:
-        written, rejected = synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:3], out, sleep=lambda s: None,
-                                       progress=False)
-    finally:
-        server.close()
+    written, rejected = synthesize_against(lambda n, body: (200, {}, ODD_REPLIES[(n - 1) % len(ODD_REPLIES)]),
+                                           SENTENCES[:3], out, sleep=lambda s: None)
     assert (written, rejected) == (0, 9)
     reasons = [entry["reason"] for entry in read_lines(out.with_name("o.rejected.jsonl"))]
     assert reasons[:2] == ["the reply's content is a int, not text", "the reply's content is a list, not text"]
@@ -229,13 +230,9 @@ def test_replies_that_are_not_utf8_or_retry_afters_that_are_no_number_do_not_sto
             return 429, {"Retry-After": "soon"}, b""
         return 200, {}, completion(json.dumps(fake_answer(body["messages"][-1]["content"])))
 
-    server = ChatServer(reply=reply)
     sleeps = []
-    try:
-        written, rejected = synthesize(ChatEndpoint(server.url, "any"), SENTENCES[:2], tmp_path / "o.jsonl",
-                                       kinds=["ner"], sleep=sleeps.append, backoff=0.25, progress=False)
-    finally:
-        server.close()
+    written, rejected = synthesize_against(reply, SENTENCES[:2], tmp_path / "o.jsonl", kinds=["ner"],
+                                           sleep=sleeps.append, backoff=0.25)
     assert (written, rejected) == (1, 1) and sleeps == [0.25, 0.5]  # back-off where Retry-After is no wait
     reason = read_lines(tmp_path / "o.rejected.jsonl")[0]["reason"]
     assert reason.startswith("the reply is not UTF-8")

@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from conftest import readable
-from spacy_seqgpt.kernels.constraints import (NONE_WORDS, SPAN_SPLITTERS, ClassificationGrammar, ExtractionGrammar,
+from spacy_seqgpt.kernels.constraints import (SPAN_SPLITTERS, ClassificationGrammar, ExtractionGrammar,
                                               TokenBytes, advance, allowed, best_allowed)
 from spacy_seqgpt.prompts import CLASSIFY, EXTRACT, NONE_ANSWERS, parse_answer
 
@@ -110,10 +110,6 @@ def test_the_classification_grammar_accepts_what_it_means_and_the_parser_reads_t
     assert ClassificationGrammar(labels, exclusive).accepts(answer) == (meaning is not None)
     if meaning is not None and all(readable(label) for label in labels):
         assert parse_answer(CLASSIFY, answer, labels) == meaning
-
-
-def test_the_grammar_and_the_reader_agree_on_what_means_no_span():
-    assert NONE_WORDS == NONE_ANSWERS
 
 
 def test_token_boundaries_limit_where_spans_start_and_end():

@@ -37,8 +37,26 @@ def test_seqgpt_560m_config_assembles_with_a_local_model(tmp_path, tiny_bloom):
     assert "types" in doc.spans and "events" in doc.spans and isinstance(doc._.rel, dict)
 
 
+def test_the_tagger_pipeline_sources_a_trained_tagger_and_adds_seqgpt_on_its_entities(tmp_path, tiny_llama, tiny_bloom):
+    """Every component assembles from configs/pipelines/: the tagger as trained (sourced), then
+    typing and relations on its entities."""
+    tagger_nlp = spacy.blank("en")
+    tagger_nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": tiny_llama, "unmask": "1111"}})
+    tagger_nlp.get_pipe("llm_unmasked_tagger").initialize(labels=["person", "city"])
+    tagger_nlp.to_disk(tmp_path / "tagger")
+    config = load_config(CONFIGS / "pipelines" / "tagger_seqgpt.cfg", interpolate=True,
+                         overrides={"vars.tagger": str(tmp_path / "tagger"), "vars.model": tiny_bloom})
+    load_model_from_config(config, auto_fill=True).to_disk(tmp_path / "pipeline")
+    nlp = spacy.load(tmp_path / "pipeline")
+    assert nlp.pipe_names == ["llm_unmasked_tagger", "seqgpt_typing", "seqgpt_rel"]
+    assert nlp.get_pipe("llm_unmasked_tagger").labels == ("person", "city")
+    assert nlp.get_pipe("seqgpt_typing").shared is nlp.get_pipe("seqgpt_rel").shared
+    doc = nlp("Anna met Tom in Paris.")
+    assert len(doc.spans["types"]) == len(doc.ents) and isinstance(doc._.rel, dict)
+
+
 def test_configs_are_split_by_kind():
-    assert sorted(p.name for p in (CONFIGS / "pipelines").glob("*.cfg")) == ["seqgpt_560m.cfg"]
+    assert sorted(p.name for p in (CONFIGS / "pipelines").glob("*.cfg")) == ["seqgpt_560m.cfg", "tagger_seqgpt.cfg"]
     assert {p.name for p in TRAINING_CONFIGS} >= {"seqgpt_tiny.cfg", "seqgpt_560m.cfg", "tagger_tiny.cfg"}
     assert not list(CONFIGS.glob("*.cfg"))  # nothing left unsorted
 
