@@ -1,5 +1,5 @@
-"""Run the README's component examples on a model and print what each returned, so the
-README's comments show real output (and can be checked again after any change):
+"""Run the component examples of docs/components.md on a model and print what each returned,
+so their comments show real output (and can be checked again after any change):
 
     python examples/readme_outputs.py training/ft/final    # the smollm2 preset's SeqGPT-135M
 """

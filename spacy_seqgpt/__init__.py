@@ -1,7 +1,7 @@
 """spacy-seqgpt: open-domain extraction and classification with decoder LLMs in spaCy."""
 from .about import __version__
 
-# The compiled kernels are required (see the README's "Build" section): without them the package
+# The compiled kernels are required (docs/development.md, "Build"): without them the package
 # would silently run Python stand-ins orders of magnitude slower, so a missing build stops here.
 try:
     from .kernels import alignment as _alignment, constraints as _constraints  # noqa: F401

@@ -175,3 +175,19 @@ def test_no_file_cites_a_document_that_is_not_in_the_repository():
         if name.endswith((".py", ".pyx", ".pyi", ".md", ".cfg", ".yml")):
             for cited in re.findall(r"\b([A-Za-z_]+\.md)\b", (ROOT / name).read_text(encoding="utf8")):
                 assert cited in documents or cited in OUTPUTS, f"{name} cites {cited}"
+
+
+def test_the_readme_is_a_front_page_and_its_links_lead_somewhere():
+    readme = (ROOT / "README.md").read_text(encoding="utf8")
+    assert len(readme.encode("utf8")) <= 15_000, "the README is a front page: reference goes under docs/"
+    for link in re.findall(r"\]\(([^)#:]+)\)", readme):
+        assert (ROOT / link).exists(), f"README links {link}, which is not in the repository"
+    assert (ROOT / "LICENSE").is_file() and "MIT" in (ROOT / "LICENSE").read_text(encoding="utf8")
+    assert (PACKAGE / "py.typed").is_file() and '"py.typed"' in (ROOT / "setup.py").read_text(encoding="utf8")
+
+
+def test_the_tests_are_laid_out_like_the_package():
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders <= set(ALLOWED) | {"repository"}, folders - set(ALLOWED)
+    loose = {p.stem[len("test_"):] for p in (ROOT / "tests").glob("test_*.py")}
+    assert loose <= LEAVES, f"tests of {loose - LEAVES} belong in the folder of their concern"
