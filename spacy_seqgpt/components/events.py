@@ -138,17 +138,14 @@ class SeqGPTEvents(SeqGPTPipe):
 
     def set_annotations(self, docs: Sequence[Doc], predictions: Sequence[Events]) -> None:
         for doc, (triggers, arguments) in zip(docs, predictions):
-            written = [number for number, (span, score) in enumerate(triggers) if score >= self.threshold]
-            if len(written) < len(triggers):
-                self.stats["below_threshold"] += len(triggers) - len(written)
-            index = {number: i for i, number in enumerate(written)}
-            kept = [(index[trigger], span, score) for trigger, span, score in arguments if trigger in index]
-            args = [((trigger, span), score) for trigger, span, score in kept]
-            kept = [(trigger, span, score) for (trigger, span), score in self.kept(args)]
-            self._write(doc, self.spans_key, [triggers[number][0] for number in written],
-                        scores=[triggers[number][1] for number in written])
-            self._write(doc, f"{self.spans_key}_arguments", [span for _, span, _ in kept],
-                        scores=[score for _, _, score in kept], triggers=[trigger for trigger, _, _ in kept])
+            written = self.kept([(number, score) for number, (_, score) in enumerate(triggers)])
+            index = {number: i for i, (number, _) in enumerate(written)}  # a trigger's index among those written
+            kept = self.kept([((index[trigger], span), score) for trigger, span, score in arguments
+                              if trigger in index])
+            self._write(doc, self.spans_key, [triggers[number][0] for number, _ in written],
+                        scores=[score for _, score in written])
+            self._write(doc, f"{self.spans_key}_arguments", [span for (_, span), _ in kept],
+                        scores=[score for _, score in kept], triggers=[trigger for (trigger, _), _ in kept])
 
     @staticmethod
     def _write(doc: Doc, key: str, spans: List[Span], **attrs) -> None:

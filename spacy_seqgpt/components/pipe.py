@@ -7,7 +7,6 @@ writes them, applying ``threshold`` where the component has one. The parts a com
 made of (``extraction``, ``classification``, ``span_questions``) know the two atomic tasks;
 the component only says what to ask and where to write.
 """
-import logging
 import os
 import weakref
 from collections import Counter
@@ -29,7 +28,6 @@ from ..validation import check_positive_int, check_threshold
 from ..atomic import atomic_folder
 from .serialization import FolderBytes, folder_from_bytes, folder_to_bytes, read_cfg
 
-logger = logging.getLogger("spacy_seqgpt")
 
 # Every SeqGPT component's decoding settings; the model block is [components.<name>.model].
 SETTINGS = {
