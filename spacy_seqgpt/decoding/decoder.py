@@ -200,12 +200,12 @@ class Decoder:
         else:
             read_logits, _ = self.calls.forward(step_ids.to(mask.device), mask, state.cache, state.prompt_lengths,
                                                 keep=width, read=read)
-        logits = []
+        logits, choose = [], self._choose(state)
         for row, chain in enumerate(chains):
             at = dict(zip(read[row], read_logits[row]))
             if not row_inputs[row]:
                 at[starts[row]] = before[row]
-            kept, drafted, accepted = verify_chain(at, starts[row], state, row, chain, self._choose(state))
+            kept, drafted, accepted = verify_chain(at, starts[row], state, row, chain, choose)
             self._count(kept - accepted, drafted, accepted)
             if kept < len(chain.tokens):  # the rest of the chain becomes holes
                 mask[row, mask.shape[1] - len(chain.tokens) + kept:] = 0

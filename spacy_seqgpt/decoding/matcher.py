@@ -73,6 +73,10 @@ class Matchers:
         """Only ``rows``, in that order."""
         return Matchers([self.grammars[row] for row in rows], self.ints[rows], self.bits[rows], self.vocab)
 
+    def only(self, row: int) -> "Matchers":
+        """Row ``row`` alone, sharing its state with this batch (no copy: asked once a guess)."""
+        return Matchers(self.grammars[row:row + 1], self.ints[row:row + 1], self.bits[row:row + 1], self.vocab)
+
     def write(self, row: int, token: int) -> None:
         """Row ``row`` writes ``token``: its state moves on, in place."""
         self.ints[row], self.bits[row] = _state_after(self.grammars[row], self.ints[row], self.bits[row], token,
