@@ -20,6 +20,7 @@ guess waits for a later pass; on a GPU every chain is read whole. Guesses a row 
 are priced by the share kept so far in the call. Rows whose answer is complete leave the
 batch (the cache is compacted).
 """
+from functools import partial
 from typing import Hashable, List, Optional, Sequence
 
 import numpy as np
@@ -62,6 +63,7 @@ class Decoder:
         self.costs = pass_costs(shared)  # the device's pass overhead; guesses counted for reports
         self._overhead: Optional[float] = None
         self.token_bytes = vocabulary_bytes(shared)
+        self._to_tokens = partial(text_tokens, shared.tokenizer, self.token_bytes)  # text forced or guessed -> tokens
 
     @property
     def pass_overhead(self) -> float:
@@ -163,8 +165,7 @@ class Decoder:
 
     def _plan(self, state: BatchState) -> List[Chain]:
         return plan(state, jump_forward=self.jump_forward, speculate=self.speculate, draft_tokens=self.draft_tokens,
-                    max_new_tokens=self.max_new_tokens,
-                    to_tokens=lambda tokens, data: text_tokens(self.shared.tokenizer, self.token_bytes, tokens, data))
+                    max_new_tokens=self.max_new_tokens, to_tokens=self._to_tokens)
 
     def _extend(self, row_inputs, chains: List[Chain], before, state: BatchState):
         """One pass: each row reads its input (the rest of its prompt, or its pick) and then its
