@@ -10,6 +10,8 @@ import spacy
 
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS
 
+pytestmark = pytest.mark.slow  # pipelines pickled for other processes, and nlp.pipe with two
+
 TEXTS = [text for _, text, _, _ in EXAMPLES] * 2
 
 
@@ -113,7 +115,6 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.mark.slow  # nlp.pipe with two processes, fork and spawn
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_pipe_with_two_processes_gives_the_same_docs_as_one(seqgpt_tiny, tmp_path, method):
     (tmp_path / "run.py").write_text(SCRIPT)

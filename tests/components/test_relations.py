@@ -124,6 +124,7 @@ def test_bad_settings_are_named(rel_model):
         make_nlp(rel_model, template="{head} in {text}")
 
 
+@pytest.mark.slow  # spacy evaluate in a subprocess
 def test_spacy_evaluate_scores_relations_on_a_docbin_of_gold_rel(rel_model, tmp_path):
     """`spacy evaluate` reads the gold `doc._.rel` of a DocBin (saved with store_user_data) and
     the pipeline's entities come from a rule-based entity ruler before seqgpt_rel."""

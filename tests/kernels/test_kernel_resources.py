@@ -13,6 +13,8 @@ import pytest
 
 from conftest import load_script, ROOT
 
+pytestmark = pytest.mark.slow  # compiles every kernel configuration for the GPU with ptxas
+
 pytest.importorskip("triton")
 
 

@@ -116,6 +116,7 @@ def test_a_bare_name_that_is_no_folder_is_not_sent_to_the_hub_as_a_download(tmp_
     assert "hf download" not in str(caught.value)
 
 
+@pytest.mark.slow  # spaCy's command line in a subprocess
 def test_spacy_s_own_command_line_ends_a_model_that_cannot_load_in_one_block(tmp_path):
     """`spacy assemble` of the shipped config, offline: the message and the command line's way to
     pass a folder (--vars.model), not a traceback through spaCy."""

@@ -151,6 +151,7 @@ def test_layer_codes_and_bad_input(paths):
         unmask(gpt2, "01")
 
 
+@pytest.mark.slow  # whole models through the Triton interpreter
 @pytest.mark.parametrize("arch", ARCHS)
 def test_the_kernel_layout_is_built_once_per_model_call_not_per_layer(paths, arch, monkeypatch):
     from spacy_seqgpt.kernels.attention import AttentionLayout
