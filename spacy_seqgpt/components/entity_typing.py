@@ -11,7 +11,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span, SpanGroup
 
 from ..models import HFModel
-from ..prompts import CLASSIFY, LabelSpec, prompt_labels
+from ..prompts import LabelSpec, prompt_labels
 from ..templates import TEMPLATES, check_template, template_ref
 from ..validation import check_key
 from .classification import LabelClassification
@@ -72,16 +72,9 @@ class SeqGPTTyping(SeqGPTPipe):
         return self.classification.labels
 
     def predict(self, docs: Sequence[Doc]) -> TypingPredictions:
-        requests = span_requests(
-            docs,
-            self.shared.tokenizer,
-            self.max_input_tokens,
-            self.template,
-            lambda _, doc: ((i, {"span": span}) for i, span in enumerate(input_spans(doc, self.input_key))),
-            CLASSIFY,
-            list(self.classification.label_map.values()),
-            self.stats,
-        )
+        requests = span_requests(self, docs, self.template,
+                                 lambda _, doc: enumerate({"span": span} for span in input_spans(doc, self.input_key)),
+                                 list(self.classification.label_map.values()))
         rows: TypingPredictions = [[None] * len(input_spans(doc, self.input_key)) for doc in docs]
         for request, row in zip(requests, self.classification.values(self, docs, requests)):
             rows[request.doc_index][request.about] = row

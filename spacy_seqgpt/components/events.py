@@ -22,7 +22,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from ..decoding import Request
 from ..decoding.queries import LINE_BREAKS_TO_SPACES
 from ..models import HFModel
-from ..prompts import CLASSIFY, DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, LabelSpec, check_label, chunk_labels, prompt_labels
+from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, LabelSpec, check_label, chunk_labels, prompt_labels
 from ..templates import TEMPLATES, check_template, fill_template, template_ref
 from ..validation import check_key
 from .classification import LabelClassification
@@ -164,9 +164,9 @@ class SeqGPTEvents(SeqGPTPipe):
 
     def _confirmed(self, docs: Sequence[Doc], triggers: List[List[ScoredSpan]]) -> List[List[ScoredSpan]]:
         """The triggers whose type the classification question names too."""
-        requests = span_requests(docs, self.shared.tokenizer, self.max_input_tokens, self.type_template,
+        requests = span_requests(self, docs, self.type_template,
                                  lambda i, doc: enumerate({"trigger": span} for span, _ in triggers[i]),
-                                 CLASSIFY, list(self.types.values()), self.stats)
+                                 list(self.types.values()))
         keep = set()
         for request, row in zip(requests, self.type_question.values(self, docs, requests)):
             span = triggers[request.doc_index][request.about][0]

@@ -11,7 +11,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..models import HFModel
-from ..prompts import CLASSIFY, LabelSpec, check_label, prompt_labels
+from ..prompts import LabelSpec, check_label, prompt_labels
 from ..templates import NO_RELATION, TEMPLATES, check_template, template_ref
 from ..text.relations import REL_ATTR, candidate_pairs, pair_key
 from .classification import LabelClassification
@@ -83,10 +83,10 @@ class SeqGPTRelations(SeqGPTPipe):
         return candidates[: self.max_pairs]
 
     def predict(self, docs: Sequence[Doc]) -> RelationPredictions:
-        requests = span_requests(docs, self.shared.tokenizer, self.max_input_tokens, self.template,
+        requests = span_requests(self, docs, self.template,
                                  lambda _, doc: ((pair_key(head, tail), {"head": head, "tail": tail})
-                                              for head, tail in self.pairs(doc)),
-                                 CLASSIFY, list(self.classification.label_map.values()), self.stats)
+                                                 for head, tail in self.pairs(doc)),
+                                 list(self.classification.label_map.values()))
         found: RelationPredictions = [{} for _ in docs]
         for request, row in zip(requests, self.classification.values(self, docs, requests)):
             found[request.doc_index][request.about] = {

@@ -4,13 +4,13 @@ The prompt's input is a template with a placeholder per span and ``{text}``, the
 context: their sentence when the Doc has sentences, else the window of at most
 ``max_input_tokens`` subwords holding them all. Typing, relations and event types ask them.
 """
-from collections import Counter
 from typing import Callable, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
 from ..decoding import Request
 from ..decoding.queries import LINE_BREAKS_TO_SPACES
+from ..prompts import CLASSIFY
 from ..templates import fill_template
 from ..text.windows import subword_starts, window_ranges
 from ..validation import check_key
@@ -38,21 +38,21 @@ class SpanContexts:
 Questions = Callable[[int, Doc], Iterable[Tuple[Hashable, dict]]]
 
 
-def span_requests(docs: Sequence[Doc], tokenizer, max_tokens: int, template: str, questions: Questions,
-                  task: str, labels: List[str], stats: Counter) -> List[Request]:
-    """A request per question about spans of ``docs`` (``about``: what it asks about); a question
-    whose spans no window holds whole is left out and counted in ``stats["over_window"]``."""
+def span_requests(pipe, docs: Sequence[Doc], template: str, questions: Questions, labels: List[str]) -> List[Request]:
+    """A classification request of ``pipe`` per question about spans of ``docs`` (``about``:
+    what it asks about); a question whose spans no window of ``pipe.max_input_tokens``
+    subwords holds whole is left out and counted in ``pipe.stats["over_window"]``."""
     requests = []
     for doc_index, doc in enumerate(docs):
-        contexts = SpanContexts(doc, tokenizer, max_tokens)
+        contexts = SpanContexts(doc, pipe.shared.tokenizer, pipe.max_input_tokens)
         for about, spans in questions(doc_index, doc):
             context = contexts.of(list(spans.values()))
             if context is None:
-                stats["over_window"] += 1
+                pipe.stats["over_window"] += 1
                 continue
             start, end = context
             text = fill_template(template, text=doc.text[start:end], **{key: span.text for key, span in spans.items()})
-            requests.append(Request(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), task, labels,
+            requests.append(Request(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY, labels,
                                     about=about))
     return requests
 
