@@ -23,19 +23,8 @@ from .components.events import SeqGPTEvents  # noqa: E402
 from .models import HFModel  # noqa: E402
 from .api import SeqGPT  # noqa: E402
 
-__all__ = [
-    "__version__",
-    "HFModel",
-    "LLMUnmaskedTagger",
-    "SeqGPT",
-    "SeqGPTEvents",
-    "SeqGPTNER",
-    "SeqGPTQuestions",
-    "SeqGPTRelations",
-    "SeqGPTTextcat",
-    "SeqGPTTyping",
-    "unmask",
-]
+__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTEvents", "SeqGPTNER", "SeqGPTQuestions",
+           "SeqGPTRelations", "SeqGPTTextcat", "SeqGPTTyping", "unmask"]
 
 
 def __getattr__(name):

@@ -23,14 +23,15 @@ class LabelClassification:
     def __init__(self, label_map: Dict[str, str], *, multi_label: bool, scoring: bool):
         self.label_map = label_map
         self.labels = tuple(label_map)
+        self.texts = list(label_map.values())  # what every prompt offers, in the labels' order
         self.multi_label = bool(multi_label)
         self.scoring = bool(scoring)
-        self._column = {text: i for i, text in enumerate(label_map.values())}
+        self._column = {text: i for i, text in enumerate(self.texts)}
 
     @cached_property
     def grammar(self) -> ClassificationGrammar:
         # Every prompt offers all labels, and a grammar keeps no state: one serves them all.
-        return ClassificationGrammar(list(self.label_map.values()), exclusive=not self.multi_label)
+        return ClassificationGrammar(self.texts, exclusive=not self.multi_label)
 
     def __getstate__(self) -> dict:
         # a compiled grammar does not pickle; another process compiles its own
@@ -53,7 +54,7 @@ class LabelClassification:
     def probabilities(self, pipe, prompts: Sequence[str]) -> np.ndarray:
         """``(prompts, labels)``: each label's probability as the answer (see the module's docs)."""
         tokenizer = pipe.shared.tokenizer
-        answers = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in self.label_map.values()]
+        answers = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in self.texts]
         ends = [[tokenizer.eos_token_id]]
         if self.multi_label:
             ends.append(tokenizer(LABEL_SEPARATOR, add_special_tokens=False)["input_ids"][:1])

@@ -74,7 +74,7 @@ class SeqGPTTyping(SeqGPTPipe):
     def predict(self, docs: Sequence[Doc]) -> TypingPredictions:
         requests = span_requests(self, docs, self.template,
                                  lambda _, doc: enumerate({"span": span} for span in input_spans(doc, self.input_key)),
-                                 list(self.classification.label_map.values()))
+                                 self.classification.texts)
         rows: TypingPredictions = [[None] * len(input_spans(doc, self.input_key)) for doc in docs]
         for request, row in zip(requests, self.classification.values(self, docs, requests)):
             rows[request.doc_index][request.about] = row
@@ -113,4 +113,4 @@ class SeqGPTTyping(SeqGPTPipe):
         doc.spans[key] = group
 
     def scorer_settings(self) -> dict:
-        return {"spans_key": self.spans_key if self.classification.multi_label else self.spans_key or self.input_key}
+        return {"spans_key": self.spans_key or self.input_key}  # multi-label typing always has a spans_key

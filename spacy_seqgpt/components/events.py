@@ -131,7 +131,8 @@ class SeqGPTEvents(SeqGPTPipe):
 
     def predict(self, docs: Sequence[Doc]) -> List[Events]:
         requests = self.window_requests(docs, EXTRACT, lambda _: self.trigger_chunks)
-        triggers = [_best_once(found) for found in self._extracted(docs, requests)]
+        answers = self.ask(docs, requests, self.extraction.grammar)
+        triggers = [_best_once(found) for found in self.extraction.per_doc(docs, requests, answers)]
         if self.confirm:
             triggers = self._confirmed(docs, triggers)
         return [Events(found, args) for found, args in zip(triggers, self._arguments(docs, triggers))]
@@ -152,15 +153,6 @@ class SeqGPTEvents(SeqGPTPipe):
         group = SpanGroup(doc, name=key, spans=spans)
         group.attrs.update(attrs)
         doc.spans[key] = group
-
-    def _extracted(self, docs: Sequence[Doc], requests: Sequence[Request]) -> List[List[Tuple[Request, ScoredSpan]]]:
-        answers = self.ask(docs, requests, self.extraction.grammar)
-        found: List[List[Tuple[Request, ScoredSpan]]] = [[] for _ in docs]
-        for request, answer in zip(requests, answers):
-            found[request.doc_index].extend(
-                (request, scored) for scored in self.extraction.spans(docs[request.doc_index], request, answer)
-            )
-        return found
 
     def _confirmed(self, docs: Sequence[Doc], triggers: List[List[ScoredSpan]]) -> List[List[ScoredSpan]]:
         """The triggers whose type the classification question names too."""
@@ -197,19 +189,19 @@ class SeqGPTEvents(SeqGPTPipe):
                 requests.extend(Request(doc_index, context[0], text, EXTRACT, chunk, ids, number)
                                 for chunk in _query_chunks(list(ids), self.label_chunk_size))
         found: List[List[Tuple[int, Span, float]]] = [[] for _ in docs]
-        for doc_found in self._extracted(docs, requests) if requests else ():
-            for request, (span, score) in doc_found:
-                found[request.doc_index].append((request.about, span, score))
+        answers = self.ask(docs, requests, self.extraction.grammar) if requests else []
+        for request, (span, score) in self.extraction.answered(docs, requests, answers):
+            found[request.doc_index].append((request.about, span, score))
         return found
 
     def scorer_settings(self) -> dict:
         return {"spans_key": self.spans_key}
 
 
-def _best_once(found: List[Tuple[Request, ScoredSpan]]) -> List[ScoredSpan]:
+def _best_once(found: List[ScoredSpan]) -> List[ScoredSpan]:
     """A Doc's triggers in text order, each once (its best score where windows overlap)."""
     best: Dict[tuple, ScoredSpan] = {}
-    for _, (span, score) in found:
+    for span, score in found:
         key = (span.start, span.end, span.label_)
         if key not in best or best[key][1] < score:
             best[key] = (span, score)

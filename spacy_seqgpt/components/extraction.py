@@ -7,7 +7,7 @@ cannot map to tokens); constrained decoding makes both impossible. The last span
 that ``max_new_tokens`` cut short is left out (``stats["cut"]``): it may end early.
 """
 from collections import Counter
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
@@ -27,7 +27,6 @@ class SpanExtraction:
                  case_sensitive: bool = False, constrained: bool, stats: Counter):
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(f"{owner}: 'alignment_mode' must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}.")
-        self.owner = owner
         self.label_of = label_of
         self.alignment_mode = alignment_mode
         self.case_sensitive = bool(case_sensitive)
@@ -49,12 +48,19 @@ class SpanExtraction:
             )
         return extraction_grammar(request.text, request.labels, token_edges)
 
+    def answered(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]
+                 ) -> Iterator[Tuple[Request, ScoredSpan]]:
+        """Each scored span of the answers, with the request it answers."""
+        for request, answer in zip(requests, answers):
+            for scored in self.spans(docs[request.doc_index], request, answer):
+                yield request, scored
+
     def per_doc(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]
                 ) -> List[List[ScoredSpan]]:
         """The scored spans of each Doc's answers."""
         found: List[List[ScoredSpan]] = [[] for _ in docs]
-        for request, answer in zip(requests, answers):
-            found[request.doc_index].extend(self.spans(docs[request.doc_index], request, answer))
+        for request, scored in self.answered(docs, requests, answers):
+            found[request.doc_index].append(scored)
         return found
 
     def spans(self, doc: Doc, request: Request, answer: Answer) -> List[ScoredSpan]:

@@ -77,8 +77,9 @@ class SeqGPTQuestions(SeqGPTPipe):
     def predict(self, docs: Sequence[Doc]) -> List[List[ScoredSpan]]:
         asked = [self.doc_questions(doc) for doc in docs]
         requests = self.window_requests(docs, EXTRACT, lambda i: [[question] for question in asked[i].values()])
+        ids = [{text: key for key, text in questions.items()} for questions in asked]
         for request in requests:
-            request.ids = {text: key for key, text in asked[request.doc_index].items()}
+            request.ids = ids[request.doc_index]
         return self.extraction.per_doc(docs, requests, self.ask(docs, requests, self.extraction.grammar))
 
     def set_annotations(self, docs: Sequence[Doc], predictions: Sequence[List[ScoredSpan]]) -> None:

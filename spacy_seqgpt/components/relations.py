@@ -86,7 +86,7 @@ class SeqGPTRelations(SeqGPTPipe):
         requests = span_requests(self, docs, self.template,
                                  lambda _, doc: ((pair_key(head, tail), {"head": head, "tail": tail})
                                                  for head, tail in self.pairs(doc)),
-                                 list(self.classification.label_map.values()))
+                                 self.classification.texts)
         found: RelationPredictions = [{} for _ in docs]
         for request, row in zip(requests, self.classification.values(self, docs, requests)):
             found[request.doc_index][request.about] = {

@@ -47,7 +47,7 @@ class SeqGPTTextcat(SeqGPTPipe):
         return self.classification.labels
 
     def make_requests(self, docs: Sequence[Doc]):
-        return self.window_requests(docs, CLASSIFY, lambda _: [list(self.classification.label_map.values())])
+        return self.window_requests(docs, CLASSIFY, lambda _: [self.classification.texts])
 
     def predict(self, docs: Sequence[Doc]) -> np.ndarray:
         """``(docs, labels)``: each label's value, averaged over each Doc's windows."""

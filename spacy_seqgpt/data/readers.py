@@ -187,16 +187,8 @@ def _read_tnews(path: Path, lang: str, label_map) -> GoldCorpus:
         if "sentence" not in row or "label_desc" not in row:
             raise ValueError(f"{path}:{number}: expected 'sentence' and 'label_desc'")
         desc = row["label_desc"]
-        examples.append(
-            GoldExample(
-                row["sentence"],
-                cats=[
-                    label_word(desc, label_map)
-                    if label_map and desc in label_map
-                    else names.get(desc, label_word(desc))
-                ],
-            )
-        )
+        label = label_word(desc, label_map) if label_map and desc in label_map else names.get(desc, label_word(desc))
+        examples.append(GoldExample(row["sentence"], cats=[label]))
     return GoldCorpus(CLASSIFY, lang, _labels_seen(examples, names.values()), examples)
 
 

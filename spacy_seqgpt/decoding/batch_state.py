@@ -56,15 +56,15 @@ class BatchState:
             self.matchers.write(row, token)
         self.rows[row] = self.rows[row].then(token, logprob)
 
-    def step(self, picks: Sequence[Tuple[int, int, float]]) -> Tuple[np.ndarray, np.ndarray]:
+    def step(self, picks: Sequence[Tuple[int, int, float]]) -> np.ndarray:
         """The rows after ``picks`` (row, token, log-probability): each pick a row of its own.
-        Returns each new row's source row and token (the cache still has the old rows)."""
+        Returns each new row's source row (the cache still has the old rows)."""
         source = np.array([row for row, _, _ in picks], dtype=np.int64)
         tokens = np.array([token for _, token, _ in picks], dtype=np.int64)
         if self.matchers is not None:
             self.matchers = self.matchers.after(source, tokens)
         self.rows = [self.rows[row].then(token, lp) for row, token, lp in picks]
-        return source, tokens
+        return source
 
     def keep(self, going: Sequence[int], cache_rows: np.ndarray, cache_size: int) -> None:
         """Only rows ``going``; the cache, mask and prompt lengths take their rows ``cache_rows``."""

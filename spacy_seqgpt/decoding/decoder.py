@@ -147,7 +147,7 @@ class Decoder:
         if not picks:
             state.rows = []
             return None
-        source, _ = state.step(picks)
+        source = state.step(picks)
         chains = self._plan(state)
         continuing = []
         for row, chain in enumerate(chains):

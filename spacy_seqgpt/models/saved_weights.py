@@ -110,5 +110,5 @@ def refuse_remote_code(spec: HFModel, owner: str, where: Path) -> None:
         raise ModelLoadError(
             f"{owner}: the saved pipeline's config sets trust_remote_code = true (read at {where}). Code that "
             f"comes with a saved pipeline is never run: set trust_remote_code = false under "
-            f"[components.{owner}] in its config.cfg. Only a model you name yourself, in a pipeline you "
+            f"[components.{owner}.model] in its config.cfg. Only a model you name yourself, in a pipeline you "
             "build, may run its own code.")

@@ -119,7 +119,8 @@ def test_a_saved_config_that_trusts_remote_code_is_refused_and_runs_no_code(save
     text = (path / "config.cfg").read_text()
     assert text.count("trust_remote_code = false") == 2  # in each component's model block
     (path / "config.cfg").write_text(text.replace("trust_remote_code = false", "trust_remote_code = true"))
-    with pytest.raises(ModelLoadError, match="trust_remote_code = true.*never run"):
+    refused = r"trust_remote_code = true.*never run.*under \[components\.seqgpt_ner\.model\]"  # where the fix goes
+    with pytest.raises(ModelLoadError, match=refused):
         nlp = spacy.load(path)
         nlp(TEXT)
     assert not marker.exists()
