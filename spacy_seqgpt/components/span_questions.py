@@ -2,7 +2,8 @@
 
 The prompt's input is a template with a placeholder per span and ``{text}``, the spans'
 context: their sentence when the Doc has sentences, else the window of at most
-``max_input_tokens`` subwords holding them all. Typing, relations and event types ask them.
+``max_input_tokens`` subwords holding them all; a window of that budget centred on the spans
+where the sentence is longer. Typing, relations and event types ask them.
 """
 from typing import Callable, Hashable, Iterable, List, Optional, Sequence, Tuple
 
@@ -12,26 +13,47 @@ from ..decoding import Request
 from ..decoding.queries import LINE_BREAKS_TO_SPACES
 from ..prompts import CLASSIFY
 from ..templates import fill_template
-from ..text.windows import subword_starts, window_ranges
+from ..text.windows import SubwordCounter, centred_window, subword_starts, window_ranges
 from ..validation import check_key
 
 
 class SpanContexts:
-    """Where questions about spans of ``doc`` find their context: the spans' sentence when the
-    Doc has sentences, else the first window of at most ``max_tokens`` subwords holding them."""
+    """Where questions about spans of ``doc`` find their context, never more than ``max_tokens``
+    subwords whatever the text: the spans' sentence when the Doc has sentences, else the first
+    window (``text.windows``) holding them; where that is over budget (a run-on sentence), a
+    window centred on the spans inside it, cut between spaCy tokens."""
 
     def __init__(self, doc: Doc, tokenizer, max_tokens: int):
-        self.doc, self.tokenizer, self.max_tokens = doc, tokenizer, max_tokens
+        self.doc, self.max_tokens = doc, max_tokens
+        self.starts = subword_starts(tokenizer, doc.text)
+        self.count = SubwordCounter(self.starts)
         self._windows = None
 
     def of(self, spans: Sequence[Span]) -> Optional[Tuple[int, int]]:
-        """``(start char, end char)`` of the context of ``spans``; None when no window holds them whole."""
-        if self.doc.has_annotation("SENT_START") and all(s.sent == spans[0].sent for s in spans):
-            return spans[0].sent.start_char, spans[0].sent.end_char
-        if self._windows is None:
-            self._windows = window_ranges(self.doc, subword_starts(self.tokenizer, self.doc.text), self.max_tokens)
-        first, last = min(s.start_char for s in spans), max(s.end_char for s in spans)
-        return next(((s, e) for s, e in self._windows if s <= first and last <= e), None)
+        """``(start char, end char)`` of the context of ``spans``; None when the spans alone are
+        over budget."""
+        doc = self.doc
+        start, end = min(s.start for s in spans), max(s.end for s in spans)
+        if doc.has_annotation("SENT_START"):
+            region = doc[start].sent.start, doc[end - 1].sent.end
+            sentences = doc[region[0]:region[1]]
+            if self.count(sentences.start_char, sentences.end_char) <= self.max_tokens:
+                return _trimmed(sentences)
+        else:
+            region = 0, len(doc)
+            if self._windows is None:
+                self._windows = window_ranges(doc, self.starts, self.max_tokens)
+            first, last = doc[start].idx, doc[end - 1].idx + len(doc[end - 1])
+            window = next(((s, e) for s, e in self._windows if s <= first and last <= e), None)
+            if window is not None:
+                return window
+        return centred_window(doc, self.count, start, end, region, self.max_tokens)
+
+
+def _trimmed(span: Span) -> Tuple[int, int]:
+    """``span``'s characters without the whitespace tokens at its edges."""
+    tokens = [token for token in span if not token.is_space] or list(span)
+    return tokens[0].idx, tokens[-1].idx + len(tokens[-1])
 
 
 # For a Doc (its index, itself): (what the question is about, {placeholder: span}) per question.
@@ -41,7 +63,8 @@ Questions = Callable[[int, Doc], Iterable[Tuple[Hashable, dict]]]
 def span_requests(pipe, docs: Sequence[Doc], template: str, questions: Questions, labels: List[str]) -> List[Request]:
     """A classification request of ``pipe`` per question about spans of ``docs`` (``about``:
     what it asks about); a question whose spans no window of ``pipe.max_input_tokens``
-    subwords holds whole is left out and counted in ``pipe.stats["over_window"]``."""
+    subwords holds (the spans alone are over budget) is left out and counted in
+    ``pipe.stats["over_window"]``."""
     requests = []
     for doc_index, doc in enumerate(docs):
         contexts = SpanContexts(doc, pipe.shared.tokenizer, pipe.max_input_tokens)

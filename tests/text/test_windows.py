@@ -4,7 +4,7 @@ import spacy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_seqgpt.text.windows import window_ranges
+from spacy_seqgpt.text.windows import SubwordCounter, centred_window, window_ranges
 
 NLP = spacy.blank("en")
 NLP.add_pipe("sentencizer")
@@ -53,3 +53,37 @@ def test_a_whole_short_doc_is_one_window_and_blank_docs_have_none():
     assert window_ranges(NLP(" \n\t "), [], 512) == []
     with pytest.raises(ValueError, match="max_input_tokens"):
         window_ranges(NLP("x"), [0], 0)
+
+
+@settings(deadline=None, max_examples=150)
+@given(sents=st.lists(sentences, min_size=1, max_size=8), max_tokens=st.integers(1, 60), data=st.data())
+def test_a_centred_window_holds_the_spans_within_budget_and_cannot_grow(sents, max_tokens, data):
+    text = " ".join(sents)
+    doc = NLP.make_doc(text)
+    count = SubwordCounter(subwords_per_char(text))
+    start = data.draw(st.integers(0, len(doc) - 1))
+    end = data.draw(st.integers(start + 1, min(len(doc), start + 3)))
+    lo = data.draw(st.integers(0, start))
+    hi = data.draw(st.integers(end, len(doc)))
+    window = centred_window(doc, count, start, end, (lo, hi), max_tokens)
+    if subwords(text, doc[start].idx, doc[end - 1].idx + len(doc[end - 1])) > max_tokens:
+        assert window is None
+        return
+    first, last = window
+    assert first <= doc[start].idx and doc[end - 1].idx + len(doc[end - 1]) <= last  # the spans, whole
+    assert doc[lo].idx <= first and last <= doc[hi - 1].idx + len(doc[hi - 1])  # inside the region
+    assert subwords(text, first, last) <= max_tokens
+    span = doc.char_span(first, last)
+    assert span is not None  # cut between tokens
+    # as wide as the budget allows: one more token on either side would be over it, or outside the region
+    if span.start > lo:
+        assert subwords(text, doc[span.start - 1].idx, last) > max_tokens
+    if span.end < hi:
+        assert subwords(text, first, doc[span.end].idx + len(doc[span.end])) > max_tokens
+
+
+def test_a_centred_window_takes_as_much_on_each_side():
+    text = "a b c d e f g h i j k l m"
+    doc = NLP.make_doc(text)
+    window = centred_window(doc, SubwordCounter(subwords_per_char(text)), 6, 7, (0, len(doc)), 5)
+    assert text[window[0]:window[1]] == "e f g h i"
