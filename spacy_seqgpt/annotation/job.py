@@ -76,15 +76,34 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
         try:
             if engine == "local":
                 for shard in todo:
-                    manifest.add(annotate_shard(nlp, shard, output, n_process=n_process, progress=bar.update,
-                                                **options))
+                    entry = annotate_shard(nlp, shard, output, n_process=n_process, progress=bar.update, **options)
+                    manifest.add(entry)
+                    n_process = _after_retry(entry, n_process, bar)
             else:
                 from .ray_engine import annotate_on_ray
 
                 for entry in annotate_on_ray(pipeline, todo, output, options, address=address, replicas=replicas,
                                              gpus_per_replica=gpus_per_replica):
                     manifest.add(entry)
+                    _after_retry(entry, 1, bar)
                     bar.update(entry["count"])
         finally:
             bar.close()
     return manifest.data
+
+
+def _after_retry(entry: dict, n_process: int, bar) -> int:
+    """Say that a shard was annotated one document at a time, and why; the worker processes to
+    use from now on. Where every document then went through alone, the fault was in the worker
+    path (``n_process``), not in the documents: the rest of the run stays in this process."""
+    retried = entry.get("retried_alone")
+    if retried is None:
+        return n_process
+    broken_workers = n_process > 1 and retried["failed_alone"] == 0
+    bar.clear()
+    msg.warn(f"Shard {entry['number']} was annotated one document at a time in this process: {retried['error']}",
+             "Every document then went through alone, so the fault is in the worker processes, not in the "
+             "documents: the rest of this run uses --n-process 1. Please report it with the error above."
+             if broken_workers else f"{retried['failed_alone']} document(s) failed alone and are rejected, with "
+             "the reason, in the shard's rejects file.")
+    return 1 if broken_workers else n_process

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ..atomic import write_atomic
 from .inputs import Item, Shard, read_shard
@@ -56,7 +56,8 @@ def annotate_shard(nlp, shard: Shard, output: Path, *, text_field: str, batch_si
             progress(1)
 
     try:
-        docs = _annotated(nlp, [item for item in items if item.reason is None], batch_size, n_process, tick)
+        docs, retried = _annotated(nlp, [item for item in items if item.reason is None], batch_size, n_process,
+                                   tick)
     except ShardFailed as err:
         raise ShardFailed(f"shard {shard.number} failed as a whole: {err}. It is not marked done: the done shards "
                           "are kept, and a rerun of the same command retries from there.") from None
@@ -79,7 +80,8 @@ def annotate_shard(nlp, shard: Shard, output: Path, *, text_field: str, batch_si
     for suffix, data in files.items():
         write_atomic(output / shard_name(shard.number, suffix), data)
     return {**shard.to_dict(), "docs": len(kept), "rejected": len(rejects), "seconds": round(time.time() - started, 3),
-            "files": {suffix: digest(data) for suffix, data in files.items()}}
+            "files": {suffix: digest(data) for suffix, data in files.items()},
+            **({"retried_alone": retried} if retried else {})}
 
 
 def write_json_lines(output: Path, entry: dict) -> dict:
@@ -95,8 +97,12 @@ def write_json_lines(output: Path, entry: dict) -> dict:
 
 
 def _annotated(nlp, items: List[Item], batch_size: int, n_process: int, tick: Callable[[], None]
-               ) -> Dict[int, object]:
-    """``{index: annotated Doc}``; on an error, each document alone, the failing ones marked.
+               ) -> Tuple[Dict[int, object], Optional[dict]]:
+    """``{index: annotated Doc}``, and why the shard was annotated one document at a time and how
+    many documents failed alone (None when ``nlp.pipe`` took it whole): on an error, each
+    document alone, in this process, the failing ones marked. The caller says so
+    (``retried_alone`` in the shard's entry): a broken worker path must not pass for documents
+    that failed.
 
     An error of the machine rather than of a document (memory, disk, a file that cannot be
     read: ``MemoryError``, ``OSError``, CUDA out of memory), or one that every document of
@@ -107,9 +113,10 @@ def _annotated(nlp, items: List[Item], batch_size: int, n_process: int, tick: Ca
                                              n_process=n_process)):
             docs[item.index] = doc
             tick()
-        return docs
+        return docs, None
     except Exception as err:  # one bad document must not stop the run: find it
         _fail_if_machine_error(err)
+        error = f"nlp.pipe(n_process={n_process}) failed: {type(err).__name__}: {err}"
     docs, errors = {}, []
     for item in items:
         try:
@@ -120,7 +127,7 @@ def _annotated(nlp, items: List[Item], batch_size: int, n_process: int, tick: Ca
             errors.append(item.reason)
     if len(items) > 1 and len(errors) == len(items) and len(set(errors)) == 1:
         raise ShardFailed(f"every one of its {len(items)} documents failed alike ({errors[0]})")
-    return docs
+    return docs, {"error": error, "failed_alone": len(errors)}
 
 
 def _fail_if_machine_error(err: Exception) -> None:

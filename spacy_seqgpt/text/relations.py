@@ -5,18 +5,93 @@ ordered pair of spans that was asked about, a score per relation label (gold Doc
 labels that hold). The spans' token bounds, not only their starts as in spaCy's
 relation-extraction project, key it: spans that overlap (``Tim`` and ``Tim Cook``) may start on
 one token, and every pair asked must keep its own entry. Gold Docs keyed the project's way,
-``(head.start, tail.start)`` over ``doc.ents``, are read too (:func:`span_keyed`).
+``(head.start, tail.start)`` over ``doc.ents``, are read too (:func:`span_keyed`). The Doc keeps
+them in a form that ``Doc.to_bytes``, ``DocBin`` and ``nlp.pipe(n_process=...)`` carry
+(:class:`Relations`).
 """
 from itertools import permutations
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Mapping, MutableMapping
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
 REL_ATTR = "rel"
-if not Doc.has_extension(REL_ATTR):
-    Doc.set_extension(REL_ATTR, default=None)  # each annotated Doc gets a dict of its own
-
 PairKey = Tuple[int, int, int, int]  # head start, head end, tail start, tail end (tokens)
+# Where a Doc keeps its relations: doc.user_data at the key a plain ``rel`` extension would use,
+# so DocBins written before (and by spaCy's relation-extraction project) are read as they are.
+_STORE = ("._.", REL_ATTR, None, None)
+
+
+class Relations(MutableMapping):
+    """``doc._.rel``: a mapping of pair keys (tuples of token offsets) to ``{label: score}``.
+
+    msgpack, which ``Doc.to_bytes`` (and so ``nlp.pipe(n_process=...)``) uses, turns a tuple
+    key into a list that cannot key a dict again. The Doc therefore holds a dict keyed by
+    strings (``"0 2 4 5"``) in ``doc.user_data``, and this is a live view of it that speaks
+    tuples: what is written through it is in the Doc, and round-trips with ``to_bytes``,
+    ``DocBin`` and pickling. Tuple keys found in the store (a DocBin of an earlier version)
+    are read too."""
+
+    def __init__(self, store: dict):
+        self._store = store
+
+    def __getitem__(self, key) -> dict:
+        return self._store[_stored_key(key)]
+
+    def __setitem__(self, key, scores) -> None:
+        self._store[_stored_key(key)] = scores
+
+    def __delitem__(self, key) -> None:
+        del self._store[_stored_key(key)]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return (_pair_of(key) for key in self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+def _stored_key(key) -> str:
+    if not isinstance(key, tuple) or not all(isinstance(i, int) and not isinstance(i, bool) for i in key):
+        raise KeyError(f"doc._.rel is keyed by tuples of token offsets such as (head start, head end, tail start, "
+                       f"tail end), got {key!r}")
+    return " ".join(map(str, key))
+
+
+def _pair_of(stored) -> tuple:
+    if isinstance(stored, (tuple, list)):  # a tuple-keyed store (see Relations)
+        return tuple(stored)
+    try:
+        return tuple(int(part) for part in str(stored).split())
+    except ValueError:
+        raise ValueError(f"doc._.rel holds the key {stored!r}, which names no pair of spans") from None
+
+
+def _get_relations(doc: Doc) -> Optional[Relations]:
+    store = doc.user_data.get(_STORE)
+    if store is None:
+        return None
+    if not isinstance(store, dict):
+        raise ValueError(f"doc._.rel holds a {type(store).__name__}, not a mapping of span pairs to label scores")
+    if any(not isinstance(key, str) for key in store):  # tuple keys: a DocBin of an earlier version
+        store = doc.user_data[_STORE] = {_stored_key(_pair_of(key)): scores for key, scores in store.items()}
+    return Relations(store)
+
+
+def _set_relations(doc: Doc, relations: Optional[Mapping]) -> None:
+    if relations is None:
+        doc.user_data.pop(_STORE, None)
+        return
+    if not isinstance(relations, Mapping):
+        raise ValueError(f"doc._.rel must map span pairs to label scores, got a {type(relations).__name__}")
+    doc.user_data[_STORE] = {_stored_key(key): scores for key, scores in relations.items()}
+
+
+if not Doc.has_extension(REL_ATTR):
+    Doc.set_extension(REL_ATTR, getter=_get_relations, setter=_set_relations)
 
 
 def pair_key(head: Span, tail: Span) -> PairKey:

@@ -5,8 +5,9 @@ model's tokenizer. Windows end on sentence boundaries when the Doc has them; a s
 that alone is over budget is cut between spaCy tokens, and a single token that is over
 budget between subwords. Spans found in a window's text map back to the Doc by adding the
 window's start offset. Questions about given spans take a window centred on them
-(:func:`centred_window`), so a run-on sentence never puts more than the budget into a prompt. Subwords are counted once on the whole Doc, so a window tokenized on
-its own may differ by a subword at its edges: the budget is that close, not exact.
+(:func:`centred_window`), so a run-on sentence never puts more than the budget into a
+prompt. Subwords are counted once on the whole Doc, so a window tokenized on its own may
+differ by a subword at its edges: the budget is that close, not exact.
 """
 import re
 from bisect import bisect_left

@@ -181,15 +181,20 @@ def test_a_ray_run_killed_by_sigkill_resumes_with_every_document_once(pipeline, 
 
 
 # A pipeline whose one component fails as the test says: for every document (a machine error
-# such as running out of memory) or for documents holding "bad" (a document error).
-FAILURE = {"error": None}
+# such as running out of memory), for documents holding "bad" (a document error), or in the
+# worker processes of nlp.pipe(n_process=...) only (a broken worker path).
+FAILURE = {"error": None, "in_workers": False}
 
 
 @spacy.Language.component("test_annotate_failure")
 def _failure(doc):
+    import multiprocessing
+
     error = FAILURE["error"]
     if error is not None and (not isinstance(error, ValueError) or "bad" in doc.text):
         raise error
+    if FAILURE["in_workers"] and multiprocessing.parent_process() is not None:
+        raise TypeError("unhashable type: 'list'")
     return doc
 
 
@@ -199,7 +204,7 @@ def failing_pipeline(tmp_path):
     nlp.add_pipe("test_annotate_failure")
     nlp.to_disk(tmp_path / "failing")
     yield str(tmp_path / "failing")
-    FAILURE["error"] = None
+    FAILURE.update(error=None, in_workers=False)
 
 
 def lines(folder, texts):
@@ -222,13 +227,28 @@ def test_an_error_of_the_whole_shard_fails_it_and_a_rerun_retries_it(failing_pip
     assert manifest["counts"] == {"shards": 2, "docs": 6, "rejected": 0}
 
 
-def test_a_document_error_rejects_only_that_document(failing_pipeline, tmp_path):
+def test_a_document_error_rejects_only_that_document(failing_pipeline, tmp_path, capsys):
     inputs = lines(tmp_path / "in", ["good one", "bad one", "good two"])
     FAILURE["error"] = ValueError("cannot read this one")
     manifest = annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=3, progress=False)
     assert manifest["counts"] == {"shards": 1, "docs": 2, "rejected": 1}
+    assert manifest["shards"]["0"]["retried_alone"]["failed_alone"] == 1
+    assert "1 document(s) failed alone and are rejected" in " ".join(capsys.readouterr().out.split())
     _, _, rejects = check_exactly_once(tmp_path / "out", 3)
     assert rejects[0]["index"] == 1 and "cannot read this one" in rejects[0]["reason"]
+
+
+def test_a_broken_worker_path_is_said_loudly_and_the_run_goes_on_in_one_process(failing_pipeline, tmp_path, capsys):
+    inputs = lines(tmp_path / "in", [f"text {i}" for i in range(6)])
+    FAILURE["in_workers"] = True
+    manifest = annotate(failing_pipeline, inputs, tmp_path / "out", shard_size=3, n_process=2, progress=False)
+    assert manifest["counts"] == {"shards": 2, "docs": 6, "rejected": 0}
+    first, second = manifest["shards"]["0"], manifest["shards"]["1"]
+    assert first["retried_alone"]["failed_alone"] == 0 and "n_process=2" in first["retried_alone"]["error"]
+    assert "retried_alone" not in second  # the rest of the run in this process, not retried again
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "Shard 0 was annotated one document at a time" in printed and "unhashable type" in printed
+    assert "the fault is in the worker processes" in printed and "--n-process 1" in printed
 
 
 def test_a_folder_another_run_is_writing_is_refused(failing_pipeline, tmp_path):

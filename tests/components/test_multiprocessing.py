@@ -97,7 +97,8 @@ def torch_threads(doc):
 
 
 def annotations(docs):
-    return [([(e.start_char, e.end_char, e.label_) for e in d.ents], d.cats, d.user_data["threads"]) for d in docs]
+    return [([(e.start_char, e.end_char, e.label_) for e in d.ents], d.cats, sorted(d._.rel.items()),
+             d.user_data["threads"]) for d in docs]
 
 
 if __name__ == "__main__":
@@ -106,6 +107,7 @@ if __name__ == "__main__":
     nlp = spacy.blank("en")
     nlp.add_pipe("seqgpt_ner", config={"labels": ["person", "organization", "location"], "model": sys.argv[2]})
     nlp.add_pipe("seqgpt_textcat", config={"labels": ["sports", "politics", "business"], "model": sys.argv[2]})
+    nlp.add_pipe("seqgpt_rel", config={"labels": ["works for"], "model": sys.argv[2], "threshold": 0.0})
     nlp.add_pipe("torch_threads")
     one = annotations(nlp.pipe(texts))
     two = annotations(nlp.pipe(texts, n_process=2, batch_size=2))
@@ -122,8 +124,8 @@ def test_pipe_with_two_processes_gives_the_same_docs_as_one(seqgpt_tiny, tmp_pat
                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.splitlines()[-1])
-    strip = [(ents, cats) for ents, cats, _ in out["one"]]
-    assert [(ents, cats) for ents, cats, _ in out["two"]] == strip
-    assert [(ents, cats) for (ents, cats, _), _ in out["tuples"]] == strip
-    assert {threads for _, _, threads in out["two"]} == {1}  # two workers share the cores
-    assert any(ents for ents, _ in strip)
+    strip = [(ents, cats, rel) for ents, cats, rel, _ in out["one"]]
+    assert [(ents, cats, rel) for ents, cats, rel, _ in out["two"]] == strip  # doc._.rel crosses too
+    assert [(ents, cats, rel) for (ents, cats, rel, _), _ in out["tuples"]] == strip
+    assert {threads for *_, threads in out["two"]} == {1}  # two workers share the cores
+    assert any(ents for ents, _, _ in strip) and any(rel for _, _, rel in strip)
