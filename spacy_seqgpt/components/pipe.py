@@ -208,6 +208,12 @@ class SeqGPTPipe(FolderBytes, Pipe):
         """``pipeline``: the folder the weights may be shared from (None: bytes, no sharing)."""
         cfg = read_cfg(path, self.name)
         refuse_remote_code(self.spec, self.name, path)
+        if cfg.get("weights_id") is None and ((path / "model").exists() or "weights_in" in cfg):
+            # saved without its model (exclude=["model"]) records no weights; a folder with weights must
+            raise ValueError(f"{self.name}: {path / 'cfg'} records no weights_id, but the folder has weights: it "
+                             "was not saved by this package. Save the pipeline again.")
+        if "weights_in" in cfg and not isinstance(cfg["weights_in"], str):
+            raise ValueError(f"{self.name}: the saved weights_in {cfg['weights_in']!r} is not a folder name")
         if "model" not in exclude and cfg.get("weights_id"):
             folder = path / "model"
             if "weights_in" in cfg:
@@ -215,7 +221,7 @@ class SeqGPTPipe(FolderBytes, Pipe):
                     raise ValueError(f"{self.name}: these bytes point at weights outside them (weights_in "
                                      f"{cfg['weights_in']!r}); a component's bytes must carry its weights. "
                                      "Make them with to_bytes().")
-                folder = (path / str(cfg["weights_in"])).resolve()
+                folder = (path / cfg["weights_in"]).resolve()
                 if not folder.is_relative_to(pipeline.resolve()):
                     raise ValueError(f"{self.name}: the saved weights_in {cfg['weights_in']!r} leads outside the "
                                      f"pipeline folder {pipeline}; refusing to read it.")

@@ -24,27 +24,48 @@ def folder_to_bytes(write: Callable[[Path], None]) -> bytes:
 
 def folder_from_bytes(data: bytes, read: Callable[[Path], None]) -> None:
     """Unpack ``folder_to_bytes``' output into a temporary folder and ``read`` it."""
-    files = srsly.msgpack_loads(data)
+    not_files = "these bytes are not a component's files (expected a msgpack mapping of file names to contents"
+    try:
+        files = srsly.msgpack_loads(data)
+    except Exception as err:  # msgpack's errors share no base class beyond Exception
+        raise ValueError(f"{not_files}; msgpack: {type(err).__name__} {err})") from None
     if not isinstance(files, dict):
-        raise ValueError("these bytes are not a component's files (expected a mapping of file names to contents)")
+        raise ValueError(f"{not_files})")
     with tempfile.TemporaryDirectory() as tmp:
         for name, content in files.items():
             target = inside(Path(tmp), name)
             if not isinstance(content, bytes):
                 raise ValueError(f"the contents of {name!r} in these bytes are not bytes")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                raise ValueError(f"{name!r} in these bytes is both a file and a folder: {not_files})") from None
         read(Path(tmp))
 
 
 def read_cfg(path: Path, owner: str) -> dict:
-    """A saved component's ``cfg``; a folder without one was not saved completely."""
-    if not (Path(path) / "cfg").is_file():
+    """A saved component's ``cfg``, after checking that its folder holds its files itself (no
+    links, which may lead anywhere); a folder without one was not saved completely."""
+    path = Path(path)
+    fix = "Save the pipeline again, or copy it with its files (cp -L) instead of links."
+    links = [path] if path.is_symlink() else [item for item in path.rglob("*") if item.is_symlink()]
+    if links:
+        raise ValueError(f"{owner}: {links[0]} is a link, which may lead outside the saved pipeline; a saved "
+                         f"component must hold its files itself. {fix}")
+    if not (path / "cfg").is_file():
         raise ValueError(f"{owner}: {path} holds no saved component (no cfg file): the pipeline was not saved "
                          "completely. Save it again.")
-    cfg = srsly.read_json(Path(path) / "cfg")
+    try:
+        cfg = srsly.json_loads((path / "cfg").read_bytes().decode("utf8"))
+    except ValueError as err:  # not UTF-8, or not JSON
+        raise ValueError(f"{owner}: {path / 'cfg'} cannot be read ({err}). Save the pipeline again.") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{owner}: {Path(path) / 'cfg'} is not a component's settings")
+        raise ValueError(f"{owner}: {path / 'cfg'} is not a component's settings")
+    weights_id = cfg.get("weights_id")
+    if weights_id is not None and not isinstance(weights_id, str):
+        raise ValueError(f"{owner}: {path / 'cfg'} records a weights_id that is not a hash ({weights_id!r}). "
+                         "Save the pipeline again.")
     return cfg
 
 

@@ -69,10 +69,13 @@ def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[
             if dropout is not None:
                 config.classifier_dropout = dropout
             with quiet_progress_bars():
-                model = AutoModelForTokenClassification.from_pretrained(path, config=config, **kwargs)
+                model = AutoModelForTokenClassification.from_pretrained(
+                    path, config=config, attn_implementation=built_in_attention(config, task), **kwargs)
         else:
+            config = AutoConfig.from_pretrained(path, **remote)
             with quiet_progress_bars():
-                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, config=config, attn_implementation=built_in_attention(config, task), **kwargs)
     except _load_errors() as err:
         raise load_error("model", name, err) from None  # the reason is in the message: no chained traceback
     if spec.quantize is None:
@@ -83,8 +86,38 @@ def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[
         from .unmasking import unmask
 
         unmask(model, spec.unmask, mode=unmask_mode)
+    check_tokenizer(tokenizer, model, tokenizer_source or name)
     complete_tokenizer(tokenizer, model, name, needs_eos=task == "causal_lm")
     return model, tokenizer
+
+
+def check_tokenizer(tokenizer, model, name: str) -> None:
+    """A tokenizer that can write text as ids the model has embeddings for: one without a
+    vocabulary, or with ids past the embedding table, would fail at the first Doc instead."""
+    vocabulary = tokenizer.get_vocab()
+    if not tokenizer("a b", add_special_tokens=False)["input_ids"]:
+        raise ModelLoadError(f"The tokenizer of {name!r} ({type(tokenizer).__name__}) turns text into no tokens: it "
+                             "has no vocabulary (its tokenizer.json or vocabulary file is missing).")
+    embeddings = model.get_input_embeddings().num_embeddings
+    if max(vocabulary.values()) >= embeddings:
+        raise ModelLoadError(f"The tokenizer of {name!r} has token ids up to {max(vocabulary.values())}, but the model "
+                             f"has embeddings for {embeddings}: they do not belong together.")
+
+
+def built_in_attention(config, task: str) -> str:
+    """The attention a model is loaded with: transformers' SDPA where it has it for the
+    architecture, else eager. Whatever a ``config.json`` names instead is not followed: a hub
+    kernel (``"kernels-community/flash-attn"``) would be fetched and run as native code, and
+    the components set their own attention where they unmask layers."""
+    from transformers.models.auto import modeling_auto
+
+    mapping = (modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING if task == "token_classification"
+               else modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING)
+    try:
+        model_class = mapping[type(config)]
+    except KeyError:  # an architecture transformers does not know: from_pretrained names it
+        return "eager"
+    return "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
 
 
 def complete_tokenizer(tokenizer, model, name: str, *, needs_eos: bool) -> None:

@@ -1,6 +1,7 @@
 """Saved components: bytes from anywhere write nothing outside their folder, saved pipelines read
 only their own, unchanged weights, and a save cut short leaves the last good one."""
 import errno
+import json
 import shutil
 
 import pytest
@@ -161,7 +162,8 @@ def test_a_model_folder_that_reads_outside_itself_or_pickles_is_refused(saved, t
         (model / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
         expected = "only pickle reads"
     rehash(path)
-    with pytest.raises(ModelLoadError, match=expected):
+    # a link is refused with the rest of the component's folder, before its weights are looked at
+    with pytest.raises(ValueError if craft == "link" else ModelLoadError, match=expected):
         spacy.load(path)
 
 
@@ -174,3 +176,86 @@ def test_bytes_that_point_at_weights_beside_them_are_refused(saved, tmp_path):
     crafted = {"cfg": srsly.json_dumps({**cfg, "weights_in": "../elsewhere/model"}).encode()}
     with pytest.raises(ValueError, match="point at weights outside them"):
         textcat.from_bytes(srsly.msgpack_dumps(crafted))
+
+
+def test_a_saved_config_that_names_a_hub_kernel_loads_with_built_in_attention(saved, monkeypatch):
+    """transformers would fetch and run a hub kernel named in config.json; a saved pipeline never does."""
+    import kernels
+
+    def fetch(*args, **kwargs):
+        raise AssertionError("a hub kernel was fetched")
+
+    monkeypatch.setattr(kernels, "get_kernel", fetch)
+    nlp, path = saved
+    model = path / "seqgpt_ner" / "model"
+    config = srsly.read_json(model / "config.json")
+    srsly.write_json(model / "config.json", {**config, "attn_implementation": "kernels-community/flash-attn"})
+    rehash(path)
+    loaded = spacy.load(path)
+    assert annotations(loaded) == annotations(nlp)
+    assert loaded.get_pipe("seqgpt_ner").shared.model.config._attn_implementation in ("sdpa", "eager")
+
+
+@pytest.mark.parametrize("link", ["component", "cfg", "inside"])
+def test_links_in_a_saved_component_are_refused(saved, tmp_path, link):
+    _, path = saved
+    component = path / "seqgpt_textcat"
+    elsewhere = tmp_path / "elsewhere"
+    if link == "component":  # the whole folder is a link to one elsewhere
+        shutil.move(component, elsewhere)
+        component.symlink_to(elsewhere, target_is_directory=True)
+    elif link == "cfg":
+        elsewhere.mkdir()
+        shutil.move(component / "cfg", elsewhere / "cfg")
+        (component / "cfg").symlink_to(elsewhere / "cfg")
+    else:
+        (component / "notes").symlink_to(tmp_path)
+    with pytest.raises(ValueError, match="seqgpt_textcat: .* is a link.*must hold its files itself"):
+        spacy.load(path)
+
+
+@pytest.mark.parametrize("craft, expected", [
+    ({"weights_id": 123}, "weights_id that is not a hash"),
+    ({"weights_id": None}, "records no weights_id, but the folder has weights"),
+    ({"weights_in": ["../seqgpt_ner/model"]}, "is not a folder name"),
+    (b"\xff\xfe{}", "cannot be read"),
+    (b"{not json", "cannot be read"),
+])
+def test_crafted_component_settings_are_named(saved, craft, expected):
+    _, path = saved
+    cfg = path / "seqgpt_textcat" / "cfg"
+    if isinstance(craft, bytes):
+        cfg.write_bytes(craft)
+    else:
+        srsly.write_json(cfg, {**srsly.read_json(cfg), **craft})
+    with pytest.raises(ValueError, match=expected):
+        spacy.load(path)
+
+
+@pytest.mark.parametrize("craft", ["ids past the embeddings", "no vocabulary"])
+def test_a_crafted_tokenizer_is_refused_when_loaded_not_at_the_first_doc(saved, craft):
+    _, path = saved
+    model = path / "seqgpt_ner" / "model"
+    if craft == "ids past the embeddings":
+        tokenizer = srsly.read_json(model / "tokenizer.json")
+        tokenizer["model"]["vocab"]["Tim"] = 50_000
+        srsly.write_json(model / "tokenizer.json", tokenizer)
+        expected = "token ids up to 50000, but the model has embeddings for"
+    else:  # a slow tokenizer class whose vocabulary file is not there
+        (model / "tokenizer.json").unlink()
+        settings = json.loads((model / "tokenizer_config.json").read_text())  # (ints too big for srsly's ujson)
+        (model / "tokenizer_config.json").write_text(json.dumps({**settings, "tokenizer_class": "LlamaTokenizer"}))
+        expected = "turns text into no tokens"
+    rehash(path)
+    with pytest.raises(ModelLoadError, match=expected):
+        spacy.load(path)
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"\xc1 not msgpack", "not a component's files .*msgpack"),
+    (srsly.msgpack_dumps({"model": b"x", "model/config.json": b"{}"}), "both a file and a folder"),
+])
+def test_bytes_that_are_not_a_component_s_files_are_named(saved, data, expected):
+    nlp, _ = saved
+    with pytest.raises(ValueError, match=expected):
+        nlp.get_pipe("seqgpt_textcat").from_bytes(data)
