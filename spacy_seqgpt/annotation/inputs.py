@@ -173,6 +173,12 @@ def _text_item(index: int, source: str, raw: bytes, kind: str, text_field: str) 
         record = json.loads(line)
     except ValueError as err:
         return Item(index, source, reason=f"not JSON ({err})")
+    except RecursionError:
+        return Item(index, source, reason="JSON nested too deeply to read")
+    surrogate = lone_surrogate(record)
+    if surrogate is not None:
+        return Item(index, source, reason=f"holds a lone surrogate ({surrogate}), which is not Unicode text and "
+                                          "cannot be written out; fix the producer's encoding")
     if not isinstance(record, dict) or text_field not in record:
         return Item(index, source, reason=f"no {text_field!r} field (set --text-field)")
     text = record.pop(text_field)
@@ -181,3 +187,15 @@ def _text_item(index: int, source: str, raw: bytes, kind: str, text_field: str) 
     if not text.strip():
         return Item(index, source, reason="empty text")
     return Item(index, source, text, fields=record)
+
+
+def lone_surrogate(record) -> Optional[str]:
+    """Where JSON data holds a lone surrogate (``"\\udcff"`` is valid JSON, but no UTF-8 text),
+    as ``U+DCFF in the field 'note'``; None when it holds none."""
+    for name, value in record.items() if isinstance(record, dict) else [(None, record)]:
+        try:
+            json.dumps({name: value} if name is not None else value, ensure_ascii=False).encode("utf8")
+        except UnicodeEncodeError as err:
+            where = f" in the field {name.encode('utf8', 'backslashreplace').decode()!r}" if name is not None else ""
+            return f"U+{ord(err.object[err.start]):04X}{where}"
+    return None

@@ -225,23 +225,45 @@ class Manifest:
 @contextmanager
 def locked(output: Path) -> Iterator[None]:
     """Hold ``output``'s lock for a run: a second run into the same folder is refused at once
-    instead of mixing its shards into this one's manifest."""
+    instead of mixing its shards into this one's manifest.
+
+    An output folder may be shared (a Ray cluster's file system): the lock file is opened
+    without following links (one planted there is refused, its target untouched), and only a
+    lock file of this package ("pid N", or one this run creates) is written to."""
     import fcntl
+    import stat
 
     path = output / ".lock"
-    with open(path, "a+") as handle:
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        raise ValueError(f"{path} cannot be opened as a lock file ({err.strerror}): it is a link or not a "
+                         "file. Remove it, or write to another folder.") from None
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise ValueError(f"{path} is not a file; remove it, or write to another folder")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _lock_holder(handle) or "another process"
             raise ValueError(f"{output} is being written by another annotate run ({holder}); wait for it to end, "
                              "or write to another folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        found = os.fstat(handle)  # a hard link shares its file with another name: not ours to write
+        ours = found.st_nlink == 1 and (found.st_size == 0 or _lock_holder(handle) is not None)
+        if ours:
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"pid {os.getpid()}".encode(), 0)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
+
+
+def _lock_holder(handle: int) -> Optional[str]:
+    """``pid N`` when the lock file is one of ours, else None."""
+    import re
+
+    text = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
+    return text if re.fullmatch(r"pid \d+", text) else None

@@ -251,6 +251,21 @@ def test_a_broken_worker_path_is_said_loudly_and_the_run_goes_on_in_one_process(
     assert "the fault is in the worker processes" in printed and "--n-process 1" in printed
 
 
+def test_records_a_shard_cannot_write_are_rejects_and_the_run_goes_on(failing_pipeline, tmp_path):
+    rows = [json.dumps({"text": "fine", "note": "bad \udcff"}), json.dumps({"text": "half \ud800 a pair"}),
+            "[" * 100_000 + "]" * 100_000, json.dumps({"text": "fine too", "note": "good"})]
+    (tmp_path / "in.jsonl").write_text("\n".join(rows) + "\n", encoding="utf8")
+    for _ in range(2):  # the rerun finds the run done
+        manifest = annotate(failing_pipeline, str(tmp_path / "in.jsonl"), tmp_path / "out", as_json=True,
+                            progress=False)
+        assert manifest["counts"] == {"shards": 1, "docs": 1, "rejected": 3}
+    _, docs, rejects = check_exactly_once(tmp_path / "out", 4)
+    assert [doc.text for doc in docs] == ["fine too"]
+    assert [r["reason"].split(",")[0] for r in rejects] == [
+        "holds a lone surrogate (U+DCFF in the field 'note')", "holds a lone surrogate (U+D800 in the field 'text')",
+        "JSON nested too deeply to read"]
+
+
 def test_a_folder_another_run_is_writing_is_refused(failing_pipeline, tmp_path):
     import fcntl
 
@@ -264,6 +279,30 @@ def test_a_folder_another_run_is_writing_is_refused(failing_pipeline, tmp_path):
             annotate(failing_pipeline, inputs, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert annotate(failing_pipeline, inputs, tmp_path / "out", progress=False)["counts"]["docs"] == 2
+
+
+@pytest.mark.parametrize("plant", ["link", "dangling link", "other file", "hard link"])
+def test_a_lock_file_planted_in_a_shared_output_folder_is_never_written_through(failing_pipeline, tmp_path, plant):
+    inputs = lines(tmp_path / "in", ["one", "two"])
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    if plant == "link":
+        (out / ".lock").symlink_to(target)
+    elif plant == "dangling link":
+        (out / ".lock").symlink_to(tmp_path / "created-by-the-run")
+    elif plant == "hard link":
+        os.link(target, out / ".lock")
+    else:
+        (out / ".lock").write_text("keep me")
+    if "link" in plant and plant != "hard link":
+        with pytest.raises(ValueError, match="cannot be opened as a lock file"):
+            annotate(failing_pipeline, inputs, out, progress=False)
+    else:  # a file that is not ours: locked, and left as it was
+        assert annotate(failing_pipeline, inputs, out, progress=False)["counts"]["docs"] == 2
+        assert (out / ".lock").read_text() == "keep me"
+    assert target.read_text() == "keep me" and not (tmp_path / "created-by-the-run").exists()
 
 
 def test_an_input_edited_in_place_is_another_job(failing_pipeline, tmp_path):
