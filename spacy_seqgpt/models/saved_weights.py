@@ -77,9 +77,14 @@ def weights_hash(path: Path, owner: str = "component", skip: Sequence[str] = ())
     """A hash of every file of the saved model folder ``path`` (names and contents): equal files,
     equal hash (writing is deterministic). The folder is checked first (:func:`saved_files`);
     ``skip``: top-level names left out (a component's own settings file)."""
+    return files_hash(path, saved_files(path, owner, skip))
+
+
+def files_hash(root: Path, files: Sequence[Path]) -> str:
+    """A hash of ``files`` (their names below ``root`` and their contents)."""
     digest = hashlib.blake2b(digest_size=16)
-    for file in saved_files(path, owner, skip):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
         with file.open("rb") as stream:
             for block in iter(lambda: stream.read(1 << 24), b""):
                 digest.update(block)

@@ -19,6 +19,7 @@ from wasabi import msg
 from ..data.records import answer_problem, read_records
 from ..models import HFModel
 from ..models.adapters import add_lora, base_model, prepare_for_training
+from ..models.saved_weights import files_hash
 from ..models.unmasking import UnsupportedModelError
 from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -81,12 +82,23 @@ def run_identity(settings: RunSettings, source: str, encoded) -> dict:
         digest.update(json.dumps([row.input_ids, row.labels]).encode())
     stage = {key: value for key, value in asdict(settings.train).items()
              if key not in ("data", "fallback_data", "pass_through_without_data", "checkpoint_every", "log_every")}
-    run = {"model": source, "seed": settings.seed, "dtype": settings.dtype,
+    run = {"model": source, "model_files": model_files_hash(source), "seed": settings.seed, "dtype": settings.dtype,
            "mixed_precision": settings.mixed_precision, "quantize": settings.quantize,
            "lora": settings.lora, "gradient_checkpointing": settings.gradient_checkpointing,
            "max_length": settings.max_length, "packing": settings.packing, **stage}
     identity = {"records": len(encoded), "data": digest.hexdigest(), "settings": run}
     return json.loads(json.dumps(identity))  # plain types: a checkpoint's state is read with weights_only
+
+
+def model_files_hash(source: str) -> Optional[str]:
+    """A hash of the files of the starting model when it is a folder (None for a hub id): a
+    checkpoint of a run that started from other weights under the same name is not resumed."""
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        return None
+    files = [f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in
+                                                                     f.relative_to(folder).parts)]
+    return files_hash(folder, sorted(files))
 
 
 def changes(saved: dict, now: dict) -> list:

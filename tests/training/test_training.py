@@ -192,6 +192,18 @@ def test_packing_a_model_the_kernel_does_not_know_says_to_turn_packing_off(tmp_p
     assert model.config.model_type == "gpt2"
 
 
+def test_a_checkpoint_of_a_starting_model_replaced_since_is_not_resumed(tmp_path):
+    from spacy_seqgpt.models.tiny import write_tiny_model
+
+    start = write_tiny_model(tmp_path / "pt-final", arch="bloom", seed=0)
+    settings = settings_for(tmp_path, start, stage="ft", **{"ft.steps": 3, "ft.checkpoint_every": 1})
+    train_stage(settings, str(start), stop_after=1)
+    shutil.rmtree(start)
+    write_tiny_model(start, arch="bloom", seed=1)  # the same name, other weights (the stage before ran again)
+    with pytest.raises(ValueError, match=r"model_files \('[0-9a-f]+' then, '[0-9a-f]+' now\)"):
+        train_stage(settings, str(start))
+
+
 @pytest.mark.slow  # training in other processes
 def test_training_killed_by_sigkill_resumes_to_the_same_losses(tiny_bloom, tmp_path):
     import os
