@@ -1,12 +1,13 @@
 """Writes that matter are atomic: a file or a folder appears whole or not at all (a temporary
 sibling, then a rename), so a write cut short by a full disk or an error leaves what was there."""
+import json
 import os
 import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional, Set
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -44,6 +45,53 @@ def atomic_folder(path: Path) -> Iterator[Path]:
             os.replace(draft, path)
     finally:
         shutil.rmtree(draft, ignore_errors=True)
+
+
+@contextmanager
+def own_folder(path: Path, marker: str, command: str) -> Iterator[Path]:
+    """:func:`atomic_folder` for a command that writes a whole folder (``init-model``,
+    ``init-tiny``): ``path`` may be new, empty, or one the command wrote before, and nothing
+    else. The command's ``marker`` file (JSON) gets the list of files written; a folder holding
+    a file the command did not write (the user's own, a source file) is refused, before and
+    after the draft is written, so replacing it loses nothing of the user's."""
+    path = Path(path)
+    _check_own(path, marker, command, written=None)
+    with atomic_folder(path) as draft:
+        yield draft
+        record = draft / marker
+        data = json.loads(record.read_text(encoding="utf8")) if record.is_file() else {}
+        data["files"] = sorted({f.relative_to(draft).as_posix() for f in draft.rglob("*") if f.is_file()} | {marker})
+        record.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf8")
+        _check_own(path, marker, command, written=set(data["files"]))
+
+
+def _check_own(path: Path, marker: str, command: str, written: Optional[Set[str]]) -> None:
+    """Refuse ``path`` unless it is new, empty, or holds only files ``command`` wrote there
+    (those its ``marker`` lists, and ``written``: those it writes now)."""
+    refuse = f"{command}: nothing was written. Choose a new or empty folder."
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise ValueError(f"{path} is the working folder or holds it; {command} replaces its output folder whole. "
+                         f"Name a folder inside it instead, e.g. {path / 'model'}.")
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise ValueError(f"{path} exists and is not a folder (or is a link to one). {refuse}")
+    found = {f.relative_to(path).as_posix() for f in path.rglob("*") if not f.is_dir() or f.is_symlink()}
+    if not found:
+        return
+    if marker not in found:
+        raise ValueError(f"{path} exists and is not an earlier {command} folder (it has no {marker}). {refuse}")
+    try:
+        recorded = set(json.loads((path / marker).read_text(encoding="utf8")).get("files", []))
+    except (ValueError, AttributeError, TypeError):
+        recorded = set()
+    if written is None and not recorded:  # an earlier version's folder: checked against the draft
+        return
+    strays = sorted(found - recorded - (written or set()))
+    if strays:
+        raise ValueError(f"{path} holds files {command} did not write ({', '.join(strays[:5])}"
+                         f"{', ...' if len(strays) > 5 else ''}), which replacing the folder would delete. {refuse}")
 
 
 def _umask() -> int:

@@ -40,15 +40,16 @@ def _cli_message(err: OSError) -> str:
 
 
 def command(name: str, **settings):
-    """Register a ``seqgpt`` command whose file and model errors (a missing or unwritable file, a
-    full disk, a model that cannot be loaded: OSError and its kinds) end in one clear line."""
+    """Register a ``seqgpt`` command whose file, model and input errors (a missing or unwritable
+    file, a full disk, a model that cannot be loaded: OSError and its kinds; a value or file
+    the command refuses: ValueError) end in one clear block instead of a traceback."""
 
     def register(function):
         @functools.wraps(function)
         def run(*args, **kwargs):
             try:
                 return function(*args, **kwargs)
-            except OSError as err:
+            except (OSError, ValueError) as err:
                 msg.fail(f"seqgpt {name} stopped", _cli_message(err), exits=1)
 
         return seqgpt_cli.command(name, **settings)(run)

@@ -47,6 +47,8 @@ def init_base_cli(
     tiny-bloom or tiny-llama) into [paths] base_model. Without base_source there is nothing to
     write: base_model is a hub id or folder, loaded as it is."""
     paths = config_section(config_path, "paths")
+    if not paths.get("base_model"):
+        msg.fail(f"{config_path} names no [paths] base_model: the folder to write the starting model to", exits=1)
     source, out = paths.get("base_source"), Path(str(paths["base_model"]))
     if not source:
         msg.info(f"{config_path} starts from {out} as it is: nothing to write")

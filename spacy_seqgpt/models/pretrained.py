@@ -12,12 +12,12 @@ import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, List, Union
 
-from ..atomic import atomic_folder
+from ..atomic import own_folder
 from .loading import ModelLoadError, quiet_progress_bars
+from .tiny import SOURCE_FILE
 
-SOURCE_FILE = "seqgpt_source.json"  # what a converted folder was made from; marks a folder init-model may replace
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,21 @@ def _packaged_file(name: str, model: PackagedModel) -> Path:
 
 def convert_gguf(gguf: Union[str, Path], out: Union[str, Path], about: str = "", licence: str = "") -> Path:
     """Write the model and tokenizer of the GGUF file ``gguf`` to the folder ``out`` as float32
-    safetensors; returns ``out``. A folder that holds other files than an earlier conversion is
-    refused, so nothing the user keeps there is replaced."""
+    safetensors; returns ``out``. ``out`` may be new, empty or an earlier conversion: a folder
+    holding a file a conversion did not write is refused, so nothing the user keeps there is
+    replaced (:func:`spacy_seqgpt.atomic.own_folder`)."""
+    from safetensors import SafetensorError
+
     gguf, out = Path(gguf), Path(out)
-    _check_target(out)
-    model, tokenizer = _read_gguf(gguf)
-    with atomic_folder(out) as draft:
-        model.save_pretrained(draft)
+    if gguf.resolve().is_relative_to(out.resolve()):
+        raise ModelLoadError(f"{gguf} lies inside {out}, which init-model would replace: nothing was written.",
+                             "Choose another output folder.")
+    with own_folder(out, SOURCE_FILE, "init-model") as draft:  # checked before the file is read
+        model, tokenizer = _read_gguf(gguf)
+        try:
+            model.save_pretrained(draft)
+        except SafetensorError as err:  # a full disk, among others: safetensors' own error, not an OSError
+            raise OSError(f"{out} could not be written: {err}") from None
         tokenizer.save_pretrained(draft)
         source = {"gguf": gguf.name, "sha256": _sha256(gguf), "licence": licence}
         (draft / SOURCE_FILE).write_text(json.dumps(source, indent=2, sort_keys=True) + "\n", encoding="utf8")
@@ -99,12 +107,6 @@ def init_model(source: Union[str, Path], out: Union[str, Path]) -> Path:
     return convert_gguf(find_gguf(source), out, about=about, licence=licence)
 
 
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / SOURCE_FILE).is_file())):
-        raise ModelLoadError(f"{out} exists and is not an earlier init-model folder: nothing was written.",
-                             "Choose a new or empty folder.")
-
-
 def _read_gguf(gguf: Path):
     import importlib.util
 
@@ -116,10 +118,19 @@ def _read_gguf(gguf: Path):
 
     try:
         with quiet_progress_bars():
-            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            quantized, loaded = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise ModelLoadError(f"{gguf} could not be read as a model: {err}") from None
+        unused = _unused_tensors(gguf, quantized)
+    except Exception as err:  # a crafted or truncated file can make the parser raise anything
+        raise ModelLoadError(f"{gguf} could not be read as a model: {type(err).__name__}: {err}") from None
+    missing = sorted(loaded["missing_keys"]) + sorted(loaded["mismatched_keys"])
+    if missing or unused:
+        raise ModelLoadError(f"{gguf} does not hold the model its header describes: "
+                             + "; ".join(part for part in (
+                                 f"missing or misshapen: {', '.join(map(str, missing[:5]))}" if missing else "",
+                                 f"not part of the model: {', '.join(unused[:5])}" if unused else "") if part)
+                             + ". Nothing was written.")
     config = quantized.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
         config.pop(key, None)
@@ -131,6 +142,30 @@ def _read_gguf(gguf: Path):
     model.tie_weights()
     model.generation_config.max_length = None  # callers set max_new_tokens
     return model.eval(), tokenizer
+
+
+def _unused_tensors(gguf: Path, model) -> List[str]:
+    """The tensors of the file that no parameter of ``model`` comes from (transformers skips them
+    without a word), by the GGUF standard names of the model's parameters; rotary tables,
+    which transformers computes itself, are not parameters."""
+    import gguf as gguf_library
+
+    reader = gguf_library.GGUFReader(gguf)
+    architecture = reader.fields["general.architecture"].contents()
+    arch = next((key for key, value in gguf_library.MODEL_ARCH_NAMES.items() if value == architecture), None)
+    if arch is None:
+        return []
+    names = gguf_library.get_tensor_name_map(arch, model.config.num_hidden_layers)
+    known = {gguf_library.TENSOR_NAMES[tensor] for tensor in (gguf_library.MODEL_TENSOR.ROPE_FREQS,
+                                                              gguf_library.MODEL_TENSOR.ROPE_FACTORS_LONG,
+                                                              gguf_library.MODEL_TENSOR.ROPE_FACTORS_SHORT)}
+    for parameter in model.state_dict():
+        base, _, suffix = parameter.rpartition(".")
+        name = names.get_name(base)
+        if name is not None:
+            known.add(f"{name}.{suffix}")
+    return [tensor.name for tensor in reader.tensors if tensor.name not in known and tensor.name.split(".")[0]
+            not in known]
 
 
 def _sha256(path: Path) -> str:

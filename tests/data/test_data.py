@@ -265,6 +265,15 @@ def test_init_base_writes_the_presets_starting_model_or_names_what_it_knows(tmp_
     result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg", "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert AutoConfig.from_pretrained(tmp_path / "base").model_type == "llama"
+    result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg", "--seed", "2"])  # its own folder: replaced
+    assert result.exit_code == 0, result.output
+    (tmp_path / "base" / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg"])
+    assert result.exit_code == 1 and "did not write (notes.txt)" in words(result.output)
+    assert (tmp_path / "base" / "notes.txt").read_text() == "mine"
+    config.write_text('[paths]\nbase_source = "tiny-llama"\n')
+    result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg"])
+    assert result.exit_code == 1 and "names no [paths] base_model" in words(result.output)
     config.write_text('[paths]\nbase_model = "base2"\nbase_source = "gpt-5"\n')
     result = CliRunner().invoke(seqgpt_cli, ["init-base", "preset.cfg"])
     assert result.exit_code == 1 and "unknown [paths] base_source 'gpt-5'" in words(result.output)

@@ -49,23 +49,95 @@ def test_the_converted_model_is_smollm2_and_continues_greedily_as_it_does(stock)
     assert tokenizer.decode(output[0, inputs["input_ids"].shape[1]:]).startswith(" Berlin.")
 
 
-def test_init_model_writes_the_same_files_every_time_and_keeps_other_folders(smollm2, tmp_path):
+def test_init_model_writes_the_same_files_every_time_and_replaces_only_its_own(smollm2, tmp_path):
     from spacy_seqgpt.cli import seqgpt_cli
 
-    again = tmp_path / "again"  # an earlier conversion, which init-model replaces whole
+    again = tmp_path / "again"  # an earlier conversion of an earlier version (no file list): replaced whole
     again.mkdir()
     (again / "seqgpt_source.json").write_text("{}")
-    (again / "stale.bin").write_text("left by an older conversion")
+    (again / "model.safetensors").write_text("left by an older conversion")
     result = CliRunner().invoke(seqgpt_cli, ["init-model", "smollm2-135m", str(again)])
     assert result.exit_code == 0, result.output
     assert file_hashes(again) == file_hashes(Path(smollm2))
     assert "Apache-2.0" in (again / "README.md").read_text()
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    (kept / "notes.txt").write_text("mine")
-    with pytest.raises(ModelLoadError, match="not an earlier init-model folder"):
-        init_model("smollm2-135m", kept)
-    assert [path.name for path in kept.iterdir()] == ["notes.txt"]
+    for folder, mine in ((again, "notes.txt"), (tmp_path / "kept", "notes.txt")):
+        folder.mkdir(exist_ok=True)
+        (folder / mine).write_text("mine")
+        before = file_hashes(folder)
+        with pytest.raises(ValueError, match="did not write \\(notes.txt\\)|not an earlier init-model folder"):
+            init_model("smollm2-135m", folder)
+        assert file_hashes(folder) == before  # nothing of the user's lost, nothing written
+    inside = again / "copy.gguf"
+    inside.write_bytes(find_gguf("smollm2-135m").read_bytes()[:64])
+    with pytest.raises(ModelLoadError, match="lies inside"):
+        init_model(inside, again)
+
+
+def words(output):
+    return " ".join(output.split())  # wasabi wraps lines
+
+
+def gguf_copy(source, target, drop=(), extra=None):
+    """A copy of the GGUF file ``source`` without the tensors ``drop``, with a copy of the tensor
+    ``extra`` under another name (as a crafted or damaged file would have them)."""
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(target, reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        if field.name != "general.architecture" and not field.name.startswith("GGUF."):
+            kind = field.types[0]
+            writer.add_key_value(field.name, field.contents(), kind,
+                                 sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    tensors = [(t.name, t) for t in reader.tensors if t.name not in drop]
+    tensors += [(extra[1], t) for t in reader.tensors if extra and t.name == extra[0]]
+    for name, tensor in tensors:
+        writer.add_tensor_info(name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, tensor in tensors:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
+    return target
+
+
+@pytest.mark.parametrize("craft, expected", [
+    ({"drop": ["blk.1.ffn_down.weight"]}, "missing or misshapen: model.layers.1.mlp.down_proj.weight"),
+    ({"extra": ("blk.1.ffn_down.weight", "blk.99.ffn_down.weight")}, "not part of the model: blk.99.ffn_down.weight"),
+])
+def test_a_gguf_missing_a_tensor_or_with_one_too_many_is_not_converted(tmp_path, craft, expected):
+    crafted = gguf_copy(find_gguf("smollm2-135m"), tmp_path / "crafted.gguf", **craft)
+    with pytest.raises(ModelLoadError, match=expected):
+        init_model(crafted, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_damaged_gguf_files_and_a_full_disk_end_in_one_line(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+    from transformers import PreTrainedModel
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    source = find_gguf("smollm2-135m")
+    (tmp_path / "truncated.gguf").write_bytes(source.read_bytes()[:100_000])
+    (tmp_path / "random.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 2)
+    for name in ("truncated.gguf", "random.gguf"):
+        result = CliRunner().invoke(seqgpt_cli, ["init-model", str(tmp_path / name), str(tmp_path / "out")])
+        assert result.exit_code == 1 and "could not be read as a model" in words(result.output), result.output
+        assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+    def full_disk(self, *args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    result = CliRunner().invoke(seqgpt_cli, ["init-model", "smollm2-135m", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "could not be written" in words(result.output)
+    assert "No space left" in words(result.output)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(seqgpt_cli, ["init-model", "smollm2-135m", "."])
+    assert result.exit_code == 1 and "is the working folder" in words(result.output)
 
 
 def test_a_missing_package_or_file_says_how_to_get_it(monkeypatch, tmp_path):
