@@ -57,3 +57,31 @@ def inside(root: Path, name: object) -> Path:
     if not target.resolve().is_relative_to(Path(root).resolve()):
         raise ValueError(f"{name!r} leads outside {root}")
     return target
+
+
+# Settings an earlier version had, by factory ("*": every component): what to write instead.
+# spaCy checks a component's settings against its factory's signature before any code of ours
+# runs, and refuses these as "unexpected argument"; the command line adds this line to that.
+_MODEL_BLOCK = "[components.{name}.model] {key} (model settings live in the model block)"
+RETIRED_SETTINGS = {
+    "*": {key: _MODEL_BLOCK for key in ("device", "dtype", "quantize", "adapter", "trust_remote_code", "unmask")},
+    "seqgpt_events": {"event_types": "labels (an event component's labels are its event types)"},
+    "seqgpt_typing": {"output_key": "spans_key (where multi-label typing writes its spans)"},
+    "seqgpt_rel": {"spans_key": "input_key (the spans whose pairs seqgpt_rel classifies)"},
+}
+
+
+def retired_settings(errors: Sequence[dict]) -> list:
+    """For a config error's ``errors`` (confection's: ``loc`` = factory, setting), a line per
+    setting an earlier version had, naming what replaced it."""
+    lines = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        if len(loc) != 2 or not str(error.get("msg", "")).startswith("unexpected argument"):
+            continue
+        factory, key = loc
+        instead = RETIRED_SETTINGS.get(factory, {}).get(key) or (
+            RETIRED_SETTINGS["*"].get(key) if factory.startswith(("seqgpt_", "llm_unmasked")) else None)
+        if instead:
+            lines.append(f"{factory}: '{key}' was renamed or moved; write {instead.format(name=factory, key=key)}.")
+    return lines

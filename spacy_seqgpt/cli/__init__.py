@@ -11,20 +11,28 @@ from typer import Typer
 from wasabi import msg
 
 from ..models.loading import ModelLoadError
+from ..validation import retired_settings
 
 
 def _short_model_errors(previous):
     """spaCy's own commands (``spacy assemble``, ``train``, ``evaluate``...) load our models too: a
     model that cannot be loaded ends them in one clear block, as our commands end, instead of a
-    traceback through spaCy. Only uncaught errors of that kind; any other keeps its traceback."""
+    traceback through spaCy; a config that names a setting an earlier version had says what
+    replaced it. Only uncaught errors of those kinds; any other keeps its traceback."""
 
     def hook(kind, value, traceback):
         if isinstance(value, ModelLoadError):
             msg.fail("A SeqGPT model could not be loaded", _cli_message(value))
+        elif _retired(value):
+            msg.fail("A SeqGPT component's config names settings an earlier version had", _cli_message(value))
         else:
             previous(kind, value, traceback)
 
     return hook
+
+
+def _retired(err: BaseException) -> list:
+    return retired_settings(getattr(err, "errors", None) or []) if isinstance(err, ValueError) else []
 
 
 # This module is imported by spaCy's command line (the ``spacy_cli`` entry point), not by a
@@ -35,8 +43,9 @@ seqgpt_cli = Typer(name="seqgpt", help="SeqGPT models and components for spaCy",
 app.add_typer(seqgpt_cli)
 
 
-def _cli_message(err: OSError) -> str:
-    return err.for_cli() if isinstance(err, ModelLoadError) else str(err)
+def _cli_message(err: Exception) -> str:
+    message = err.for_cli() if isinstance(err, ModelLoadError) else str(err)
+    return "\n".join([message, *_retired(err)])
 
 
 def command(name: str, **settings):

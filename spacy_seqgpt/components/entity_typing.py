@@ -50,11 +50,11 @@ class SeqGPTTyping(SeqGPTPipe):
     ``template`` holds ``{span}`` (the span's text) and ``{text}`` (its context). A span's label
     is the best one whose score reaches ``threshold``; scores are 1.0 when generating, the
     model's probabilities with ``scoring`` (as in ``seqgpt_textcat``). The typed spans go where
-    they were read, or to ``doc.spans[spans_key]`` when it is set (the input is then left as it
-    is); entities carry their score in ``span._.seqgpt_score``, a span group in
+    they were read; entities carry their score in ``span._.seqgpt_score``, a span group in
     ``attrs["scores"]``. A span with no label at ``threshold`` keeps its own label (counted in
     ``stats["untyped"]``). ``multi_label``: ``doc.spans[spans_key]`` gets one span per label at
-    ``threshold``. A span no window holds whole is left untyped (``stats["over_window"]``).
+    ``threshold`` (the input is left as it is). A span over ``max_input_tokens`` on its own is
+    left untyped (``stats["over_window"]``).
     """
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, multi_label: bool, scoring: bool,
@@ -63,8 +63,12 @@ class SeqGPTTyping(SeqGPTPipe):
         self.classification = LabelClassification(prompt_labels(labels, component=name), multi_label=multi_label,
                                                   scoring=scoring)
         self.input_key = check_input_key(input_key, name)
-        self.spans_key = check_key(spans_key, name, "spans_key", optional=not multi_label,
-                                   null_means="write the typed spans where they were read")
+        if spans_key is not None and not multi_label:  # 0.1's spans_key named the spans read
+            raise ValueError(f"{name}: 'spans_key' is where multi-label typing writes (multi_label = true); "
+                             f"single-label typing writes the typed spans where it read them. To type the spans "
+                             f"of doc.spans[{spans_key!r}], set input_key = {spans_key!r} ('spans_key' named the "
+                             "spans read before 0.2).")
+        self.spans_key = check_key(spans_key, name, "spans_key", optional=not multi_label)
         self.template = check_template(template, TEMPLATES["typing"][1], name)
 
     @property
@@ -90,7 +94,7 @@ class SeqGPTTyping(SeqGPTPipe):
                 self._write_group(doc, self.spans_key, self.kept(typed))
                 continue
             typed = [self._typed(doc, span, row) for span, row in zip(spans, rows)]
-            key = self.spans_key or self.input_key
+            key = self.input_key
             if key is None:
                 doc.ents = [span for span, _ in typed]
                 for span, score in zip(doc.ents, (score for _, score in typed)):
@@ -113,4 +117,4 @@ class SeqGPTTyping(SeqGPTPipe):
         doc.spans[key] = group
 
     def scorer_settings(self) -> dict:
-        return {"spans_key": self.spans_key or self.input_key}  # multi-label typing always has a spans_key
+        return {"spans_key": self.spans_key if self.classification.multi_label else self.input_key}

@@ -88,3 +88,35 @@ def test_a_template_or_scorer_named_by_version_in_a_config_resolves(tiny_bloom):
     own = spacy.blank("en").add_pipe("seqgpt_typing", config={"labels": ["city"], "model": tiny_bloom,
                                                               "template": "kind of {span} in {text}"})
     assert own.template == "kind of {span} in {text}"
+
+
+@pytest.mark.parametrize("factory, key, replacement", [
+    ("seqgpt_events", "event_types", "write labels"), ("seqgpt_typing", "output_key", "write spans_key"),
+    ("seqgpt_rel", "spans_key", "write input_key"), ("seqgpt_ner", "device", "[components.seqgpt_ner.model] device"),
+    ("llm_unmasked_tagger", "unmask", "[components.llm_unmasked_tagger.model] unmask"),
+])
+def test_a_retired_setting_is_refused_and_named_with_what_replaced_it(tiny_bloom, factory, key, replacement):
+    from thinc.api import ConfigValidationError
+
+    from spacy_seqgpt.validation import retired_settings
+
+    config = {"model": tiny_bloom, key: "x", **({"labels": ["a"]} if factory != "llm_unmasked_tagger" else {})}
+    with pytest.raises(ConfigValidationError, match=f"unexpected argument: '{key}'") as refused:
+        spacy.blank("en").add_pipe(factory, config=config)
+    assert [line for line in retired_settings(refused.value.errors) if replacement in line]
+
+
+@pytest.mark.slow  # spaCy's command line in a subprocess
+def test_spacy_s_command_line_names_what_replaced_a_retired_setting(tiny_bloom, tmp_path):
+    import subprocess
+    import sys
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("seqgpt_events", config={"labels": ["Attack"], "model": tiny_bloom})
+    text = nlp.config.to_str().replace('[components.seqgpt_events]\n', '[components.seqgpt_events]\nevent_types = ["Attack"]\n')
+    (tmp_path / "config.cfg").write_text(text)
+    result = subprocess.run([sys.executable, "-m", "spacy", "assemble", str(tmp_path / "config.cfg"),
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    printed = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0 and "Traceback" not in printed
+    assert "seqgpt_events: 'event_types' was renamed or moved; write labels" in printed
