@@ -113,7 +113,8 @@ def test_spacy_s_command_line_names_what_replaced_a_retired_setting(tiny_bloom, 
 
     nlp = spacy.blank("en")
     nlp.add_pipe("seqgpt_events", config={"labels": ["Attack"], "model": tiny_bloom})
-    text = nlp.config.to_str().replace('[components.seqgpt_events]\n', '[components.seqgpt_events]\nevent_types = ["Attack"]\n')
+    section = "[components.seqgpt_events]\n"
+    text = nlp.config.to_str().replace(section, section + 'event_types = ["Attack"]\n')
     (tmp_path / "config.cfg").write_text(text)
     result = subprocess.run([sys.executable, "-m", "spacy", "assemble", str(tmp_path / "config.cfg"),
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
