@@ -17,10 +17,13 @@ the API key goes nowhere else, and a server's ``Retry-After`` is obeyed up to ``
 """
 import email.utils
 import hashlib
+import http.client
 import json
 import math
 import os
 import random
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -77,8 +80,58 @@ class RetryableError(Exception):
         self.retry_after = retry_after
 
 
+class _Deadline:
+    """Ends a request ``seconds`` after it starts, wherever it is: connecting, waiting for the
+    status line and headers, or reading the body. A socket's timeout is per read, so a server
+    that trickles bytes would outlive it; this shuts the request's sockets down instead, which
+    wakes a blocked read. The opener it makes records every socket the request opens."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.sockets = seconds, []
+        self.expired = threading.Event()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        sockets = self.sockets
+
+        def recording(base):
+            class Connection(base):
+                def connect(self):
+                    super().connect()
+                    sockets.append(self.sock)
+
+            return Connection
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(recording(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(recording(http.client.HTTPSConnection), req, context=self._context)
+
+        return urllib.request.build_opener(_RefuseRedirects, HTTP, HTTPS)
+
+    def _expire(self) -> None:
+        self.expired.set()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed already
+                pass
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+
 class ChatEndpoint:
-    """An OpenAI-compatible ``/chat/completions`` endpoint (stdlib HTTP: no client library needed)."""
+    """An OpenAI-compatible ``/chat/completions`` endpoint (stdlib HTTP: no client library
+    needed); each request, whole reply included, ends within ``timeout`` seconds."""
 
     def __init__(self, endpoint: str, model: str, *, api_key: Optional[str] = None, temperature: float = 0.7,
                  timeout: float = 120.0):
@@ -87,12 +140,10 @@ class ChatEndpoint:
         base = endpoint.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
         self.model, self.api_key, self.temperature, self.timeout = model, api_key, temperature, timeout
-        self._opener = urllib.request.build_opener(_RefuseRedirects)
 
-    def _read(self, response) -> bytes:
-        """The reply's body, at most ``MAX_REPLY_BYTES``, all of it within ``timeout`` seconds (the
-        socket's timeout is per read: a reply that trickles in would outlive it)."""
-        deadline = time.monotonic() + self.timeout
+    @staticmethod
+    def _read(response) -> bytes:
+        """The reply's body, at most ``MAX_REPLY_BYTES``."""
         chunks, size = [], 0
         while True:
             chunk = response.read1(1 << 16)
@@ -101,8 +152,6 @@ class ChatEndpoint:
             size += len(chunk)
             if size > MAX_REPLY_BYTES:
                 raise MalformedReply(f"the reply is larger than {MAX_REPLY_BYTES >> 20} MB")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the reply took longer than {self.timeout:g} s to arrive")
             chunks.append(chunk)
 
     def complete(self, messages: List[Dict[str, str]]) -> str:
@@ -111,9 +160,14 @@ class ChatEndpoint:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        late = f"TimeoutError: the reply took longer than {self.timeout:g} s to arrive"
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                payload = json.loads(self._read(response).decode("utf8"))
+            with _Deadline(self.timeout) as deadline:
+                with deadline.opener().open(request, timeout=self.timeout) as response:
+                    data = self._read(response)
+            if deadline.expired.is_set():  # the shut socket ended the body early
+                raise RetryableError(late)
+            payload = json.loads(data.decode("utf8"))
         except RecursionError:
             raise MalformedReply("the reply is JSON nested too deeply to read") from None
         except UnicodeDecodeError as err:
@@ -123,8 +177,9 @@ class ChatEndpoint:
                 raise RetryableError(f"HTTP {err.code}", retry_after_seconds(err.headers.get("Retry-After")
                                                                              if err.headers else None)) from None
             raise SynthesisError(f"{self.url} answered HTTP {err.code}: {err.read(200)!r}") from None
-        except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, json.JSONDecodeError) as err:
-            raise RetryableError(f"{type(err).__name__}: {err}") from None
+        except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, OSError,
+                json.JSONDecodeError) as err:
+            raise RetryableError(late if deadline.expired.is_set() else f"{type(err).__name__}: {err}") from None
         try:
             content = payload["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):

@@ -1,6 +1,7 @@
 """Synthesis against a chat-completions server on loopback: checked answers, retries, resuming."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -291,6 +292,45 @@ def test_a_reply_that_trickles_in_past_the_timeout_is_retried(tmp_path):
     finally:
         httpd.shutdown()
     assert time.time() - started < 5
+
+
+def test_a_server_that_trickles_its_headers_is_cut_off_at_the_timeout(tmp_path):
+    """The status line and headers count too: one header byte every 0.3 s, forever."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.is_set():
+                try:
+                    connection.sendall(b"X")
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+    threading.Thread(target=serve, daemon=True).start()
+    endpoint = ChatEndpoint(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", "any", timeout=1.0)
+    raised = []
+
+    def run():  # in a thread, so that a stall fails this test instead of hanging the suite
+        try:
+            synthesize(endpoint, SENTENCES[:1], tmp_path / "o.jsonl", kinds=["classify"], max_retries=0,
+                       sleep=lambda s: None, progress=False)
+        except SynthesisError as err:
+            raised.append(err)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(10)
+    stop.set()
+    listener.close()
+    assert not runner.is_alive(), "the request outlived its timeout"
+    assert raised and re.search("gave up after 1 attempts: .*longer than 1 s", str(raised[0]))
 
 
 def test_a_line_inserted_at_the_top_of_the_input_is_asked_and_no_other_twice(server, tmp_path):
