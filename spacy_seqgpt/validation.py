@@ -1,4 +1,5 @@
 """Checks of user settings shared by components, models and training: one wording for each rule."""
+import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Optional, Sequence, Union
 
@@ -44,6 +45,25 @@ def check_unmask_code(layers: Union[str, Sequence[int]]) -> None:
     bad = [i for i in layers if not isinstance(i, int) or isinstance(i, bool) or i < 0]
     if bad:
         raise ValueError(f"'unmask' layer indices must be non-negative integers, got {bad}.")
+
+
+def lone_surrogate(value) -> Optional[str]:
+    """Where text or JSON data holds a lone surrogate (``"\\udcff"`` is valid JSON and a Python
+    string, but no Unicode text: it cannot be tokenized or written as UTF-8), as ``U+DCFF at
+    character 4`` or ``U+DCFF in the field 'note'``; None when it holds none."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf8")
+            return None
+        except UnicodeEncodeError as err:
+            return f"U+{ord(value[err.start]):04X} at character {err.start}"
+    for name, item in value.items() if isinstance(value, dict) else [(None, value)]:
+        try:
+            json.dumps({name: item} if name is not None else item, ensure_ascii=False).encode("utf8")
+        except UnicodeEncodeError as err:
+            where = f" in the field {name.encode('utf8', 'backslashreplace').decode()!r}" if name is not None else ""
+            return f"U+{ord(err.object[err.start]):04X}{where}"
+    return None
 
 
 def inside(root: Path, name: object) -> Path:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..validation import lone_surrogate
+
 KINDS = {".jsonl": "jsonl", ".txt": "txt", ".spacy": "spacy"}
 
 
@@ -188,14 +190,3 @@ def _text_item(index: int, source: str, raw: bytes, kind: str, text_field: str) 
         return Item(index, source, reason="empty text")
     return Item(index, source, text, fields=record)
 
-
-def lone_surrogate(record) -> Optional[str]:
-    """Where JSON data holds a lone surrogate (``"\\udcff"`` is valid JSON, but no UTF-8 text),
-    as ``U+DCFF in the field 'note'``; None when it holds none."""
-    for name, value in record.items() if isinstance(record, dict) else [(None, record)]:
-        try:
-            json.dumps({name: value} if name is not None else value, ensure_ascii=False).encode("utf8")
-        except UnicodeEncodeError as err:
-            where = f" in the field {name.encode('utf8', 'backslashreplace').decode()!r}" if name is not None else ""
-            return f"U+{ord(err.object[err.start]):04X}{where}"
-    return None

@@ -11,6 +11,7 @@ from spacy.language import Language
 
 from ..models import DEFAULT_MODEL, HFModel
 from ..templates import TEMPLATES, check_template, fill_template
+from ..validation import lone_surrogate
 
 PAIR_TEMPLATE, PAIR_FIELDS = TEMPLATES["pair"]
 _SPANS_KEY = "seqgpt"
@@ -23,6 +24,11 @@ def _texts(texts: Sequence[str], name: str) -> List[str]:
     bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
     if bad:
         raise TypeError(f"{name} must hold strings; items {bad[:5]} are {type(texts[bad[0]]).__name__}")
+    for i, text in enumerate(texts):
+        surrogate = lone_surrogate(text)
+        if surrogate is not None:  # spaCy's tokenizer would fail on it with an encoding error
+            raise ValueError(f"{name}[{i}] holds a lone surrogate ({surrogate}), which is not Unicode text: decode "
+                             "its source with errors='replace' (or fix the producer's encoding)")
     return texts
 
 

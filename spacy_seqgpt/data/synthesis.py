@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..prompts import CLASSIFY, EXTRACT, check_label
+from ..validation import lone_surrogate
 from .records import LEFT_OUT_SUFFIXES, answer_problem, make_record
 
 KINDS = ("ner", "typing", "classify")
@@ -261,7 +262,7 @@ def retry_after_seconds(value: Optional[str]) -> Optional[float]:
 def request_id(text: str, kind: str) -> str:
     """A request's id in the output: the sentence's own hash, so a rerun over an edited input
     (lines added, removed or moved) asks exactly the sentences not yet answered."""
-    return f"{hashlib.blake2b(text.encode('utf8'), digest_size=8).hexdigest()}:{kind}"
+    return f"{hashlib.blake2b(text.encode('utf8', 'surrogatepass'), digest_size=8).hexdigest()}:{kind}"
 
 
 def clean_labels(values: object) -> List[str]:
@@ -380,8 +381,9 @@ def _truncate_partial_line(path: Path) -> None:
 def _append(path: Path, entry: dict) -> None:
     # One write of a whole line, flushed and synced before the next request: a kill loses at
     # most the line being written, which the next run cuts off and redoes.
+    line = json.dumps(entry, ensure_ascii=lone_surrogate(entry) is not None)  # escaped: the line stays UTF-8
     with path.open("a", encoding="utf8") as stream:
-        stream.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        stream.write(line + "\n")
         stream.flush()
         os.fsync(stream.fileno())
 
@@ -405,6 +407,12 @@ def synthesize(backend, sentences: Sequence[str], output: Path, *, kinds: Iterab
             if request_id(text, kind) not in done]
     written = rejected = 0
     for key, kind, text in tqdm(todo, desc="synthesize", unit="request", disable=not progress):
+        surrogate = lone_surrogate(text)
+        if surrogate is not None:  # not text a model (or the output file) can take
+            _append(rejected_path(output), {"id": key, "text": text, "reason": f"the sentence holds a lone surrogate "
+                                            f"({surrogate}), which is not Unicode text"})
+            rejected += 1
+            continue
         messages = request_messages(kind, text)
         try:
             answer = parse_json_answer(with_retries(lambda: backend.complete(messages), max_retries=max_retries,

@@ -52,6 +52,8 @@ def test_bad_input_is_named(seqgpt):
         seqgpt.classify(["Tim Cook"], "sports")
     with pytest.raises(TypeError, match=r"items \[1\] are int"):
         seqgpt.classify(["fine", 3], CAT_LABELS)
+    with pytest.raises(ValueError, match=r"texts\[1\] holds a lone surrogate \(U\+DCFF at character 4\)"):
+        seqgpt.extract(["fine", "bad \udcff text"], NER_LABELS)
     with pytest.raises(ValueError, match="as many first texts"):
         seqgpt.classify_pairs(["a", "b"], ["c"], CAT_LABELS)
     with pytest.raises(ValueError, match="must be one line holding"):

@@ -294,6 +294,23 @@ def test_a_reply_that_trickles_in_past_the_timeout_is_retried(tmp_path):
     assert time.time() - started < 5
 
 
+def test_a_sentence_with_a_lone_surrogate_is_rejected_without_a_request_and_the_run_goes_on(tmp_path):
+    sentences = ["Bad \udcff sentence about Alice Smith.", SENTENCES[0]]
+    asked = []
+
+    def reply(number, body):
+        asked.append(body["messages"][-1]["content"])
+        return 200, {}, completion(json.dumps({"labels": ["news"], "wrong_labels": ["sports"]}))
+
+    for _ in range(2):  # the rerun asks nothing again
+        synthesize_against(reply, sentences, tmp_path / "o.jsonl", kinds=["classify"])
+    rejected = read_lines(tmp_path / "o.rejected.jsonl")
+    assert len(asked) == 1 and SENTENCES[0] in asked[0]
+    assert [r["text"] for r in rejected] == [sentences[0]]  # kept as it was, escaped in the file
+    assert "lone surrogate (U+DCFF at character 4)" in rejected[0]["reason"]
+    assert [r["text"] for r in read_lines(tmp_path / "o.jsonl")] == [SENTENCES[0]]
+
+
 def test_a_server_that_trickles_its_headers_is_cut_off_at_the_timeout(tmp_path):
     """The status line and headers count too: one header byte every 0.3 s, forever."""
     import socket
