@@ -11,6 +11,13 @@ def check_positive_int(value: Any, key: str, owner: str = "") -> int:
     return value
 
 
+def check_count(value: Any, key: str, owner: str = "") -> int:
+    """``value`` if it is a whole number of 0 or more (not a bool), else a ValueError naming ``key``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{owner + ': ' if owner else ''}'{key}' must be a whole number of 0 or more, got {value!r}.")
+    return value
+
+
 def check_spans_key(spans_key: Optional[str], owner: str) -> Optional[str]:
     """``null`` (write ``doc.ents``) or a non-empty ``doc.spans`` key."""
     return check_key(spans_key, owner, "spans_key", optional=True, null_means="write doc.ents")

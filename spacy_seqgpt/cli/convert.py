@@ -75,7 +75,7 @@ def convert_all_cli(
     of a relation corpus apart. Options given override a config's [corpus]."""
     import configparser
 
-    from ..data.catalog import available
+    from ..data.catalog import CATALOG, available
     from ..data.readers import read_corpora
     from ..data.records import write_records
     from ..data.sampling import corpus_records
@@ -92,6 +92,10 @@ def convert_all_cli(
     data_dir, quota, max_negatives = settings["data_dir"], settings["quota"], settings["max_negatives"]
     train_limit, eval_limit = settings["train_limit"], settings["eval_limit"]
     msg.info(f"Converting {data_dir} (quota {quota}, train limit {train_limit}, eval limit {eval_limit})")
+    unknown = sorted(set(settings["skip_sources"]) - {item.source for item in CATALOG})
+    if unknown:
+        msg.fail(f"[corpus] skip_sources names no dataset: {', '.join(unknown)}",
+                 f"Known: {', '.join(sorted({item.source for item in CATALOG}))}.", exits=1)
     found = [item for item in available(data_dir) if item.source not in settings["skip_sources"]]
     if not found:
         msg.fail(f"No known dataset files under {data_dir}", "Expected the layout of ../shared/datasets "

@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 from wasabi import msg
 
+from ..validation import check_count
 from . import command
 
+CORPUS_COUNTS = ("quota", "train_limit", "eval_limit", "max_negatives")  # whole numbers, 0 or more
 # init-base's sources besides init-model's known models: the tiny random-weight models of init-tiny
 TINY_SOURCES = {"tiny-bloom": "bloom", "tiny-llama": "llama"}
 
@@ -27,13 +29,21 @@ def corpus_settings(path: Path) -> dict:
     corpus = config_section(path, "corpus")
     if "data_dirs" not in corpus:
         raise ValueError(f"{path} has no [corpus] data_dirs: name the dataset folders to convert")
+    unknown = set(corpus) - {"data_dirs", *CORPUS_COUNTS, "skip_sources"}
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) in [corpus]: {', '.join(sorted(unknown))}")
+    for key in ("data_dirs", "skip_sources"):  # a string would be read letter by letter
+        value = corpus.get(key, [])
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+            raise ValueError(f"{path}: [corpus] {key} must be a list of names, e.g. {key} = [\"{value}\"], got "
+                             f"{value!r}")
+    for key in CORPUS_COUNTS:
+        if key in corpus:
+            check_count(corpus[key], f"[corpus] {key}", str(path))
     folders = [Path(folder) for folder in corpus.pop("data_dirs")]
     found = next((folder for folder in folders if folder.is_dir()), None)
     if found is None:
         raise ValueError(f"{path}: none of the [corpus] data_dirs exists: {', '.join(map(str, folders))}")
-    unknown = set(corpus) - {"quota", "train_limit", "eval_limit", "max_negatives", "skip_sources"}
-    if unknown:
-        raise ValueError(f"{path}: unknown setting(s) in [corpus]: {', '.join(sorted(unknown))}")
     return {"data_dir": found, **corpus}
 
 

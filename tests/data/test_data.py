@@ -251,6 +251,15 @@ def test_convert_all_reads_a_presets_corpus_section_and_options_override_it(tmp_
     config.write_text('[corpus]\ndata_dirs = ["samples"]\nquotas = 3\n')
     result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "corpus"])
     assert result.exit_code == 1 and "unknown setting(s) in [corpus]: quotas" in words(result.output)
+    for setting, expected in (('data_dirs = "samples"', "data_dirs must be a list of names"),
+                              ('skip_sources = "weibo"', "skip_sources must be a list"),
+                              ('skip_sources = ["weibo"]', "skip_sources names no dataset: weibo"),
+                              ("quota = 2.5", "'[corpus] quota' must be a whole number"),
+                              ("train_limit = true", "'[corpus] train_limit' must be a whole")):
+        folders = "" if setting.startswith("data_dirs") else 'data_dirs = ["samples"]\n'
+        config.write_text(f"[corpus]\n{folders}{setting}\n")
+        result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "corpus"])
+        assert result.exit_code == 1 and expected in words(result.output), (setting, result.output)
 
 
 def test_init_base_writes_the_presets_starting_model_or_names_what_it_knows(tmp_path, monkeypatch):
