@@ -14,17 +14,26 @@ LABEL_SOURCES = {
     "seqgpt_rel": ("classify", True),
     "seqgpt_textcat": ("classify", False),
 }
-SEQGPT_FACTORIES = (*LABEL_SOURCES, "seqgpt_events", "seqgpt_questions")
+LABELLED = (*LABEL_SOURCES, "seqgpt_events")  # the factories with a `labels` setting
+SEQGPT_FACTORIES = (*LABELLED, "seqgpt_questions")
 
 
 def given_labels(options: List[str]) -> Dict[str, List[str]]:
-    """``--labels NAME=a,b`` options as ``{component name: labels}``."""
-    given = {}
+    """``--labels NAME=a,b`` options as ``{component name: labels}``; an option that names no
+    label, an empty label (``a,,b``) or a component twice is refused."""
+    given: Dict[str, List[str]] = {}
     for option in options:
-        name, sep, labels = option.partition("=")
-        if not sep or not name.strip():
-            msg.fail(f"--labels {option!r}: write it as COMPONENT=label,label (e.g. seqgpt_ner=person,city)", exits=1)
-        given[name.strip()] = [label.strip() for label in labels.split(",") if label.strip()]
+        name, sep, text = option.partition("=")
+        name = name.strip()
+        labels = [label.strip() for label in text.split(",")]
+        if not sep or not name:
+            raise ValueError(f"--labels {option!r}: write it as COMPONENT=label,label (e.g. seqgpt_ner=person,city)")
+        if not any(labels) or not all(labels):
+            raise ValueError(f"--labels {option!r}: {'an empty label' if any(labels) else 'no label'} for {name}; "
+                             "write the labels between the commas (seqgpt_ner=person,city)")
+        if name in given:
+            raise ValueError(f"--labels names {name} twice; give all its labels in one option ({name}=a,b)")
+        given[name] = labels
     return given
 
 
@@ -51,12 +60,19 @@ def assemble_cli(
 
     config = load_config(config_path, overrides={**parse_config_overrides(ctx.args), "vars.model": model},
                          interpolate=False)
+    if max_labels < 0 or max_new_tokens < 0:
+        raise ValueError(f"--max-labels and --max-new-tokens are 0 (all; the config's) or more, got {max_labels} and "
+                         f"{max_new_tokens}")
     known = list(read_records(records))
     lang = config["nlp"]["lang"]
     given = given_labels(labels)
     unknown = sorted(set(given) - set(config["nlp"]["pipeline"]))
     if unknown:
-        msg.fail(f"--labels names {unknown}, which are not in the pipeline {config['nlp']['pipeline']}", exits=1)
+        raise ValueError(f"--labels names {unknown}, which are not in the pipeline {config['nlp']['pipeline']}")
+    without = sorted(name for name in given if config["components"][name].get("factory") not in LABELLED)
+    if without:
+        raise ValueError(f"--labels names {without}, which take no labels (seqgpt_questions asks free-text "
+                         "questions: set them with --components.<name>.questions)")
     for name in config["nlp"]["pipeline"]:
         settings = config["components"][name]
         factory = settings.get("factory")

@@ -1,5 +1,6 @@
 """``seqgpt assemble``: each component asks for the labels the model was trained on, routed by
 what the records are about (entities, relations, documents)."""
+import pytest
 import spacy
 import srsly
 from typer.testing import CliRunner
@@ -35,10 +36,20 @@ def test_relation_labels_go_to_seqgpt_rel_and_the_rest_to_textcat(tmp_path, tiny
     assert {nlp.get_pipe(name).max_new_tokens for name in nlp.pipe_names if name.startswith("seqgpt_")} == {8}
 
 
-def test_labels_for_a_component_not_in_the_pipeline_are_named(tmp_path, tiny_bloom):
+@pytest.mark.parametrize("options, expected", [
+    (["--labels", "seqgpt_nerr=person"], "--labels names ['seqgpt_nerr'], which are not in the pipeline"),
+    (["--labels", "seqgpt_ner="], "no label for seqgpt_ner"),
+    (["--labels", "seqgpt_ner=,,,"], "no label for seqgpt_ner"),
+    (["--labels", "seqgpt_ner=person,,city"], "an empty label for seqgpt_ner"),
+    (["--labels", "seqgpt_ner=person", "--labels", "seqgpt_ner=city"], "names seqgpt_ner twice"),
+    (["--labels", "seqgpt_questions=who,what"], "which take no labels"),
+    (["--max-labels", "-1"], "--max-labels and --max-new-tokens are 0"),
+    (["--labels", "seqgpt_ner=per:son"], "seqgpt_ner"),  # the component's own check of a label, in one block
+])
+def test_labels_the_command_cannot_use_are_named_and_nothing_is_written(tmp_path, tiny_bloom, options, expected):
     srsly.write_jsonl(tmp_path / "train.jsonl", records())
     result = CliRunner().invoke(seqgpt_cli, [
         "assemble", str(ROOT / "configs" / "pipelines" / "seqgpt_560m.cfg"), tiny_bloom, str(tmp_path / "train.jsonl"),
-        str(tmp_path / "pipeline"), "--labels", "seqgpt_nerr=person"])
-    assert result.exit_code == 1 and "seqgpt_nerr" in result.output
-    assert not (tmp_path / "pipeline").exists()
+        str(tmp_path / "pipeline"), *options])
+    assert result.exit_code == 1 and expected in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "pipeline").exists()

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 
 import pytest
 import spacy
@@ -34,7 +35,7 @@ def test_seqgpt_560m_config_assembles_with_a_local_model(tmp_path, tiny_bloom):
     assert sorted(p.parent.name for p in out.glob("*/model")) == ["seqgpt_ner"]  # one copy of the weights
     doc = nlp("First sentence. Second one.")
     assert set(doc.cats) == {"sports", "politics", "business", "technology"}
-    assert "types" in doc.spans and "events" in doc.spans and isinstance(doc._.rel, dict)
+    assert "types" in doc.spans and "events" in doc.spans and isinstance(doc._.rel, Mapping)
 
 
 def test_the_tagger_pipeline_sources_a_trained_tagger_and_adds_seqgpt_on_its_entities(tmp_path, tiny_llama, tiny_bloom):
@@ -52,7 +53,8 @@ def test_the_tagger_pipeline_sources_a_trained_tagger_and_adds_seqgpt_on_its_ent
     assert nlp.get_pipe("llm_unmasked_tagger").labels == ("person", "city")
     assert nlp.get_pipe("seqgpt_typing").shared is nlp.get_pipe("seqgpt_rel").shared
     doc = nlp("Anna met Tom in Paris.")
-    assert len(doc.spans["types"]) == len(doc.ents) and isinstance(doc._.rel, dict)
+    entities = {(ent.start, ent.end) for ent in doc.ents}
+    assert all((span.start, span.end) in entities for span in doc.spans["types"]) and isinstance(doc._.rel, Mapping)
 
 
 def test_configs_are_split_by_kind():
