@@ -14,6 +14,7 @@ from ..models import HFModel
 from ..prompts import LabelSpec, check_label, prompt_labels
 from ..templates import NO_RELATION, TEMPLATES, check_template, template_ref
 from ..text.relations import REL_ATTR, candidate_pairs, pair_key
+from ..validation import check_count, check_positive_int
 from .classification import LabelClassification
 from .pipe import SETTINGS, SeqGPTPipe
 from .scorers import scorer_ref
@@ -49,7 +50,8 @@ class SeqGPTRelations(SeqGPTPipe):
 
     Candidate pairs: both spans in one sentence when the Doc has sentences, else at most
     ``max_distance`` tokens apart; at most ``max_pairs`` per Doc, nearest first (the pairs left
-    out are counted in ``stats["pairs_capped"]``). Each pair's prompt asks ``template``
+    out are counted in ``stats["pairs_capped"]``); spans with the same bounds are one candidate
+    (``stats["merged_spans"]``). Each pair's prompt asks ``template``
     (``{head}``, ``{tail}``, ``{text}``) with the labels and ``no_relation`` as answers.
     ``doc._.rel`` gets every pair asked, with the labels whose score reaches ``threshold``:
     1.0 for the answer's label when generating, probabilities with ``scoring``.
@@ -68,16 +70,22 @@ class SeqGPTRelations(SeqGPTPipe):
         self.no_relation = no_relation
         self.input_key = check_input_key(input_key, name)
         self.template = check_template(template, TEMPLATES["relation"][1], name)
-        self.max_distance = max_distance
-        self.max_pairs = max_pairs
+        self.max_distance = check_count(max_distance, "max_distance", name)
+        self.max_pairs = check_positive_int(max_pairs, "max_pairs", name)
 
     @property
     def labels(self) -> tuple:
         return tuple(label for label in self.classification.labels if label != self.no_relation)
 
     def pairs(self, doc: Doc):
-        """The candidate (head, tail) pairs of ``doc``, nearest first, capped at ``max_pairs``."""
-        candidates = candidate_pairs(doc, list(input_spans(doc, self.input_key)), self.max_distance)
+        """The candidate (head, tail) pairs of ``doc``, nearest first, capped at ``max_pairs``. Spans
+        with the same bounds (labels aside) are one candidate: a pair's question and its key in
+        ``doc._.rel`` read only the bounds (``stats["merged_spans"]`` counts the others)."""
+        spans = list(input_spans(doc, self.input_key))
+        merged = len(spans) - len({(span.start, span.end) for span in spans})
+        if merged:
+            self.stats["merged_spans"] += merged
+        candidates = candidate_pairs(doc, spans, self.max_distance)
         if len(candidates) > self.max_pairs:
             self.stats["pairs_capped"] += len(candidates) - self.max_pairs
         return candidates[: self.max_pairs]

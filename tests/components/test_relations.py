@@ -120,6 +120,10 @@ def test_the_scorer_against_hand_counted_triples(nlp):
 def test_bad_settings_are_named(rel_model):
     with pytest.raises(ValueError, match="also a relation label"):
         make_nlp(rel_model, no_relation="works for")
+    with pytest.raises(ValueError, match="'max_pairs' must be a positive integer, got -1"):
+        make_nlp(rel_model, max_pairs=-1)
+    with pytest.raises(ValueError, match="'max_distance' must be a whole number of 0 or more, got -3"):
+        make_nlp(rel_model, max_distance=-3)
     with pytest.raises(ValueError, match=r"\{tail\}"):
         make_nlp(rel_model, template="{head} in {text}")
 
@@ -177,6 +181,31 @@ def test_overlapping_candidates_keep_every_asked_pair_apart(rel_model, tmp_path)
     rows = {(tuple(r["head"]), tuple(r["tail"])): r["scores"] for r in doc_json(doc)["rel"]}
     assert len(rows) == 6 and rows[(0, 8), (19, 24)] == doc._.rel[0, 2, 4, 5]
     assert all(head != tail for head, tail in rows)
+
+
+def test_any_batch_size_gives_the_same_relations_and_scores_within_float_tolerance(rel_model):
+    """docs/components.md: "the same Docs" are the same relations; scores agree to about 1e-6."""
+    found = []
+    for batch_size in (1, 3):
+        nlp = make_nlp(rel_model, scoring=True, batch_size=batch_size)
+        docs = list(nlp.pipe([with_ents(nlp, text, spans) for text, spans, _ in TAUGHT]))
+        found.append([dict(doc._.rel) for doc in docs])
+    for one, three in zip(*found):
+        assert one.keys() == three.keys()
+        assert all(one[pair].keys() == three[pair].keys() for pair in one)
+        assert all(one[pair][label] == pytest.approx(three[pair][label], abs=1e-5) for pair in one
+                   for label in one[pair])
+
+
+def test_spans_with_the_same_bounds_are_one_candidate_and_counted(rel_model):
+    from spacy.tokens import Span
+
+    nlp = make_nlp(rel_model, input_key="candidates")
+    doc = nlp.make_doc("Tim Cook works for Apple in Cupertino .")
+    doc.spans["candidates"] = [Span(doc, 0, 2, "PER"), Span(doc, 4, 5, "ORG"), Span(doc, 4, 5, "PRODUCT")]
+    doc = nlp(doc)
+    assert sorted(doc._.rel) == [(0, 2, 4, 5), (4, 5, 0, 2)]
+    assert nlp.get_pipe("seqgpt_rel").stats["merged_spans"] == 1
 
 
 def test_the_threshold_filters_what_is_written(rel_model):
