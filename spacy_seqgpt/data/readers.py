@@ -167,6 +167,17 @@ def _read_csv(path: Path, lang: str, label_map) -> GoldCorpus:
     return GoldCorpus(CLASSIFY, lang, _labels_seen(examples), examples)
 
 
+def json_line(line: str, where: str):
+    """One JSON line of a corpus file; a line that is not JSON, or nested too deeply to read, is a
+    ValueError naming ``where`` (file:line)."""
+    try:
+        return json.loads(line)
+    except ValueError as err:
+        raise ValueError(f"{where}: not JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to read") from None
+
+
 def _read_tnews(path: Path, lang: str, label_map) -> GoldCorpus:
     """TNEWS JSON lines; label names from ``label_index2en2zh.json`` beside the file when there
     (Chinese names for ``lang="zh"``), else from ``label_desc``."""
@@ -183,8 +194,8 @@ def _read_tnews(path: Path, lang: str, label_map) -> GoldCorpus:
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        if "sentence" not in row or "label_desc" not in row:
+        row = json_line(line, f"{path}:{number}")
+        if not isinstance(row, dict) or "sentence" not in row or "label_desc" not in row:
             raise ValueError(f"{path}:{number}: expected 'sentence' and 'label_desc'")
         desc = row["label_desc"]
         label = label_word(desc, label_map) if label_map and desc in label_map else names.get(desc, label_word(desc))

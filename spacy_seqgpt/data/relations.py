@@ -9,7 +9,6 @@ Inputs: CrossRE's JSON lines (one sentence per line, inclusive token offsets) an
 whose Docs carry ``doc._.rel`` (saved with ``store_user_data=True``). Both become Docs with
 ``doc.ents`` and ``doc._.rel``; CrossRE's Docs are one sentence each.
 """
-import json
 from pathlib import Path
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -17,7 +16,7 @@ from ..prompts import CLASSIFY, EXTRACT
 from ..templates import NO_RELATION, RELATION_TEMPLATE, fill_template
 from ..text.relations import REL_ATTR, candidate_pairs, pair_key, span_keyed
 from .label_words import label_word
-from .readers import GoldCorpus, GoldExample
+from .readers import GoldCorpus, GoldExample, json_line
 
 DEFAULT_MAX_DISTANCE = 100  # seqgpt_rel's default, for Docs without sentences
 # CrossRE's relation types (its README), asked in every domain's records even where a split lacks some.
@@ -39,10 +38,7 @@ def read_crossre(path: Path, label_map: Optional[Mapping[str, str]] = None, lang
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise ValueError(f"{where}: not JSON ({err})") from None
+        row = json_line(line, where)
         if not isinstance(row, dict) or not {"sentence", "ner", "relations"} <= set(row):
             raise ValueError(f"{where}: expected CrossRE's JSON object with 'sentence', 'ner' and 'relations'")
         words, entities, relations = row["sentence"], row["ner"], row["relations"]

@@ -79,6 +79,9 @@ def test_bad_crossre_lines_are_named(tmp_path):
     (tmp_path / "worse.json").write_text('{"sentence": ["a"]}\n', encoding="utf8")
     with pytest.raises(ValueError, match="worse.json:1: expected CrossRE"):
         read_corpora(tmp_path / "worse.json", "crossre")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000 + "\n", encoding="utf8")
+    with pytest.raises(ValueError, match="deep.json:1: JSON nested too deeply to read"):
+        read_corpora(tmp_path / "deep.json", "crossre")
 
 
 @pytest.mark.parametrize("change, message", [
