@@ -36,7 +36,7 @@ from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.evaluation.metrics import score_records
 from spacy_seqgpt.evaluation.predict import predict_records
 from spacy_seqgpt.models import HFModel, load_shared
-from spacy_seqgpt.models.saved_weights import weights_hash
+from spacy_seqgpt.models.saved_weights import model_folder_hash
 from spacy_seqgpt.prompts import CLASSIFY
 
 CLASSIFICATION_SETS = {"banking77": "Banking77", "tnews": "TNEWS", "semeval2014-restaurants": "SemEval rest."}
@@ -156,7 +156,7 @@ def main():
                 from spacy_seqgpt.models.pretrained import init_model
 
                 path = str(init_model("smollm2-135m", Path(tmp) / "smollm2"))
-            weights, shared = weights_hash(Path(path), "model"), None
+            weights, shared = model_folder_hash(Path(path)), None  # (a hub cache's folder is made of links)
             for constrained in (True, False):
                 key = f"{weights}/{constrained}/{args.max_new_tokens}/{data_key}"
                 if key not in cache:

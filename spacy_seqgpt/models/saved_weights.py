@@ -80,6 +80,16 @@ def weights_hash(path: Path, owner: str = "component", skip: Sequence[str] = ())
     return files_hash(path, saved_files(path, owner, skip))
 
 
+def model_folder_hash(folder: Path) -> str:
+    """A hash of a model folder a user names (not a saved pipeline's, which :func:`weights_hash`
+    checks): every file it holds or links to, as the Hugging Face cache's snapshots are made
+    of links; hidden files and folders (``.cache``) left out."""
+    folder = Path(folder)
+    files = [f for f in folder.rglob("*") if f.is_file()
+             and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+    return files_hash(folder, sorted(files))
+
+
 def files_hash(root: Path, files: Sequence[Path]) -> str:
     """A hash of ``files`` (their names below ``root`` and their contents)."""
     digest = hashlib.blake2b(digest_size=16)

@@ -19,7 +19,7 @@ from wasabi import msg
 from ..data.records import answer_problem, read_records
 from ..models import HFModel
 from ..models.adapters import add_lora, base_model, prepare_for_training
-from ..models.saved_weights import files_hash
+from ..models.saved_weights import model_folder_hash
 from ..models.unmasking import UnsupportedModelError
 from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -94,11 +94,7 @@ def model_files_hash(source: str) -> Optional[str]:
     """A hash of the files of the starting model when it is a folder (None for a hub id): a
     checkpoint of a run that started from other weights under the same name is not resumed."""
     folder = Path(source).expanduser()
-    if not folder.is_dir():
-        return None
-    files = [f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in
-                                                                     f.relative_to(folder).parts)]
-    return files_hash(folder, sorted(files))
+    return model_folder_hash(folder) if folder.is_dir() else None
 
 
 def changes(saved: dict, now: dict) -> list:

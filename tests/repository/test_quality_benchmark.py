@@ -1,4 +1,5 @@
 """``benchmarks/quality.py``'s cells from scored records: which figure goes in which column."""
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,20 @@ def test_a_domain_missing_leaves_the_mean_out(quality):
     predictions = [{"person": ["Cleo"]}]
     cells = quality.columns(records, predictions, score_records(records, predictions, [""]))
     assert cells == {"X-ai": 1.0}
+
+
+@pytest.mark.slow  # the benchmark in a subprocess, on a tiny model
+def test_the_table_runs_on_a_model_folder_made_of_links(tiny_llama, tmp_path):
+    """The Hugging Face cache's snapshots are folders of links: a model named there is measured."""
+    import subprocess
+    import sys
+
+    linked = tmp_path / "snapshot"
+    linked.mkdir()
+    for file in Path(tiny_llama).iterdir():
+        (linked / file.name).symlink_to(file)
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--data-dir",
+                             str(ROOT / "assets" / "datasets"), "--model", f"tiny={linked}", "--limit", "1",
+                             "--max-new-tokens", "4"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| tiny | constrained |" in result.stdout and "| tiny | free |" in result.stdout
