@@ -1,12 +1,14 @@
 """A child process of ``test_memory.py``: components over texts that once took gigabytes, run
 under a memory limit so that a regression fails the test instead of the machine.
 
-    python bounded_memory.py MODEL SCENARIO
+    python bounded_memory.py MODEL SCENARIO [SCENARIO ...]
+    python bounded_memory.py MODEL fuzz EXAMPLES
 
-loads the pipeline of SCENARIO on MODEL, annotates a short Doc (the model and torch's threads
+loads the pipelines on MODEL, annotates a short Doc with each (the model and torch's threads
 are then in place), limits the process's address space to what it uses then plus
-``LIMIT_BYTES``, annotates SCENARIO's Docs and prints one JSON line: the component's ``stats``
-and what it wrote. Over the limit, an allocation fails and the process exits non-zero.
+``LIMIT_BYTES``, annotates and prints one JSON line: each scenario's ``stats`` and what it
+wrote, or how many random Docs went through every component (``fuzz``). Over the limit, an
+allocation fails and the process exits non-zero.
 """
 import json
 import os
@@ -96,6 +98,85 @@ def scenario(name: str, model: str):
     raise SystemExit(f"unknown scenario {name!r}")
 
 
+def fuzz_pipelines(model: str) -> dict:
+    """Every component on one model, small budgets: with sentences (True) and without (False)."""
+    small = {"model": model, "max_new_tokens": 6, "max_input_tokens": 32, "batch_size": 8}
+    pipelines = {}
+    for sentences in (True, False):
+        nlp = spacy.blank("en")
+        if sentences:
+            nlp.add_pipe("sentencizer")
+        nlp.add_pipe("seqgpt_typing", config={**small, "labels": ["person", "city"], "multi_label": True,
+                                              "spans_key": "types"})
+        nlp.add_pipe("seqgpt_rel", config={**small, "labels": ["works for"], "threshold": 0.0, "max_pairs": 12})
+        nlp.add_pipe("seqgpt_textcat", config={**small, "labels": ["sports", "politics"]})
+        nlp.add_pipe("seqgpt_events", config={**small, "labels": ["Attack"], "roles": {"Attack": ["attacker"]},
+                                              "confirm": True})
+        nlp.add_pipe("seqgpt_questions", config={**small, "questions": ["Who is named?"]})
+        nlp.add_pipe("seqgpt_ner", config={**small, "labels": ["person", "city"], "spans_key": "ner"})
+        tagger = nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": model, "unmask": "1111"},
+                                                             "spans_key": "tagged", "max_length": 32})
+        tagger.initialize(labels=["person", "city"])
+        pipelines[sentences] = nlp
+    return pipelines
+
+
+def annotations(doc) -> tuple:
+    """What the components wrote, to compare a Doc with its round trip."""
+    groups = {key: [(s.start, s.end, s.label_) for s in group] for key, group in doc.spans.items()}
+    return (doc.text, [(e.start, e.end, e.label_) for e in doc.ents], groups, dict(doc.cats),
+            sorted((key, sorted(scores)) for key, scores in (doc._.rel or {}).items()))
+
+
+def fuzz(model: str, examples: int) -> dict:
+    """Random texts (long run-on sentences, long tokens, odd Unicode) with entities on every k-th
+    token through every component, then through ``Doc.to_bytes``/``from_bytes`` and a DocBin,
+    and through ``nlp.pipe(n_process=2)``; returns how many Docs went through."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from spacy.tokens import DocBin
+
+    pipelines = fuzz_pipelines(model)
+    for nlp in pipelines.values():  # loaded and warmed up before the limit
+        list(nlp.pipe(["Olaf Scholz visited Berlin."]))
+    limit_memory()
+    words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=12)
+    run_on = st.lists(words, min_size=50, max_size=500).map(", ".join)  # no full stop: one sentence
+    long_token = st.tuples(st.sampled_from("aZ9ü字🙂-"), st.integers(1_000, 20_000)).map(lambda p: p[0] * p[1])
+    texts = st.lists(st.one_of(run_on, long_token, st.text(max_size=200)), min_size=1, max_size=3).map(" ".join)
+    seen = {"docs": 0}
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(texts=st.lists(texts, min_size=1, max_size=2), every=st.integers(1, 6), sentences=st.booleans())
+    def through_everything(texts, every, sentences):
+        nlp = pipelines[sentences]
+        docs = []
+        for text in texts:
+            doc = nlp.make_doc(text)
+            tokens = [token for token in doc if not token.is_space][::every][:60]
+            doc.ents = [doc[t.i:t.i + 1] for t in tokens]
+            for span in doc.ents:
+                span.label_ = "ENT"
+            docs.append(doc)
+        annotated = list(nlp.pipe(docs))
+        for doc in annotated:
+            again = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+            assert annotations(again) == annotations(doc)
+        stored = DocBin(docs=annotated, store_user_data=True).to_bytes()
+        read = list(DocBin(store_user_data=True).from_bytes(stored).get_docs(nlp.vocab))
+        assert [annotations(doc) for doc in read] == [annotations(doc) for doc in annotated]
+        workers = list(nlp.pipe([doc.text for doc in annotated], n_process=2, batch_size=1))
+        assert [doc.text for doc in workers] == [doc.text for doc in annotated]
+        for doc in workers:
+            assert all(0 <= start < end <= len(doc) for start, end, _ in annotations(doc)[1])
+            assert all(0 <= key[0] < key[1] <= len(doc) for key, _ in annotations(doc)[4])
+        seen["docs"] += len(annotated)
+
+    through_everything()
+    return seen
+
+
 def main(model: str, names) -> None:
     """Every scenario's pipeline is loaded and warmed up before the limit, then each runs."""
     scenarios = {name: scenario(name, model) for name in names}
@@ -106,4 +187,7 @@ def main(model: str, names) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    if sys.argv[2] == "fuzz":
+        print(json.dumps(fuzz(sys.argv[1], int(sys.argv[3]))))
+    else:
+        main(sys.argv[1], sys.argv[2:])

@@ -32,3 +32,11 @@ def test_span_questions_take_a_window_of_the_budget_whatever_the_sentence(tiny_l
         assert found[name]["stats"]["over_window"] == 1 and found[name]["ents"] == [2]
     # the confirm step and the arguments ask about every trigger of the run-on sentence
     assert found["events_run_on"]["confirmed"] == 150 and "over_window" not in found["events_run_on"]["stats"]
+
+
+def test_random_texts_go_through_every_component_bytes_docbins_and_two_processes(tiny_llama):
+    """Hypothesis, in the child under its limit: long run-on sentences, long tokens and odd
+    Unicode with many entities through all seven components, ``Doc.to_bytes``/``from_bytes``,
+    a DocBin and ``nlp.pipe(n_process=2)`` (``bounded_memory.fuzz``)."""
+    found = run_child(tiny_llama, "fuzz", 8)
+    assert found["docs"] >= 8
