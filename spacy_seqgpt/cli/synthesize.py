@@ -28,7 +28,8 @@ def synthesize_cli(
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds a whole reply may take to arrive"),
 ):
     """Have an LLM invent fine-grained labels and answers for raw sentences (pre-training data)."""
-    from ..data.synthesis import ChatEndpoint, LocalModel, SynthesisError, read_sentences, synthesize
+    from ..data.backends import ChatEndpoint, LocalModel, SynthesisError
+    from ..data.synthesis import read_sentences, synthesize
 
     if not endpoint and not local_model:
         msg.info("No --endpoint or --local-model given: synthesis skipped (pre-training will use its fallback data)")

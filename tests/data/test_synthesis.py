@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from spacy_seqgpt.data.synthesis import (ChatEndpoint, MalformedReply, SynthesisError, answer_records, clean_labels,
-                                         done_ids, parse_json_answer, request_id, retry_after_seconds, synthesize)
+from spacy_seqgpt.data.backends import ChatEndpoint, MalformedReply, SynthesisError, retry_after_seconds
+from spacy_seqgpt.data.synthesis import (answer_records, clean_labels, done_ids, parse_json_answer, request_id,
+                                         synthesize)
 
 SENTENCES = [f"Sentence {i} mentions Alice Smith and the Acme Corp in Paris." for i in range(12)]
 
@@ -167,7 +168,8 @@ def test_cli_without_a_backend_skips(tmp_path):
 
 
 def test_local_model_backend_notes_unusable_answers(tiny_bloom, tmp_path):
-    from spacy_seqgpt.data.synthesis import LocalModel, rejected_path
+    from spacy_seqgpt.data.backends import LocalModel
+    from spacy_seqgpt.data.synthesis import rejected_path
 
     out = tmp_path / "local.jsonl"
     backend = LocalModel(str(tiny_bloom), max_new_tokens=8)  # random weights: no JSON comes out

@@ -191,3 +191,6 @@ def test_the_tests_are_laid_out_like_the_package():
     assert folders <= set(ALLOWED) | {"repository"}, folders - set(ALLOWED)
     loose = {p.stem[len("test_"):] for p in (ROOT / "tests").glob("test_*.py")}
     assert loose <= LEAVES, f"tests of {loose - LEAVES} belong in the folder of their concern"
+    # pytest imports test modules by their file name (the folders are no packages): one name once
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(name for name in set(names) if names.count(name) > 1)
