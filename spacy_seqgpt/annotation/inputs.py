@@ -189,4 +189,3 @@ def _text_item(index: int, source: str, raw: bytes, kind: str, text_field: str) 
     if not text.strip():
         return Item(index, source, reason="empty text")
     return Item(index, source, text, fields=record)
-

@@ -11,6 +11,7 @@ or rejects.
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from contextlib import contextmanager
@@ -263,7 +264,5 @@ def locked(output: Path) -> Iterator[None]:
 
 def _lock_holder(handle: int) -> Optional[str]:
     """``pid N`` when the lock file is one of ours, else None."""
-    import re
-
     text = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
     return text if re.fullmatch(r"pid \d+", text) else None
