@@ -47,27 +47,30 @@ def atomic_folder(path: Path) -> Iterator[Path]:
         shutil.rmtree(draft, ignore_errors=True)
 
 
+# Beside what own_folder writes: what the folder was made from, and the files written.
+MADE_FROM = "seqgpt_source.json"
+
+
 @contextmanager
-def own_folder(path: Path, marker: str, command: str) -> Iterator[Path]:
+def own_folder(path: Path, command: str, made_from: dict) -> Iterator[Path]:
     """:func:`atomic_folder` for a command that writes a whole folder (``init-model``,
-    ``init-tiny``): ``path`` may be new, empty, or one the command wrote before, and nothing
-    else. The command's ``marker`` file (JSON) gets the list of files written; a folder holding
-    a file the command did not write (the user's own, a source file) is refused, before and
+    ``init-tiny``): ``path`` may be new, empty, or one such a command wrote before, and nothing
+    else. :data:`MADE_FROM` records ``made_from`` and the files written; a folder holding a
+    file the command did not write (the user's own, a source file) is refused, before and
     after the draft is written, so replacing it loses nothing of the user's."""
     path = Path(path)
-    _check_own(path, marker, command, written=None)
+    _check_own(path, command, written=None)
     with atomic_folder(path) as draft:
         yield draft
-        record = draft / marker
-        data = json.loads(record.read_text(encoding="utf8")) if record.is_file() else {}
-        data["files"] = sorted({f.relative_to(draft).as_posix() for f in draft.rglob("*") if f.is_file()} | {marker})
-        record.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf8")
-        _check_own(path, marker, command, written=set(data["files"]))
+        files = sorted({f.relative_to(draft).as_posix() for f in draft.rglob("*") if f.is_file()} | {MADE_FROM})
+        record = json.dumps({**made_from, "files": files}, indent=2, sort_keys=True) + "\n"
+        (draft / MADE_FROM).write_text(record, encoding="utf8")
+        _check_own(path, command, written=set(files))
 
 
-def _check_own(path: Path, marker: str, command: str, written: Optional[Set[str]]) -> None:
+def _check_own(path: Path, command: str, written: Optional[Set[str]]) -> None:
     """Refuse ``path`` unless it is new, empty, or holds only files ``command`` wrote there
-    (those its ``marker`` lists, and ``written``: those it writes now)."""
+    (those its :data:`MADE_FROM` lists, and ``written``: those it writes now)."""
     refuse = f"{command}: nothing was written. Choose a new or empty folder."
     here = Path.cwd().resolve()
     if path.resolve() == here or path.resolve() in here.parents:
@@ -80,10 +83,10 @@ def _check_own(path: Path, marker: str, command: str, written: Optional[Set[str]
     found = {f.relative_to(path).as_posix() for f in path.rglob("*") if not f.is_dir() or f.is_symlink()}
     if not found:
         return
-    if marker not in found:
-        raise ValueError(f"{path} exists and is not an earlier {command} folder (it has no {marker}). {refuse}")
+    if MADE_FROM not in found:
+        raise ValueError(f"{path} exists and is not an earlier {command} folder (it has no {MADE_FROM}). {refuse}")
     try:
-        recorded = set(json.loads((path / marker).read_text(encoding="utf8")).get("files", []))
+        recorded = set(json.loads((path / MADE_FROM).read_text(encoding="utf8")).get("files", []))
     except (ValueError, AttributeError, TypeError):
         recorded = set()
     if written is None and not recorded:  # an earlier version's folder: checked against the draft

@@ -94,13 +94,12 @@ class SeqGPTTyping(SeqGPTPipe):
                 self._write_group(doc, self.spans_key, self.kept(typed))
                 continue
             typed = [self._typed(doc, span, row) for span, row in zip(spans, rows)]
-            key = self.input_key
-            if key is None:
+            if self.input_key is None:
                 doc.ents = [span for span, _ in typed]
                 for span, score in zip(doc.ents, (score for _, score in typed)):
                     span._.set(SCORE_ATTR, score)
             else:
-                self._write_group(doc, key, typed)
+                self._write_group(doc, self.input_key, typed)
 
     def _typed(self, doc: Doc, span: Span, row: Optional[np.ndarray]):
         """``(span, score)``: the span with its best label at ``threshold``, else as it was (score None)."""

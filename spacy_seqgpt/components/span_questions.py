@@ -5,6 +5,7 @@ context: their sentence when the Doc has sentences, else the window of at most
 ``max_input_tokens`` subwords holding them all; a window of that budget centred on the spans
 where the sentence is longer. Typing, relations and event types ask them.
 """
+from functools import cached_property
 from typing import Callable, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
@@ -24,10 +25,17 @@ class SpanContexts:
     window centred on the spans inside it, cut between spaCy tokens."""
 
     def __init__(self, doc: Doc, tokenizer, max_tokens: int):
-        self.doc, self.max_tokens = doc, max_tokens
-        self.starts = subword_starts(tokenizer, doc.text)
-        self.count = SubwordCounter(self.starts)
+        self.doc, self.tokenizer, self.max_tokens = doc, tokenizer, max_tokens
         self._windows = None
+
+    @cached_property
+    def starts(self) -> List[int]:
+        """Where each subword of the Doc starts: counted once, and only for a Doc asked about."""
+        return subword_starts(self.tokenizer, self.doc.text)
+
+    @cached_property
+    def count(self) -> SubwordCounter:
+        return SubwordCounter(self.starts)
 
     def of(self, spans: Sequence[Span]) -> Optional[Tuple[int, int]]:
         """``(start char, end char)`` of the context of ``spans``; None when the spans alone are
@@ -52,7 +60,7 @@ class SpanContexts:
 
 def _trimmed(span: Span) -> Tuple[int, int]:
     """``span``'s characters without the whitespace tokens at its edges."""
-    tokens = [token for token in span if not token.is_space] or list(span)
+    tokens = [token for token in span if not token.is_space]  # (the spans asked about are among them)
     return tokens[0].idx, tokens[-1].idx + len(tokens[-1])
 
 

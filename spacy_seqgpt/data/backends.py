@@ -50,7 +50,7 @@ class _Deadline:
     wakes a blocked read. The opener it makes records every socket the request opens."""
 
     def __init__(self, seconds: float):
-        self.seconds, self.sockets = seconds, []
+        self.sockets: list = []
         self.expired = threading.Event()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True

@@ -200,9 +200,12 @@ def _truncate_partial_line(path: Path) -> None:
 def _append(path: Path, entry: dict) -> None:
     # One write of a whole line, flushed and synced before the next request: a kill loses at
     # most the line being written, which the next run cuts off and redoes.
-    line = json.dumps(entry, ensure_ascii=lone_surrogate(entry) is not None)  # escaped: the line stays UTF-8
-    with path.open("a", encoding="utf8") as stream:
-        stream.write(line + "\n")
+    try:
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, so the file stays UTF-8 and reads back the same
+        line = (json.dumps(entry) + "\n").encode("ascii")
+    with path.open("ab") as stream:
+        stream.write(line)
         stream.flush()
         os.fsync(stream.fileno())
 

@@ -94,14 +94,13 @@ def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[
 def check_tokenizer(tokenizer, model, name: str) -> None:
     """A tokenizer that can write text as ids the model has embeddings for: one without a
     vocabulary, or with ids past the embedding table, would fail at the first Doc instead."""
-    vocabulary = tokenizer.get_vocab()
     if not tokenizer("a b", add_special_tokens=False)["input_ids"]:
         raise ModelLoadError(f"The tokenizer of {name!r} ({type(tokenizer).__name__}) turns text into no tokens: it "
                              "has no vocabulary (its tokenizer.json or vocabulary file is missing).")
-    embeddings = model.get_input_embeddings().num_embeddings
-    if max(vocabulary.values()) >= embeddings:
-        raise ModelLoadError(f"The tokenizer of {name!r} has token ids up to {max(vocabulary.values())}, but the model "
-                             f"has embeddings for {embeddings}: they do not belong together.")
+    largest, embeddings = max(tokenizer.get_vocab().values()), model.get_input_embeddings().num_embeddings
+    if largest >= embeddings:
+        raise ModelLoadError(f"The tokenizer of {name!r} has token ids up to {largest}, but the model has embeddings "
+                             f"for {embeddings}: they do not belong together.")
 
 
 def built_in_attention(config, task: str) -> str:

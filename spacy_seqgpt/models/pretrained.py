@@ -9,15 +9,12 @@ same GGUF file and library versions always give the same files.
 """
 import hashlib
 import importlib.metadata
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Union
 
 from ..atomic import own_folder
 from .loading import ModelLoadError, quiet_progress_bars
-from .tiny import SOURCE_FILE
-
 
 
 @dataclass(frozen=True)
@@ -87,15 +84,14 @@ def convert_gguf(gguf: Union[str, Path], out: Union[str, Path], about: str = "",
     if gguf.resolve().is_relative_to(out.resolve()):
         raise ModelLoadError(f"{gguf} lies inside {out}, which init-model would replace: nothing was written.",
                              "Choose another output folder.")
-    with own_folder(out, SOURCE_FILE, "init-model") as draft:  # checked before the file is read
+    made_from = {"gguf": gguf.name, "sha256": _sha256(gguf), "licence": licence}
+    with own_folder(out, "init-model", made_from) as draft:  # checked before the file is read
         model, tokenizer = _read_gguf(gguf)
         try:
             model.save_pretrained(draft)
         except SafetensorError as err:  # a full disk, among others: safetensors' own error, not an OSError
             raise OSError(f"{out} could not be written: {err}") from None
         tokenizer.save_pretrained(draft)
-        source = {"gguf": gguf.name, "sha256": _sha256(gguf), "licence": licence}
-        (draft / SOURCE_FILE).write_text(json.dumps(source, indent=2, sort_keys=True) + "\n", encoding="utf8")
         (draft / "README.md").write_text(_model_card(gguf.name, about, licence), encoding="utf8")
     return out
 
@@ -156,16 +152,15 @@ def _unused_tensors(gguf: Path, model) -> List[str]:
     if arch is None:
         return []
     names = gguf_library.get_tensor_name_map(arch, model.config.num_hidden_layers)
-    known = {gguf_library.TENSOR_NAMES[tensor] for tensor in (gguf_library.MODEL_TENSOR.ROPE_FREQS,
-                                                              gguf_library.MODEL_TENSOR.ROPE_FACTORS_LONG,
-                                                              gguf_library.MODEL_TENSOR.ROPE_FACTORS_SHORT)}
+    tensors = gguf_library.MODEL_TENSOR
+    known = {f"{gguf_library.TENSOR_NAMES[tensor]}.weight"
+             for tensor in (tensors.ROPE_FREQS, tensors.ROPE_FACTORS_LONG, tensors.ROPE_FACTORS_SHORT)}
     for parameter in model.state_dict():
         base, _, suffix = parameter.rpartition(".")
         name = names.get_name(base)
         if name is not None:
             known.add(f"{name}.{suffix}")
-    return [tensor.name for tensor in reader.tensors if tensor.name not in known and tensor.name.split(".")[0]
-            not in known]
+    return [tensor.name for tensor in reader.tensors if tensor.name not in known]
 
 
 def _sha256(path: Path) -> str:

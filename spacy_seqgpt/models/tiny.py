@@ -6,13 +6,10 @@ prompts tokenize into a realistic number of pieces. Four layers and head dimensi
 keep layer-group codes such as ``"0110"`` and the attention kernels meaningful. Same seed,
 same files.
 """
-import json
 from pathlib import Path
 from typing import Union
 
 from ..atomic import own_folder
-
-SOURCE_FILE = "seqgpt_source.json"  # what a written model folder was made from, and its files
 
 ARCHITECTURES = ("bloom", "llama")
 MAX_VOCAB_SIZE = 1024  # the BPE trainer stops earlier when the corpus has no more merges
@@ -72,12 +69,11 @@ def write_tiny_model(out: Union[str, Path], arch: str = "bloom", seed: int = 0) 
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}.")
     out = Path(out)
-    with own_folder(out, SOURCE_FILE, "init-tiny") as draft:  # new, empty or an earlier tiny model only
+    with own_folder(out, "init-tiny", {"tiny": arch, "seed": seed}) as draft:  # new, empty or its own folder
         tokenizer = _train_tokenizer()
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(_config(arch, tokenizer), dtype=torch.float32)
         model.generation_config.max_length = None  # callers set max_new_tokens
         model.save_pretrained(draft)
         tokenizer.save_pretrained(draft)
-        (draft / SOURCE_FILE).write_text(json.dumps({"tiny": arch, "seed": seed}) + "\n", encoding="utf8")
     return out

@@ -76,7 +76,7 @@ def _get_relations(doc: Doc) -> Optional[Relations]:
         return None
     if not isinstance(store, dict):
         raise ValueError(f"doc._.rel holds a {type(store).__name__}, not a mapping of span pairs to label scores")
-    if any(not isinstance(key, str) for key in store):  # tuple keys: a DocBin of an earlier version
+    if not isinstance(next(iter(store), ""), str):  # tuple keys (all of them): a DocBin of an earlier version
         store = doc.user_data[_STORE] = {_stored_key(_pair_of(key)): scores for key, scores in store.items()}
     return Relations(store)
 
