@@ -38,7 +38,7 @@ def main() -> None:
         model = args.model or str(write_tiny_model(tmp / "model"))
         nlp = spacy.blank("en")
         nlp.add_pipe("seqgpt_ner", config={"labels": ["person", "organization", "location"], "model": model,
-                                           "max_new_tokens": args.max_new_tokens})
+                                           "decoding": {"max_new_tokens": args.max_new_tokens}})
         nlp.to_disk(tmp / "pipeline")
         inputs = tmp / "in.txt"
         inputs.write_text("\n".join(SENTENCES[i % len(SENTENCES)] for i in range(args.docs)) + "\n", encoding="utf8")

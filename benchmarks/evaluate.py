@@ -23,6 +23,7 @@ from wasabi import msg
 from spacy_seqgpt.data.catalog import available
 from spacy_seqgpt.data.readers import read_corpora
 from spacy_seqgpt.data.sampling import corpus_records
+from spacy_seqgpt.decoding import Decoding
 from spacy_seqgpt.evaluation.predict import predict_records
 from spacy_seqgpt.models import HFModel, load_shared
 from spacy_seqgpt.models.tiny import write_tiny_model
@@ -91,12 +92,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(write_tiny_model(Path(tmp) / "model", "bloom"))
         shared = load_shared(HFModel(name=model, device=args.device).resolved())
-        common = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+        decoding = Decoding(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
         rows = {
-            "generate() (the old evaluate path)": lambda: generate_path(shared, records, **common),
-            "Decoder, free (same answers as generate())": lambda: predict_records(shared, records, constrained=False,
-                                                                                   **common),
-            "Decoder, constrained (evaluate's default)": lambda: predict_records(shared, records, **common),
+            "generate() (the old evaluate path)": lambda: generate_path(shared, records, decoding.batch_size,
+                                                                        decoding.max_new_tokens),
+            "Decoder, free (same answers as generate())": lambda: predict_records(shared, records,
+                                                                                   decoding.but(constrained=False)),
+            "Decoder, constrained (evaluate's default)": lambda: predict_records(shared, records, decoding),
         }
         rows[next(iter(rows))]()  # warm-up: first-call costs out of the timing
         rates = {name: len(records) / timed(name, run, args.repeats) for name, run in rows.items()}

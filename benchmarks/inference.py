@@ -25,7 +25,6 @@ import spacy
 from spacy.scorer import PRFScore
 from wasabi import msg
 
-from spacy_seqgpt.decoding.pass_costs import pass_costs
 from spacy_seqgpt.text.alignment import find_phrases
 from spacy_seqgpt.data.conll import read_sentences
 from spacy_seqgpt.prompts import EXTRACT, build_prompt, chunk_labels, parse_answer
@@ -155,7 +154,7 @@ def main():
     texts, golds = [text for text, _ in sentences], [gold for _, gold in sentences]
     official = "official recipe (generate, 4 beams, a prompt at a time)"
     defaults, step_by_step = "seqgpt_ner (defaults)", "seqgpt_ner, step by step (jump-forward and speculation off)"
-    variants = {  # seqgpt_ner settings on top of the shared ones
+    variants = {  # seqgpt_ner decoding settings on top of the shared ones
         defaults: {},
         step_by_step: {"jump_forward": False, "speculate": False},
         "seqgpt_ner, jump-forward only": {"speculate": False},
@@ -170,16 +169,16 @@ def main():
             model_path = str(init_model("smollm2-135m", Path(tmp) / "smollm2"))
         else:
             model_path = args.model or make_model(args.preset, Path(tmp) / "model")
-        settings = {"model": {"name": model_path, "device": args.device}, "labels": LABELS,
-                    "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+        decoding = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
         functions = {}
         for name, extra in variants.items():  # one loaded model, shared by the pipelines
             nlp = spacy.blank("en")
-            nlp.add_pipe("seqgpt_ner", config={**settings, **extra})
+            nlp.add_pipe("seqgpt_ner", config={"model": {"name": model_path, "device": args.device}, "labels": LABELS,
+                                               "decoding": {**decoding, **extra}})
             ours(nlp, texts[:8])  # warm-up: first-call costs out of the timing
             functions[name] = lambda nlp=nlp: ours(nlp, texts)
         shared = nlp.get_pipe("seqgpt_ner").shared
-        costs = pass_costs(shared)
+        costs = shared.costs
         guesses = {"drafted": 0, "accepted": 0}
 
         def counted(run=functions[defaults]):  # the defaults' guesses, drafted and kept

@@ -20,7 +20,7 @@ import spacy
 from wasabi import msg
 
 from inference import make_model  # benchmarks/ is the script's folder
-from spacy_seqgpt.decoding.pass_costs import DEFAULT_PASS_OVERHEAD_TOKENS, PASS_OVERHEAD_TOKENS
+from spacy_seqgpt.models.pass_costs import DEFAULT_PASS_OVERHEAD_TOKENS, PASS_OVERHEAD_TOKENS
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)
 LENGTHS = (16, 32, 64, 128, 256)
@@ -57,7 +57,7 @@ def main():
         nlp = spacy.blank("en")
         pipe = nlp.add_pipe("seqgpt_ner", config={"labels": ["person"], "model": {
             "name": args.model or make_model(args.preset, Path(tmp) / "model"), "device": args.device}})
-        decoder = pipe.decoder()
+        decoder = pipe.asker().decoder()
         decoder.pass_overhead = float("inf")  # one pass per call, whatever the lengths
         sizes = [(rows, length) for rows in ROWS for length in LENGTHS if rows * length <= args.max_tokens]
         rows_out = []

@@ -34,6 +34,7 @@ from spacy_seqgpt.data.readers import read_corpora
 from spacy_seqgpt.data.records import read_records
 from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.evaluation.metrics import score_records
+from spacy_seqgpt.decoding import Decoding
 from spacy_seqgpt.evaluation.predict import predict_records
 from spacy_seqgpt.models import HFModel, load_shared
 from spacy_seqgpt.models.saved_weights import model_folder_hash
@@ -81,8 +82,8 @@ def columns(records, predictions, results) -> dict:
 
 
 def seqgpt_row(shared, records, constrained: bool, args) -> dict:
-    predictions, generated = predict_records(shared, records, batch_size=args.batch_size, constrained=constrained,
-                                             max_new_tokens=args.max_new_tokens, progress=True)
+    decoding = Decoding(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, constrained=constrained)
+    predictions, generated = predict_records(shared, records, decoding, progress=True)
     return columns(records, predictions, score_records(records, predictions, generated))
 
 

@@ -86,15 +86,24 @@ def inside(root: Path, name: object) -> Path:
     return target
 
 
-# Settings an earlier version had, by factory ("*": every component): what to write instead.
-# spaCy checks a component's settings against its factory's signature before any code of ours
-# runs, and refuses these as "unexpected argument"; the command line adds this line to that.
+# Settings an earlier version had, by factory ("*": every component, "seqgpt_*": the SeqGPT
+# ones): what to write instead. spaCy checks a component's settings against its factory's
+# signature before any code of ours runs, and refuses these as "unexpected argument"; the
+# seqgpt commands add this line to that (retired_settings).
 _MODEL_BLOCK = "[components.{name}.model] {key} (model settings live in the model block)"
+_DECODING_BLOCK = "[components.{name}.decoding] {key} (decoding settings live in the decoding block)"
+_TEMPLATES_BLOCK = "[components.{name}.templates] {new} (the three questions live in one block)"
 RETIRED_SETTINGS = {
     "*": {key: _MODEL_BLOCK for key in ("device", "dtype", "quantize", "adapter", "trust_remote_code", "unmask")},
-    "seqgpt_events": {"event_types": "labels (an event component's labels are its event types)"},
+    "seqgpt_*": {key: _DECODING_BLOCK for key in ("batch_size", "max_new_tokens", "num_beams", "max_input_tokens",
+                                                 "constrained", "jump_forward", "speculate", "draft_tokens")},
+    "seqgpt_events": {"event_types": "labels (an event component's labels are its event types)",
+                      **{old: _TEMPLATES_BLOCK.replace("{new}", new) for old, new in (
+                          ("trigger_template", "trigger"), ("type_template", "event_type"),
+                          ("argument_template", "argument"))}},
     "seqgpt_typing": {"output_key": "spans_key (where multi-label typing writes its spans)"},
     "seqgpt_rel": {"spans_key": "input_key (the spans whose pairs seqgpt_rel classifies)"},
+    "llm_unmasked_tagger": {"max_length": "max_input_tokens (every component's window, in subwords)"},
 }
 
 
@@ -107,8 +116,10 @@ def retired_settings(errors: Sequence[dict]) -> list:
         if len(loc) != 2 or not str(error.get("msg", "")).startswith("unexpected argument"):
             continue
         factory, key = loc
-        instead = RETIRED_SETTINGS.get(factory, {}).get(key) or (
-            RETIRED_SETTINGS["*"].get(key) if factory.startswith(("seqgpt_", "llm_unmasked")) else None)
+        groups = [factory, *(("seqgpt_*", "*") if factory.startswith("seqgpt_") else ()),
+                  *(("*",) if factory.startswith("llm_unmasked") else ())]
+        instead = next((RETIRED_SETTINGS[group][key] for group in groups
+                        if key in RETIRED_SETTINGS.get(group, {})), None)
         if instead:
             lines.append(f"{factory}: '{key}' was renamed or moved; write {instead.format(name=factory, key=key)}.")
     return lines

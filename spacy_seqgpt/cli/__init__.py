@@ -10,7 +10,7 @@ from spacy.cli._util import app
 from typer import Typer
 from wasabi import msg
 
-from ..models.loading import ModelLoadError
+from ..models.errors import ModelLoadError
 from ..validation import retired_settings
 
 

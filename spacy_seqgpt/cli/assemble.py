@@ -46,7 +46,7 @@ def assemble_cli(
     output: Path = typer.Argument(..., help="Folder to write the pipeline to"),
     labels: List[str] = typer.Option([], "--labels", help="COMPONENT=label,label: these labels instead of the records' (repeat per component)"),
     max_labels: int = typer.Option(0, "--max-labels", help="At most this many labels per component, most frequent first (0: all)"),
-    max_new_tokens: int = typer.Option(0, "--max-new-tokens", help="max_new_tokens of every SeqGPT component (0: the config's)"),
+    max_new_tokens: int = typer.Option(0, "--max-new-tokens", help="decoding.max_new_tokens of every SeqGPT component (0: the config's)"),
 ):
     """Assemble a pipeline on a trained model whose components ask for the labels it was trained
     on: the labels its training records answer with, in the pipeline's language. Entities and
@@ -79,7 +79,7 @@ def assemble_cli(
         if factory not in SEQGPT_FACTORIES:
             continue
         if max_new_tokens:
-            settings["max_new_tokens"] = max_new_tokens
+            settings.setdefault("decoding", {})["max_new_tokens"] = max_new_tokens
         if name not in given and factory not in LABEL_SOURCES:
             continue
         task, pairs = LABEL_SOURCES.get(factory, (None, False))

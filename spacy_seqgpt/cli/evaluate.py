@@ -16,23 +16,29 @@ def evaluate_cli(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for metrics.json, metrics.md and scores.png"),
     held_out: str = typer.Option(",".join(HELD_OUT_SOURCES), "--held-out", help="Comma-separated source prefixes never trained on"),
     limit: int = typer.Option(0, "--limit", help="Score at most this many records per source and task (0: all)"),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-    num_beams: int = typer.Option(1, "--num-beams"),
-    max_input_tokens: int = typer.Option(512, "--max-input-tokens", help="Longer texts are cut into windows, as the components cut them"),
-    constrained: bool = typer.Option(True, "--constrained/--free", help="Answers follow the components' answer grammars (default), or decode freely as the paper does"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="decoding.batch_size"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="decoding.max_new_tokens"),
+    num_beams: int = typer.Option(1, "--num-beams", help="decoding.num_beams"),
+    max_input_tokens: int = typer.Option(512, "--max-input-tokens", help="decoding.max_input_tokens: longer texts are cut into windows, as the components cut them"),
+    constrained: bool = typer.Option(True, "--constrained/--free", help="decoding.constrained: answers follow the components' answer grammars (default), or decode freely as the paper does"),
+    multi_label: bool = typer.Option(False, "--multi-label/--single-label", help="Classification answers name any of the labels (seqgpt_textcat's multi_label), or one (default, as seqgpt_textcat)"),
     device: str = typer.Option("auto", "--device"),
 ):
-    """Score a model on atomic-task records: the paper's F1/ROUGE score per dataset and task, and span F1."""
+    """Score a model on atomic-task records: the paper's F1/ROUGE score per dataset and task, and span F1.
+    Records are asked as seqgpt_ner and seqgpt_textcat ask with the same [decoding] block."""
     from collections import Counter
 
     import srsly
 
     from ..data.records import read_records
+    from ..decoding import Decoding
     from ..evaluation.metrics import score_records, summarize
     from ..evaluation.predict import predict_records
     from ..evaluation.reports import bar_chart, markdown_table
     from ..models import HFModel, ModelLoadError, load_shared
+
+    decoding = Decoding(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                        max_input_tokens=max_input_tokens, constrained=constrained)
 
     records, per_group = [], Counter()
     for path in data:
@@ -48,16 +54,15 @@ def evaluate_cli(
     except (ModelLoadError, ValueError) as err:
         msg.fail("Could not load the model", str(err), exits=1)
     msg.info(f"Answering {len(records)} records from {len({source for source, _ in per_group})} sources")
-    decoding = {"constrained": constrained, "num_beams": num_beams, "max_new_tokens": max_new_tokens,
-                "max_input_tokens": max_input_tokens}
-    predictions, generated = predict_records(shared, records, batch_size=batch_size, progress=True, **decoding)
+    predictions, generated = predict_records(shared, records, decoding, multi_label=multi_label, progress=True)
     prefixes = [p for p in held_out.split(",") if p]
     results = score_records(records, predictions, generated, prefixes)
     summary = summarize(results)
     output.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(output / "metrics.json", {"model": model, "decoding": decoding, "results": results,
+    settings = {**decoding.to_dict(), "multi_label": multi_label}
+    srsly.write_json(output / "metrics.json", {"model": model, "decoding": settings, "results": results,
                                                "summary": summary})
-    table = markdown_table(results, summary, decoding)
+    table = markdown_table(results, summary, settings)
     (output / "metrics.md").write_text(table, encoding="utf8")
     bar_chart(results, output / "scores.png")
     print(table)

@@ -8,8 +8,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from spacy.language import Language
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, Span
 
+from ..decoding import Decoding
 from ..models import HFModel
 from ..prompts import LabelSpec, prompt_labels
 from ..templates import TEMPLATES, check_template, template_ref
@@ -17,8 +18,7 @@ from ..validation import check_key
 from .classification import LabelClassification
 from .pipe import SETTINGS, SeqGPTPipe
 from .scorers import scorer_ref
-from .span_questions import check_input_key, input_spans, span_requests
-from .spans import SCORE_ATTR
+from .spans import check_input_key, input_spans, write_spans
 
 # Per Doc: each input span's row of label values, None where no window holds the span.
 TypingPredictions = List[List[Optional[np.ndarray]]]
@@ -33,15 +33,12 @@ TypingPredictions = List[List[Optional[np.ndarray]]]
     default_score_weights={"typing_f": 1.0, "typing_p": 0.0, "typing_r": 0.0, "typing_per_type": None},
 )
 def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
-                       model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
-                       max_input_tokens: int, constrained: bool, jump_forward: bool, speculate: bool,
-                       draft_tokens: int, multi_label: bool, scoring: bool, input_key: Optional[str],
-                       spans_key: Optional[str], threshold: float, template: str, scorer: Callable) -> "SeqGPTTyping":
-    return SeqGPTTyping(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
-                        max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
-                        constrained=constrained, jump_forward=jump_forward, speculate=speculate,
-                        draft_tokens=draft_tokens, multi_label=multi_label, scoring=scoring, input_key=input_key,
-                        spans_key=spans_key, threshold=threshold, template=template, scorer=scorer)
+                       model: Union[str, HFModel], decoding: Decoding, multi_label: bool, scoring: bool,
+                       input_key: Optional[str], spans_key: Optional[str], threshold: float, template: str,
+                       scorer: Callable) -> "SeqGPTTyping":
+    return SeqGPTTyping(nlp.vocab, name, labels=labels, model=model, decoding=decoding, multi_label=multi_label,
+                        scoring=scoring, input_key=input_key, spans_key=spans_key, threshold=threshold,
+                        template=template, scorer=scorer)
 
 
 class SeqGPTTyping(SeqGPTPipe):
@@ -76,12 +73,13 @@ class SeqGPTTyping(SeqGPTPipe):
         return self.classification.labels
 
     def predict(self, docs: Sequence[Doc]) -> TypingPredictions:
-        requests = span_requests(self, docs, self.template,
-                                 lambda _, doc: enumerate({"span": span} for span in input_spans(doc, self.input_key)),
-                                 self.classification.texts)
+        asker = self.asker()
+        requests = asker.about_spans(
+            docs, self.template, lambda _, doc: enumerate({"span": span} for span in input_spans(doc, self.input_key)),
+            self.classification.texts)
         rows: TypingPredictions = [[None] * len(input_spans(doc, self.input_key)) for doc in docs]
-        for request, row in zip(requests, self.classification.values(self, docs, requests)):
-            rows[request.doc_index][request.about] = row
+        for request, row in zip(requests, self.classification.values(asker, docs, requests)):
+            rows[request.doc_index][request.subject] = row
         return rows
 
     def set_annotations(self, docs: Sequence[Doc], predictions: TypingPredictions) -> None:
@@ -91,15 +89,10 @@ class SeqGPTTyping(SeqGPTPipe):
                 typed = [(Span(doc, span.start, span.end, label=label), float(score))
                          for span, row in zip(spans, rows) if row is not None
                          for label, score in zip(self.labels, row)]
-                self._write_group(doc, self.spans_key, self.kept(typed))
-                continue
-            typed = [self._typed(doc, span, row) for span, row in zip(spans, rows)]
-            if self.input_key is None:
-                doc.ents = [span for span, _ in typed]
-                for span, score in zip(doc.ents, (score for _, score in typed)):
-                    span._.set(SCORE_ATTR, score)
-            else:
-                self._write_group(doc, self.input_key, typed)
+                write_spans(doc, self.spans_key, self.kept(typed), overwrite=True)
+            else:  # the typed spans take the place of those read
+                write_spans(doc, self.input_key, [self._typed(doc, span, row) for span, row in zip(spans, rows)],
+                            overwrite=True)
 
     def _typed(self, doc: Doc, span: Span, row: Optional[np.ndarray]):
         """``(span, score)``: the span with its best label at ``threshold``, else as it was (score None)."""
@@ -108,12 +101,6 @@ class SeqGPTTyping(SeqGPTPipe):
             self.stats["untyped"] += int(row is not None)
             return Span(doc, span.start, span.end, label=span.label), None
         return Span(doc, span.start, span.end, label=self.labels[best]), float(row[best])
-
-    @staticmethod
-    def _write_group(doc: Doc, key: str, typed) -> None:
-        group = SpanGroup(doc, name=key, spans=[span for span, _ in typed])
-        group.attrs["scores"] = [score for _, score in typed]
-        doc.spans[key] = group
 
     def scorer_settings(self) -> dict:
         return {"spans_key": self.spans_key if self.classification.multi_label else self.input_key}

@@ -1,26 +1,30 @@
 """``seqgpt_events``: event extraction as SeqGPT reduces it to its atomic tasks.
 
-1. Triggers by extraction: each event type (``labels``) is queried as ``trigger_template``
+The three questions are ``templates`` (``[components.<name>.templates]``: ``trigger``,
+``event_type``, ``argument``):
+
+1. Triggers by extraction: each event type (``labels``) is queried as ``templates.trigger``
    ("Process_start event"), and the answer's spans are the triggers.
-2. Optionally (``confirm``), each trigger's type is confirmed by classification: ``type_template``
-   asks about the trigger in its context with the event types as labels; a trigger whose answer
-   names another type is dropped (``stats["unconfirmed"]``).
+2. Optionally (``confirm``), each trigger's type is confirmed by classification:
+   ``templates.event_type`` asks about the trigger in its context with the event types as
+   labels; a trigger whose answer names another type is dropped (``stats["unconfirmed"]``).
 3. Arguments by extraction: for each trigger, its type's ``roles`` are queried as
-   ``argument_template`` (naming the trigger) over the trigger's context.
+   ``templates.argument`` (naming the trigger) over the trigger's context.
 
 Triggers go to ``doc.spans[spans_key]`` (label: event type, ``attrs["scores"]``), arguments to
 ``doc.spans[spans_key + "_arguments"]`` (label: role; ``attrs["triggers"]``: the index of each
-argument's trigger, ``attrs["scores"]``). ``doc._.events`` reads them back as a list of
+argument's trigger, ``attrs["scores"]``), both replaced (the arguments name their triggers by
+index, so the groups cannot be merged with others). ``doc._.events`` reads them back as a list of
 ``{"trigger": Span, "type": str, "score": float, "arguments": {role: [Span]}}`` (for another
 ``spans_key``, ``read_events(doc, key)`` does).
 """
 from typing import Callable, Dict, List, Mapping, NamedTuple, Sequence, Tuple, Union
 
 from spacy.language import Language
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, Span
 
-from ..decoding import Request
-from ..decoding.queries import LINE_BREAKS_TO_SPACES
+from ..decoding import Asker, Decoding, Request
+from ..decoding.requests import LINE_BREAKS_TO_SPACES
 from ..models import HFModel
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, LabelSpec, check_label, chunk_labels, prompt_labels
 from ..templates import TEMPLATES, check_template, fill_template, template_ref
@@ -29,11 +33,11 @@ from .classification import LabelClassification
 from .extraction import SpanExtraction
 from .pipe import SETTINGS, SeqGPTPipe
 from .scorers import scorer_ref
-from .span_questions import SpanContexts, span_requests
-from .spans import ScoredSpan
+from .spans import ScoredSpan, write_spans
 
 DEFAULT_KEY = "events"
 EVENTS_ATTR = "events"
+EVENT_TEMPLATES = ("trigger", "event_type", "argument")  # [components.<name>.templates]
 
 
 def read_events(doc: Doc, key: str = DEFAULT_KEY) -> List[dict]:
@@ -58,8 +62,8 @@ if not Doc.has_extension(EVENTS_ATTR):
     "seqgpt_events",
     assigns=["doc.spans"],
     default_config={"labels": [], "roles": {}, **SETTINGS, "confirm": False,
-                    "label_chunk_size": DEFAULT_LABEL_CHUNK_SIZE, "trigger_template": template_ref("trigger"),
-                    "type_template": template_ref("event_type"), "argument_template": template_ref("argument"),
+                    "label_chunk_size": DEFAULT_LABEL_CHUNK_SIZE,
+                    "templates": {name: template_ref(name) for name in EVENT_TEMPLATES},
                     "spans_key": DEFAULT_KEY, "threshold": 0.0, "scorer": scorer_ref("events")},
     default_score_weights={f"spans_{DEFAULT_KEY}_f": 1.0, f"spans_{DEFAULT_KEY}_p": 0.0, f"spans_{DEFAULT_KEY}_r": 0.0,
                            f"spans_{DEFAULT_KEY}_arguments_f": 1.0, f"spans_{DEFAULT_KEY}_arguments_p": 0.0,
@@ -67,17 +71,11 @@ if not Doc.has_extension(EVENTS_ATTR):
 )
 def make_seqgpt_events(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
                        roles: Dict[str, Union[List[str], Dict[str, str]]], model: Union[str, HFModel],
-                       batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
-                       jump_forward: bool, speculate: bool, draft_tokens: int, confirm: bool, label_chunk_size: int,
-                       trigger_template: str, type_template: str, argument_template: str, spans_key: str,
-                       threshold: float, scorer: Callable) -> "SeqGPTEvents":
-    return SeqGPTEvents(nlp.vocab, name, labels=labels, roles=roles, model=model, batch_size=batch_size,
-                        max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
-                        constrained=constrained, jump_forward=jump_forward, speculate=speculate,
-                        draft_tokens=draft_tokens, confirm=confirm, label_chunk_size=label_chunk_size,
-                        trigger_template=trigger_template, type_template=type_template,
-                        argument_template=argument_template, spans_key=spans_key, threshold=threshold,
-                        scorer=scorer)
+                       decoding: Decoding, confirm: bool, label_chunk_size: int, templates: Dict[str, str],
+                       spans_key: str, threshold: float, scorer: Callable) -> "SeqGPTEvents":
+    return SeqGPTEvents(nlp.vocab, name, labels=labels, roles=roles, model=model, decoding=decoding, confirm=confirm,
+                        label_chunk_size=label_chunk_size, templates=templates, spans_key=spans_key,
+                        threshold=threshold, scorer=scorer)
 
 
 class Events(NamedTuple):
@@ -98,14 +96,13 @@ class SeqGPTEvents(SeqGPTPipe):
     """
 
     def __init__(self, vocab, name: str, *, labels: LabelSpec, roles: Mapping, confirm: bool, label_chunk_size: int,
-                 trigger_template: str, type_template: str, argument_template: str, spans_key: str,
-                 threshold: float, **settings):
+                 templates: Mapping[str, str], spans_key: str, threshold: float, **settings):
         super().__init__(vocab, name, threshold=threshold, **settings)
         self.types = prompt_labels(labels, component=name)
-        check_template(trigger_template, TEMPLATES["trigger"][1], name, "trigger_template")
+        templates = _event_templates(templates, name)
         queries = prompt_labels(
-            {label: fill_template(trigger_template, type=text) for label, text in self.types.items()}, component=name
-        )
+            {label: fill_template(templates["trigger"], type=text) for label, text in self.types.items()},
+            component=name)
         self.trigger_chunks = chunk_labels(list(queries.values()), label_chunk_size)
         self.label_chunk_size = label_chunk_size
         self.spans_key = check_key(spans_key, name, "spans_key", optional=False)
@@ -119,10 +116,9 @@ class SeqGPTEvents(SeqGPTPipe):
         self.roles = {event_type: prompt_labels(spec, component=f"{name} (roles of {event_type})")
                       for event_type, spec in roles.items()}
         self.confirm = bool(confirm)
-        self.type_template = check_template(type_template, TEMPLATES["event_type"][1], name, "type_template")
-        self.argument_template = check_template(argument_template, TEMPLATES["argument"][1], name, "argument_template")
+        self.type_template, self.argument_template = templates["event_type"], templates["argument"]
         self.extraction = SpanExtraction(name, {text: label for label, text in queries.items()},
-                                         constrained=self.constrained, stats=self.stats)
+                                         constrained=self.decoding.constrained, stats=self.stats)
         self.type_question = LabelClassification(self.types, multi_label=False, scoring=False)
 
     @property
@@ -130,12 +126,12 @@ class SeqGPTEvents(SeqGPTPipe):
         return tuple(self.types)
 
     def predict(self, docs: Sequence[Doc]) -> List[Events]:
-        requests = self.window_requests(docs, EXTRACT, lambda _: self.trigger_chunks)
-        answers = self.ask(docs, requests, self.extraction.grammar)
-        triggers = [_best_once(found) for found in self.extraction.per_doc(docs, requests, answers)]
+        asker = self.asker()
+        requests = asker.windows(docs, lambda _: (EXTRACT, self.trigger_chunks))
+        triggers = [_best_once(found) for found in self.extraction.ask(asker, docs, requests)]
         if self.confirm:
-            triggers = self._confirmed(docs, triggers)
-        return [Events(found, args) for found, args in zip(triggers, self._arguments(docs, triggers))]
+            triggers = self._confirmed(asker, docs, triggers)
+        return [Events(found, args) for found, args in zip(triggers, self._arguments(asker, docs, triggers))]
 
     def set_annotations(self, docs: Sequence[Doc], predictions: Sequence[Events]) -> None:
         for doc, (triggers, arguments) in zip(docs, predictions):
@@ -143,45 +139,40 @@ class SeqGPTEvents(SeqGPTPipe):
             index = {number: i for i, (number, _) in enumerate(written)}  # a trigger's index among those written
             kept = self.kept([((index[trigger], span), score) for trigger, span, score in arguments
                               if trigger in index])
-            self._write(doc, self.spans_key, [triggers[number][0] for number, _ in written],
-                        scores=[score for _, score in written])
-            self._write(doc, f"{self.spans_key}_arguments", [span for (_, span), _ in kept],
-                        scores=[score for _, score in kept], triggers=[trigger for (trigger, _), _ in kept])
+            write_spans(doc, self.spans_key, [(triggers[number][0], score) for number, score in written],
+                        overwrite=True)
+            write_spans(doc, f"{self.spans_key}_arguments", [(span, score) for (_, span), score in kept],
+                        overwrite=True, triggers=[trigger for (trigger, _), _ in kept])
 
-    @staticmethod
-    def _write(doc: Doc, key: str, spans: List[Span], **attrs) -> None:
-        group = SpanGroup(doc, name=key, spans=spans)
-        group.attrs.update(attrs)
-        doc.spans[key] = group
-
-    def _confirmed(self, docs: Sequence[Doc], triggers: List[List[ScoredSpan]]) -> List[List[ScoredSpan]]:
+    def _confirmed(self, asker: Asker, docs: Sequence[Doc], triggers: List[List[ScoredSpan]]
+                   ) -> List[List[ScoredSpan]]:
         """The triggers whose type the classification question names too."""
-        requests = span_requests(self, docs, self.type_template,
-                                 lambda i, doc: enumerate({"trigger": span} for span, _ in triggers[i]),
-                                 list(self.types.values()))
+        requests = asker.about_spans(docs, self.type_template,
+                                     lambda i, doc: enumerate({"trigger": span} for span, _ in triggers[i]),
+                                     list(self.types.values()))
         keep = set()
-        for request, row in zip(requests, self.type_question.values(self, docs, requests)):
-            span = triggers[request.doc_index][request.about][0]
+        for request, row in zip(requests, self.type_question.values(asker, docs, requests)):
+            span = triggers[request.doc_index][request.subject][0]
             if row.any() and self.type_question.labels[int(row.argmax())] == span.label_:
-                keep.add((request.doc_index, request.about))
+                keep.add((request.doc_index, request.subject))
             else:
                 self.stats["unconfirmed"] += 1
         return [[item for number, item in enumerate(found) if (doc_index, number) in keep]
                 for doc_index, found in enumerate(triggers)]
 
-    def _arguments(self, docs: Sequence[Doc], triggers: List[List[ScoredSpan]]) -> List[List[Tuple[int, Span, float]]]:
+    def _arguments(self, asker: Asker, docs: Sequence[Doc], triggers: List[List[ScoredSpan]]
+                   ) -> List[List[Tuple[int, Span, float]]]:
         """``(trigger index, argument span labelled with its role, score)`` per Doc, for the
         triggers at ``threshold`` whose type has roles."""
         requests = []
         for doc_index, (doc, found) in enumerate(zip(docs, triggers)):
-            contexts = SpanContexts(doc, self.shared.tokenizer, self.max_input_tokens)
             for number, (span, score) in enumerate(found):
                 roles = self.roles.get(span.label_)
                 if not roles or score < self.threshold:
                     continue
-                context = contexts.of([span])
+                context = asker.contexts(doc).of([span])
                 if context is None:
-                    self.stats["over_window"] += 1
+                    asker.stats["over_window"] += 1
                     continue
                 ids = {fill_template(self.argument_template, role=text, trigger=span.text,
                                      type=self.types[span.label_]): role for role, text in roles.items()}
@@ -189,13 +180,22 @@ class SeqGPTEvents(SeqGPTPipe):
                 requests.extend(Request(doc_index, context[0], text, EXTRACT, chunk, ids, number)
                                 for chunk in _query_chunks(list(ids), self.label_chunk_size))
         found: List[List[Tuple[int, Span, float]]] = [[] for _ in docs]
-        answers = self.ask(docs, requests, self.extraction.grammar) if requests else []
+        answers = asker.ask(docs, requests, self.extraction.grammar) if requests else []
         for request, (span, score) in self.extraction.answered(docs, requests, answers):
-            found[request.doc_index].append((request.about, span, score))
+            found[request.doc_index].append((request.subject, span, score))
         return found
 
     def scorer_settings(self) -> dict:
         return {"spans_key": self.spans_key}
+
+
+def _event_templates(templates: Mapping[str, str], owner: str) -> Dict[str, str]:
+    """The three questions, each checked to hold its placeholders; a missing or unknown one is named."""
+    if not isinstance(templates, Mapping) or set(templates) != set(EVENT_TEMPLATES):
+        given = sorted(templates) if isinstance(templates, Mapping) else templates
+        raise ValueError(f"{owner}: 'templates' must give the questions {list(EVENT_TEMPLATES)}, got {given!r}.")
+    return {name: check_template(templates[name], TEMPLATES[name][1], owner, f"templates.{name}")
+            for name in EVENT_TEMPLATES}
 
 
 def _best_once(found: List[ScoredSpan]) -> List[ScoredSpan]:

@@ -11,8 +11,8 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
-from ..decoding import Answer, Request
-from ..decoding.queries import extraction_grammar
+from ..decoding import Answer, Asker, Request
+from ..decoding.requests import extraction_grammar
 from ..kernels.constraints import ExtractionGrammar
 from ..prompts import locate_spans
 from ..text.alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases
@@ -21,7 +21,7 @@ from .spans import ScoredSpan
 
 class SpanExtraction:
     """Reads extraction answers of ``owner``'s requests; ``label_of`` maps a prompt text to the
-    label its spans get (a request's own ``ids`` come first)."""
+    label its spans get (a request's own ``label_of`` comes first)."""
 
     def __init__(self, owner: str, label_of: Dict[str, str], *, alignment_mode: str = "expand",
                  case_sensitive: bool = False, constrained: bool, stats: Counter):
@@ -46,7 +46,11 @@ class SpanExtraction:
                 {token.idx - offset for token in tokens},
                 {token.idx + len(token) - offset for token in tokens},
             )
-        return extraction_grammar(request.text, request.labels, token_edges)
+        return extraction_grammar(request.text, request.label_texts, token_edges)
+
+    def ask(self, asker: Asker, docs: Sequence[Doc], requests: Sequence[Request]) -> List[List[ScoredSpan]]:
+        """The scored spans of each Doc: ``requests`` asked through ``asker``, read back."""
+        return self.per_doc(docs, requests, asker.ask(docs, requests, self.grammar))
 
     def answered(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]
                  ) -> Iterator[Tuple[Request, ScoredSpan]]:
@@ -64,9 +68,9 @@ class SpanExtraction:
         return found
 
     def spans(self, doc: Doc, request: Request, answer: Answer) -> List[ScoredSpan]:
-        labels_of = request.ids or self.label_of
+        labels_of = request.label_of or self.label_of
         phrases, labels, scores = [], [], []
-        located = locate_spans(answer.text, request.labels)
+        located = locate_spans(answer.text, request.label_texts)
         if not answer.complete and self.constrained and located:
             located.pop()  # max_new_tokens cut the answer: its last span may be cut short of where it ends
             self.stats["cut"] += 1

@@ -8,7 +8,6 @@ made of (``extraction``, ``classification``, ``span_questions``) know the two at
 the component only says what to ask and where to write.
 """
 import os
-import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -18,56 +17,30 @@ from spacy import util
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc
 
-from ..decoding import Answer, Decoder, Request, make_queries, window_requests
-from ..decoding.decoder import DEFAULT_DRAFT_TOKENS
+from ..decoding import Asker, Decoding
+from ..decoding.settings import decoding_block, decoding_settings
 from ..models import HFModel, SharedModel, load_shared
-from ..models.loading import use_worker_threads
 from ..models.saved_weights import refuse_remote_code
+from ..models.shared import use_worker_threads
 from ..models.spec import model_block, model_settings
-from ..validation import check_positive_int, check_threshold
+from ..validation import check_threshold
 from ..atomic import atomic_folder
 from .serialization import FolderBytes, folder_from_bytes, folder_to_bytes, read_cfg
 
 
-# Every SeqGPT component's decoding settings; the model block is [components.<name>.model].
-SETTINGS = {
-    "model": model_block(),
-    "batch_size": 16,
-    "max_new_tokens": 256,
-    "num_beams": 1,
-    "max_input_tokens": 512,
-    "constrained": True,
-    # greedy decoding's shortcuts (decoding/decoder.py); off, it goes step by step
-    "jump_forward": True,
-    "speculate": True,
-    "draft_tokens": DEFAULT_DRAFT_TOKENS,
-}
-
-# Where each shared model was last written by to_disk, and its hash (see SeqGPTPipe.to_disk).
-_SAVED_WEIGHTS: "weakref.WeakKeyDictionary[SharedModel, tuple]" = weakref.WeakKeyDictionary()
+# Every SeqGPT component's two blocks: [components.<name>.model] and [components.<name>.decoding].
+SETTINGS = {"model": model_block(), "decoding": decoding_block()}
 
 
 class SeqGPTPipe(FolderBytes, Pipe):
     # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
 
-    def __init__(self, vocab, name: str, *, model: Union[str, HFModel], batch_size: int, max_new_tokens: int,
-                 num_beams: int, max_input_tokens: int, constrained: bool, jump_forward: bool, speculate: bool,
-                 draft_tokens: int, scorer: Optional[Callable] = None, threshold: Optional[float] = None):
+    def __init__(self, vocab, name: str, *, model: Union[str, HFModel], decoding: Union[Decoding, dict, None] = None,
+                 scorer: Optional[Callable] = None, threshold: Optional[float] = None):
         self.vocab = vocab
         self.name = name
-        for key, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens),
-                           ("num_beams", num_beams), ("max_input_tokens", max_input_tokens),
-                           ("draft_tokens", draft_tokens)):
-            check_positive_int(value, key, name)
         self.spec = model_settings(model, name).resolved()
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
-        self.num_beams = num_beams
-        self.max_input_tokens = max_input_tokens
-        self.constrained = bool(constrained)
-        self.jump_forward = bool(jump_forward)
-        self.speculate = bool(speculate)
-        self.draft_tokens = draft_tokens
+        self.decoding = decoding_settings(decoding, name)
         self.scorer = scorer
         self.threshold = None if threshold is None else check_threshold(threshold, name)
         self.stats: Counter = Counter()
@@ -139,24 +112,9 @@ class SeqGPTPipe(FolderBytes, Pipe):
         """What the scorer needs to know of this component's settings."""
         return {}
 
-    def decoder(self) -> Decoder:
-        return Decoder(self.shared, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-                       num_beams=self.num_beams, jump_forward=self.jump_forward, speculate=self.speculate,
-                       draft_tokens=self.draft_tokens)
-
-    def ask(self, docs: Sequence[Doc], requests: Sequence[Request],
-            grammar: Optional[Callable[[Doc, Request], object]] = None) -> List[Answer]:
-        """The model's answers to ``requests`` about ``docs``, batched together; with
-        ``constrained``, each follows ``grammar(doc, request)`` (kernels.constraints)."""
-        constrain = (
-            (lambda request: grammar(docs[request.doc_index], request)) if self.constrained and grammar else None
-        )
-        return self.decoder().decode(make_queries(requests, constrain))
-
-    def window_requests(self, docs: Sequence[Doc], task: str, chunks: Callable[[int], List[List[str]]]
-                        ) -> List[Request]:
-        """A request per window of each Doc and chunk of label prompt texts (``chunks(doc index)``)."""
-        return window_requests(docs, self.shared.tokenizer, lambda i: (task, chunks(i)), self.max_input_tokens)
+    def asker(self) -> Asker:
+        """What the parts ask through for one batch of Docs: the model, the decoding block, ``stats``."""
+        return Asker(self.shared, self.decoding, self.stats)
 
     def kept(self, scored: List[Tuple[object, float]]) -> List[Tuple[object, float]]:
         """The ``(item, score)`` pairs at or above ``threshold``; those below are counted in
@@ -181,16 +139,15 @@ class SeqGPTPipe(FolderBytes, Pipe):
         cfg = {"source_model": self.spec.name, "weights_id": None}
         with atomic_folder(path) as draft:  # a save cut short leaves the old folder, not half a new one
             if "model" not in exclude:
-                saved = _SAVED_WEIGHTS.get(self.shared) if point_at_siblings else None
-                if (saved is not None and saved[0].parent.parent == path.parent and saved[0].is_dir()
-                        and saved[0] != path / "model"):
+                saved = self.shared.saved_beside(path) if point_at_siblings else None
+                if saved is not None:
                     cfg["weights_in"] = os.path.relpath(saved[0], path)
                     cfg["weights_id"] = saved[1]
                 else:
                     cfg["weights_id"] = self.shared.save(draft / "model")
             srsly.write_json(draft / "cfg", cfg)
         if point_at_siblings and cfg["weights_id"] and "weights_in" not in cfg:
-            _SAVED_WEIGHTS[self.shared] = (path / "model", cfg["weights_id"])
+            self.shared.saved_to = (path / "model", cfg["weights_id"])
 
     def from_disk(self, path, *, exclude=tuple()) -> "SeqGPTPipe":
         """Read what :meth:`to_disk` wrote; a folder that is incomplete, points outside its

@@ -12,13 +12,14 @@ from typing import Callable, Dict, List, Sequence, Union
 from spacy.language import Language
 from spacy.tokens import Doc
 
+from ..decoding import Decoding
 from ..models import HFModel
 from ..prompts import EXTRACT, check_query, prompt_labels
 from ..validation import check_key
 from .extraction import SpanExtraction
 from .pipe import SETTINGS, SeqGPTPipe
 from .scorers import scorer_ref
-from .spans import ScoredSpan, add_spans
+from .spans import ScoredSpan, write_spans
 
 QUESTIONS_ATTR = "questions"  # doc._.questions: a Doc's own questions, {id: question} or a list
 if not Doc.has_extension(QUESTIONS_ATTR):
@@ -30,20 +31,16 @@ DEFAULT_KEY = "answers"
     "seqgpt_questions",
     assigns=["doc.spans"],
     default_config={"questions": {}, **SETTINGS, "alignment_mode": "expand", "case_sensitive": False,
-                    "spans_key": DEFAULT_KEY, "threshold": 0.0, "scorer": scorer_ref("spans")},
+                    "spans_key": DEFAULT_KEY, "overwrite": False, "threshold": 0.0, "scorer": scorer_ref("spans")},
     default_score_weights={f"spans_{DEFAULT_KEY}_f": 1.0, f"spans_{DEFAULT_KEY}_p": 0.0,
                            f"spans_{DEFAULT_KEY}_r": 0.0},
 )
 def make_seqgpt_questions(nlp: Language, name: str, questions: Union[List[str], Dict[str, str]],
-                          model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
-                          max_input_tokens: int, constrained: bool, jump_forward: bool, speculate: bool,
-                          draft_tokens: int, alignment_mode: str, case_sensitive: bool, spans_key: str,
-                          threshold: float, scorer: Callable) -> "SeqGPTQuestions":
-    return SeqGPTQuestions(nlp.vocab, name, questions=questions, model=model, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
-                           constrained=constrained, jump_forward=jump_forward, speculate=speculate,
-                           draft_tokens=draft_tokens, alignment_mode=alignment_mode, case_sensitive=case_sensitive,
-                           spans_key=spans_key, threshold=threshold, scorer=scorer)
+                          model: Union[str, HFModel], decoding: Decoding, alignment_mode: str, case_sensitive: bool,
+                          spans_key: str, overwrite: bool, threshold: float, scorer: Callable) -> "SeqGPTQuestions":
+    return SeqGPTQuestions(nlp.vocab, name, questions=questions, model=model, decoding=decoding,
+                           alignment_mode=alignment_mode, case_sensitive=case_sensitive, spans_key=spans_key,
+                           overwrite=overwrite, threshold=threshold, scorer=scorer)
 
 
 class SeqGPTQuestions(SeqGPTPipe):
@@ -51,16 +48,17 @@ class SeqGPTQuestions(SeqGPTPipe):
     the text: ``doc.spans[spans_key]`` holds every answer span labelled with its question's id
     (a list of questions: the question itself), scores in ``attrs["scores"]``. A dict gives ids:
     ``{"q1": "Who founded Apple, and when?"}``. A question may hold anything but a line break.
-    Windows, alignment, ``threshold`` and ``stats`` are ``seqgpt_ner``'s.
+    Windows, alignment, ``overwrite``, ``threshold`` and ``stats`` are ``seqgpt_ner``'s.
     """
 
     def __init__(self, vocab, name: str, *, questions: Union[List[str], Dict[str, str]], alignment_mode: str,
-                 case_sensitive: bool, spans_key: str, threshold: float, **settings):
+                 case_sensitive: bool, spans_key: str, overwrite: bool = False, threshold: float, **settings):
         super().__init__(vocab, name, threshold=threshold, **settings)
+        self.overwrite = bool(overwrite)
         self.spans_key = check_key(spans_key, name, "spans_key", optional=False)
         self.label_map = prompt_labels(questions, component=name, check=check_query) if questions else {}
         self.extraction = SpanExtraction(name, {}, alignment_mode=alignment_mode, case_sensitive=case_sensitive,
-                                         constrained=self.constrained, stats=self.stats)
+                                         constrained=self.decoding.constrained, stats=self.stats)
 
     @property
     def labels(self) -> tuple:
@@ -76,15 +74,16 @@ class SeqGPTQuestions(SeqGPTPipe):
 
     def predict(self, docs: Sequence[Doc]) -> List[List[ScoredSpan]]:
         asked = [self.doc_questions(doc) for doc in docs]
-        requests = self.window_requests(docs, EXTRACT, lambda i: [[question] for question in asked[i].values()])
+        asker = self.asker()
+        requests = asker.windows(docs, lambda i: (EXTRACT, [[question] for question in asked[i].values()]))
         ids = [{text: key for key, text in questions.items()} for questions in asked]
         for request in requests:
-            request.ids = ids[request.doc_index]
-        return self.extraction.per_doc(docs, requests, self.ask(docs, requests, self.extraction.grammar))
+            request.label_of = ids[request.doc_index]
+        return self.extraction.ask(asker, docs, requests)
 
     def set_annotations(self, docs: Sequence[Doc], predictions: Sequence[List[ScoredSpan]]) -> None:
         for doc, scored in zip(docs, predictions):
-            add_spans(doc, self.spans_key, self.kept(scored))
+            write_spans(doc, self.spans_key, self.kept(scored), overwrite=self.overwrite)
 
     def scorer_settings(self) -> dict:
         return {"spans_key": self.spans_key}

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 from spacy.language import Language
 from spacy.tokens import Doc
 
+from ..decoding import Decoding
 from ..models import HFModel
 from ..prompts import LabelSpec, check_label, prompt_labels
 from ..templates import NO_RELATION, TEMPLATES, check_template, template_ref
@@ -18,7 +19,7 @@ from ..validation import check_count, check_positive_int
 from .classification import LabelClassification
 from .pipe import SETTINGS, SeqGPTPipe
 from .scorers import scorer_ref
-from .span_questions import check_input_key, input_spans, span_requests
+from .spans import check_input_key, input_spans
 
 # Per Doc: {pair key: {label: score}} of every pair asked.
 RelationPredictions = List[Dict[tuple, Dict[str, float]]]
@@ -33,16 +34,11 @@ RelationPredictions = List[Dict[tuple, Dict[str, float]]]
     default_score_weights={"rel_micro_f": 1.0, "rel_micro_p": 0.0, "rel_micro_r": 0.0},
 )
 def make_seqgpt_rel(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]], model: Union[str, HFModel],
-                    batch_size: int, max_new_tokens: int, num_beams: int, max_input_tokens: int, constrained: bool,
-                    jump_forward: bool, speculate: bool, draft_tokens: int, scoring: bool, input_key: Optional[str],
-                    threshold: float, template: str, no_relation: str, max_distance: int, max_pairs: int,
-                    scorer: Callable) -> "SeqGPTRelations":
-    return SeqGPTRelations(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
-                           max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
-                           constrained=constrained, jump_forward=jump_forward, speculate=speculate,
-                           draft_tokens=draft_tokens, scoring=scoring, input_key=input_key, threshold=threshold,
-                           template=template, no_relation=no_relation, max_distance=max_distance,
-                           max_pairs=max_pairs, scorer=scorer)
+                    decoding: Decoding, scoring: bool, input_key: Optional[str], threshold: float, template: str,
+                    no_relation: str, max_distance: int, max_pairs: int, scorer: Callable) -> "SeqGPTRelations":
+    return SeqGPTRelations(nlp.vocab, name, labels=labels, model=model, decoding=decoding, scoring=scoring,
+                           input_key=input_key, threshold=threshold, template=template, no_relation=no_relation,
+                           max_distance=max_distance, max_pairs=max_pairs, scorer=scorer)
 
 
 class SeqGPTRelations(SeqGPTPipe):
@@ -91,13 +87,14 @@ class SeqGPTRelations(SeqGPTPipe):
         return candidates[: self.max_pairs]
 
     def predict(self, docs: Sequence[Doc]) -> RelationPredictions:
-        requests = span_requests(self, docs, self.template,
-                                 lambda _, doc: ((pair_key(head, tail), {"head": head, "tail": tail})
-                                                 for head, tail in self.pairs(doc)),
-                                 self.classification.texts)
+        asker = self.asker()
+        requests = asker.about_spans(docs, self.template,
+                                     lambda _, doc: ((pair_key(head, tail), {"head": head, "tail": tail})
+                                                     for head, tail in self.pairs(doc)),
+                                     self.classification.texts)
         found: RelationPredictions = [{} for _ in docs]
-        for request, row in zip(requests, self.classification.values(self, docs, requests)):
-            found[request.doc_index][request.about] = {
+        for request, row in zip(requests, self.classification.values(asker, docs, requests)):
+            found[request.doc_index][request.subject] = {
                 label: float(value) for label, value in zip(self.classification.labels, row)
                 if label != self.no_relation}
         return found

@@ -1,47 +1,75 @@
-"""Writing scored spans on Docs: shared by the components that write spans.
+"""The components' span vocabulary: which spans a component reads, and the one writer of scored spans.
 
-Span scores are kept the way spaCy keeps them (``doc.spans[key].attrs["scores"]``) and, for
-entities, in ``span._.seqgpt_score``.
+Every component that writes spans writes them through :func:`write_spans`, with an explicit
+``overwrite`` as spaCy's ``SpanRuler`` has it. Scores are kept the way spaCy keeps them
+(``doc.spans[key].attrs["scores"]``) and, for entities, in ``span._.seqgpt_score``.
 """
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc, Span, SpanGroup
 
 from ..text.alignment import resolve_overlaps
+from ..validation import check_key
 
 SCORE_ATTR = "seqgpt_score"  # span._.seqgpt_score: the score of an entity its component wrote
 if not Span.has_extension(SCORE_ATTR):
     Span.set_extension(SCORE_ATTR, default=None)
 
-ScoredSpan = Tuple[Span, float]
+ScoredSpan = Tuple[Span, Optional[float]]
 
 
-def add_ents(doc: Doc, scored: List[ScoredSpan]) -> None:
-    """Add a maximal set of non-overlapping ``(span, score)`` pairs, longest first, each score in
-    ``span._.seqgpt_score``; entities already set are kept."""
-    taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
-    free = [(span, score) for span, score in scored if not taken.intersection(range(span.start, span.end))]
-    if free:
-        kept = [free[i] for i in resolve_overlaps([span.start for span, _ in free], [span.end for span, _ in free])]
-        doc.ents = sorted([*doc.ents, *(span for span, _ in kept)], key=lambda span: span.start)
-        for span, score in kept:
-            span._.set(SCORE_ATTR, score)
+def write_spans(doc: Doc, key: Optional[str], scored: Sequence[ScoredSpan], *, overwrite: bool, **attrs) -> None:
+    """Write ``(span, score)`` pairs to ``doc.ents`` (``key`` None) or ``doc.spans[key]``.
 
-
-def add_spans(doc: Doc, key: str, scored: List[ScoredSpan]) -> None:
-    """Add every span (overlaps allowed) to ``doc.spans[key]`` with its score in the group's
-    ``attrs["scores"]``, keeping what is there; a span found twice keeps its best score."""
-    group = doc.spans[key] if key in doc.spans else None
-    spans = list(group) if group is not None else []
-    scores = list(group.attrs.get("scores", [None] * len(spans))) if group is not None else []
+    ``overwrite``: what was there is replaced. Otherwise it is kept: new entities fill the tokens
+    no entity holds (a maximal non-overlapping set, longest first), and a span group gains the
+    new spans, a span found twice keeping its best score. ``attrs``: more per-span lists of the
+    group (``overwrite`` only: they could not be merged)."""
+    if key is None:
+        _write_ents(doc, scored, overwrite)
+        return
+    if attrs and not overwrite:
+        raise ValueError(f"span attributes {sorted(attrs)} are written with overwrite only")
+    spans, scores = ([], []) if overwrite or key not in doc.spans else _merged_start(doc.spans[key])
     where = {(span.start, span.end, span.label): i for i, span in enumerate(spans)}
-    for span, score in sorted(scored, key=lambda item: (item[0].start, item[0].end)):
-        i = where.get((span.start, span.end, span.label))
-        if i is None:
+    order = range(len(scored)) if overwrite else sorted(range(len(scored)), key=lambda i: (scored[i][0].start,
+                                                                                          scored[i][0].end))
+    for i in order:
+        span, score = scored[i]
+        known = None if overwrite else where.get((span.start, span.end, span.label))
+        if known is None:
             where[(span.start, span.end, span.label)] = len(spans)
             spans.append(span)
             scores.append(score)
-        elif scores[i] is None or score > scores[i]:
-            scores[i] = score
-    doc.spans[key] = spans
-    doc.spans[key].attrs["scores"] = scores
+        elif scores[known] is None or (score is not None and score > scores[known]):
+            scores[known] = score
+    group = SpanGroup(doc, name=key, spans=spans)
+    group.attrs.update({"scores": scores, **attrs})
+    doc.spans[key] = group
+
+
+def _merged_start(group: SpanGroup) -> Tuple[List[Span], list]:
+    return list(group), list(group.attrs.get("scores", [None] * len(group)))
+
+
+def _write_ents(doc: Doc, scored: Sequence[ScoredSpan], overwrite: bool) -> None:
+    kept = [] if overwrite else list(doc.ents)
+    taken = {i for ent in kept for i in range(ent.start, ent.end)}
+    free = [(span, score) for span, score in scored if not taken.intersection(range(span.start, span.end))]
+    chosen = [free[i] for i in resolve_overlaps([span.start for span, _ in free], [span.end for span, _ in free])]
+    if not chosen and not overwrite:
+        return
+    doc.ents = sorted([*kept, *(span for span, _ in chosen)], key=lambda span: span.start)
+    for span, score in chosen:
+        span._.set(SCORE_ATTR, score)
+
+
+def input_spans(doc: Doc, input_key: Optional[str]) -> Sequence[Span]:
+    """The spans a component reads: ``doc.ents``, or ``doc.spans[input_key]`` (none if absent)."""
+    if input_key is None:
+        return doc.ents
+    return doc.spans[input_key] if input_key in doc.spans else []
+
+
+def check_input_key(input_key: Optional[str], owner: str) -> Optional[str]:
+    return check_key(input_key, owner, "input_key", optional=True, null_means="read doc.ents")

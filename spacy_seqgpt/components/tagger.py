@@ -4,9 +4,10 @@ The LLM with a dropout and linear head over the IOB2 tags of the labels, the cau
 removed in the layer groups of ``unmask``, trained with (Q)LoRA through ``spacy train``.
 Each spaCy token is scored by its first subword; the loss sees only those positions.
 Predictions are decoded to the most probable valid IOB2 sequence and written to ``doc.ents``
-(entities already there are kept where they do not overlap; each confidence in
-``span._.seqgpt_score``) or to ``doc.spans[spans_key]`` (confidences in ``attrs["scores"]``).
-Spans less confident than ``threshold`` are not written.
+(each confidence in ``span._.seqgpt_score``) or to ``doc.spans[spans_key]`` (confidences in
+``attrs["scores"]``), keeping what is there unless ``overwrite`` (``components.spans``). Spans
+less confident than ``threshold`` are not written. Windows hold at most ``max_input_tokens``
+subwords, as the SeqGPT components' do.
 """
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +18,12 @@ import srsly
 from spacy import util
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
 from ..models.adapters import LORA_DEFAULTS
-from ..models.loading import use_worker_threads
+from ..models.shared import use_worker_threads
 from ..models.saved_weights import check_saved_source, refuse_remote_code, weights_hash
 from ..models.spec import HFModel, model_block, model_settings
 from ..models.token_classifier import TaggerSettings, TokenClassifier, softmax
@@ -33,7 +34,7 @@ from ..validation import check_spans_key, check_threshold
 from ..atomic import atomic_folder
 from .scorers import scorer_ref
 from .serialization import FolderBytes, read_cfg
-from .spans import add_ents
+from .spans import write_spans
 
 # The paper's decoder, with its middle layer groups unmasked; float32 weights to train (4-bit
 # QLoRA computes in ``dtype``: the 7B configs set bfloat16).
@@ -46,13 +47,14 @@ TAGGER_MODEL = {"name": "mistralai/Mistral-7B-v0.1", "unmask": "0110", "dtype": 
     default_config={
         "model": model_block(**TAGGER_MODEL),
         "lora": dict(LORA_DEFAULTS),
-        "max_length": 128,
+        "max_input_tokens": 128,
         "batch_size": 16,
         "dropout": 0.1,
         "gradient_checkpointing": False,
         "mixed_precision": True,
         "torch_optimizer": "adamw",
         "spans_key": None,
+        "overwrite": False,
         "threshold": 0.0,
         "store_base_weights": True,
         "scorer": scorer_ref("spans"),
@@ -60,15 +62,16 @@ TAGGER_MODEL = {"name": "mistralai/Mistral-7B-v0.1", "unmask": "0110", "dtype": 
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_llm_unmasked_tagger(nlp: Language, name: str, model: Union[str, HFModel], lora: Optional[Dict[str, Any]],
-                             max_length: int, batch_size: int, dropout: float, gradient_checkpointing: bool,
-                             mixed_precision: bool, torch_optimizer: str, spans_key: Optional[str], threshold: float,
-                             store_base_weights: bool, scorer: Callable) -> "LLMUnmaskedTagger":
-    settings = TaggerSettings(model=model_settings(model, name, TAGGER_MODEL), lora=lora, max_length=max_length,
+                             max_input_tokens: int, batch_size: int, dropout: float, gradient_checkpointing: bool,
+                             mixed_precision: bool, torch_optimizer: str, spans_key: Optional[str], overwrite: bool,
+                             threshold: float, store_base_weights: bool, scorer: Callable) -> "LLMUnmaskedTagger":
+    settings = TaggerSettings(model=model_settings(model, name, TAGGER_MODEL), lora=lora,
+                              max_input_tokens=max_input_tokens,
                               batch_size=batch_size, dropout=dropout, gradient_checkpointing=gradient_checkpointing,
                               mixed_precision=mixed_precision)
     return LLMUnmaskedTagger(nlp.vocab, name, settings=settings, torch_optimizer=torch_optimizer,
-                             spans_key=spans_key, threshold=threshold, store_base_weights=store_base_weights,
-                             scorer=scorer)
+                             spans_key=spans_key, overwrite=overwrite, threshold=threshold,
+                             store_base_weights=store_base_weights, scorer=scorer)
 
 
 def token_scores_model() -> Model:
@@ -107,8 +110,8 @@ def _forward(model: Model, docs: Sequence[Doc], is_train: bool):
 class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
     # Bytes hold the same files as a folder: transformers and PEFT read weights from files only.
     def __init__(self, vocab, name: str = "llm_unmasked_tagger", *, settings: TaggerSettings,
-                 torch_optimizer: str = "adamw", spans_key: Optional[str] = None, threshold: float = 0.0,
-                 store_base_weights: bool = True, scorer: Optional[Callable] = None):
+                 torch_optimizer: str = "adamw", spans_key: Optional[str] = None, overwrite: bool = False,
+                 threshold: float = 0.0, store_base_weights: bool = True, scorer: Optional[Callable] = None):
         if torch_optimizer not in TORCH_OPTIMIZERS:
             raise ValueError(f"{name}: 'torch_optimizer' must be one of {TORCH_OPTIMIZERS}, got {torch_optimizer!r}.")
         self.vocab = vocab
@@ -117,6 +120,7 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         self.settings = settings
         self.torch_optimizer = torch_optimizer
         self.spans_key = check_spans_key(spans_key, name)
+        self.overwrite = bool(overwrite)
         self.threshold = check_threshold(threshold, name)
         self.scorer = scorer
         self.store_base_weights = bool(store_base_weights)
@@ -207,11 +211,7 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
             found = decode(probs, tags) if len(doc) else []
             scored = [(Span(doc, start, end, label=label), confidence) for start, end, label, confidence in found
                       if confidence >= self.threshold]
-            if self.spans_key is None:
-                add_ents(doc, scored)
-            else:
-                doc.spans[self.spans_key] = SpanGroup(doc, name=self.spans_key, spans=[span for span, _ in scored],
-                                                      attrs={"scores": [score for _, score in scored]})
+            write_spans(doc, self.spans_key, scored, overwrite=self.overwrite)
 
     # Training ----------------------------------------------------------------------------------
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None,
@@ -267,7 +267,7 @@ class LLMUnmaskedTagger(FolderBytes, TrainablePipe):
         return tags_from_spans(len(eg.predicted), [(spans[i].start, spans[i].end, spans[i].label_) for i in kept])
 
     def finish_update(self, sgd) -> None:
-        """Step the torch weights with the settings of spaCy's optimizer (see ``optimizers``)."""
+        """Step the torch weights with the settings of spaCy's optimizer (``models.torch_optimizer``)."""
         classifier = self.classifier
         if classifier is None:
             raise ValueError(f"{self.name} is not initialized: call nlp.initialize() before training")

@@ -1,10 +1,11 @@
 """``seqgpt_textcat``: document categories for labels chosen at ``add_pipe``."""
-from typing import Callable, Dict, List, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from spacy.language import Language
 from spacy.tokens import Doc
 
+from ..decoding import Asker, Decoding, Request
 from ..models import HFModel
 from ..prompts import CLASSIFY, LabelSpec, prompt_labels
 from .classification import LabelClassification
@@ -21,13 +22,10 @@ from .scorers import scorer_ref
                            "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None},
 )
 def make_seqgpt_textcat(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
-                        model: Union[str, HFModel], batch_size: int, max_new_tokens: int, num_beams: int,
-                        max_input_tokens: int, constrained: bool, jump_forward: bool, speculate: bool,
-                        draft_tokens: int, multi_label: bool, scoring: bool, scorer: Callable) -> "SeqGPTTextcat":
-    return SeqGPTTextcat(nlp.vocab, name, labels=labels, model=model, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens, num_beams=num_beams, max_input_tokens=max_input_tokens,
-                         constrained=constrained, jump_forward=jump_forward, speculate=speculate,
-                         draft_tokens=draft_tokens, multi_label=multi_label, scoring=scoring, scorer=scorer)
+                        model: Union[str, HFModel], decoding: Decoding, multi_label: bool, scoring: bool,
+                        scorer: Callable) -> "SeqGPTTextcat":
+    return SeqGPTTextcat(nlp.vocab, name, labels=labels, model=model, decoding=decoding, multi_label=multi_label,
+                         scoring=scoring, scorer=scorer)
 
 
 class SeqGPTTextcat(SeqGPTPipe):
@@ -46,13 +44,14 @@ class SeqGPTTextcat(SeqGPTPipe):
     def labels(self) -> tuple:
         return self.classification.labels
 
-    def make_requests(self, docs: Sequence[Doc]):
-        return self.window_requests(docs, CLASSIFY, lambda _: [self.classification.texts])
+    def make_requests(self, docs: Sequence[Doc], asker: Optional[Asker] = None) -> List[Request]:
+        return (asker or self.asker()).windows(docs, lambda _: (CLASSIFY, [self.classification.texts]))
 
     def predict(self, docs: Sequence[Doc]) -> np.ndarray:
         """``(docs, labels)``: each label's value, averaged over each Doc's windows."""
-        requests = self.make_requests(docs)
-        values = self.classification.values(self, docs, requests)
+        asker = self.asker()
+        requests = self.make_requests(docs, asker)
+        values = self.classification.values(asker, docs, requests)
         totals = np.zeros((len(docs), len(self.labels)))
         windows = np.zeros(len(docs))
         for request, row in zip(requests, values):

@@ -158,11 +158,11 @@ class LocalModel:
     """A local Hugging Face causal LM; its chat template is used when it has one."""
 
     def __init__(self, path: str, *, max_new_tokens: int = 256):
-        from ..decoding import Decoder
+        from ..decoding import Decoder, Decoding
         from ..models import HFModel, load_shared
 
         self.shared = load_shared(HFModel(name=path).resolved())
-        self.decoder = Decoder(self.shared, batch_size=1, max_new_tokens=max_new_tokens)
+        self.decoder = Decoder(self.shared, Decoding(batch_size=1, max_new_tokens=max_new_tokens))
 
     def complete(self, messages: List[Dict[str, str]]) -> str:
         from ..decoding import Query

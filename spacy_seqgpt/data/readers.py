@@ -1,6 +1,6 @@
 """Readers of public NLU corpora into gold examples of the two atomic tasks.
 
-Each reader returns a :class:`GoldCorpus`: the task, the language, the dataset's whole label
+Each reader returns a :class:`~spacy_seqgpt.data.records.GoldCorpus`: the task, the language, the dataset's whole label
 set (readable words, see ``label_words``) and its examples, each a text with its gold
 character spans (extraction) or gold labels (classification).
 """
@@ -8,37 +8,20 @@ import csv
 import json
 import re
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional
 
 from .conll import read_sentences
 from ..text.iob import spans_from_tags
 from ..prompts import CLASSIFY, EXTRACT
 from .label_words import label_word
+from .records import GoldCorpus, GoldExample, json_line
 
-Span = Tuple[int, int, str]  # (start char, end char, label word)
 FORMATS = ("conll", "weibo", "semeval-aspects", "semeval-polarity", "csv", "tnews", "docbin", "crossre")
 SEMEVAL_POLARITIES = ("positive", "negative", "neutral", "conflict")
 ASPECT_LABEL = "aspect term"
 _WEIBO_POSITION = re.compile(r"\d$")  # weibo-ner appends the character's word-segment position
 _CROSSRE_FILE = re.compile(r"(news|ai|literature|music|politics|science)-(train|dev|test)\.json$")
-
-
-@dataclass
-class GoldExample:
-    text: str
-    spans: List[Span] = field(default_factory=list)  # extraction
-    cats: List[str] = field(default_factory=list)  # classification
-    meta: Dict[str, object] = field(default_factory=dict)  # more fields for its records (e.g. a relation pair)
-
-
-@dataclass
-class GoldCorpus:
-    task: str
-    lang: str
-    labels: List[str]  # the dataset's whole label set, in first-seen order
-    examples: List[GoldExample]
 
 
 def guess_format(path: Path) -> str:
@@ -165,17 +148,6 @@ def _read_csv(path: Path, lang: str, label_map) -> GoldCorpus:
         for row in rows:
             examples.append(GoldExample(row["text"].strip(), cats=[label_word(row["category"], label_map)]))
     return GoldCorpus(CLASSIFY, lang, _labels_seen(examples), examples)
-
-
-def json_line(line: str, where: str):
-    """One JSON line of a corpus file; a line that is not JSON, or nested too deeply to read, is a
-    ValueError naming ``where`` (file:line)."""
-    try:
-        return json.loads(line)
-    except ValueError as err:
-        raise ValueError(f"{where}: not JSON ({err})") from None
-    except RecursionError:
-        raise ValueError(f"{where}: JSON nested too deeply to read") from None
 
 
 def _read_tnews(path: Path, lang: str, label_map) -> GoldCorpus:

@@ -10,15 +10,20 @@ One JSON object per line::
 None) and the list of chosen labels for classification. ``spans`` (character offsets into
 ``text``) is optional; records converted from annotated corpora carry it so that evaluation
 can also score strict span F1.
+
+Also here: the gold examples the corpus readers (``readers``, ``relations``) read records from.
 """
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import srsly
 
 from ..prompts import CLASSIFY, EXTRACT, check_labels, format_answer, parse_answer
 
 Record = Dict[str, object]
+Span = Tuple[int, int, str]  # (start char, end char, label word)
 REQUIRED = ("task", "text", "labels", "answer", "source", "lang")
 # Beside a records file: what conversion (``seqgpt convert``) and synthesis left out, and why.
 LEFT_OUT_SUFFIXES = (".left-out.jsonl", ".rejected.jsonl")
@@ -114,3 +119,30 @@ def gold_labels(records: Iterable[Record], task: str, lang: str, *, pairs: bool 
             none = record["pair"].get("no_relation") if pairs else None
             counts.update(label for label in answer if (task == CLASSIFY or answer[label]) and label != none)
     return [label for label, _ in counts.most_common()]
+
+
+@dataclass
+class GoldExample:
+    text: str
+    spans: List[Span] = field(default_factory=list)  # extraction
+    cats: List[str] = field(default_factory=list)  # classification
+    meta: Dict[str, object] = field(default_factory=dict)  # more fields for its records (e.g. a relation pair)
+
+
+@dataclass
+class GoldCorpus:
+    task: str
+    lang: str
+    labels: List[str]  # the dataset's whole label set, in first-seen order
+    examples: List[GoldExample]
+
+
+def json_line(line: str, where: str):
+    """One JSON line of a corpus file; a line that is not JSON, or nested too deeply to read, is a
+    ValueError naming ``where`` (file:line)."""
+    try:
+        return json.loads(line)
+    except ValueError as err:
+        raise ValueError(f"{where}: not JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to read") from None

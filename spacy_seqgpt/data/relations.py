@@ -16,7 +16,7 @@ from ..prompts import CLASSIFY, EXTRACT
 from ..templates import NO_RELATION, RELATION_TEMPLATE, fill_template
 from ..text.relations import REL_ATTR, candidate_pairs, pair_key, span_keyed
 from .label_words import label_word
-from .readers import GoldCorpus, GoldExample, json_line
+from .records import GoldCorpus, GoldExample, json_line
 
 DEFAULT_MAX_DISTANCE = 100  # seqgpt_rel's default, for Docs without sentences
 # CrossRE's relation types (its README), asked in every domain's records even where a split lacks some.

@@ -18,7 +18,7 @@ from collections import Counter
 from typing import List, Optional
 
 from ..prompts import CLASSIFY, EXTRACT, check_label
-from .readers import GoldCorpus
+from .records import GoldCorpus
 from .records import Record, answer_problem, make_record
 
 NO_LABEL = ""  # the quota key of records without any gold label

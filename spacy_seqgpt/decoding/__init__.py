@@ -1,8 +1,11 @@
-"""Decoding SeqGPT answers: the batched, constrained, scored :class:`Decoder` (``decoder`` ties
-its parts together), the queries a document's windows and label chunks make, and the token
-bytes the answer grammars read."""
+"""Decoding SeqGPT answers: the settings block (:class:`Decoding`), the prompts a document is
+asked (``requests``), the one object that asks (:class:`Asker`) and the batched, constrained,
+scored :class:`Decoder` (``decoder`` ties its parts together)."""
 from .answers import Answer, Query
-from .decoder import DEFAULT_DRAFT_TOKENS, Decoder
-from .queries import Request, make_queries, window_requests
+from .asker import Asker
+from .decoder import Decoder
+from .requests import Request, make_queries, window_requests
+from .settings import DEFAULT_DRAFT_TOKENS, Decoding
 
-__all__ = ["DEFAULT_DRAFT_TOKENS", "Answer", "Decoder", "Query", "Request", "make_queries", "window_requests"]
+__all__ = ["DEFAULT_DRAFT_TOKENS", "Answer", "Asker", "Decoder", "Decoding", "Query", "Request", "make_queries",
+           "window_requests"]

@@ -25,50 +25,47 @@ from typing import Hashable, List, Optional, Sequence
 
 import numpy as np
 
-from ..models.loading import SharedModel
+from ..models.shared import SharedModel
+from ..text.token_bytes import text_tokens
 from .answers import Answer, Query
 from .batch_state import BatchState, Row
 from .continuations import continuation_logprobs
 from .matcher import Matchers
 from .model_calls import ModelCalls
-from .pass_costs import pass_costs
 from .prompt_encoding import batches, split_prefixes
 from .search import beam_picks, greedy_choice, greedy_picks
 from .speculation import Chain, pass_width, plan, verify_chain
-from .token_bytes import text_tokens, vocabulary_bytes
+from .settings import Decoding
 
 DEFAULT_CANDIDATES = 8
-DEFAULT_DRAFT_TOKENS = 8
 
 
 class Decoder:
-    """Answers many queries in batches of ``batch_size`` prompts (times ``num_beams`` rows)."""
+    """Answers many queries as ``decoding`` says (:class:`~spacy_seqgpt.decoding.settings.Decoding`):
+    in batches of ``batch_size`` prompts (times ``num_beams`` rows), ``constrained`` aside (the
+    queries bring their grammars)."""
 
-    def __init__(self, shared: SharedModel, *, batch_size: int, max_new_tokens: int, num_beams: int = 1,
-                 candidates: int = DEFAULT_CANDIDATES, share_prefixes: bool = True, jump_forward: bool = True,
-                 speculate: bool = True, draft_tokens: int = DEFAULT_DRAFT_TOKENS):
+    def __init__(self, shared: SharedModel, decoding: Decoding = Decoding(), *, candidates: int = DEFAULT_CANDIDATES,
+                 share_prefixes: bool = True):
         self.shared = shared
+        self.decoding = decoding
+        num_beams = decoding.num_beams
         # Both are greedy decoding's: beams go step by step.
-        self.jump_forward = jump_forward and num_beams == 1
-        self.speculate = speculate and num_beams == 1 and draft_tokens > 0
-        self.draft_tokens = draft_tokens
+        self.jump_forward = decoding.jump_forward and num_beams == 1
+        self.speculate = decoding.speculate and num_beams == 1
         self.jumped = 0  # tokens the grammar wrote (jump-forward), not asked of the model
         self.drafted = self.accepted = 0  # draft tokens verified, and kept (speculation)
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
-        self.num_beams = num_beams
         self.candidates = max(candidates, 2 * num_beams)
         self.calls = ModelCalls(shared)
-        self.share_prefixes = share_prefixes and not self.calls.prompt_mode  # a prefix-LM reads prompts whole
-        self.costs = pass_costs(shared)  # the device's pass overhead; guesses counted for reports
+        self.share_prefixes = share_prefixes and not shared.prefix_lm  # a prefix-LM reads prompts whole
         self._overhead: Optional[float] = None
-        self.token_bytes = vocabulary_bytes(shared)
+        self.token_bytes = shared.token_table
         self._to_tokens = partial(text_tokens, shared.tokenizer, self.token_bytes)  # text forced or guessed -> tokens
 
     @property
     def pass_overhead(self) -> float:
-        """What one more forward pass costs, in tokens: the device's (``pass_costs``) unless set."""
-        return self.costs.overhead if self._overhead is None else self._overhead
+        """What one more forward pass costs, in tokens: the model's device's (``SharedModel.costs``) unless set."""
+        return self.shared.costs.overhead if self._overhead is None else self._overhead
 
     @pass_overhead.setter
     def pass_overhead(self, tokens: float) -> None:
@@ -82,7 +79,7 @@ class Decoder:
         ids = self.shared.tokenizer([query.prompt for query in queries])["input_ids"]
         keys = self._group_keys(queries)
         answers: List[Optional[Answer]] = [None] * len(queries)
-        for members in tqdm(list(batches(keys, ids, self.batch_size)), desc="decode", unit="batch",
+        for members in tqdm(list(batches(keys, ids, self.decoding.batch_size)), desc="decode", unit="batch",
                             disable=not progress):
             batch = self._decode_batch([ids[i] for i in members], [queries[i] for i in members],
                                        [keys[i] for i in members])
@@ -92,7 +89,7 @@ class Decoder:
 
     def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[List[int]]) -> np.ndarray:
         """``(len(prompts), len(continuations))``: see ``continuations.continuation_logprobs``."""
-        return continuation_logprobs(self.calls, prompts, continuations, batch_size=self.batch_size,
+        return continuation_logprobs(self.calls, prompts, continuations, batch_size=self.decoding.batch_size,
                                      overhead=self.pass_overhead)
 
     def _group_keys(self, queries: Sequence[Query]) -> List[Hashable]:
@@ -104,7 +101,7 @@ class Decoder:
         import torch
 
         group_of, prefixes = split_prefixes(ids, keys)
-        beams = self.num_beams
+        beams = self.decoding.num_beams
         queries_of_rows = [query for query in range(len(queries)) for _ in range(beams)]
         # prefix-LM only; no sharing then, so each prefix is a whole prompt
         prompt_lengths = (torch.tensor([len(ids[query]) for query in queries_of_rows], device=self.shared.device)
@@ -117,7 +114,7 @@ class Decoder:
         chains = self._plan(state)
         row_inputs = [ids[query][prefixes[group_of[query]][1]:] for query in queries_of_rows]
         room = max(len(row_input) + len(chain.tokens) for row_input, chain in zip(row_inputs, chains))
-        room += 2 * self.max_new_tokens
+        room += 2 * self.decoding.max_new_tokens
         with torch.inference_mode():
             # a shared prefix's own last logits are never read: each of its prompts reads on
             logits, state.cache, mask, cache_row = self.calls.encode(
@@ -126,7 +123,7 @@ class Decoder:
             to_rows = cache_row[[group_of[query] for query in queries_of_rows]]
             state.cache.reorder_cache(to_rows)
             state.mask, logits = mask[to_rows], logits[to_rows]
-            for step in range(self.max_new_tokens + 1):
+            for step in range(self.decoding.max_new_tokens + 1):
                 if step:  # each row picks its next token
                     chains = self._step(torch.log_softmax(logits.float(), -1), state, len(logits))
                     if chains is None:
@@ -140,10 +137,11 @@ class Decoder:
     def _step(self, logprobs, state: BatchState, cache_size: int) -> Optional[List[Chain]]:
         """Each row picks its next token; rows whose answer ended leave. The chains of the rows
         going on, or None when none does."""
-        if self.num_beams == 1:
-            picks = greedy_picks(logprobs, state, self.candidates, self.token_bytes.eos_id, self.max_new_tokens)
+        if self.decoding.num_beams == 1:
+            picks = greedy_picks(logprobs, state, self.candidates, self.token_bytes.eos_id,
+                                 self.decoding.max_new_tokens)
         else:
-            picks = beam_picks(logprobs, state, self.candidates, self.token_bytes.eos_id, self.num_beams)
+            picks = beam_picks(logprobs, state, self.candidates, self.token_bytes.eos_id, self.decoding.num_beams)
         if not picks:
             state.rows = []
             return None
@@ -153,7 +151,7 @@ class Decoder:
         for row, chain in enumerate(chains):
             if chain.ends and not chain.tokens:  # the grammar ends the answer here
                 state.end(row)
-            elif len(state.rows[row].tokens) >= self.max_new_tokens:  # out of new tokens: no pass for
+            elif len(state.rows[row].tokens) >= self.decoding.max_new_tokens:  # out of new tokens: no pass for
                 state.out_of_tokens(state.rows[row])  # logits it would never read
             else:
                 continuing.append(row)
@@ -164,8 +162,9 @@ class Decoder:
         return [chains[row] for row in continuing]
 
     def _plan(self, state: BatchState) -> List[Chain]:
-        return plan(state, jump_forward=self.jump_forward, speculate=self.speculate, draft_tokens=self.draft_tokens,
-                    max_new_tokens=self.max_new_tokens, to_tokens=self._to_tokens)
+        return plan(state, jump_forward=self.jump_forward, speculate=self.speculate,
+                    draft_tokens=self.decoding.draft_tokens, max_new_tokens=self.decoding.max_new_tokens,
+                    to_tokens=self._to_tokens)
 
     def _extend(self, row_inputs, chains: List[Chain], before, state: BatchState):
         """One pass: each row reads its input (the rest of its prompt, or its pick) and then its
@@ -220,5 +219,5 @@ class Decoder:
         self.jumped += jumped
         self.drafted += drafted
         self.accepted += accepted
-        self.costs.drafted += drafted
-        self.costs.accepted += accepted
+        self.shared.costs.drafted += drafted
+        self.shared.costs.accepted += accepted

@@ -11,15 +11,9 @@ import inspect
 from typing import List, Optional, Sequence
 
 from ..models.adapters import base_model
-from ..models.loading import SharedModel
+from ..models.shared import SharedModel
 from .kv_cache import PreallocatedCache, cache_keyword, returned_cache, supports_preallocation
 from .prompt_encoding import length_buckets
-
-
-def prefix_lm_layers(base) -> bool:
-    """Whether ``base`` (unwrapped) was unmasked with ``mode="prompt"`` (its calls need prompt lengths)."""
-    state = getattr(base, "seqgpt_unmask", None)
-    return state is not None and "prompt" in state.modes.values()
 
 
 class ModelCalls:
@@ -28,7 +22,7 @@ class ModelCalls:
     def __init__(self, shared: SharedModel):
         self.shared = shared
         base = base_model(shared.model)
-        self.prompt_mode = prefix_lm_layers(base)
+        self.prompt_mode = shared.prefix_lm
         self._positions = "position_ids" in inspect.signature(base.forward).parameters
         self._cache_keyword = cache_keyword(base)
         self.preallocate = supports_preallocation(base.config)

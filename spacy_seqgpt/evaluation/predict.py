@@ -1,17 +1,17 @@
 """Answers of a model to atomic-task records, decoded as the components decode.
 
-Each record's text becomes a Doc (the language's blank tokenizer), cut into the components'
-windows of at most ``max_input_tokens`` subwords; extraction labels go in chunks of
-``label_chunk_size`` per prompt (SeqGPT's 6). All prompts go through one :class:`Decoder`
-(batches across records, shared prompt prefixes, and with ``constrained`` the components'
-answer grammars). The answers of a record's prompts are merged into one parsed answer and
-one answer text.
+Each record's text becomes a Doc (the language's blank tokenizer) and is asked what
+``seqgpt_ner`` (extraction) or ``seqgpt_textcat`` (classification) would ask it: through one
+:class:`~spacy_seqgpt.decoding.Asker` with the components' ``decoding`` block, the same
+requests (``decoding.requests``: windows of at most ``max_input_tokens`` subwords,
+extraction labels in chunks of ``label_chunk_size``, SeqGPT's 6) and the same answer grammars
+(classification: one label, or with ``multi_label`` any of them, as ``seqgpt_textcat``'s
+setting). The answers of a record's prompts are merged into one parsed answer and one text.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..decoding import Decoder, Request, make_queries, window_requests
-from ..decoding.queries import extraction_grammar
-from ..kernels.constraints import ClassificationGrammar
+from ..decoding import Asker, Decoding, Request
+from ..decoding.requests import classification_grammar, extraction_grammar
 from ..models import SharedModel
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, parse_answer
 
@@ -35,42 +35,39 @@ def record_docs(records: Sequence[dict]) -> List:
     return docs
 
 
-def record_requests(records: Sequence[dict], tokenizer, max_input_tokens: int,
+def record_requests(asker: Asker, records: Sequence[dict], docs: Optional[List] = None,
                     label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE) -> List[Request]:
     """The prompts of each record, as a component with its labels would ask them of its Doc."""
     asks = [(r["task"], chunk_labels(r["labels"], label_chunk_size) if r["task"] == EXTRACT else [list(r["labels"])])
             for r in records]
-    return window_requests(record_docs(records), tokenizer, asks.__getitem__, max_input_tokens)
+    return asker.windows(record_docs(records) if docs is None else docs, asks.__getitem__)
 
 
-def predict_records(shared: SharedModel, records: Sequence[dict], *, batch_size: int = 16, max_new_tokens: int = 256,
-                    num_beams: int = 1, max_input_tokens: int = 512, constrained: bool = True,
-                    label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE, progress: bool = False) -> Tuple[List, List[str]]:
-    """``(parsed answers, generated texts)``, one of each per record. ``constrained``: answers
-    follow the answer grammars (classification: each queried label at most once)."""
-    requests = record_requests(records, shared.tokenizer, max_input_tokens, label_chunk_size)
-    classification: Dict[tuple, ClassificationGrammar] = {}
+def predict_records(shared: SharedModel, records: Sequence[dict], decoding: Decoding = Decoding(), *,
+                    multi_label: bool = False, label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE,
+                    progress: bool = False) -> Tuple[List, List[str]]:
+    """``(parsed answers, generated texts)``, one of each per record, decoded as ``decoding``
+    says; classification answers one label, or with ``multi_label`` any of them."""
+    asker = Asker(shared, decoding)
+    docs = record_docs(records)
+    requests = record_requests(asker, records, docs, label_chunk_size)
 
-    def grammar(request):
+    def grammar(doc, request):  # seqgpt_ner's (alignment "expand") and seqgpt_textcat's
         if request.task == EXTRACT:
-            return extraction_grammar(request.text, request.labels)
-        key = tuple(request.labels)
-        if key not in classification:  # a grammar keeps no state: one per label set
-            classification[key] = ClassificationGrammar(list(key), exclusive=False)
-        return classification[key]
+            return extraction_grammar(request.text, request.label_texts)
+        return classification_grammar(tuple(request.label_texts), not multi_label)
 
-    decoder = Decoder(shared, batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams)
-    answers = decoder.decode(make_queries(requests, grammar if constrained else None), progress=progress)
+    answers = asker.ask(docs, requests, grammar, progress=progress)
     parsed: List = [{} if r["task"] == EXTRACT else [] for r in records]
     generated: List[List[str]] = [[] for _ in records]
     for request, answer in zip(requests, answers):
         index = request.doc_index
-        found = parse_answer(request.task, answer.text, request.labels)
+        found = parse_answer(request.task, answer.text, request.label_texts)
         if request.task == EXTRACT:
             for label, spans in found.items():
                 merged = parsed[index].setdefault(label, [])
                 merged.extend(span for span in spans if span not in merged)
-        else:
-            parsed[index].extend(label for label in found if label not in parsed[index])
+        else:  # as seqgpt_textcat reads it: single-label, an answer's first label counts
+            parsed[index].extend(label for label in found[:None if multi_label else 1] if label not in parsed[index])
         generated[index].append(answer.text.strip())
     return parsed, ["\n".join(parts) for parts in generated]

@@ -8,22 +8,22 @@ padding token is the end-of-sequence token, else the unknown token). Whatever go
 :class:`ModelLoadError` that names the model and says what to do; a hub that cannot be reached
 is noticed within seconds, and only the local cache is read.
 
-:func:`load_shared` is the components' view: models in a weak-value cache, so components that
-ask for the same weights share one copy, freed with the last component that holds it. torch
-and transformers are imported only when a model is really loaded.
+torch and transformers are imported only when a model is really loaded (``models.shared`` keeps
+the components' loaded models).
 """
 import os
 import socket
-import weakref
 from contextlib import contextmanager
-from dataclasses import fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
-from .saved_weights import ModelLoadError, check_saved_source, weights_hash
-from .spec import DEFAULT_MODEL, HFModel
+from ..about import DEFAULT_MODEL
+from .errors import ModelLoadError
+
+if TYPE_CHECKING:  # HFModel.load calls in here: the settings are only read
+    from .spec import HFModel
 
 TASKS = ("causal_lm", "token_classification")
 HUB_TIMEOUT = 3.0  # seconds to wait for a connection to the hub before loading from the local cache only
@@ -37,7 +37,7 @@ def _load_errors() -> tuple:
     return OSError, ValueError, ImportError, KeyError, SafetensorError
 
 
-def load_pretrained(spec: HFModel, *, task: str = "causal_lm", source: Optional[str] = None,
+def load_pretrained(spec: "HFModel", *, task: str = "causal_lm", source: Optional[str] = None,
                     tokenizer_source: Optional[str] = None, tags: Sequence[str] = (), dropout: Optional[float] = None,
                     unmask_mode: str = "prompt") -> Tuple[Any, Any]:
     """``(model, tokenizer)`` for the resolved settings ``spec``.
@@ -149,7 +149,7 @@ def require(package: str, purpose: str) -> None:
                           "pip install 'spacy-seqgpt[gpu]' (the GPU extras)")
 
 
-def quantization_config(spec: HFModel):
+def quantization_config(spec: "HFModel"):
     """bitsandbytes settings: 8-bit, or 4-bit NF4 with double quantization computing in ``spec.dtype``."""
     import torch
     from transformers import BitsAndBytesConfig
@@ -161,7 +161,7 @@ def quantization_config(spec: HFModel):
                               bnb_4bit_compute_dtype=getattr(torch, spec.dtype))
 
 
-def _apply_adapter(model, spec: HFModel):
+def _apply_adapter(model, spec: "HFModel"):
     from peft import PeftModel
 
     from .adapters import quiet_peft
@@ -253,79 +253,3 @@ def load_error(what: str, name: str, err: Exception) -> ModelLoadError:
     download = (f"{f'This machine cannot reach the Hugging Face hub ({offline}): d' if offline else 'D'}ownload "
                 f"the {what} where it can (`hf download {name} --local-dir {name.rsplit('/', 1)[-1]}`).")
     return ModelLoadError(f"Could not load the {what} {name!r}: {reason} {download}", python_hint, cli_hint)
-
-
-# -- the components' shared models -------------------------------------------------------------
-
-class SharedModel:
-    """A loaded causal LM with its tokenizer, shared by every component that asked for it;
-    ``source`` and ``weights_id``: the saved folder it was read from, if any, and its hash."""
-
-    def __init__(self, spec: HFModel, model: Any, tokenizer: Any, source: Optional[Path] = None,
-                 weights_id: Optional[str] = None):
-        self.spec = spec
-        self.model = model
-        self.tokenizer = tokenizer
-        self.source = source
-        self.weights_id = weights_id
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
-    def save(self, path: Path) -> str:
-        """Write weights (safetensors) and tokenizer, and return the weights' hash.
-
-        A PEFT-wrapped (quantized) model writes its adapter, which names its base model.
-        """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with quiet_progress_bars():
-            self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        return weights_hash(path)
-
-
-_CACHE: "weakref.WeakValueDictionary[tuple, SharedModel]" = weakref.WeakValueDictionary()
-
-
-def load_shared(spec: HFModel, *, source: Optional[Path] = None, weights_id: Optional[str] = None) -> SharedModel:
-    """The causal LM of the resolved settings ``spec``, loaded on first use and shared.
-
-    ``source`` and ``weights_id``: weights a component saved (their hash); components saved
-    from one model share it again, whichever folder they load from. The adapter, if any, was
-    merged into (or saved with) those weights."""
-    if weights_id is not None:  # whichever folder they are read from: every setting but the name and adapter
-        key: tuple = (type(spec), weights_id, *(getattr(spec, f.name) for f in fields(spec)
-                                                if f.name not in ("name", "adapter")))
-    else:
-        key = (spec,)
-    shared = _CACHE.get(key)
-    if shared is None:
-        if source is not None:
-            check_saved_source(source, weights_id)
-        saved = replace(spec, adapter=None) if source is not None else spec
-        model, tokenizer = saved.load(task="causal_lm", source=str(source) if source is not None else None,
-                                      unmask_mode="prompt")
-        model.eval()
-        shared = SharedModel(spec, model, tokenizer, source, weights_id)
-        _CACHE[key] = shared
-    return shared
-
-
-_THREADS_SET_IN: Optional[int] = None
-
-
-def use_worker_threads() -> None:
-    """In a worker process (``nlp.pipe(n_process=...)``, any multiprocessing child), torch runs on
-    one thread: the workers share the cores, and a forked child cannot use the OpenMP threads
-    of its parent at all (its first parallel region would hang). Call before torch runs."""
-    global _THREADS_SET_IN
-    if _THREADS_SET_IN != os.getpid():
-        _THREADS_SET_IN = os.getpid()
-        import multiprocessing
-
-        if multiprocessing.parent_process() is not None:
-            import torch
-
-            torch.set_num_threads(1)

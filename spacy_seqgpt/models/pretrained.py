@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Dict, List, Union
 
 from ..atomic import own_folder
-from .loading import ModelLoadError, quiet_progress_bars
+from .errors import ModelLoadError
+from .loading import quiet_progress_bars
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,13 @@
 """Weights a pipeline saved, read without trusting them: nothing outside the folder is read,
-nothing is unpickled, no code that came with them runs, and every file is the one recorded.
-
-Also here: :class:`ModelLoadError`, what every failure to load a model raises.
-"""
+nothing is unpickled, no code that came with them runs, and every file is the one recorded."""
 import hashlib
 import json
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..validation import inside
+from .errors import ModelLoadError
 from .spec import HFModel
-
-
-class ModelLoadError(OSError):
-    """A model or tokenizer could not be loaded; the message says which and how to fix it.
-
-    ``python_hint`` and ``cli_hint``: how to fix it from Python (``str(error)`` ends with it) and
-    on spaCy's command line (:meth:`for_cli`, which the ``seqgpt`` commands and the spaCy CLI
-    print instead of a traceback)."""
-
-    def __init__(self, message: str, python_hint: str = "", cli_hint: str = ""):
-        super().__init__(" ".join(part for part in (message, python_hint) if part))
-        self.message, self.cli_hint = message, cli_hint or python_hint
-
-    def for_cli(self) -> str:
-        return " ".join(part for part in (self.message, self.cli_hint) if part)
 
 
 # Weights that would be read with pickle (torch.load) rather than as plain tensors.

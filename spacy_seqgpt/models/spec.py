@@ -16,9 +16,9 @@ from typing import List, Optional, Union
 
 from spacy.util import registry
 
+from ..about import DEFAULT_MODEL
 from ..validation import check_unmask_code
 
-DEFAULT_MODEL = "DAMO-NLP/SeqGPT-560M"
 QUANTIZE_OPTIONS = (None, "8bit", "4bit")
 DTYPES = {
     "float32": "float32", "fp32": "float32",

@@ -4,7 +4,7 @@ The model is transformers' ``AutoModelForTokenClassification`` of the decoder (L
 Mistral, Qwen2 or BLOOM: the body, dropout and a linear head), with the causal mask removed
 in the chosen layer groups by :func:`spacy_seqgpt.unmask`, optionally quantized (QLoRA: 4-bit
 NF4, double quantization) and wrapped with a PEFT LoRA adapter that also trains the head.
-Docs are tokenized with offsets and cut into windows of at most ``max_length`` subwords
+Docs are tokenized with offsets and cut into windows of at most ``max_input_tokens`` subwords
 between spaCy tokens; the logits of each token's first subword are its scores.
 """
 from bisect import bisect_right
@@ -18,7 +18,8 @@ from spacy.tokens import Doc
 from ..text.alignment import align_subwords
 from ..validation import check_positive_int
 from .adapters import add_lora, lora_settings, prepare_for_training, quiet_peft
-from .loading import ModelLoadError, quiet_progress_bars
+from .errors import ModelLoadError
+from .loading import quiet_progress_bars
 from .spec import HFModel
 
 
@@ -28,14 +29,14 @@ class TaggerSettings:
 
     model: HFModel
     lora: Optional[Dict[str, Any]]
-    max_length: int
+    max_input_tokens: int
     batch_size: int
     dropout: float
     gradient_checkpointing: bool
     mixed_precision: bool
 
     def __post_init__(self):
-        for key in ("max_length", "batch_size"):
+        for key in ("max_input_tokens", "batch_size"):
             check_positive_int(getattr(self, key), key)
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"'dropout' must be a number in [0, 1), got {self.dropout!r}.")
@@ -73,9 +74,9 @@ class TokenClassifier:
         self.settings = settings
         self.tags = list(tags)
         self._prefix, self._suffix = _special_tokens(tokenizer)
-        if len(self._prefix) + len(self._suffix) >= settings.max_length:
-            raise ValueError(f"max_length={settings.max_length} leaves no room for text next to the tokenizer's "
-                             "special tokens")
+        if len(self._prefix) + len(self._suffix) >= settings.max_input_tokens:
+            raise ValueError(f"max_input_tokens={settings.max_input_tokens} leaves no room for text next to the "
+                             "tokenizer's special tokens")
 
     @classmethod
     def load(cls, settings: TaggerSettings, tags: Sequence[str], *, base: Optional[str] = None,
@@ -106,8 +107,8 @@ class TokenClassifier:
         return [param for param in self.model.parameters() if param.requires_grad]
 
     def encode(self, docs: Sequence[Doc]) -> Windows:
-        """Tokenize the Docs and cut them into windows of at most ``max_length`` subwords."""
-        budget = self.settings.max_length - len(self._prefix) - len(self._suffix)
+        """Tokenize the Docs and cut them into windows of at most ``max_input_tokens`` subwords."""
+        budget = self.settings.max_input_tokens - len(self._prefix) - len(self._suffix)
         texts = [doc.text for doc in docs]
         encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else None
         input_ids: List[List[int]] = []

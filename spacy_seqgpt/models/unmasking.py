@@ -32,6 +32,16 @@ SUPPORTED = ("llama", "mistral", "qwen2", "bloom")
 ATTENTION_CLASSES = ("LlamaAttention", "MistralAttention", "Qwen2Attention", "BloomAttention")
 
 
+# Where unmask() keeps its state: on the unwrapped model and on each attention module, whose
+# patched forward reads it (transformers calls those modules, not ours).
+STATE_ATTR = "seqgpt_unmask"
+
+
+def unmask_state(model) -> Optional["UnmaskState"]:
+    """What :func:`unmask` did to ``model`` (a PEFT wrapper is looked through), or None."""
+    return getattr(base_model(model), STATE_ATTR, None)
+
+
 class UnsupportedModelError(ValueError):
     """``unmask`` does not know this model's attention."""
 
@@ -158,7 +168,7 @@ def _interface_attention(module, query, key, value, attention_mask, dropout=0.0,
     if window is not None and getattr(module.config, "use_sliding_window", True) and key.shape[2] > window:
         raise ValueError(f"sequences of {key.shape[2]} tokens exceed the model's sliding window ({window}), "
                          "which unmasked attention does not implement")
-    out = module.seqgpt_unmask.attend(module.layer_idx, query, key, value, attention_mask, scaling)
+    out = getattr(module, STATE_ATTR).attend(module.layer_idx, query, key, value, attention_mask, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -171,7 +181,7 @@ def _bloom_attention_forward(self, hidden_states, residual, alibi, attention_mas
     query, key, value = self._reshape(self.query_key_value(hidden_states))
     if layer_past is not None:
         key, value = layer_past.update(key, value, self.layer_idx)
-    state = self.seqgpt_unmask
+    state = getattr(self, STATE_ATTR)
     out = state.attend(self.layer_idx, query, key, value, attention_mask, self.inv_norm_factor,
                        alibi_slopes=state.alibi_slopes.to(query.device))
     context = out.transpose(1, 2).reshape(batch, q_length, self.hidden_size)
@@ -242,15 +252,15 @@ def unmask(model, layers: Union[str, Sequence[int]], *, mode: str = "full", back
         # function of every transformers 5.x; the slopes' own helper is not)
         slopes = build_alibi_tensor(torch.ones(1, 2), config.n_head, torch.float32)[:, 0, 1]
     state = UnmaskState(layer_selection(layers, n_layers), mode, backend, slopes)
-    old = getattr(base, "seqgpt_unmask", None)
+    old = unmask_state(base)
     if old is not None and old.hook is not None:
         old.hook.remove()
     state.hook = base.register_forward_pre_hook(state.capture, with_kwargs=True)
-    base.seqgpt_unmask = state
+    setattr(base, STATE_ATTR, state)
     _accept_batch_kwargs_in_generate(base)
     _register_interfaces()
     for module in attention:
-        module.seqgpt_unmask = state
+        setattr(module, STATE_ATTR, state)
         if type(module).__name__ == "BloomAttention":
             module.forward = types.MethodType(_bloom_attention_forward, module)
     _set_attention_name(base)

@@ -7,6 +7,7 @@ positions that predict an answer token first and only those go through the head.
 import torch
 
 from ..models.adapters import base_model
+from ..models.unmasking import unmask_state
 from .encoding import IGNORE
 
 
@@ -22,7 +23,7 @@ class AnswerLoss(torch.nn.Module):
     def forward(self, input_ids, labels, attention_mask, position_ids, segment_ids) -> torch.Tensor:
         model = self.model
         base = base_model(model)
-        state = getattr(base, "seqgpt_unmask", None)
+        state = unmask_state(base)
         if state is not None:  # the decoder is called directly: hand the kernel its segment ids here
             state.start_call(segment_ids=segment_ids if self.packed else None)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}

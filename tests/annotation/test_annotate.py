@@ -26,7 +26,7 @@ TEXTS = [text for lang, text, _, _ in EXAMPLES if lang == "en"] * 8
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, seqgpt_tiny):
     nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": seqgpt_tiny, "max_new_tokens": 40})
+    nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": seqgpt_tiny, "decoding": {"max_new_tokens": 40}})
     folder = tmp_path_factory.mktemp("annotate") / "pipeline"
     nlp.to_disk(folder)
     return str(folder)

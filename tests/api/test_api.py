@@ -10,7 +10,7 @@ TEXTS = [text for _, text, _, _ in ENGLISH]
 
 @pytest.fixture(scope="module")
 def seqgpt(seqgpt_tiny):
-    return SeqGPT(str(seqgpt_tiny), batch_size=4)
+    return SeqGPT(str(seqgpt_tiny), decoding={"batch_size": 4})
 
 
 def test_extract_gives_the_taught_spans_with_offsets_and_scores(seqgpt):

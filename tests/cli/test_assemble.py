@@ -33,7 +33,7 @@ def test_relation_labels_go_to_seqgpt_rel_and_the_rest_to_textcat(tmp_path, tiny
     assert nlp.get_pipe("seqgpt_rel").labels == ("works for",)
     assert nlp.get_pipe("seqgpt_textcat").labels == ("sports",)
     assert nlp.get_pipe("seqgpt_events").labels == ("meeting", "attack", "transport")
-    assert {nlp.get_pipe(name).max_new_tokens for name in nlp.pipe_names if name.startswith("seqgpt_")} == {8}
+    assert {nlp.get_pipe(name).decoding.max_new_tokens for name in nlp.pipe_names if name.startswith("seqgpt_")} == {8}
 
 
 @pytest.mark.parametrize("options, expected", [

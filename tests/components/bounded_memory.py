@@ -52,8 +52,9 @@ def pipeline(model: str, factory: str, sentences: bool, **config) -> spacy.Langu
     if sentences:
         nlp.add_pipe("sentencizer")
     labels = {"seqgpt_events": ["Attack"]}.get(factory, ["person", "city"])
-    nlp.add_pipe(factory, name="component", config={"labels": labels, "model": model, "max_new_tokens": 8,
-                                                    "max_input_tokens": 128, **config})
+    nlp.add_pipe(factory, name="component", config={"labels": labels, "model": model,
+                                                    "decoding": {"max_new_tokens": 8, "max_input_tokens": 128},
+                                                    **config})
     return nlp
 
 
@@ -90,8 +91,9 @@ def scenario(name: str, model: str):
             doc = nlp(text)
             triggers = [[(Span(doc, span.start, span.end, label="Attack"), 1.0)
                          for span in with_ents(nlp, text, names).ents]]
-            confirmed = component._confirmed([doc], triggers)
-            component._arguments([doc], triggers)
+            asker = component.asker()
+            confirmed = component._confirmed(asker, [doc], triggers)
+            component._arguments(asker, [doc], triggers)
             return {"stats": dict(component.stats), "confirmed": len(confirmed[0])}
 
         return nlp, run
@@ -100,7 +102,7 @@ def scenario(name: str, model: str):
 
 def fuzz_pipelines(model: str) -> dict:
     """Every component on one model, small budgets: with sentences (True) and without (False)."""
-    small = {"model": model, "max_new_tokens": 6, "max_input_tokens": 32, "batch_size": 8}
+    small = {"model": model, "decoding": {"max_new_tokens": 6, "max_input_tokens": 32, "batch_size": 8}}
     pipelines = {}
     for sentences in (True, False):
         nlp = spacy.blank("en")
@@ -115,7 +117,7 @@ def fuzz_pipelines(model: str) -> dict:
         nlp.add_pipe("seqgpt_questions", config={**small, "questions": ["Who is named?"]})
         nlp.add_pipe("seqgpt_ner", config={**small, "labels": ["person", "city"], "spans_key": "ner"})
         tagger = nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": model, "unmask": "1111"},
-                                                             "spans_key": "tagged", "max_length": 32})
+                                                             "spans_key": "tagged", "max_input_tokens": 32})
         tagger.initialize(labels=["person", "city"])
         pipelines[sentences] = nlp
     return pipelines

@@ -55,7 +55,8 @@ def test_pipe_in_batches_of_8_equals_one_doc_at_a_time(nlp):
 
 def test_generation_batches_of_one_and_many_agree(seqgpt_tiny):
     texts = [text for _, text, _, _ in ENGLISH]
-    small, large = (make_nlp(seqgpt_tiny, ner={"batch_size": size}, textcat={"batch_size": size}) for size in (1, 16))
+    small, large = (make_nlp(seqgpt_tiny, ner={"decoding": {"batch_size": size}},
+                             textcat={"decoding": {"batch_size": size}}) for size in (1, 16))
     assert [annotations(d) for d in small.pipe(texts)] == [annotations(d) for d in large.pipe(texts)]
 
 
@@ -106,8 +107,8 @@ def test_a_5000_token_document_is_windowed_and_offsets_map_back(seqgpt_tiny):
     sentence = "Tim Cook met Olaf Scholz in Berlin."
     n_subwords = len(AutoTokenizer.from_pretrained(seqgpt_tiny)(sentence, add_special_tokens=False)["input_ids"])
     budget = n_subwords + 2  # one sentence fits in a window, two do not
-    nlp = make_nlp(seqgpt_tiny, ner={"max_input_tokens": budget, "batch_size": 64},
-                   textcat={"max_input_tokens": budget, "batch_size": 64})
+    nlp = make_nlp(seqgpt_tiny, ner={"decoding": {"max_input_tokens": budget, "batch_size": 64}},
+                   textcat={"decoding": {"max_input_tokens": budget, "batch_size": 64}})
     nlp.add_pipe("sentencizer", first=True)
     text = " ".join([sentence] * 640)
     doc = nlp(text)

@@ -68,11 +68,11 @@ def test_every_setting_is_in_the_one_vocabulary_or_the_components_own(factory):
 
 def test_one_config_moves_between_components_without_new_key_names(tiny_bloom):
     """The same labels, threshold, model and decoding settings configure each span component."""
-    shared = {"labels": ["person", "city"], "model": tiny_bloom, "threshold": 0.5, "max_new_tokens": 8,
-              "batch_size": 4}
+    shared = {"labels": ["person", "city"], "model": tiny_bloom, "threshold": 0.5, "decoding": {"max_new_tokens": 8,
+                                                                                                "batch_size": 4}}
     for factory in ("seqgpt_ner", "seqgpt_typing", "seqgpt_rel", "seqgpt_events"):
         pipe = spacy.blank("en").add_pipe(factory, config=shared)
-        assert isinstance(pipe, SeqGPTPipe) and pipe.threshold == 0.5 and pipe.max_new_tokens == 8
+        assert isinstance(pipe, SeqGPTPipe) and pipe.threshold == 0.5 and pipe.decoding.max_new_tokens == 8
         assert set(pipe.labels) == {"person", "city"}
     with pytest.raises(ValueError, match="'threshold' is a score between 0 and 1"):
         spacy.blank("en").add_pipe("seqgpt_rel", config={**shared, "threshold": 2})

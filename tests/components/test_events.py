@@ -86,7 +86,7 @@ def test_confirmation_asks_the_type_question(events_model):
     assert confirming.get_pipe("seqgpt_events").stats["unconfirmed"] == 0
     # a type question whose wording the model never saw: its answers need not confirm, and what is
     # not confirmed is dropped and counted, never relabelled
-    strict = make_nlp(events_model, confirm=True, type_template="which type is {trigger}, in {text}")
+    strict = make_nlp(events_model, confirm=True, templates={"event_type": "which type is {trigger}, in {text}"})
     kept = strict(text)._.events
     assert len(kept) + strict.get_pipe("seqgpt_events").stats["unconfirmed"] == 2
     assert {(e["trigger"].text, e["type"]) for e in kept} <= {("attacked", "Attack"), ("travelled", "Transport")}
@@ -127,7 +127,7 @@ def test_the_scorer_against_hand_counts(nlp):
 def test_bad_settings_are_named(events_model):
     with pytest.raises(ValueError, match="not among the labels"):
         make_nlp(events_model, roles={"Election": ["winner"]})
-    with pytest.raises(ValueError, match=r"'argument_template' must be one line holding \{role\}, \{trigger\}"):
-        make_nlp(events_model, argument_template="{role} only")
+    with pytest.raises(ValueError, match=r"'templates.argument' must be one line holding \{role\}, \{trigger\}"):
+        make_nlp(events_model, templates={"argument": "{role} only"})
     with pytest.raises(ValueError, match="comma"):
         make_nlp(events_model, labels=["Attack, armed"])

@@ -28,11 +28,13 @@ def test_components_never_crash_on_random_text_and_labels(model, texts, ner_labe
                                                           scoring, mode, spans_key):
     path, _ = model
     nlp = spacy.blank("xx")
-    nlp.add_pipe("seqgpt_ner", config={"labels": ner_labels, "model": path, "max_new_tokens": 12,
-                                       "constrained": constrained, "alignment_mode": mode, "spans_key": spans_key,
-                                       "label_chunk_size": 2, "max_input_tokens": 16})
-    nlp.add_pipe("seqgpt_textcat", config={"labels": cat_labels, "model": path, "max_new_tokens": 8,
-                                           "constrained": constrained, "scoring": scoring, "multi_label": scoring})
+    nlp.add_pipe("seqgpt_ner", config={"labels": ner_labels, "model": path, "alignment_mode": mode,
+                                       "spans_key": spans_key, "label_chunk_size": 2,
+                                       "decoding": {"max_new_tokens": 12, "constrained": constrained,
+                                                    "max_input_tokens": 16}})
+    nlp.add_pipe("seqgpt_textcat", config={"labels": cat_labels, "model": path, "scoring": scoring,
+                                           "multi_label": scoring, "decoding": {"max_new_tokens": 8,
+                                                                                "constrained": constrained}})
     for text, doc in zip(texts, nlp.pipe(texts, batch_size=3)):
         assert doc.text == text
         spans = list(doc.spans[spans_key]) if spans_key else list(doc.ents)

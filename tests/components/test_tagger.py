@@ -202,7 +202,7 @@ def test_unmasked_groups_let_a_token_see_the_right(tiny_llama):
 
 
 def test_long_docs_are_windowed(tiny_llama):
-    nlp = tagger_nlp(tiny_llama, max_length=12)
+    nlp = tagger_nlp(tiny_llama, max_input_tokens=12)
     tagger = nlp.get_pipe("llm_unmasked_tagger")
     tagger.initialize(labels=["PER"])
     doc = nlp.make_doc("Peter Blackburn met the European Commission in Brussels on Thursday to talk about lamb .")

@@ -108,7 +108,7 @@ def test_bad_settings_and_spans_no_window_holds(typing_model):
     # 0.1's spans_key named the spans read: it would have overwritten them with their types
     with pytest.raises(ValueError, match="spans_key' is where multi-label typing writes.*set input_key = 'cands'"):
         make_nlp(typing_model, spans_key="cands")
-    nlp = make_nlp(typing_model, max_input_tokens=4)
+    nlp = make_nlp(typing_model, decoding={"max_input_tokens": 4})
     text = "Serena Williams won the final of the tournament in New York yesterday."
     doc = nlp(with_spans(nlp, text, [("the final of the tournament in New York", None)]))
     assert nlp.get_pipe("seqgpt_typing").stats["over_window"] == 1 and typed(doc.ents)[0][1] == "ENT"

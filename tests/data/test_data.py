@@ -8,7 +8,8 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 from conftest import ROOT
 
-from spacy_seqgpt.data.readers import GoldCorpus, GoldExample, read_corpus
+from spacy_seqgpt.data.readers import read_corpus
+from spacy_seqgpt.data.records import GoldCorpus, GoldExample
 from spacy_seqgpt.data.records import check_record, read_records
 from spacy_seqgpt.data.sampling import NO_LABEL, corpus_records
 

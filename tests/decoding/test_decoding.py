@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load, span_offsets
 from spacy_seqgpt.data.conll import read_sentences
-from spacy_seqgpt.decoding import Decoder, Query
+from spacy_seqgpt.decoding import Asker, Decoder, Decoding, Query
 from spacy_seqgpt.decoding.prompt_encoding import length_buckets
 from spacy_seqgpt.decoding.speculation import pass_width
 from spacy_seqgpt.kernels.constraints import ClassificationGrammar, ExtractionGrammar
@@ -66,17 +66,22 @@ def taught(seqgpt_tiny):
     return load(seqgpt_tiny, device="cpu")
 
 
+class WideAsker(Asker):
+    def decoder(self) -> Decoder:
+        return Decoder(self.shared, self.decoding, candidates=1024)
+
+
 def test_a_random_model_constrained_always_answers_in_the_grammar_and_every_span_aligns(tiny_bloom, conll_sample):
     texts = varied_texts(conll_sample, 300)
     labels = ["person", "organization", "location", "miscellaneous"]
     for mode in ("expand", "strict"):
         nlp = spacy.blank("en")
         ner = nlp.add_pipe("seqgpt_ner", config={"model": tiny_bloom, "labels": labels, "label_chunk_size": 2,
-                                                 "max_new_tokens": 24, "batch_size": 32, "spans_key": "sc",
-                                                 "alignment_mode": mode})
+                                                 "spans_key": "sc", "alignment_mode": mode,
+                                                 "decoding": {"max_new_tokens": 24, "batch_size": 32}})
         # Random weights rarely rank an allowed token among the best 8, and the fallback then
         # prefers "None": checking every token makes the model write spans, many of them.
-        ner.decoder = lambda: Decoder(ner.shared, batch_size=32, max_new_tokens=24, candidates=1024)
+        ner.asker = lambda: WideAsker(ner.shared, ner.decoding, ner.stats)
         docs = list(nlp.pipe(texts[: 300 if mode == "expand" else 60], batch_size=100))
         assert ner.stats["answers"] > len(docs)  # random answers name many spans...
         assert ner.stats["dropped"] == 0 and ner.stats["unaligned"] == 0  # ...and every one is in the text
@@ -88,7 +93,7 @@ def test_random_constrained_answers_parse_completely_with_beams_too(random_bloom
     for shared in (random_bloom, random_llama):
         for beams in (1, 3):
             queries = queries_for(texts, NER_LABELS, 2)
-            answers = Decoder(shared, batch_size=8, max_new_tokens=48, num_beams=beams).decode(queries)
+            answers = Decoder(shared, Decoding(batch_size=8, max_new_tokens=48, num_beams=beams)).decode(queries)
             for (text, chunk), query, answer in zip(asked(texts, NER_LABELS, 2), queries, answers):
                 if answer.complete:
                     assert query.grammar.accepts(answer.text), answer.text
@@ -97,7 +102,7 @@ def test_random_constrained_answers_parse_completely_with_beams_too(random_bloom
                     assert all(span in text for span in spans)
             classify = [Query(build_prompt(CLASSIFY, text, CAT_LABELS), None, ClassificationGrammar(CAT_LABELS, True))
                         for text in texts]
-            for answer in Decoder(shared, batch_size=8, max_new_tokens=16, num_beams=beams).decode(classify):
+            for answer in Decoder(shared, Decoding(batch_size=8, max_new_tokens=16, num_beams=beams)).decode(classify):
                 assert answer.complete and answer.text in CAT_LABELS
 
 
@@ -113,7 +118,7 @@ def taught_queries(constrained):
 
 @pytest.mark.parametrize("beams", [1, 2])
 def test_constrained_and_free_decoding_agree_with_the_taught_model(taught, beams):
-    decoder = Decoder(taught, batch_size=4, max_new_tokens=40, num_beams=beams)
+    decoder = Decoder(taught, Decoding(batch_size=4, max_new_tokens=40, num_beams=beams))
     free = [answer.text for answer in decoder.decode(taught_queries(False))]
     constrained = [answer.text for answer in decoder.decode(taught_queries(True))]
     assert constrained == free
@@ -124,8 +129,10 @@ def test_constrained_and_free_decoding_agree_with_the_taught_model(taught, beams
 def test_the_components_write_the_same_with_and_without_constraints(seqgpt_tiny):
     def annotate(constrained):
         nlp = spacy.blank("en")
-        nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS, "constrained": constrained})
-        nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "constrained": constrained})
+        nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": NER_LABELS,
+                                           "decoding": {"constrained": constrained}})
+        nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS,
+                                               "decoding": {"constrained": constrained}})
         return [([(e.start_char, e.end_char, e.label_) for e in doc.ents], doc.cats)
                 for doc in nlp.pipe([text for lang, text, _, _ in EXAMPLES if lang == "en"])]
 
@@ -135,7 +142,7 @@ def test_the_components_write_the_same_with_and_without_constraints(seqgpt_tiny)
 def test_free_greedy_decoding_is_transformers_generate(taught, random_llama):
     for shared in (taught, random_llama):
         queries = taught_queries(False)
-        ours = [answer.text for answer in Decoder(shared, batch_size=5, max_new_tokens=30).decode(queries)]
+        ours = [answer.text for answer in Decoder(shared, Decoding(batch_size=5, max_new_tokens=30)).decode(queries)]
         theirs = generate_texts(shared, [query.prompt for query in queries], max_new_tokens=30)
         assert ours == theirs
 
@@ -148,8 +155,9 @@ def test_sharing_the_prefix_cache_gives_the_same_answers_as_encoding_every_promp
         queries = queries_for(texts, ["person", "organization", "location", "date", "event"], 2) + [
             Query(build_prompt(CLASSIFY, text, CAT_LABELS), None, ClassificationGrammar(CAT_LABELS, False))
             for text in texts[:4]]
-        shared_runs = Decoder(shared, batch_size=8, max_new_tokens=20, num_beams=beams).decode(queries)
-        alone = Decoder(shared, batch_size=8, max_new_tokens=20, num_beams=beams, share_prefixes=False).decode(queries)
+        shared_runs = Decoder(shared, Decoding(batch_size=8, max_new_tokens=20, num_beams=beams)).decode(queries)
+        alone = Decoder(shared, Decoding(batch_size=8, max_new_tokens=20, num_beams=beams),
+                        share_prefixes=False).decode(queries)
         assert [a.text for a in shared_runs] == [a.text for a in alone]
         for a, b in zip(shared_runs, alone):
             np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
@@ -170,7 +178,7 @@ def test_token_logprobs_are_those_of_a_full_forward_pass(taught, random_bloom):
     tokens have log-probability 0: off here)."""
     for shared in (taught, random_bloom):
         queries = taught_queries(True)
-        decoder = Decoder(shared, batch_size=3, max_new_tokens=16, jump_forward=False, speculate=True)
+        decoder = Decoder(shared, Decoding(batch_size=3, max_new_tokens=16, jump_forward=False, speculate=True))
         for query, answer in zip(queries, decoder.decode(queries)):
             np.testing.assert_allclose(answer.logprobs, full_logprobs(shared, query.prompt, answer.tokens), atol=1e-4)
 
@@ -221,10 +229,10 @@ def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, t
         for label in CAT_LABELS
     ]
     expected = torch.softmax(torch.tensor(likelihoods), 0).numpy()
-    np.testing.assert_allclose(textcat.classification.probabilities(textcat, [prompt])[0], expected, atol=1e-4)
+    np.testing.assert_allclose(textcat.classification.probabilities(textcat.asker(), [prompt])[0], expected, atol=1e-4)
     multi = spacy.blank("en")
     multi.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,
-                                             "multi_label": True, "batch_size": 2})
+                                             "multi_label": True, "decoding": {"batch_size": 2}})
     for doc in multi.pipe([text for _, text, _, _ in EXAMPLES]):
         assert all(0.0 <= p <= 1.0 for p in doc.cats.values())
 
@@ -241,7 +249,7 @@ def test_textcat_scoring_of_a_doc_without_text_gives_zeros_alone_or_batched(seqg
 def test_textcat_scoring_averages_the_windows_of_a_long_document(seqgpt_tiny):
     nlp = spacy.blank("en")
     nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,
-                                           "max_input_tokens": 24})
+                                           "decoding": {"max_input_tokens": 24}})
     doc = nlp(" ".join(text for lang, text, _, _ in EXAMPLES if lang == "en"))
     assert sum(doc.cats.values()) == pytest.approx(1.0)
 
@@ -272,15 +280,15 @@ def test_prefix_lm_models_decode_with_the_prompt_bidirectional(model, request):
     assert shared.model is not stock.model
     texts = ["Tim Cook met Olaf Scholz in Berlin.", "Apple opened a new office in Paris.", "北京"]
     queries = queries_for(texts, NER_LABELS, 2, constrained=False)
-    ours = Decoder(shared, batch_size=4, max_new_tokens=12).decode(queries)
+    ours = Decoder(shared, Decoding(batch_size=4, max_new_tokens=12)).decode(queries)
     for query, answer in zip(queries, ours):
         tokens, logprobs = greedy_by_recomputation(shared, query.prompt, 12)
         assert answer.tokens == tokens
         np.testing.assert_allclose(answer.logprobs, logprobs, atol=1e-4)
-    causal = Decoder(stock, batch_size=4, max_new_tokens=12).decode(queries)
+    causal = Decoder(stock, Decoding(batch_size=4, max_new_tokens=12)).decode(queries)
     # the unmasked layers do change what the model says
     assert not np.allclose([a.logprobs[0] for a in ours], [a.logprobs[0] for a in causal], atol=1e-3)
-    constrained = Decoder(shared, batch_size=4, max_new_tokens=48).decode(queries_for(texts, NER_LABELS, 2))
+    constrained = Decoder(shared, Decoding(batch_size=4, max_new_tokens=48)).decode(queries_for(texts, NER_LABELS, 2))
     assert all(answer.text.startswith(("person: ", "location: ")) for answer in constrained)
 
 
@@ -308,11 +316,11 @@ def test_the_defaults_write_what_step_by_step_decoding_writes(seqgpt_tiny, seqgp
         shared = load(path, device="cpu", **({"unmask": unmask} if unmask else {}))
         queries = taught_queries(True)
         for beams, overhead in ((1, 0), (1, 10 ** 9), (2, 0)):
-            fast = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams)
+            fast = Decoder(shared, Decoding(batch_size=4, max_new_tokens=40, num_beams=beams))
             fast.pass_overhead = overhead
             answers = fast.decode(queries)
-            step_by_step = Decoder(shared, batch_size=4, max_new_tokens=40, num_beams=beams, jump_forward=False,
-                                   speculate=False)
+            step_by_step = Decoder(shared, Decoding(batch_size=4, max_new_tokens=40, num_beams=beams,
+                                                    jump_forward=False, speculate=False))
             step_by_step.pass_overhead = 10 ** 9
             slow = step_by_step.decode(queries)
             assert [a.text for a in answers] == [b.text for b in slow]
@@ -357,7 +365,7 @@ def test_prompts_encoded_in_passes_of_like_lengths_leave_one_pass_s_cache(arch, 
     """The stacked cache (and mask) of several passes reads as one left-padded pass's: same last
     logits, same logits of the tokens written after."""
     shared = random_bloom if arch == "bloom" else random_llama
-    decoder = Decoder(shared, batch_size=8, max_new_tokens=4)
+    decoder = Decoder(shared, Decoding(batch_size=8, max_new_tokens=4))
     generator = torch.Generator().manual_seed(1)
     prompts = [torch.randint(5, 200, (n,), generator=generator).tolist() for n in (3, 17, 9, 16, 4)]
     written = torch.randint(5, 200, (len(prompts), 3), generator=generator)
@@ -428,8 +436,8 @@ def test_a_pass_is_made_only_for_logits_that_are_read(random_bloom, beams):
     at ``max_new_tokens`` took that many passes, one that wrote the end one more, and beams
     never take more than ``max_new_tokens``. (A pass after the last allowed token was once
     made, and its logits never read.)"""
-    decoder = Decoder(random_bloom, batch_size=1, max_new_tokens=3, num_beams=beams, jump_forward=False,
-                      speculate=False)
+    decoder = Decoder(random_bloom, Decoding(batch_size=1, max_new_tokens=3, num_beams=beams, jump_forward=False,
+                                             speculate=False))
     passes = []
     hook = random_bloom.model.register_forward_hook(lambda *args: passes.append(1))
     try:
@@ -440,7 +448,7 @@ def test_a_pass_is_made_only_for_logits_that_are_read(random_bloom, beams):
             if beams == 1:
                 assert len(passes) == len(answers[-1].tokens) + answers[-1].complete
             else:
-                assert len(passes) <= decoder.max_new_tokens
+                assert len(passes) <= decoder.decoding.max_new_tokens
     finally:
         hook.remove()
     assert not all(answer.complete for answer in answers)  # some ran out of tokens
@@ -449,7 +457,7 @@ def test_a_pass_is_made_only_for_logits_that_are_read(random_bloom, beams):
 def test_the_lm_head_is_skipped_for_a_shared_prefix(random_bloom):
     """A group's shared prefix is encoded for its KV cache only: the head sees no row of that
     pass (its logits would never be read), while a prompt alone in its group is read there."""
-    decoder = Decoder(random_bloom, batch_size=8, max_new_tokens=1, jump_forward=False, speculate=False)
+    decoder = Decoder(random_bloom, Decoding(batch_size=8, max_new_tokens=1, jump_forward=False, speculate=False))
     head_rows = []
     hook = random_bloom.model.get_output_embeddings().register_forward_hook(
         lambda module, args, logits: head_rows.append(logits.shape[:-1].numel()))
@@ -466,14 +474,14 @@ def test_the_lm_head_is_skipped_for_a_shared_prefix(random_bloom):
 
 
 def test_a_model_s_guesses_are_counted_across_its_decoders_and_its_pass_cost_is_the_device_s(taught):
-    from spacy_seqgpt.decoding.pass_costs import PASS_OVERHEAD_TOKENS, pass_costs
+    from spacy_seqgpt.models.pass_costs import PASS_OVERHEAD_TOKENS
 
-    costs = pass_costs(taught)
+    costs = taught.costs
     before = costs.drafted, costs.accepted
-    decoders = [Decoder(taught, batch_size=3, max_new_tokens=16) for _ in range(2)]
+    decoders = [Decoder(taught, Decoding(batch_size=3, max_new_tokens=16)) for _ in range(2)]
     for decoder in decoders:
         decoder.decode(taught_queries(True))
-    assert all(decoder.costs is costs for decoder in decoders)
+    assert all(decoder.shared.costs is costs for decoder in decoders)
     assert costs.drafted - before[0] == sum(d.drafted for d in decoders) > 0
     assert costs.accepted - before[1] == sum(d.accepted for d in decoders)
     assert decoders[0].pass_overhead == PASS_OVERHEAD_TOKENS["cpu"]

@@ -5,6 +5,7 @@ import srsly
 
 from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, generate_texts, load
 from spacy_seqgpt.data.records import make_record
+from spacy_seqgpt.decoding import Asker, Decoding
 from spacy_seqgpt.evaluation.predict import predict_records, record_requests
 from spacy_seqgpt.evaluation.metrics import answer_pairs, micro_f1, rouge_scores, score_records, span_f1, summarize
 from spacy_seqgpt.evaluation.reports import markdown_table
@@ -116,14 +117,14 @@ TAUGHT += [make_record(CLASSIFY, text, CAT_LABELS, [category], "taught", lang) f
 
 def test_free_decoding_in_evaluation_is_transformers_generate(seqgpt_tiny):
     shared = load(seqgpt_tiny)
-    parsed, generated = predict_records(shared, TAUGHT, batch_size=4, max_new_tokens=40, constrained=False)
+    parsed, generated = predict_records(shared, TAUGHT, Decoding(batch_size=4, max_new_tokens=40, constrained=False))
     prompts = [build_prompt(record["task"], record["text"], record["labels"]) for record in TAUGHT]
     assert generated == [text.strip() for text in generate_texts(shared, prompts, max_new_tokens=40)]
     assert parsed == [parse_answer(record["task"], text, record["labels"]) for record, text in zip(TAUGHT, generated)]
 
 
 def test_constrained_evaluation_gives_the_taught_answers(seqgpt_tiny):
-    parsed, _ = predict_records(load(seqgpt_tiny), TAUGHT, batch_size=4, max_new_tokens=40)
+    parsed, _ = predict_records(load(seqgpt_tiny), TAUGHT, Decoding(batch_size=4, max_new_tokens=40))
     assert parsed == [record["answer"] for record in TAUGHT]
 
 
@@ -132,11 +133,12 @@ def test_evaluation_asks_what_the_components_ask(seqgpt_tiny):
     text = " ".join(text for lang, text, _, _ in EXAMPLES if lang == "en")
     labels = NER_LABELS + ["date", "event", "product", "law"]
     nlp = spacy.blank("en")
-    ner = nlp.add_pipe("seqgpt_ner", config={"labels": labels, "model": seqgpt_tiny, "max_input_tokens": 12})
+    ner = nlp.add_pipe("seqgpt_ner", config={"labels": labels, "model": seqgpt_tiny,
+                                             "decoding": {"max_input_tokens": 12}})
     record = make_record(EXTRACT, text, labels, {label: [] for label in labels}, "x", "en")
-    ours = record_requests([record], load(seqgpt_tiny).tokenizer, 12)
+    ours = record_requests(Asker(load(seqgpt_tiny), Decoding(max_input_tokens=12)), [record])
     theirs = ner.make_requests([nlp.make_doc(text)])
-    assert len({r.start_char for r in ours}) > 2 and [len(r.labels) for r in ours[:2]] == [6, 1]
+    assert len({r.start_char for r in ours}) > 2 and [len(r.label_texts) for r in ours[:2]] == [6, 1]
     assert ours == theirs
 
 

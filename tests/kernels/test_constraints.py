@@ -230,7 +230,7 @@ def test_forced_text_after_none_and_at_the_start():
     assert grammar.forced(*state_after(grammar, b"person: None")) == (b"\ncity: ", False)
     assert grammar.forced(*state_after(grammar, b"person: None\ncity: None")) == (b"", True)
     assert grammar.forced(*state_after(grammar, b"person: Ann")) == (b"", False)  # "Ann" may end here
-    from spacy_seqgpt.decoding.queries import extraction_grammar
+    from spacy_seqgpt.decoding.requests import extraction_grammar
 
     words = extraction_grammar("Anna met Ben.", ["person", "city"])  # spans end on word edges, as seqgpt_ner's do
     # a span's bytes are never forced (only "a" can follow here); speculation drafts them instead

@@ -51,9 +51,9 @@ def test_quantize_on_cpu_is_a_clear_error_at_add_pipe(tiny_bloom, quantize):
         ({"model": {"dtype": "int8"}}, "'dtype' must be"),
         ({"model": {"name": ""}}, "'name' must be a hub id or a local folder"),
         ({"model": ""}, "'name' must be a hub id or a local folder"),
-        ({"batch_size": 0}, "'batch_size' must be a positive integer"),
-        ({"max_input_tokens": -5}, "'max_input_tokens' must be a positive integer"),
-        ({"num_beams": 0}, "'num_beams' must be a positive integer"),
+        ({"decoding": {"batch_size": 0}}, "'batch_size' must be a positive integer"),
+        ({"decoding": {"max_input_tokens": -5}}, "'max_input_tokens' must be a positive integer"),
+        ({"decoding": {"num_beams": 0}}, "'num_beams' must be a positive integer"),
         ({"alignment_mode": "fuzzy"}, "'alignment_mode' must be one of"),
         ({"spans_key": ""}, "'spans_key' must be null"),
         ({"label_chunk_size": 0}, "label_chunk_size must be a positive integer"),
@@ -141,8 +141,8 @@ def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
 
 def test_any_causal_lm_folder_works_llama_included(tiny_llama):
     nlp = spacy.blank("en")
-    add(nlp, "seqgpt_ner", model=tiny_llama, max_new_tokens=16)
-    add(nlp, "seqgpt_textcat", model=tiny_llama, max_new_tokens=8, num_beams=2)
+    add(nlp, "seqgpt_ner", model=tiny_llama, decoding={"max_new_tokens": 16})
+    add(nlp, "seqgpt_textcat", model=tiny_llama, decoding={"max_new_tokens": 8, "num_beams": 2})
     docs = list(nlp.pipe(["Tim Cook met Olaf Scholz in Berlin.", "Apple opened a new office in Paris."]))
     for doc in docs:  # random weights: whatever it answers, the annotations are well formed
         assert all(ent.label_ in NER_LABELS for ent in doc.ents)
@@ -208,7 +208,7 @@ def test_an_unreachable_hub_is_noticed_at_once_and_the_local_cache_is_used(monke
 
 def test_loading_and_saving_draw_no_progress_bars(tiny_bloom, tmp_path, capfd):
     nlp = spacy.blank("en")
-    add(nlp, "seqgpt_ner", model=tiny_bloom, max_new_tokens=4)
+    add(nlp, "seqgpt_ner", model=tiny_bloom, decoding={"max_new_tokens": 4})
     nlp("Anna flew to Paris.")
     nlp.to_disk(tmp_path / "saved")
     spacy.load(tmp_path / "saved")

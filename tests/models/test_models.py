@@ -100,8 +100,9 @@ def test_a_registered_model_function_can_load_differently(tiny_bloom):
 
     registry.seqgpt_models.register("test.CountingModel.v1", func=CountingModel)
     nlp = spacy.blank("en")
-    ner = nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "max_new_tokens": 4, "model": {
-        "@seqgpt_models": "test.CountingModel.v1", "name": tiny_bloom, "dtype": "bfloat16"}})
+    ner = nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": {
+        "@seqgpt_models": "test.CountingModel.v1", "name": tiny_bloom, "dtype": "bfloat16"},
+        "decoding": {"max_new_tokens": 4}})
     nlp("Anna flew to Paris.")
     assert loaded == ["causal_lm"] and isinstance(ner.spec, CountingModel)
 

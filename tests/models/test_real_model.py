@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from conftest import EXAMPLES, NER_LABELS, load, span_offsets
 from spacy_seqgpt import unmask
-from spacy_seqgpt.decoding import Decoder, Query
+from spacy_seqgpt.decoding import Decoder, Decoding, Query
 from spacy_seqgpt.kernels.constraints import ExtractionGrammar
-from spacy_seqgpt.models.loading import ModelLoadError
+from spacy_seqgpt.models import ModelLoadError
 from spacy_seqgpt.models.pretrained import KNOWN_MODELS, find_gguf, init_model
 from spacy_seqgpt.prompts import EXTRACT, build_prompt
 
@@ -179,7 +179,7 @@ def test_unmasking_on_real_weights_all_zeros_is_the_stock_model_and_all_ones_see
     # a prefix-LM SeqGPT model's code is split the same way, and it decodes under the grammar
     prefix_lm = load(smollm2, device="cpu", unmask="0110")
     assert sorted(prefix_lm.model.seqgpt_unmask.modes) == list(range(8, 23))
-    answer, = Decoder(prefix_lm, batch_size=1, max_new_tokens=24).decode(extraction_queries(TEXTS[:1]))
+    answer, = Decoder(prefix_lm, Decoding(batch_size=1, max_new_tokens=24)).decode(extraction_queries(TEXTS[:1]))
     assert answer.text.startswith(tuple(f"{label}: " for label in NER_LABELS))
 
 
@@ -191,10 +191,10 @@ def test_the_defaults_write_what_step_by_step_decoding_writes_on_the_real_model(
     """Jump-forward and speculation against step by step: texts, spans and their scores."""
     shared = load(smollm2, device="cpu")
     queries = extraction_queries(TEXTS)
-    step_by_step = Decoder(shared, batch_size=4, max_new_tokens=32, jump_forward=False, speculate=False)
+    step_by_step = Decoder(shared, Decoding(batch_size=4, max_new_tokens=32, jump_forward=False, speculate=False))
     slow = step_by_step.decode(queries)
     for overhead in (0, 10 ** 9):  # chains cut to what pays, and whole chains
-        fast = Decoder(shared, batch_size=4, max_new_tokens=32)
+        fast = Decoder(shared, Decoding(batch_size=4, max_new_tokens=32))
         fast.pass_overhead = overhead
         answers = fast.decode(queries)
         assert [a.text for a in answers] == [b.text for b in slow]
@@ -205,8 +205,8 @@ def test_the_defaults_write_what_step_by_step_decoding_writes_on_the_real_model(
         assert fast.jumped > 0
     defaults, plain = (spacy.blank("en") for _ in range(2))
     defaults.add_pipe("seqgpt_ner", config={"model": {"name": smollm2}, "labels": NER_LABELS})
-    plain.add_pipe("seqgpt_ner", config={"model": {"name": smollm2}, "labels": NER_LABELS, "jump_forward": False,
-                                         "speculate": False})
+    plain.add_pipe("seqgpt_ner", config={"model": {"name": smollm2}, "labels": NER_LABELS,
+                                         "decoding": {"jump_forward": False, "speculate": False}})
     for a, b in zip(defaults.pipe(TEXTS), plain.pipe(TEXTS)):
         assert [(e.start_char, e.end_char, e.label_) for e in a.ents] == [(e.start_char, e.end_char, e.label_)
                                                                           for e in b.ents]

@@ -72,17 +72,6 @@ def _metaspace(name: str) -> bytes:
     return name.replace("▁", " ").encode("utf8")
 
 
-def vocabulary_bytes(shared) -> TokenBytes:
-    """The token table of ``shared`` (a loaded model) for grammars, built once per model."""
-    table = getattr(shared, "_token_bytes", None)
-    if table is None:
-        size = shared.model.get_output_embeddings().weight.shape[0]
-        table = TokenBytes(token_pieces(shared.tokenizer, max(size, len(shared.tokenizer))),
-                           shared.tokenizer.eos_token_id)
-        shared._token_bytes = table
-    return table
-
-
 def text_tokens(tokenizer, vocab: TokenBytes, tokens: List[int], data: bytes) -> List[int]:
     """The tokens of ``data`` (its whole characters) after an answer written as ``tokens``:
     as the tokenizer splits the answer with them (the split a model trained on tokenized
