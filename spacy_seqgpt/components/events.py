@@ -18,7 +18,7 @@ index, so the groups cannot be merged with others). ``doc._.events`` reads them 
 ``{"trigger": Span, "type": str, "score": float, "arguments": {role: [Span]}}`` (for another
 ``spans_key``, ``read_events(doc, key)`` does).
 """
-from typing import Callable, Dict, List, Mapping, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Sequence, Tuple, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
@@ -71,7 +71,7 @@ if not Doc.has_extension(EVENTS_ATTR):
 )
 def make_seqgpt_events(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
                        roles: Dict[str, Union[List[str], Dict[str, str]]], model: Union[str, HFModel],
-                       decoding: Decoding, confirm: bool, label_chunk_size: int, templates: Dict[str, str],
+                       decoding: Decoding, confirm: bool, label_chunk_size: int, templates: Dict[str, Any],
                        spans_key: str, threshold: float, scorer: Callable) -> "SeqGPTEvents":
     return SeqGPTEvents(nlp.vocab, name, labels=labels, roles=roles, model=model, decoding=decoding, confirm=confirm,
                         label_chunk_size=label_chunk_size, templates=templates, spans_key=spans_key,

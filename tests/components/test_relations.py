@@ -187,7 +187,7 @@ def test_any_batch_size_gives_the_same_relations_and_scores_within_float_toleran
     """docs/components.md: "the same Docs" are the same relations; scores agree to about 1e-6."""
     found = []
     for batch_size in (1, 3):
-        nlp = make_nlp(rel_model, scoring=True, batch_size=batch_size)
+        nlp = make_nlp(rel_model, scoring=True, decoding={"batch_size": batch_size})
         docs = list(nlp.pipe([with_ents(nlp, text, spans) for text, spans, _ in TAUGHT]))
         found.append([dict(doc._.rel) for doc in docs])
     for one, three in zip(*found):
