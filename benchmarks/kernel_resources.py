@@ -2,7 +2,7 @@
 
 Triton compiles a kernel for a chosen target without a GPU (the ``ptxas`` in its wheel), and the
 wheel's ``cuobjdump -res-usage`` reads the cubin's registers, stack and local memory (spills)
-and shared memory. For each of the three kernels of ``kernels/attention.py``, each autotune
+and shared memory. For each of the three kernels of ``spacy_seqgpt/kernels/attention/``, each autotune
 config it may try there, sm_80 and sm_90, bf16 and fp16, head dims 64 and 128, and the feature
 combinations the package's callers use, this compiles and reports. It fails (exit 1) on a
 compile error, a spilling compile, shared memory over the architecture's limit, or a caller's
@@ -30,7 +30,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the default today, sai
 if __name__ == "__main__":  # compiled kernels and the real autotune lists, not the interpreter's
     os.environ.pop("TRITON_INTERPRET", None)
 
-from spacy_seqgpt.kernels import attention  # noqa: E402  (after the environment above)
+from spacy_seqgpt.kernels.attention import triton_kernels as attention  # noqa: E402  (after the environment above)
 
 KERNELS = {"forward": "_forward_kernel", "dkdv": "_backward_dkdv_kernel", "dq": "_backward_dq_kernel"}
 FLAGS = ("CAUSAL", "HAS_PAD", "HAS_SEG", "HAS_BID", "HAS_ALIBI")

@@ -182,7 +182,7 @@ def sass_rows(head_dim: int = 64) -> list:
     sys.path.insert(0, str(Path(__file__).parent))
     import kernel_resources as resources
 
-    from spacy_seqgpt.kernels import attention
+    from spacy_seqgpt.kernels.attention import triton_kernels as attention
 
     fn, stick = attention._forward_kernel.fn, yardstick_kernel()
     rows = []

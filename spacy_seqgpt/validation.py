@@ -1,4 +1,5 @@
 """Checks of user settings shared by components, models and training: one wording for each rule."""
+import importlib.util
 import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Optional, Sequence, Union
@@ -16,6 +17,18 @@ def check_count(value: Any, key: str, owner: str = "") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{owner + ': ' if owner else ''}'{key}' must be a whole number of 0 or more, got {value!r}.")
     return value
+
+
+# The extras of the package (setup.py) and what each brings: the core holds what a pipeline needs.
+EXTRAS = {"gpu": "the GPU extras", "train": "training, evaluation plots and ROUGE", "ray": "Ray Data",
+          "gguf": "reading GGUF files"}
+
+
+def require(package: str, purpose: str, extra: str = "gpu") -> None:
+    """An ImportError that names the extra that installs ``package`` (a module name) when it is missing."""
+    if importlib.util.find_spec(package) is None:
+        raise ImportError(f"{purpose} needs {package}, which is not installed: "
+                          f"pip install 'spacy-seqgpt[{extra}]' ({EXTRAS[extra]})")
 
 
 def check_spans_key(spans_key: Optional[str], owner: str) -> Optional[str]:

@@ -1,10 +1,10 @@
 """``python -m spacy seqgpt ...``: this package's commands under spaCy's CLI.
 
 spaCy imports every ``spacy_cli`` entry point whenever its CLI starts, so this module only
-builds the command group; each command imports its heavy dependencies when it runs.
+builds the command group, and changes nothing of the process (no ``sys.excepthook``): each
+command imports its heavy dependencies when it runs, and ends its own errors in one block.
 """
 import functools
-import sys
 
 from spacy.cli._util import app
 from typer import Typer
@@ -13,53 +13,33 @@ from wasabi import msg
 from ..models.errors import ModelLoadError
 from ..validation import retired_settings
 
-
-def _short_model_errors(previous):
-    """spaCy's own commands (``spacy assemble``, ``train``, ``evaluate``...) load our models too: a
-    model that cannot be loaded ends them in one clear block, as our commands end, instead of a
-    traceback through spaCy; a config that names a setting an earlier version had says what
-    replaced it. Only uncaught errors of those kinds; any other keeps its traceback."""
-
-    def hook(kind, value, traceback):
-        if isinstance(value, ModelLoadError):
-            msg.fail("A SeqGPT model could not be loaded", _cli_message(value))
-        elif _retired(value):
-            msg.fail("A SeqGPT component's config names settings an earlier version had", _cli_message(value))
-        else:
-            previous(kind, value, traceback)
-
-    return hook
-
-
-def _retired(err: BaseException) -> list:
-    return retired_settings(getattr(err, "errors", None) or []) if isinstance(err, ValueError) else []
-
-
-# This module is imported by spaCy's command line (the ``spacy_cli`` entry point), not by a
-# library user's import of the package.
-sys.excepthook = _short_model_errors(sys.excepthook)
-
 seqgpt_cli = Typer(name="seqgpt", help="SeqGPT models and components for spaCy", no_args_is_help=True)
 app.add_typer(seqgpt_cli)
 
 
 def _cli_message(err: Exception) -> str:
+    """The error's message for the command line: a model's with the command line's way to fix it,
+    and for a config that names a setting an earlier version had, what replaced it."""
     message = err.for_cli() if isinstance(err, ModelLoadError) else str(err)
-    return "\n".join([message, *_retired(err)])
+    retired = retired_settings(getattr(err, "errors", None) or []) if isinstance(err, ValueError) else []
+    return "\n".join([message, *retired])
 
 
 def command(name: str, **settings):
     """Register a ``seqgpt`` command whose file, model and input errors (a missing or unwritable
-    file, a full disk, a model that cannot be loaded: OSError and its kinds; a value or file
-    the command refuses: ValueError) end in one clear block instead of a traceback."""
+    file, a full disk, a model that cannot be loaded: OSError and its kinds; a value, config or
+    file the command refuses: ValueError; a missing extra: ImportError) end in one clear block
+    instead of a traceback."""
 
     def register(function):
         @functools.wraps(function)
         def run(*args, **kwargs):
             try:
                 return function(*args, **kwargs)
-            except (OSError, ValueError) as err:
-                msg.fail(f"seqgpt {name} stopped", _cli_message(err), exits=1)
+            except (OSError, ValueError, ImportError) as err:
+                title = "A SeqGPT model could not be loaded" if isinstance(err, ModelLoadError) else (
+                    f"seqgpt {name} stopped")
+                msg.fail(title, _cli_message(err), exits=1)
 
         return seqgpt_cli.command(name, **settings)(run)
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import Dict, Iterable, List, Sequence, Set, Tuple
 
 from ..prompts import CLASSIFY, EXTRACT, format_answer
+from ..validation import require
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 UNSPACED_LANGS = ("zh", "ja", "th")
@@ -51,6 +52,7 @@ def micro_f1(pairs: Iterable[Tuple[Set, Set]]) -> Dict[str, float]:
 
 def rouge_scores(predictions: Sequence[str], references: Sequence[str], lang: str) -> Dict[str, float]:
     """Mean ROUGE-1/2/L F-measures over pairs of texts, and their mean."""
+    require("rouge_score", "ROUGE (scoring free-text answers)", "train")
     from rouge_score import rouge_scorer
 
     tokenizer = CharTokenizer() if lang in UNSPACED_LANGS else None

@@ -2,6 +2,8 @@
 from pathlib import Path
 from typing import Dict, Optional
 
+from ..validation import require
+
 COLUMNS = ("n", "f1", "rouge1", "rouge2", "rougeL", "score", "span_f1", "triple_f1")
 
 
@@ -29,6 +31,7 @@ def describe_decoding(decoding: dict) -> str:
 
 def bar_chart(results: Dict[str, dict], path: Path, title: str = "SeqGPT evaluation") -> None:
     """F1, ROUGE mean and score per dataset and task, as grouped bars."""
+    require("matplotlib", "the evaluation's chart", "train")
     import matplotlib
 
     matplotlib.use("Agg")

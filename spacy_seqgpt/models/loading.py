@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 from ..about import DEFAULT_MODEL
+from ..validation import require
 from .errors import ModelLoadError
 
 if TYPE_CHECKING:  # HFModel.load calls in here: the settings are only read
@@ -138,15 +139,6 @@ def complete_tokenizer(tokenizer, model, name: str, *, needs_eos: bool) -> None:
                                  "pad batches with. Set pad_token in its tokenizer_config.json.")
         tokenizer.pad_token = fallback
     model.config.pad_token_id = tokenizer.pad_token_id
-
-
-def require(package: str, purpose: str) -> None:
-    """An ImportError that says how to install ``package`` (a GPU extra) when it is missing."""
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        raise ImportError(f"{purpose} needs {package}, which is not installed: "
-                          "pip install 'spacy-seqgpt[gpu]' (the GPU extras)")
 
 
 def quantization_config(spec: "HFModel"):

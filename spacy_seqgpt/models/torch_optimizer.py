@@ -7,7 +7,7 @@ optimizer that mirrors the thinc one, setting after setting, and reads its learn
 """
 from typing import List
 
-from .loading import require
+from ..validation import require
 
 TORCH_OPTIMIZERS = ("adamw", "paged_adamw_8bit")
 

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import srsly
 from wasabi import msg
 
-from ..validation import check_positive_int
+from ..validation import check_positive_int, require
 
 RESULTS = "results.jsonl"
 
@@ -68,6 +68,7 @@ def _read_results(output: Path) -> List[Dict]:
 
 def write_report(output: Path, rows: List[Dict], metric: str) -> None:
     """``results.md`` (a table, best marked) and ``results.png`` (one bar per code)."""
+    require("matplotlib", "the sweep's chart", "train")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -21,6 +21,7 @@ from ..models import HFModel
 from ..models.adapters import add_lora, base_model, prepare_for_training
 from ..models.saved_weights import model_folder_hash
 from ..models.unmasking import UnsupportedModelError
+from ..validation import require
 from .batching import BatchStream
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .encoding import IGNORE, encode_records
@@ -129,8 +130,10 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     ``resume_changed``: then its weights and optimizer state go on under this run's data and
     settings."""
     import torch
-    from accelerate import Accelerator
     from tqdm import tqdm
+
+    require("accelerate", "seqgpt train", "train")
+    from accelerate import Accelerator
 
     train = settings.train
     folder = settings.output / settings.stage

@@ -107,17 +107,26 @@ def test_a_retired_setting_is_refused_and_named_with_what_replaced_it(tiny_bloom
 
 
 @pytest.mark.slow  # spaCy's command line in a subprocess
-def test_spacy_s_command_line_names_what_replaced_a_retired_setting(tiny_bloom, tmp_path):
+@pytest.mark.parametrize("section, line, named", [
+    ("seqgpt_events", 'event_types = ["Attack"]', "seqgpt_events: 'event_types' was renamed or moved; write labels"),
+    ("seqgpt_rel", "max_new_tokens = 8", "seqgpt_rel: 'max_new_tokens' was renamed or moved; write "
+                                         "[components.seqgpt_rel.decoding] max_new_tokens"),
+])
+def test_the_seqgpt_command_line_names_what_replaced_a_retired_setting(tiny_bloom, tmp_path, section, line, named):
     import subprocess
     import sys
 
-    nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_events", config={"labels": ["Attack"], "model": tiny_bloom})
-    section = "[components.seqgpt_events]\n"
-    text = nlp.config.to_str().replace(section, section + 'event_types = ["Attack"]\n')
+    from conftest import ROOT
+
+    header = f"[components.{section}]\n"
+    text = (ROOT / "configs" / "pipelines" / "seqgpt_560m.cfg").read_text().replace(header, header + line + "\n")
     (tmp_path / "config.cfg").write_text(text)
-    result = subprocess.run([sys.executable, "-m", "spacy", "assemble", str(tmp_path / "config.cfg"),
-                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    records = '{"task": "extract", "text": "Tim met Anna.", "labels": ["person"], "answer": {"person": ["Tim"]}, ' \
+              '"source": "x", "lang": "en"}\n'
+    (tmp_path / "train.jsonl").write_text(records)
+    result = subprocess.run([sys.executable, "-m", "spacy", "seqgpt", "assemble", str(tmp_path / "config.cfg"),
+                             tiny_bloom, str(tmp_path / "train.jsonl"), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
     printed = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0 and "Traceback" not in printed
-    assert "seqgpt_events: 'event_types' was renamed or moved; write labels" in printed
+    assert named in printed

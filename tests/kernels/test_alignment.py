@@ -9,7 +9,8 @@ from spacy.tokens import Doc
 from spacy.util import filter_spans
 from transformers import AutoTokenizer
 
-from spacy_seqgpt.text import alignment, alignment_reference
+import alignment_reference
+from spacy_seqgpt.text import alignment
 from spacy_seqgpt.kernels import alignment as compiled
 
 NLP = spacy.blank("en")

@@ -117,15 +117,18 @@ def test_a_bare_name_that_is_no_folder_is_not_sent_to_the_hub_as_a_download(tmp_
 
 
 @pytest.mark.slow  # spaCy's command line in a subprocess
-def test_spacy_s_own_command_line_ends_a_model_that_cannot_load_in_one_block(tmp_path):
-    """`spacy assemble` of the shipped config, offline: the message and the command line's way to
+def test_the_seqgpt_command_line_ends_a_model_that_cannot_load_in_one_block(tmp_path):
+    """`seqgpt assemble` of the shipped config, offline: the message and the command line's way to
     pass a folder (--vars.model), not a traceback through spaCy."""
     import os
     import subprocess
     import sys
 
     config = ROOT / "configs" / "pipelines" / "seqgpt_560m.cfg"
-    result = subprocess.run([sys.executable, "-m", "spacy", "assemble", str(config), str(tmp_path / "out")],
+    (tmp_path / "train.jsonl").write_text('{"task": "extract", "text": "Tim met Anna.", "labels": ["person"], '
+                                          '"answer": {"person": ["Tim"]}, "source": "x", "lang": "en"}\n')
+    result = subprocess.run([sys.executable, "-m", "spacy", "seqgpt", "assemble", str(config), "DAMO-NLP/SeqGPT-560M",
+                             str(tmp_path / "train.jsonl"), str(tmp_path / "out")],
                             capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode == 1 and "Traceback" not in output

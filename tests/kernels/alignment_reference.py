@@ -1,4 +1,5 @@
-"""Plain Python twins of the compiled aligner in ``spacy_seqgpt.kernels.alignment``.
+"""Plain Python twins of the compiled aligner in ``spacy_seqgpt.kernels.alignment``: the tests'
+oracle and the benchmark's alternative (``benchmarks/alignment.py``), not shipped in the wheel.
 
 Written for obviousness, not speed: they define what the compiled functions must return
 (the property tests compare the two on random input) and are the baseline the alignment
@@ -10,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy
 from spacy.tokens import Doc
 
-from ..kernels.charclass import normalize_phrase, splits_word
+from spacy_seqgpt.kernels.charclass import normalize_phrase, splits_word
 
 
 def find_phrases(text: str, phrases: Sequence[str], case_sensitive: bool = True, collapse_whitespace: bool = True,
