@@ -94,6 +94,10 @@ def test_a_template_or_scorer_named_by_version_in_a_config_resolves(tiny_bloom):
     ("seqgpt_events", "event_types", "write labels"), ("seqgpt_typing", "output_key", "write spans_key"),
     ("seqgpt_rel", "spans_key", "write input_key"), ("seqgpt_ner", "device", "[components.seqgpt_ner.model] device"),
     ("llm_unmasked_tagger", "unmask", "[components.llm_unmasked_tagger.model] unmask"),
+    ("seqgpt_ner", "max_new_tokens", "[components.seqgpt_ner.decoding] max_new_tokens"),
+    ("seqgpt_textcat", "constrained", "[components.seqgpt_textcat.decoding] constrained"),
+    ("seqgpt_events", "type_template", "[components.seqgpt_events.templates] event_type"),
+    ("llm_unmasked_tagger", "max_length", "write max_input_tokens"),
 ])
 def test_a_retired_setting_is_refused_and_named_with_what_replaced_it(tiny_bloom, factory, key, replacement):
     from thinc.api import ConfigValidationError
@@ -130,3 +134,55 @@ def test_the_seqgpt_command_line_names_what_replaced_a_retired_setting(tiny_bloo
     printed = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0 and "Traceback" not in printed
     assert named in printed
+
+
+def test_the_decoding_block_is_one_validated_object_a_typo_in_it_named_by_spacy(tiny_bloom):
+    import dataclasses
+
+    from thinc.api import ConfigValidationError
+
+    from spacy_seqgpt.decoding import Decoding
+
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("seqgpt_ner", config={"labels": ["person"], "model": tiny_bloom,
+                                             "decoding": {"max_new_tokens": 7, "speculate": False}})
+    assert ner.decoding == Decoding(max_new_tokens=7, speculate=False) and ner.asker().decoding is ner.decoding
+    assert '@seqgpt_decoding = "spacy_seqgpt.Decoding.v1"' in nlp.config.to_str()
+    rebuilt = spacy.util.load_model_from_config(spacy.util.load_config_from_str(nlp.config.to_str()), auto_fill=True)
+    assert rebuilt.get_pipe("seqgpt_ner").decoding == ner.decoding
+    with pytest.raises(ConfigValidationError, match="unexpected argument: 'max_new_token'"):
+        spacy.blank("en").add_pipe("seqgpt_ner", config={"labels": ["a"], "model": tiny_bloom,
+                                                         "decoding": {"max_new_token": 7}})
+    with pytest.raises(ValueError, match="'constrained' must be true or false"):
+        Decoding(constrained="yes")
+    with pytest.raises(dataclasses.FrozenInstanceError):  # one block handed around is never changed on the way
+        ner.decoding.max_new_tokens = 3
+
+
+def test_seqgpt_api_takes_the_decoding_block_and_names_it_for_old_keywords(tiny_bloom):
+    from spacy_seqgpt import SeqGPT
+
+    assert SeqGPT(tiny_bloom, decoding={"batch_size": 2}).decoding.batch_size == 2
+    with pytest.raises(TypeError, match="decoding=\\{'batch_size': ...\\}"):
+        SeqGPT(tiny_bloom, batch_size=2)
+
+
+@pytest.mark.parametrize("factory, key, config", [
+    ("seqgpt_ner", None, {"labels": ["person"]}),
+    ("seqgpt_ner", "found", {"labels": ["person"], "spans_key": "found"}),
+    ("seqgpt_questions", "answers", {"questions": ["Who?"]}),
+])
+def test_span_writers_keep_what_is_there_unless_overwrite(tiny_bloom, factory, key, config):
+    from spacy.tokens import Span
+
+    from spacy_seqgpt.components.spans import write_spans
+
+    for overwrite in (False, True):
+        pipe = spacy.blank("en").add_pipe(factory, config={"model": tiny_bloom, "overwrite": overwrite, **config})
+        doc = spacy.blank("en")("Anna met Ben in Rome")
+        before = Span(doc, 0, 1, label="OLD")
+        write_spans(doc, key, [(before, 0.5)], overwrite=True)
+        new = [(Span(doc, 2, 3, label="person"), 0.9)]
+        pipe.set_annotations([doc], [new])
+        written = list(doc.ents) if key is None else list(doc.spans[key])
+        assert [(s.start, s.label_) for s in written] == ([(2, "person")] if overwrite else [(0, "OLD"), (2, "person")])

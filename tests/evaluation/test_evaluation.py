@@ -154,3 +154,32 @@ def test_the_report_says_how_answers_were_decoded(seqgpt_tiny, tmp_path):
         assert result.exit_code == 0, result.output
         assert (tmp_path / word / "metrics.md").read_text().startswith(f"Decoding: {word}, greedy")
         assert srsly.read_json(tmp_path / word / "metrics.json")["decoding"]["constrained"] == (word == "constrained")
+
+
+@pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
+def test_evaluation_answers_what_the_pipeline_writes(seqgpt_tiny, tiny_bloom, multi_label):
+    """``seqgpt evaluate``'s answers (``predict_records``) are the pipeline's: seqgpt_ner's spans
+    and seqgpt_textcat's labels under the same decoding block. On random weights a classification
+    grammar that lets an answer name several labels would, where the single-label one names one."""
+    decoding = Decoding(batch_size=4, max_new_tokens=24)
+    texts = [text for _, text, _, _ in EXAMPLES] + ["A quiet day.", "Markets fell while the team won."]
+    for model in (seqgpt_tiny, tiny_bloom):
+        records = [make_record(CLASSIFY, text, CAT_LABELS, [], "x", "en") for text in texts]
+        if model == seqgpt_tiny:  # random weights name phrases the tokens may not end with
+            records += [record for record in TAUGHT if record["task"] == EXTRACT]
+        parsed, _ = predict_records(load(model), records, decoding, multi_label=multi_label)
+        pipelines = {}
+        for record, answer in zip(records, parsed):
+            if record["lang"] not in pipelines:
+                nlp = pipelines[record["lang"]] = spacy.blank(record["lang"])
+                settings = {"model": str(model), "decoding": decoding.to_dict()}
+                nlp.add_pipe("seqgpt_ner", config={**settings, "labels": NER_LABELS, "spans_key": "found"})
+                nlp.add_pipe("seqgpt_textcat", config={**settings, "labels": CAT_LABELS, "multi_label": multi_label})
+            doc = pipelines[record["lang"]](record["text"])
+            if record["task"] == CLASSIFY:
+                assert sorted(answer) == sorted(label for label, value in doc.cats.items() if value == 1.0), record
+            else:
+                found = {label: [] for label in NER_LABELS}
+                for span in doc.spans["found"]:
+                    found[span.label_] += [span.text] if span.text not in found[span.label_] else []
+                assert found == answer

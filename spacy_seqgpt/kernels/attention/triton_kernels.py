@@ -186,39 +186,41 @@ if triton is not None:
         return qk - slope * tl.abs(q_alibi - k_alibi[None, :]).to(tl.float32)
 
     @triton.jit
-    def _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
-                      q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
-                      stride_vn, D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr,
-                      HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
-                      BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
-        """One key tile of the online softmax. A full tile (``MASKED`` false) is visible to every
-        row that sees anything: no mask, no load but K and V (and one ALiBi position), and every
-        score finite."""
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_ptrs = K + _tile_t(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D)
-        v_ptrs = V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D)
-        if MASKED:
-            n_valid = offs_n < LK
-            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
-                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
-            qk = _masked_scores(_dot(q, tl.load(k_ptrs, mask=n_valid[None, :], other=0.0), IEEE_DOT) * qk_scale,
-                                q_pos, offs_n[None, :], q_group, k_group[None, :], q_bid, k_bid[None, :], q_alibi,
-                                k_alibi[None, :], slope, LK, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
-            v = tl.load(v_ptrs, mask=_real_keys(n_valid, k_group, HAS_GROUP)[:, None], other=0.0)
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen nothing yet
-        else:
-            qk = _dot(q, tl.load(k_ptrs), IEEE_DOT) * qk_scale
-            if HAS_ALIBI:
-                qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
-            v = tl.load(v_ptrs)
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_safe = m_new
-        p = tl.exp2(qk - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
-        return acc, l_i, m_new
+    def _forward_inner(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, lo, hi, q_pos, q_group, q_bid,
+                       q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
+                       stride_vn, D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr,
+                       HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
+                       BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+        """The online softmax over the key tiles ``[lo, hi)``. Full tiles (``MASKED`` false) are
+        visible to every row that sees anything: no mask, no load but K and V (and one ALiBi
+        position), and every score finite."""
+        for start_n in range(lo, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            k_ptrs = K + _tile_t(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D)
+            v_ptrs = V + _tile(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D)
+            if MASKED:
+                n_valid = offs_n < LK
+                k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
+                                                          HAS_GROUP, HAS_BID, HAS_ALIBI)
+                qk = _masked_scores(_dot(q, tl.load(k_ptrs, mask=n_valid[None, :], other=0.0), IEEE_DOT) * qk_scale,
+                                    q_pos, offs_n[None, :], q_group, k_group[None, :], q_bid, k_bid[None, :], q_alibi,
+                                    k_alibi[None, :], slope, LK, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
+                v = tl.load(v_ptrs, mask=_real_keys(n_valid, k_group, HAS_GROUP)[:, None], other=0.0)
+                m_new = tl.maximum(m_i, tl.max(qk, 1))
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen nothing yet
+            else:
+                qk = _dot(q, tl.load(k_ptrs), IEEE_DOT) * qk_scale
+                if HAS_ALIBI:
+                    qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
+                v = tl.load(v_ptrs)
+                m_new = tl.maximum(m_i, tl.max(qk, 1))
+                m_safe = m_new
+            p = tl.exp2(qk - m_safe[:, None])
+            alpha = tl.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE_DOT)
+            m_i = m_new
+        return acc, l_i, m_i
 
     @triton.autotune(configs=_pool("forward"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("forward")))
     @triton.jit
@@ -250,21 +252,18 @@ if triton is not None:
         acc = tl.zeros([BLOCK_M, D], tl.float32)
         lo, hi, full_start, full_end = _loop_bounds(KEY_LO, KEY_HI, FULL_LO, FULL_HI, b * LQ, offs_m, m_valid, LK,
                                                     BLOCK_N)
-        for start_n in range(lo, full_start, BLOCK_N):
-            acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos,
-                                          q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
-                                          stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
-                                          HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
-        for start_n in range(full_start, full_end, BLOCK_N):
-            acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos,
-                                          q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
-                                          stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
-                                          HAS_ALIBI, IEEE_DOT, BLOCK_N, False)
-        for start_n in range(full_end, hi, BLOCK_N):
-            acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos,
-                                          q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
-                                          stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
-                                          HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        acc, l_i, m_i = _forward_inner(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, lo, full_start,
+                                       q_pos, q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
+                                       stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
+                                       HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        acc, l_i, m_i = _forward_inner(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, full_start, full_end,
+                                       q_pos, q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
+                                       stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
+                                       HAS_ALIBI, IEEE_DOT, BLOCK_N, False)
+        acc, l_i, m_i = _forward_inner(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, full_end, hi,
+                                       q_pos, q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh,
+                                       stride_kn, stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID,
+                                       HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
         empty = (l_i == 0.0) | _sees_nothing(KEY_LO, KEY_HI, b * LQ + offs_m, m_valid)
         out = acc * tl.where(empty, 0.0, 1.0 / l_i)[:, None]
         tl.store(O + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D),
@@ -273,44 +272,50 @@ if triton is not None:
         tl.store(LSE + batch_head * LQ + offs_m, tl.where(empty, float("inf"), m_i + tl.log2(l_i)), mask=m_valid)
 
     @triton.jit
-    def _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b, h, start_m, k_pos, k_group, k_bid,
-                   k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob, stride_oh, stride_om,
-                   D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr, HAS_SEG: tl.constexpr,
-                   HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-                   MASKED: tl.constexpr):
-        """One query tile of head ``h`` into a key tile's dK and dV (key-major: scores as keys x
-        queries). A full tile's queries all exist and see every key: no mask, no id loads."""
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        query_pos = offs_m + (LK - LQ)
-        q_ptrs = Q + _tile_t(b, h, offs_m, stride_qb, stride_qh, stride_qm, D)
-        do_ptrs = DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D)
-        rows = (b * H + h) * LQ + offs_m
-        if MASKED:
-            m_valid = offs_m < LQ
-            q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
-                                                        HAS_SEG, HAS_BID, HAS_ALIBI)
-            q_t = tl.load(q_ptrs, mask=m_valid[None, :], other=0.0)
-            do = tl.load(do_ptrs, mask=m_valid[:, None], other=0.0)
-            # Queries past the end: lse = +inf gives them probability 0.
-            lse = tl.load(LSE + rows, mask=m_valid, other=float("inf"))
-            delta = tl.load(DELTA + rows, mask=m_valid, other=0.0)
-            slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
-            qk_t = _masked_scores(_dot(k, q_t, IEEE_DOT) * qk_scale, query_pos[None, :], k_pos, q_group[None, :],
-                                  k_group, q_bid[None, :], k_bid, q_alibi[None, :], k_alibi, slope, LK, CAUSAL,
-                                  HAS_GROUP, HAS_BID, HAS_ALIBI)
-        else:
-            q_t = tl.load(q_ptrs)
-            do = tl.load(do_ptrs)
-            lse = tl.load(LSE + rows)
-            delta = tl.load(DELTA + rows)
-            qk_t = _dot(k, q_t, IEEE_DOT) * qk_scale
-            if HAS_ALIBI:  # queries may be padding positions: their positions are loaded
-                q_alibi = tl.load(POS + b * LK + query_pos)
-                qk_t -= tl.load(SLOPES + h) * tl.abs(q_alibi[None, :] - k_alibi).to(tl.float32)
-        p_t = tl.exp2(qk_t - lse[None, :])
-        dv += _dot(p_t.to(do.dtype), do, IEEE_DOT)
-        ds_t = p_t * (_dot(v, tl.trans(do), IEEE_DOT) - delta[None, :])
-        dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), IEEE_DOT)
+    def _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b, kv_h, lo, hi, k_pos, k_group, k_bid,
+                    k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob, stride_oh, stride_om,
+                    D: tl.constexpr, GROUP: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr,
+                    HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
+                    BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+        """The query tiles ``[lo, hi)`` of every query head of the key tile's GQA group into its dK
+        and dV (key-major: scores as keys x queries), as one flat loop over (head, query tile): a
+        single software-pipelined loop. Full tiles' queries all exist and see every key: no mask,
+        no id loads."""
+        n_tiles = tl.cdiv(hi - lo, BLOCK_M)
+        for step in range(0, GROUP * n_tiles):
+            h = kv_h * GROUP + step // n_tiles
+            start_m = lo + (step % n_tiles) * BLOCK_M
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            query_pos = offs_m + (LK - LQ)
+            q_ptrs = Q + _tile_t(b, h, offs_m, stride_qb, stride_qh, stride_qm, D)
+            do_ptrs = DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D)
+            rows = (b * H + h) * LQ + offs_m
+            if MASKED:
+                m_valid = offs_m < LQ
+                q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
+                                                            HAS_SEG, HAS_BID, HAS_ALIBI)
+                q_t = tl.load(q_ptrs, mask=m_valid[None, :], other=0.0)
+                do = tl.load(do_ptrs, mask=m_valid[:, None], other=0.0)
+                # Queries past the end: lse = +inf gives them probability 0.
+                lse = tl.load(LSE + rows, mask=m_valid, other=float("inf"))
+                delta = tl.load(DELTA + rows, mask=m_valid, other=0.0)
+                slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
+                qk_t = _masked_scores(_dot(k, q_t, IEEE_DOT) * qk_scale, query_pos[None, :], k_pos, q_group[None, :],
+                                      k_group, q_bid[None, :], k_bid, q_alibi[None, :], k_alibi, slope, LK, CAUSAL,
+                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
+            else:
+                q_t = tl.load(q_ptrs)
+                do = tl.load(do_ptrs)
+                lse = tl.load(LSE + rows)
+                delta = tl.load(DELTA + rows)
+                qk_t = _dot(k, q_t, IEEE_DOT) * qk_scale
+                if HAS_ALIBI:  # queries may be padding positions: their positions are loaded
+                    q_alibi = tl.load(POS + b * LK + query_pos)
+                    qk_t -= tl.load(SLOPES + h) * tl.abs(q_alibi[None, :] - k_alibi).to(tl.float32)
+            p_t = tl.exp2(qk_t - lse[None, :])
+            dv += _dot(p_t.to(do.dtype), do, IEEE_DOT)
+            ds_t = p_t * (_dot(v, tl.trans(do), IEEE_DOT) - delta[None, :])
+            dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), IEEE_DOT)
         return dk, dv
 
     @triton.autotune(configs=_pool("dkdv"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("dkdv")))
@@ -348,26 +353,18 @@ if triton is not None:
         dv = tl.zeros([BLOCK_N, D], tl.float32)
         lo, hi, full_start, full_end = _loop_bounds(QUERY_LO, QUERY_HI, FULL_QUERY_LO, FULL_QUERY_HI, b * LK, offs_n,
                                                     n_valid, LQ, BLOCK_M)
-        n_tiles = tl.cdiv(full_start - lo, BLOCK_M)
-        for step in range(0, GROUP * n_tiles):
-            dk, dv = _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b,
-                                kv_h * GROUP + step // n_tiles, lo + (step % n_tiles) * BLOCK_M, k_pos, k_group, k_bid,
-                                k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob, stride_oh,
-                                stride_om, D, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_M, True)
-        n_tiles = tl.cdiv(full_end - full_start, BLOCK_M)
-        for step in range(0, GROUP * n_tiles):
-            dk, dv = _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b,
-                                kv_h * GROUP + step // n_tiles, full_start + (step % n_tiles) * BLOCK_M, k_pos, k_group,
-                                k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob,
-                                stride_oh, stride_om, D, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID, HAS_ALIBI, IEEE_DOT,
-                                BLOCK_M, False)
-        n_tiles = tl.cdiv(hi - full_end, BLOCK_M)
-        for step in range(0, GROUP * n_tiles):
-            dk, dv = _dkdv_step(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b,
-                                kv_h * GROUP + step // n_tiles, full_end + (step % n_tiles) * BLOCK_M, k_pos, k_group,
-                                k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm, stride_ob,
-                                stride_oh, stride_om, D, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID, HAS_ALIBI, IEEE_DOT,
-                                BLOCK_M, True)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b, kv_h, lo, full_start, k_pos,
+                             k_group, k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm,
+                             stride_ob, stride_oh, stride_om, D, GROUP, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID,
+                             HAS_ALIBI, IEEE_DOT, BLOCK_M, True)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b, kv_h, full_start, full_end, k_pos,
+                             k_group, k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm,
+                             stride_ob, stride_oh, stride_om, D, GROUP, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID,
+                             HAS_ALIBI, IEEE_DOT, BLOCK_M, False)
+        dk, dv = _dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, SEG, BID, POS, SLOPES, b, kv_h, full_end, hi, k_pos,
+                             k_group, k_bid, k_alibi, qk_scale, H, LQ, LK, stride_qb, stride_qh, stride_qm,
+                             stride_ob, stride_oh, stride_om, D, GROUP, CAUSAL, HAS_GROUP, HAS_SEG, HAS_BID,
+                             HAS_ALIBI, IEEE_DOT, BLOCK_M, True)
         # Padding keys took part in full tiles (read as zeros) only to be zeroed here (recomputed
         # from the live group ids rather than keeping the load's mask alive through the loops).
         kept = tl.where(_real_keys(offs_n[:, None] < LK, k_group, HAS_GROUP), 1.0, 0.0)
@@ -377,33 +374,35 @@ if triton is not None:
                  (dv * kept).to(DV.dtype.element_ty), mask=n_valid[:, None])
 
     @triton.jit
-    def _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
-                 q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-                 D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr, HAS_BID: tl.constexpr,
-                 HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
-        """One key tile into a query tile's dQ; a full tile as in ``_forward_step``."""
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_ptrs = K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D)
-        v_ptrs = V + _tile_t(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D)
-        if MASKED:
-            n_valid = offs_n < LK
-            k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
-                                                      HAS_GROUP, HAS_BID, HAS_ALIBI)
-            real = _real_keys(n_valid, k_group, HAS_GROUP)
-            k = tl.load(k_ptrs, mask=real[:, None], other=0.0)
-            v_t = tl.load(v_ptrs, mask=real[None, :], other=0.0)
-            qk = _masked_scores(_dot(q, tl.trans(k), IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
-                                k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
-                                CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
-        else:
-            k = tl.load(k_ptrs)
-            v_t = tl.load(v_ptrs)
-            qk = _dot(q, tl.trans(k), IEEE_DOT) * qk_scale
-            if HAS_ALIBI:
-                qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
-        p = tl.exp2(qk - lse[:, None])
-        ds = p * (_dot(do, v_t, IEEE_DOT) - delta[:, None])
-        return dq + _dot(ds.to(k.dtype), k, IEEE_DOT)
+    def _dq_inner(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, lo, hi, q_pos, q_group, q_bid,
+                  q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                  D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr, HAS_BID: tl.constexpr,
+                  HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+        """The key tiles ``[lo, hi)`` into a query tile's dQ; full tiles as in ``_forward_inner``."""
+        for start_n in range(lo, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            k_ptrs = K + _tile(b, kv_h, offs_n, stride_kb, stride_kh, stride_kn, D)
+            v_ptrs = V + _tile_t(b, kv_h, offs_n, stride_vb, stride_vh, stride_vn, D)
+            if MASKED:
+                n_valid = offs_n < LK
+                k_group, k_bid, k_alibi = _key_attributes(KEY_GROUP, BID, POS, b * LK, offs_n, n_valid,
+                                                          HAS_GROUP, HAS_BID, HAS_ALIBI)
+                real = _real_keys(n_valid, k_group, HAS_GROUP)
+                k = tl.load(k_ptrs, mask=real[:, None], other=0.0)
+                v_t = tl.load(v_ptrs, mask=real[None, :], other=0.0)
+                qk = _masked_scores(_dot(q, tl.trans(k), IEEE_DOT) * qk_scale, q_pos, offs_n[None, :], q_group,
+                                    k_group[None, :], q_bid, k_bid[None, :], q_alibi, k_alibi[None, :], slope, LK,
+                                    CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI)
+            else:
+                k = tl.load(k_ptrs)
+                v_t = tl.load(v_ptrs)
+                qk = _dot(q, tl.trans(k), IEEE_DOT) * qk_scale
+                if HAS_ALIBI:
+                    qk = _alibi_on_full_tile(qk, POS, b * LK, start_n, q_alibi, slope, BLOCK_N)
+            p = tl.exp2(qk - lse[:, None])
+            ds = p * (_dot(do, v_t, IEEE_DOT) - delta[:, None])
+            dq += _dot(ds.to(k.dtype), k, IEEE_DOT)
+        return dq
 
     @triton.autotune(configs=_pool("dq"), key=AUTOTUNE_KEY, prune_configs_by=dict(early_config_prune=_pruner("dq")))
     @triton.jit
@@ -435,18 +434,18 @@ if triton is not None:
         dq = tl.zeros([BLOCK_M, D], tl.float32)
         lo, hi, full_start, full_end = _loop_bounds(KEY_LO, KEY_HI, FULL_LO, FULL_HI, b * LQ, offs_m, m_valid, LK,
                                                     BLOCK_N)
-        for start_n in range(lo, full_start, BLOCK_N):
-            dq = _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
-                          q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
-                          stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
-        for start_n in range(full_start, full_end, BLOCK_N):
-            dq = _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
-                          q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
-                          stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_N, False)
-        for start_n in range(full_end, hi, BLOCK_N):
-            dq = _dq_step(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, start_n, q_pos, q_group, q_bid,
-                          q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
-                          stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT, BLOCK_N, True)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, lo, full_start, q_pos,
+                       q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn,
+                       stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT,
+                       BLOCK_N, True)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, full_start, full_end, q_pos,
+                       q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn,
+                       stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT,
+                       BLOCK_N, False)
+        dq = _dq_inner(dq, q, do, lse, delta, K, V, KEY_GROUP, BID, POS, b, kv_h, full_end, hi, q_pos,
+                       q_group, q_bid, q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn,
+                       stride_vb, stride_vh, stride_vn, D, CAUSAL, HAS_GROUP, HAS_BID, HAS_ALIBI, IEEE_DOT,
+                       BLOCK_N, True)
         # A query that sees nothing has lse = +inf: its probabilities, full tiles included, are 0.
         tl.store(DQ + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D),
                  (dq * sm_scale).to(DQ.dtype.element_ty), mask=m_valid[:, None])
