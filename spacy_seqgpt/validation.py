@@ -115,7 +115,9 @@ RETIRED_SETTINGS = {
                           ("trigger_template", "trigger"), ("type_template", "event_type"),
                           ("argument_template", "argument"))}},
     "seqgpt_typing": {"output_key": "spans_key (where multi-label typing writes its spans)"},
-    "seqgpt_rel": {"spans_key": "input_key (the spans whose pairs seqgpt_rel classifies)"},
+    "seqgpt_rel": {"spans_key": "input_key (the spans whose pairs seqgpt_rel classifies)",
+                   **{key: "[components.{name}.candidates] {key} (which pairs are asked about: one block)"
+                      for key in ("max_distance", "max_pairs")}},
     "llm_unmasked_tagger": {"max_length": "max_input_tokens (every component's window, in subwords)"},
 }
 

@@ -110,7 +110,8 @@ def fuzz_pipelines(model: str) -> dict:
             nlp.add_pipe("sentencizer")
         nlp.add_pipe("seqgpt_typing", config={**small, "labels": ["person", "city"], "multi_label": True,
                                               "spans_key": "types"})
-        nlp.add_pipe("seqgpt_rel", config={**small, "labels": ["works for"], "threshold": 0.0, "max_pairs": 12})
+        nlp.add_pipe("seqgpt_rel", config={**small, "labels": ["works for"], "threshold": 0.0,
+                                           "candidates": {"max_pairs": 12}})
         nlp.add_pipe("seqgpt_textcat", config={**small, "labels": ["sports", "politics"]})
         nlp.add_pipe("seqgpt_events", config={**small, "labels": ["Attack"], "roles": {"Attack": ["attacker"]},
                                               "confirm": True})

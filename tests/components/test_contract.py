@@ -24,7 +24,9 @@ VOCABULARY = {
     "scorer": "a registered @scorers function",
 }
 # Names these settings had before one vocabulary: none may come back.
-RETIRED = {"output_key", "event_types", "device", "dtype", "quantize", "adapter", "trust_remote_code", "unmask"}
+RETIRED = {"output_key", "event_types", "device", "dtype", "quantize", "adapter", "trust_remote_code", "unmask",
+           "max_new_tokens", "num_beams", "constrained", "jump_forward", "speculate", "draft_tokens",
+           "trigger_template", "type_template", "argument_template", "max_length", "max_distance", "max_pairs"}
 
 # Everything the package registers, by registry. A change here is a change of the config format:
 # a new way of doing a registered thing ships as a new version next to the old one.
@@ -33,11 +35,12 @@ REGISTERED = {
     "scorers": ["spacy_seqgpt.cats_scorer.v1", "spacy_seqgpt.events_scorer.v1", "spacy_seqgpt.rel_scorer.v1",
                 "spacy_seqgpt.spans_scorer.v1", "spacy_seqgpt.typing_scorer.v1"],
     "misc": ["spacy_seqgpt.argument_template.v1", "spacy_seqgpt.event_type_template.v1",
-             "spacy_seqgpt.pair_template.v1", "spacy_seqgpt.relation_template.v1",
+             "spacy_seqgpt.pair_candidates.v1", "spacy_seqgpt.pair_template.v1", "spacy_seqgpt.relation_template.v1",
              "spacy_seqgpt.trigger_template.v1", "spacy_seqgpt.typing_template.v1"],
     "readers": ["spacy_seqgpt.ConllCorpus.v1"],
     "schedules": ["spacy_seqgpt.cosine.v1"],
     "seqgpt_models": ["spacy_seqgpt.HFModel.v1"],
+    "seqgpt_decoding": ["spacy_seqgpt.Decoding.v1"],
 }
 
 
@@ -61,6 +64,8 @@ def test_every_component_predicts_then_sets_annotations_and_subclasses_no_other(
 def test_every_setting_is_in_the_one_vocabulary_or_the_components_own(factory):
     defaults = spacy.Language.get_factory_meta(factory).default_config
     assert not RETIRED & set(defaults), f"{factory} still has {RETIRED & set(defaults)}"
+    if factory.startswith("seqgpt_"):  # decoding settings live in the decoding block (the tagger batches its own)
+        assert "decoding" in defaults and not {"batch_size", "max_input_tokens"} & set(defaults)
     assert "scorer" in defaults and "model" in defaults
     if factory != "seqgpt_questions":  # asks free-text questions, Docs bring their own: see its module
         assert "labels" in defaults or factory == "llm_unmasked_tagger"

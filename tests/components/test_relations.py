@@ -80,10 +80,10 @@ def test_scored_relations_are_probabilities(rel_model):
 
 def test_the_pair_cap_and_distance_are_counted(rel_model):
     text, spans, _ = TAUGHT[0]
-    capped = make_nlp(rel_model, max_pairs=2)
+    capped = make_nlp(rel_model, candidates={"max_pairs": 2})
     doc = capped(with_ents(capped, text, spans))
     assert len(doc._.rel) == 2 and capped.get_pipe("seqgpt_rel").stats["pairs_capped"] == 4
-    near = make_nlp(rel_model, max_distance=2)  # Tim Cook .. Cupertino are 4 tokens apart
+    near = make_nlp(rel_model, candidates={"max_distance": 2})  # Tim Cook .. Cupertino are 4 tokens apart
     doc = near(with_ents(near, text, spans))
     assert sorted(doc._.rel) == [(0, 2, 4, 5), (4, 5, 0, 2), (4, 5, 6, 7), (6, 7, 4, 5)]
 
@@ -121,9 +121,9 @@ def test_bad_settings_are_named(rel_model):
     with pytest.raises(ValueError, match="also a relation label"):
         make_nlp(rel_model, no_relation="works for")
     with pytest.raises(ValueError, match="'max_pairs' must be a positive integer, got -1"):
-        make_nlp(rel_model, max_pairs=-1)
+        make_nlp(rel_model, candidates={"max_pairs": -1})
     with pytest.raises(ValueError, match="'max_distance' must be a whole number of 0 or more, got -3"):
-        make_nlp(rel_model, max_distance=-3)
+        make_nlp(rel_model, candidates={"max_distance": -3})
     with pytest.raises(ValueError, match=r"\{tail\}"):
         make_nlp(rel_model, template="{head} in {text}")
 

@@ -69,14 +69,16 @@ def _attributes_set_on_models(tree):
     ``*.model``): state stuck onto a transformers module."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
-            yield node.lineno
+            if _names_a_model(node.args[0]):
+                yield node.lineno
         targets = node.targets if isinstance(node, ast.Assign) else []
         for target in targets:
-            if isinstance(target, ast.Attribute):
-                owner = target.value
-                name = getattr(owner, "id", None) or getattr(owner, "attr", "")
-                if name in ("model", "base", "module"):
-                    yield node.lineno
+            if isinstance(target, ast.Attribute) and _names_a_model(target.value):
+                yield node.lineno
+
+
+def _names_a_model(node) -> bool:
+    return (getattr(node, "id", None) or getattr(node, "attr", "")) in ("model", "base", "module")
 
 
 def test_state_about_a_model_lives_on_the_model_object_not_in_side_tables():
