@@ -48,7 +48,7 @@ def main(model: str) -> None:
     seqgpt = SeqGPT(model, batch_size=16)
     print("extract:", seqgpt.extract(["Tim Cook met Olaf Scholz in Berlin."], ["person", "location"]))
     print("classify:", seqgpt.classify(["The bank raised rates again."], ["sports", "politics", "business"],
-                                       scoring=True))
+                                       probabilities=True))
     print("classify_pairs:", seqgpt.classify_pairs(["A man plays a guitar."], ["A person makes music."],
                                                    ["entailment", "neutral", "contradiction"]))
 

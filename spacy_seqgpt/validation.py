@@ -108,12 +108,13 @@ _DECODING_BLOCK = "[components.{name}.decoding] {key} (decoding settings live in
 _TEMPLATES_BLOCK = "[components.{name}.templates] {new} (the three questions live in one block)"
 RETIRED_SETTINGS = {
     "*": {key: _MODEL_BLOCK for key in ("device", "dtype", "quantize", "adapter", "trust_remote_code", "unmask")},
-    "seqgpt_*": {key: _DECODING_BLOCK for key in ("batch_size", "max_new_tokens", "num_beams", "max_input_tokens",
-                                                 "constrained", "jump_forward", "speculate", "draft_tokens")},
     "seqgpt_events": {"event_types": "labels (an event component's labels are its event types)",
                       **{old: _TEMPLATES_BLOCK.replace("{new}", new) for old, new in (
                           ("trigger_template", "trigger"), ("type_template", "event_type"),
                           ("argument_template", "argument"))}},
+    "seqgpt_*": {**{key: _DECODING_BLOCK for key in ("batch_size", "max_new_tokens", "num_beams", "max_input_tokens",
+                                                    "constrained", "jump_forward", "speculate", "draft_tokens")},
+                 "scoring": "probabilities (the labels' probabilities instead of a generated answer)"},
     "seqgpt_typing": {"output_key": "spans_key (where multi-label typing writes its spans)"},
     "seqgpt_rel": {"spans_key": "input_key (the spans whose pairs seqgpt_rel classifies)",
                    **{key: "[components.{name}.candidates] {key} (which pairs are asked about: one block)"

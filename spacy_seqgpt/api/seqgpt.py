@@ -78,9 +78,9 @@ class SeqGPT:
         return results
 
     def classify(self, texts: Sequence[str], labels: Sequence[str], *, multi_label: bool = False,
-                 scoring: bool = False) -> List[Dict[str, float]]:
+                 probabilities: bool = False) -> List[Dict[str, float]]:
         """For each text, ``{label: score}`` over ``labels`` as ``seqgpt_textcat`` writes ``doc.cats``."""
-        nlp = self._pipeline("seqgpt_textcat", labels, {"multi_label": multi_label, "scoring": scoring})
+        nlp = self._pipeline("seqgpt_textcat", labels, {"multi_label": multi_label, "probabilities": probabilities})
         return [dict(doc.cats) for doc in nlp.pipe(_texts(texts, "texts"))]
 
     def classify_pairs(self, firsts: Sequence[str], seconds: Sequence[str], labels: Sequence[str], *,

@@ -1,7 +1,7 @@
 """The classification part of a component: its answer grammar, and each label's value per prompt.
 
 Generating (the default), a label's value is 1.0 where the answer chose it (unless
-``multi_label``, only an answer's first label counts). With ``scoring``, nothing is generated:
+``multi_label``, only an answer's first label counts). With ``probabilities``, nothing is generated:
 every label is ranked by the model's likelihood of answering it, all labels of a prompt in one
 forward pass. Exclusive labels: the answer "label" then end, normalised over the labels, so
 they sum to 1. ``multi_label``: the probability that the answer names the label first and
@@ -20,12 +20,12 @@ from ..prompts import CLASSIFY, LABEL_SEPARATOR, parse_answer
 class LabelClassification:
     """``label_map``: ``{label: prompt text}``, the labels every prompt offers."""
 
-    def __init__(self, label_map: Dict[str, str], *, multi_label: bool, scoring: bool):
+    def __init__(self, label_map: Dict[str, str], *, multi_label: bool, probabilities: bool):
         self.label_map = label_map
         self.labels = tuple(label_map)
         self.texts = list(label_map.values())  # what every prompt offers, in the labels' order
         self.multi_label = bool(multi_label)
-        self.scoring = bool(scoring)
+        self.probabilities = bool(probabilities)
         self._column = {text: i for i, text in enumerate(self.texts)}
 
     def grammar(self, doc=None, request: Request = None) -> ClassificationGrammar:
@@ -34,8 +34,8 @@ class LabelClassification:
 
     def values(self, asker: Asker, docs, requests: Sequence[Request]) -> np.ndarray:
         """``(requests, labels)``: each label's value for each request, asked through ``asker``."""
-        if self.scoring:
-            return self.probabilities(asker, [query.prompt for query in make_queries(requests)])
+        if self.probabilities:
+            return self.label_probabilities(asker, [query.prompt for query in make_queries(requests)])
         return self.chosen(requests, asker.ask(docs, requests, self.grammar))
 
     def chosen(self, requests: Sequence[Request], answers: Sequence[Answer]) -> np.ndarray:
@@ -46,7 +46,7 @@ class LabelClassification:
                 values[row, self._column[prompt_text]] = 1.0
         return values
 
-    def probabilities(self, asker: Asker, prompts: Sequence[str]) -> np.ndarray:
+    def label_probabilities(self, asker: Asker, prompts: Sequence[str]) -> np.ndarray:
         """``(prompts, labels)``: each label's probability as the answer (see the module's docs)."""
         tokenizer = asker.tokenizer
         answers = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in self.texts]

@@ -27,17 +27,17 @@ TypingPredictions = List[List[Optional[np.ndarray]]]
 @Language.factory(
     "seqgpt_typing",
     assigns=["doc.ents", "doc.spans"],
-    default_config={"labels": [], **SETTINGS, "multi_label": False, "scoring": False, "input_key": None,
+    default_config={"labels": [], **SETTINGS, "multi_label": False, "probabilities": False, "input_key": None,
                     "spans_key": None, "threshold": 0.5, "template": template_ref("typing"),
                     "scorer": scorer_ref("typing")},
     default_score_weights={"typing_f": 1.0, "typing_p": 0.0, "typing_r": 0.0, "typing_per_type": None},
 )
 def make_seqgpt_typing(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
-                       model: Union[str, HFModel], decoding: Decoding, multi_label: bool, scoring: bool,
+                       model: Union[str, HFModel], decoding: Decoding, multi_label: bool, probabilities: bool,
                        input_key: Optional[str], spans_key: Optional[str], threshold: float, template: str,
                        scorer: Callable) -> "SeqGPTTyping":
     return SeqGPTTyping(nlp.vocab, name, labels=labels, model=model, decoding=decoding, multi_label=multi_label,
-                        scoring=scoring, input_key=input_key, spans_key=spans_key, threshold=threshold,
+                        probabilities=probabilities, input_key=input_key, spans_key=spans_key, threshold=threshold,
                         template=template, scorer=scorer)
 
 
@@ -46,7 +46,7 @@ class SeqGPTTyping(SeqGPTPipe):
 
     ``template`` holds ``{span}`` (the span's text) and ``{text}`` (its context). A span's label
     is the best one whose score reaches ``threshold``; scores are 1.0 when generating, the
-    model's probabilities with ``scoring`` (as in ``seqgpt_textcat``). The typed spans go where
+    model's probabilities with ``probabilities`` (as in ``seqgpt_textcat``). The typed spans go where
     they were read; entities carry their score in ``span._.seqgpt_score``, a span group in
     ``attrs["scores"]``. A span with no label at ``threshold`` keeps its own label (counted in
     ``stats["untyped"]``). ``multi_label``: ``doc.spans[spans_key]`` gets one span per label at
@@ -54,11 +54,11 @@ class SeqGPTTyping(SeqGPTPipe):
     left untyped (``stats["over_window"]``).
     """
 
-    def __init__(self, vocab, name: str, *, labels: LabelSpec, multi_label: bool, scoring: bool,
+    def __init__(self, vocab, name: str, *, labels: LabelSpec, multi_label: bool, probabilities: bool,
                  input_key: Optional[str], spans_key: Optional[str], threshold: float, template: str, **settings):
         super().__init__(vocab, name, threshold=threshold, **settings)
         self.classification = LabelClassification(prompt_labels(labels, component=name), multi_label=multi_label,
-                                                  scoring=scoring)
+                                                  probabilities=probabilities)
         self.input_key = check_input_key(input_key, name)
         if spans_key is not None and not multi_label:  # 0.1's spans_key named the spans read
             raise ValueError(f"{name}: 'spans_key' is where multi-label typing writes (multi_label = true); "

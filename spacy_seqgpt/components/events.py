@@ -119,7 +119,7 @@ class SeqGPTEvents(SeqGPTPipe):
         self.type_template, self.argument_template = templates["event_type"], templates["argument"]
         self.extraction = SpanExtraction(name, {text: label for label, text in queries.items()},
                                          constrained=self.decoding.constrained, stats=self.stats)
-        self.type_question = LabelClassification(self.types, multi_label=False, scoring=False)
+        self.type_question = LabelClassification(self.types, multi_label=False, probabilities=False)
 
     @property
     def labels(self) -> tuple:

@@ -30,16 +30,16 @@ RelationPredictions = List[Dict[tuple, Dict[str, float]]]
 @Language.factory(
     "seqgpt_rel",
     assigns=["doc._.rel"],
-    default_config={"labels": [], **SETTINGS, "scoring": False, "input_key": None, "threshold": 0.5,
+    default_config={"labels": [], **SETTINGS, "probabilities": False, "input_key": None, "threshold": 0.5,
                     "template": template_ref("relation"), "no_relation": NO_RELATION,
                     "candidates": {"@misc": "spacy_seqgpt.pair_candidates.v1", "max_distance": 100, "max_pairs": 200},
                     "scorer": scorer_ref("rel")},
     default_score_weights={"rel_micro_f": 1.0, "rel_micro_p": 0.0, "rel_micro_r": 0.0},
 )
 def make_seqgpt_rel(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]], model: Union[str, HFModel],
-                    decoding: Decoding, scoring: bool, input_key: Optional[str], threshold: float, template: str,
+                    decoding: Decoding, probabilities: bool, input_key: Optional[str], threshold: float, template: str,
                     no_relation: str, candidates: "PairCandidates", scorer: Callable) -> "SeqGPTRelations":
-    return SeqGPTRelations(nlp.vocab, name, labels=labels, model=model, decoding=decoding, scoring=scoring,
+    return SeqGPTRelations(nlp.vocab, name, labels=labels, model=model, decoding=decoding, probabilities=probabilities,
                            input_key=input_key, threshold=threshold, template=template, no_relation=no_relation,
                            candidates=candidates, scorer=scorer)
 
@@ -70,10 +70,10 @@ class SeqGPTRelations(SeqGPTPipe):
     the same bounds are one candidate (``stats["merged_spans"]``). Each pair's prompt asks ``template``
     (``{head}``, ``{tail}``, ``{text}``) with the labels and ``no_relation`` as answers.
     ``doc._.rel`` gets every pair asked, with the labels whose score reaches ``threshold``:
-    1.0 for the answer's label when generating, probabilities with ``scoring``.
+    1.0 for the answer's label when generating, probabilities with ``probabilities``.
     """
 
-    def __init__(self, vocab, name: str, *, labels: LabelSpec, scoring: bool, input_key: Optional[str],
+    def __init__(self, vocab, name: str, *, labels: LabelSpec, probabilities: bool, input_key: Optional[str],
                  threshold: float, template: str, no_relation: str,
                  candidates: Union[PairCandidates, dict, None] = None, **settings):
         super().__init__(vocab, name, threshold=threshold, **settings)
@@ -83,7 +83,7 @@ class SeqGPTRelations(SeqGPTPipe):
             raise ValueError(f"{name}: the no-relation answer {no_relation!r} is also a relation label; "
                              "rename one of them (setting no_relation)")
         self.classification = LabelClassification({**relations, no_relation: no_relation}, multi_label=False,
-                                                  scoring=scoring)
+                                                  probabilities=probabilities)
         self.no_relation = no_relation
         self.input_key = check_input_key(input_key, name)
         self.template = check_template(template, TEMPLATES["relation"][1], name)

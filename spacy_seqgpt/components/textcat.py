@@ -16,29 +16,30 @@ from .scorers import scorer_ref
 @Language.factory(
     "seqgpt_textcat",
     assigns=["doc.cats"],
-    default_config={"labels": [], **SETTINGS, "multi_label": False, "scoring": False, "scorer": scorer_ref("cats")},
+    default_config={"labels": [], **SETTINGS, "multi_label": False, "probabilities": False,
+                    "scorer": scorer_ref("cats")},
     default_score_weights={"cats_score": 1.0, "cats_score_desc": None, "cats_micro_p": None, "cats_micro_r": None,
                            "cats_micro_f": None, "cats_macro_p": None, "cats_macro_r": None,
                            "cats_macro_f": None, "cats_macro_auc": None, "cats_f_per_type": None},
 )
 def make_seqgpt_textcat(nlp: Language, name: str, labels: Union[List[str], Dict[str, str]],
-                        model: Union[str, HFModel], decoding: Decoding, multi_label: bool, scoring: bool,
+                        model: Union[str, HFModel], decoding: Decoding, multi_label: bool, probabilities: bool,
                         scorer: Callable) -> "SeqGPTTextcat":
     return SeqGPTTextcat(nlp.vocab, name, labels=labels, model=model, decoding=decoding, multi_label=multi_label,
-                         scoring=scoring, scorer=scorer)
+                         probabilities=probabilities, scorer=scorer)
 
 
 class SeqGPTTextcat(SeqGPTPipe):
     """Asks the model which of the labels apply and writes ``doc.cats`` for every label: each
     label's value (``components.classification``) averaged over the Doc's windows. Generating,
     that is the share of windows whose answer chose the label (one window for most Docs, so
-    1.0 or 0.0); with ``scoring``, the model's probabilities.
+    1.0 or 0.0); with ``probabilities``, the model's probabilities.
     """
 
-    def __init__(self, vocab, name: str, *, labels: LabelSpec, multi_label: bool, scoring: bool, **settings):
+    def __init__(self, vocab, name: str, *, labels: LabelSpec, multi_label: bool, probabilities: bool, **settings):
         super().__init__(vocab, name, **settings)
         self.classification = LabelClassification(prompt_labels(labels, component=name), multi_label=multi_label,
-                                                  scoring=scoring)
+                                                  probabilities=probabilities)
 
     @property
     def labels(self) -> tuple:

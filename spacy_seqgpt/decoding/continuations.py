@@ -1,5 +1,5 @@
 """Scoring given answers instead of generating them: each continuation's log-probability after
-each prompt (``seqgpt_textcat``'s ``scoring``)."""
+each prompt (``seqgpt_textcat``'s ``probabilities``)."""
 from typing import List, Sequence
 
 import numpy as np

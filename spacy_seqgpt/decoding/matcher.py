@@ -3,8 +3,9 @@
 Each row has a compiled answer grammar (``kernels.constraints``; None: free decoding) and a
 state: a few integers and a bitset of the positions a span may be at. :class:`Matchers` holds
 them for all rows and asks the kernels about all rows at once (which of the best tokens each
-row may write, the rows after their picks); :meth:`Matchers.row` gives one row's state as a
-:class:`RowMatcher` of its own, to look ahead (forced text, drafts) without touching the batch.
+row may write, the rows after their picks); :meth:`Matchers.copy_row` gives one row's state as
+a :class:`RowMatcher` of its own, to look ahead (forced text, drafts) without touching the
+batch, and :meth:`Matchers.view_row` one row as a batch of one that shares the batch's state.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -61,7 +62,8 @@ class Matchers:
     def grammar(self, row: int):
         return self.grammars[row]
 
-    def row(self, row: int) -> RowMatcher:
+    def copy_row(self, row: int) -> RowMatcher:
+        """Row ``row``'s grammar with a copy of its state (look ahead, then throw it away)."""
         return RowMatcher(self.grammars[row], self.ints[row], self.bits[row], self.vocab)
 
     def after(self, source: np.ndarray, tokens: np.ndarray) -> "Matchers":
@@ -73,7 +75,7 @@ class Matchers:
         """Only ``rows``, in that order."""
         return Matchers([self.grammars[row] for row in rows], self.ints[rows], self.bits[rows], self.vocab)
 
-    def only(self, row: int) -> "Matchers":
+    def view_row(self, row: int) -> "Matchers":
         """Row ``row`` alone, sharing its state with this batch (no copy: asked once a guess)."""
         return Matchers(self.grammars[row:row + 1], self.ints[row:row + 1], self.bits[row:row + 1], self.vocab)
 

@@ -35,7 +35,7 @@ def candidates(logprobs, matchers: Matchers, k: int, eos_id: int) -> List[List[T
 
 def greedy_choice(logprobs, state: BatchState, row: int, k: int, eos_id: int) -> int:
     """The token a greedy step would write for row ``row`` given its ``logprobs``."""
-    matchers = state.matchers.only(row) if state.matchers is not None else None
+    matchers = state.matchers.view_row(row) if state.matchers is not None else None
     return candidates(logprobs[None], matchers, k, eos_id)[0][0][0]
 
 

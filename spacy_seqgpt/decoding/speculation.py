@@ -52,7 +52,7 @@ def plan(state: BatchState, *, jump_forward: bool, speculate: bool, draft_tokens
         if state.matchers.grammar(row) is None:
             chains.append(chain)
             continue
-        matcher = state.matchers.row(row)
+        matcher = state.matchers.copy_row(row)
         while len(chain.tokens) < room:
             if jump_forward:
                 data, ends = matcher.forced()

@@ -25,7 +25,7 @@ def test_extract_gives_the_taught_spans_with_offsets_and_scores(seqgpt):
 def test_classify_gives_the_taught_categories(seqgpt):
     cats = seqgpt.classify(TEXTS, CAT_LABELS)
     assert cats == [{label: float(label == category) for label in CAT_LABELS} for _, _, _, category in ENGLISH]
-    scored = seqgpt.classify(TEXTS, CAT_LABELS, scoring=True)
+    scored = seqgpt.classify(TEXTS, CAT_LABELS, probabilities=True)
     assert [max(c, key=c.get) for c in scored] == [category for _, _, _, category in ENGLISH]
     assert all(sum(c.values()) == pytest.approx(1.0, abs=1e-4) for c in scored)
     shared = {nlp.pipeline[0][1].shared for nlp in seqgpt._pipelines.values()}
@@ -37,8 +37,8 @@ def test_pairs_are_classified_as_their_joined_text(seqgpt):
     joined = [SeqGPT.pair_text(a, b) for a, b in zip(firsts, seconds)]
     assert joined[0] == "Premise: Tim Cook met Olaf Scholz Hypothesis: in Berlin."
     assert SeqGPT.pair_text("a {second} b", "c") == "Premise: a {second} b Hypothesis: c"  # no substitution into a text
-    assert seqgpt.classify_pairs(firsts, seconds, CAT_LABELS, scoring=True) == \
-        seqgpt.classify(joined, CAT_LABELS, scoring=True)
+    assert seqgpt.classify_pairs(firsts, seconds, CAT_LABELS, probabilities=True) == \
+        seqgpt.classify(joined, CAT_LABELS, probabilities=True)
     own = seqgpt.classify_pairs(firsts, seconds, CAT_LABELS, template="{first} {second}")
     assert own == seqgpt.classify([f"{a} {b}" for a, b in zip(firsts, seconds)], CAT_LABELS)
 

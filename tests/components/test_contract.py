@@ -26,7 +26,8 @@ VOCABULARY = {
 # Names these settings had before one vocabulary: none may come back.
 RETIRED = {"output_key", "event_types", "device", "dtype", "quantize", "adapter", "trust_remote_code", "unmask",
            "max_new_tokens", "num_beams", "constrained", "jump_forward", "speculate", "draft_tokens",
-           "trigger_template", "type_template", "argument_template", "max_length", "max_distance", "max_pairs"}
+           "trigger_template", "type_template", "argument_template", "max_length", "max_distance", "max_pairs",
+           "scoring"}
 
 # Everything the package registers, by registry. A change here is a change of the config format:
 # a new way of doing a registered thing ships as a new version next to the old one.

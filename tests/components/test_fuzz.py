@@ -22,18 +22,18 @@ def model(tiny_llama):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(TEXTS, min_size=1, max_size=4), ner_labels=LABELS, cat_labels=LABELS,
-       constrained=st.booleans(), scoring=st.booleans(), mode=st.sampled_from(["strict", "contract", "expand"]),
+       constrained=st.booleans(), probabilities=st.booleans(), mode=st.sampled_from(["strict", "contract", "expand"]),
        spans_key=st.sampled_from([None, "sc"]))
 def test_components_never_crash_on_random_text_and_labels(model, texts, ner_labels, cat_labels, constrained,
-                                                          scoring, mode, spans_key):
+                                                          probabilities, mode, spans_key):
     path, _ = model
     nlp = spacy.blank("xx")
     nlp.add_pipe("seqgpt_ner", config={"labels": ner_labels, "model": path, "alignment_mode": mode,
                                        "spans_key": spans_key, "label_chunk_size": 2,
                                        "decoding": {"max_new_tokens": 12, "constrained": constrained,
                                                     "max_input_tokens": 16}})
-    nlp.add_pipe("seqgpt_textcat", config={"labels": cat_labels, "model": path, "scoring": scoring,
-                                           "multi_label": scoring, "decoding": {"max_new_tokens": 8,
+    nlp.add_pipe("seqgpt_textcat", config={"labels": cat_labels, "model": path, "probabilities": probabilities,
+                                           "multi_label": probabilities, "decoding": {"max_new_tokens": 8,
                                                                                 "constrained": constrained}})
     for text, doc in zip(texts, nlp.pipe(texts, batch_size=3)):
         assert doc.text == text

@@ -22,7 +22,7 @@ def annotations(docs):
 def build(model):
     nlp = spacy.blank("en")
     nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": model})
-    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": model, "scoring": True})
+    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": model, "probabilities": True})
     return nlp
 
 

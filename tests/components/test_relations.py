@@ -71,7 +71,7 @@ def test_every_ordered_pair_gets_the_taught_relation_and_pipe_equals_single_call
 
 
 def test_scored_relations_are_probabilities(rel_model):
-    nlp = make_nlp(rel_model, scoring=True, threshold=0.0)
+    nlp = make_nlp(rel_model, probabilities=True, threshold=0.0)
     text, spans, relations = TAUGHT[0]
     doc = nlp(with_ents(nlp, text, spans))
     assert max(doc._.rel[key(doc, "Tim Cook", "Apple")].items(), key=lambda kv: kv[1])[0] == "works for"
@@ -187,7 +187,7 @@ def test_any_batch_size_gives_the_same_relations_and_scores_within_float_toleran
     """docs/components.md: "the same Docs" are the same relations; scores agree to about 1e-6."""
     found = []
     for batch_size in (1, 3):
-        nlp = make_nlp(rel_model, scoring=True, decoding={"batch_size": batch_size})
+        nlp = make_nlp(rel_model, probabilities=True, decoding={"batch_size": batch_size})
         docs = list(nlp.pipe([with_ents(nlp, text, spans) for text, spans, _ in TAUGHT]))
         found.append([dict(doc._.rel) for doc in docs])
     for one, three in zip(*found):
@@ -210,7 +210,7 @@ def test_spans_with_the_same_bounds_are_one_candidate_and_counted(rel_model):
 
 def test_the_threshold_filters_what_is_written(rel_model):
     text, spans, _ = TAUGHT[0]
-    loose, strict = make_nlp(rel_model, scoring=True, threshold=0.0), make_nlp(rel_model, scoring=True)
+    loose, strict = make_nlp(rel_model, probabilities=True, threshold=0.0), make_nlp(rel_model, probabilities=True)
     every = loose(with_ents(loose, text, spans))._.rel
     kept = strict(with_ents(strict, text, spans))._.rel
     assert kept == {pair: {label: score for label, score in scores.items() if score >= 0.5}

@@ -1,4 +1,4 @@
-"""llm_unmasked_tagger on tiny local decoders: training, decoding, scoring, saving, errors."""
+"""llm_unmasked_tagger on tiny local decoders: training, decoding, probabilities, saving, errors."""
 import random
 
 import numpy

@@ -64,7 +64,7 @@ def test_entities_get_the_taught_types_and_pipe_equals_single_calls(nlp):
 
 
 def test_a_span_group_and_scored_types(typing_model):
-    nlp = make_nlp(typing_model, input_key="candidates", scoring=True)
+    nlp = make_nlp(typing_model, input_key="candidates", probabilities=True)
     text, spans = TAUGHT[0]
     doc = nlp(with_spans(nlp, text, spans, key="candidates"))
     assert typed(doc.spans["candidates"]) == spans and not doc.ents
@@ -72,7 +72,7 @@ def test_a_span_group_and_scored_types(typing_model):
 
 
 def test_multi_label_types_go_to_their_own_group(typing_model):
-    nlp = make_nlp(typing_model, multi_label=True, scoring=True, spans_key="seqgpt_types")
+    nlp = make_nlp(typing_model, multi_label=True, probabilities=True, spans_key="seqgpt_types")
     text, spans = TAUGHT[0]
     doc = nlp(with_spans(nlp, text, spans))
     assert set(spans) <= set(typed(doc.spans["seqgpt_types"])) and typed(doc.ents) == [(s, "ENT") for s, _ in spans]

@@ -216,7 +216,7 @@ def test_the_threshold_keeps_exactly_the_spans_scored_at_or_above_it(seqgpt_tiny
 
 def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, taught):
     nlp = spacy.blank("en")
-    textcat = nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True})
+    textcat = nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "probabilities": True})
     for _, text, _, category in EXAMPLES:
         cats = nlp(text).cats
         assert sum(cats.values()) == pytest.approx(1.0)
@@ -229,9 +229,10 @@ def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, t
         for label in CAT_LABELS
     ]
     expected = torch.softmax(torch.tensor(likelihoods), 0).numpy()
-    np.testing.assert_allclose(textcat.classification.probabilities(textcat.asker(), [prompt])[0], expected, atol=1e-4)
+    np.testing.assert_allclose(textcat.classification.label_probabilities(textcat.asker(), [prompt])[0], expected,
+                               atol=1e-4)
     multi = spacy.blank("en")
-    multi.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,
+    multi.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "probabilities": True,
                                              "multi_label": True, "decoding": {"batch_size": 2}})
     for doc in multi.pipe([text for _, text, _, _ in EXAMPLES]):
         assert all(0.0 <= p <= 1.0 for p in doc.cats.values())
@@ -240,7 +241,7 @@ def test_textcat_scoring_gives_label_probabilities_from_the_model(seqgpt_tiny, t
 @pytest.mark.parametrize("text", ["", "  \n "])
 def test_textcat_scoring_of_a_doc_without_text_gives_zeros_alone_or_batched(seqgpt_tiny, text):
     nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True})
+    nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "probabilities": True})
     assert nlp(text).cats == dict.fromkeys(CAT_LABELS, 0.0)
     empty, other = nlp.pipe([text, "The team won the final."])
     assert empty.cats == dict.fromkeys(CAT_LABELS, 0.0) and sum(other.cats.values()) == pytest.approx(1.0)
@@ -248,7 +249,7 @@ def test_textcat_scoring_of_a_doc_without_text_gives_zeros_alone_or_batched(seqg
 
 def test_textcat_scoring_averages_the_windows_of_a_long_document(seqgpt_tiny):
     nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "scoring": True,
+    nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": CAT_LABELS, "probabilities": True,
                                            "decoding": {"max_input_tokens": 24}})
     doc = nlp(" ".join(text for lang, text, _, _ in EXAMPLES if lang == "en"))
     assert sum(doc.cats.values()) == pytest.approx(1.0)

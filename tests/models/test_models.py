@@ -114,7 +114,7 @@ def annotations(nlp):
 def test_the_config_round_trips_and_rebuilds_the_same_pipeline(seqgpt_tiny):
     nlp = spacy.blank("en")
     nlp.add_pipe("seqgpt_ner", config={"labels": NER_LABELS, "model": {"name": seqgpt_tiny, "device": "cpu"}})
-    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": seqgpt_tiny, "scoring": True})
+    nlp.add_pipe("seqgpt_textcat", config={"labels": CAT_LABELS, "model": seqgpt_tiny, "probabilities": True})
     text = nlp.config.to_str()
     block = text[text.index("[components.seqgpt_ner.model]"):].split("\n\n")[0]
     assert '@seqgpt_models = "spacy_seqgpt.HFModel.v1"' in block and 'device = "cpu"' in block
