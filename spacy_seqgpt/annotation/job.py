@@ -11,19 +11,21 @@ from .shards import Manifest, annotate_shard, locked, write_json_lines
 ENGINES = ("local", "ray")
 
 
-def pipeline_config(pipeline: str):
-    """The pipeline's config (interpolated). A folder's is read from its ``config.cfg``, so the
-    Ray driver, which only writes the manifest, does not load the weights each replica loads;
-    an installed package is loaded."""
+def pipeline_config(pipeline: str, overrides: dict):
+    """The pipeline's config (interpolated) with ``overrides``. A folder's is read from its
+    ``config.cfg``, so the Ray driver, which only writes the manifest, does not load the weights
+    each replica loads; an installed package is loaded."""
     import spacy
 
     path = Path(pipeline) / "config.cfg"
-    return spacy.util.load_config(path, interpolate=True) if path.is_file() else spacy.load(pipeline).config
+    if path.is_file():
+        return spacy.util.load_config(path, overrides=overrides, interpolate=True)
+    return spacy.load(pipeline, config=overrides).config
 
 
 def pipeline_summary(config) -> dict:
     """What the manifest records of the pipeline ``config``: each active component's factory,
-    labels and model."""
+    labels, model and decoding block (a resumed job must answer as the first run did)."""
     summary = {}
     disabled = set(config["nlp"].get("disabled") or [])
     for name in (name for name in config["nlp"]["pipeline"] if name not in disabled):
@@ -35,6 +37,8 @@ def pipeline_summary(config) -> dict:
         model = settings.get("model")
         if isinstance(model, dict) and model.get("name"):
             entry["model"] = model["name"]
+        if isinstance(settings.get("decoding"), dict):
+            entry["decoding"] = {key: value for key, value in settings["decoding"].items() if not key.startswith("@")}
         summary[name] = entry
     return summary
 
@@ -42,8 +46,10 @@ def pipeline_summary(config) -> dict:
 def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "text", shard_size: int = 1000,
              batch_size: int = 32, limit: int = 0, n_process: int = 1, as_json: bool = False, engine: str = "local",
              address: Optional[str] = None, replicas: int = 1, gpus_per_replica: float = 0.0,
-             progress: bool = True) -> dict:
-    """Annotate every input document not yet in ``output``'s done shards; returns the manifest."""
+             overrides: Optional[dict] = None, progress: bool = True) -> dict:
+    """Annotate every input document not yet in ``output``'s done shards; returns the manifest.
+    ``overrides``: config settings the pipeline loads with (``{"components.seqgpt_ner.decoding.
+    batch_size": 32}``), as spaCy's ``--section.key value`` options give them."""
     import spacy
     from tqdm import tqdm
 
@@ -53,9 +59,10 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     shards, described = plan_shards(input_files(inputs), shard_size, limit)
-    nlp = spacy.load(pipeline) if engine == "local" else None  # on Ray each replica loads its own
+    overrides = dict(overrides or {})
+    nlp = spacy.load(pipeline, config=overrides) if engine == "local" else None  # on Ray each replica loads its own
     output.mkdir(parents=True, exist_ok=True)
-    config = nlp.config if nlp is not None else pipeline_config(pipeline)
+    config = nlp.config if nlp is not None else pipeline_config(pipeline, overrides)
     with locked(output):
         manifest = Manifest(output, {"pipeline": str(pipeline), "components": pipeline_summary(config),
                                      "inputs": described, "text_field": text_field, "shard_size": shard_size,
@@ -83,7 +90,7 @@ def annotate(pipeline: str, inputs: str, output: Path, *, text_field: str = "tex
                 from .ray_engine import annotate_on_ray
 
                 for entry in annotate_on_ray(pipeline, todo, output, options, address=address, replicas=replicas,
-                                             gpus_per_replica=gpus_per_replica):
+                                             gpus_per_replica=gpus_per_replica, overrides=overrides):
                     manifest.add(entry)
                     _after_retry(entry, 1, bar)
                     bar.update(entry["count"])

@@ -17,14 +17,14 @@ class _Replica:
     """One pipeline, loaded once per actor. What goes wrong comes back as a result, not as a Ray
     traceback: a pipeline that cannot be loaded, or a shard that failed as a whole."""
 
-    def __init__(self, pipeline: str, output: str, options: dict):
+    def __init__(self, pipeline: str, output: str, options: dict, overrides: dict):
         import spacy
 
         self.output = Path(output)
         self.options = options
         self.nlp, self.error = None, None
         try:
-            self.nlp = spacy.load(pipeline)
+            self.nlp = spacy.load(pipeline, config=overrides)
         except Exception as err:  # the driver says it in one message and stops the run
             self.error = f"a Ray replica could not load the pipeline {pipeline!r}: {type(err).__name__}: {err}"
 
@@ -45,7 +45,7 @@ class _Replica:
 
 
 def annotate_on_ray(pipeline: str, shards: List[Shard], output: Path, options: dict, *, address: Optional[str],
-                    replicas: int, gpus_per_replica: float) -> Iterator[dict]:
+                    replicas: int, gpus_per_replica: float, overrides: Optional[dict] = None) -> Iterator[dict]:
     """Each shard's manifest entry, as the replicas finish them. A replica that cannot load the
     pipeline, or a shard that fails as a whole, ends the run with one message (the shards done
     so far stay done)."""
@@ -61,7 +61,7 @@ def annotate_on_ray(pipeline: str, shards: List[Shard], output: Path, options: d
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     items = [{"shard": json.dumps(shard.to_dict())} for shard in shards]
     dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _Replica, fn_constructor_args=(str(pipeline), str(output), options), batch_size=1,
+        _Replica, fn_constructor_args=(str(pipeline), str(output), options, dict(overrides or {})), batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=replicas), num_cpus=1, num_gpus=gpus_per_replica)
     for row in dataset.iter_rows():
         entry = json.loads(row["entry"])

@@ -149,7 +149,7 @@ def local_ray():
 
 def test_the_manifest_s_pipeline_summary_from_the_config_file_is_the_loaded_pipeline_s(pipeline, tmp_path):
     """The Ray driver reads a folder's config.cfg instead of loading the weights."""
-    summary = pipeline_summary(pipeline_config(pipeline))
+    summary = pipeline_summary(pipeline_config(pipeline, {}))
     assert summary == pipeline_summary(spacy.load(pipeline).config)
     assert summary["seqgpt_ner"]["factory"] == "seqgpt_ner" and summary["seqgpt_ner"]["labels"] == NER_LABELS
     nlp = spacy.blank("en")
@@ -157,7 +157,29 @@ def test_the_manifest_s_pipeline_summary_from_the_config_file_is_the_loaded_pipe
     nlp.add_pipe("entity_ruler")
     nlp.disable_pipe("entity_ruler")  # not run, so not in the manifest
     nlp.to_disk(tmp_path / "two")
-    assert pipeline_summary(pipeline_config(str(tmp_path / "two"))) == {"sentencizer": {"factory": "sentencizer"}}
+    assert pipeline_summary(pipeline_config(str(tmp_path / "two"), {})) == {"sentencizer": {"factory": "sentencizer"}}
+
+
+def test_the_decoding_block_can_be_set_for_a_job_and_a_resume_must_keep_it(pipeline, tmp_path):
+    """``--components.seqgpt_ner.decoding.max_new_tokens 2``: the pipeline loads with it, the
+    manifest records it, and a rerun with another decoding is another job."""
+    from typer.testing import CliRunner
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    inputs = write_inputs(tmp_path / "in", TEXTS[:6])
+    short = {"components.seqgpt_ner.decoding.max_new_tokens": 2}
+    manifest = annotate(pipeline, str(inputs), tmp_path / "out", overrides=short, progress=False)
+    assert manifest["components"]["seqgpt_ner"]["decoding"]["max_new_tokens"] == 2
+    assert summary(output_docs(tmp_path / "out")[1]) != summary(output_docs_of(pipeline, inputs, tmp_path / "full"))
+    result = CliRunner().invoke(seqgpt_cli, ["annotate", pipeline, str(inputs), str(tmp_path / "out"),
+                                             "--components.seqgpt_ner.decoding.max_new_tokens", "3"])
+    assert result.exit_code == 1 and "another job's shards (components differ)" in " ".join(result.output.split())
+
+
+def output_docs_of(pipeline, inputs, folder):
+    annotate(pipeline, str(inputs), folder, progress=False)
+    return output_docs(folder)[1]
 
 
 def test_the_ray_engine_writes_what_one_process_writes(pipeline, tmp_path, local_ray):
