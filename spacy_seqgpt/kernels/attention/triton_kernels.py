@@ -186,6 +186,26 @@ if triton is not None:
         return qk - slope * tl.abs(q_alibi - k_alibi[None, :]).to(tl.float32)
 
     @triton.jit
+    def _query_tile(Q, SEG, BID, POS, SLOPES, H, LQ, LK, stride_qb, stride_qh, stride_qm, D: tl.constexpr,
+                    GROUP: tl.constexpr, HAS_SEG: tl.constexpr, HAS_BID: tl.constexpr, HAS_ALIBI: tl.constexpr,
+                    BLOCK_M: tl.constexpr):
+        """A query-major program's tile (the forward and dQ kernels): its batch and heads, its
+        queries (loaded), their key positions and attributes expanded to (M, 1), and the head's
+        ALiBi slope."""
+        batch_head = tl.program_id(1)
+        b = batch_head // H
+        h = batch_head % H
+        offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_valid = offs_m < LQ
+        query_pos = offs_m + (LK - LQ)
+        q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D), mask=m_valid[:, None], other=0.0)
+        q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
+                                                    HAS_SEG, HAS_BID, HAS_ALIBI)
+        slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
+        return (batch_head, b, h, h // GROUP, offs_m, m_valid, q, query_pos[:, None], q_group[:, None],
+                q_bid[:, None], q_alibi[:, None], slope)
+
+    @triton.jit
     def _forward_inner(acc, l_i, m_i, q, K, V, KEY_GROUP, BID, POS, b, kv_h, lo, hi, q_pos, q_group, q_bid,
                        q_alibi, slope, qk_scale, LK, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                        stride_vn, D: tl.constexpr, CAUSAL: tl.constexpr, HAS_GROUP: tl.constexpr,
@@ -232,20 +252,10 @@ if triton is not None:
                         HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         HAS_GROUP: tl.constexpr = HAS_PAD or HAS_SEG
-        start_m = tl.program_id(0) * BLOCK_M
-        batch_head = tl.program_id(1)
-        b = batch_head // H
-        h = batch_head % H
-        kv_h = h // GROUP
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        m_valid = offs_m < LQ
-        query_pos = offs_m + (LK - LQ)
-        q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D), mask=m_valid[:, None], other=0.0)
-        q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
-                                                    HAS_SEG, HAS_BID, HAS_ALIBI)
-        q_pos, q_group, q_bid, q_alibi = query_pos[:, None], q_group[:, None], q_bid[:, None], q_alibi[:, None]
+        batch_head, b, h, kv_h, offs_m, m_valid, q, q_pos, q_group, q_bid, q_alibi, slope = _query_tile(
+            Q, SEG, BID, POS, SLOPES, H, LQ, LK, stride_qb, stride_qh, stride_qm, D, GROUP, HAS_SEG, HAS_BID, HAS_ALIBI,
+            BLOCK_M)
         qk_scale = sm_scale * _LOG2E
-        slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -414,23 +424,13 @@ if triton is not None:
                             HAS_ALIBI: tl.constexpr, IEEE_DOT: tl.constexpr,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         HAS_GROUP: tl.constexpr = HAS_PAD or HAS_SEG
-        start_m = tl.program_id(0) * BLOCK_M
-        batch_head = tl.program_id(1)
-        b = batch_head // H
-        h = batch_head % H
-        kv_h = h // GROUP
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        m_valid = offs_m < LQ
-        query_pos = offs_m + (LK - LQ)
-        q = tl.load(Q + _tile(b, h, offs_m, stride_qb, stride_qh, stride_qm, D), mask=m_valid[:, None], other=0.0)
+        batch_head, b, h, kv_h, offs_m, m_valid, q, q_pos, q_group, q_bid, q_alibi, slope = _query_tile(
+            Q, SEG, BID, POS, SLOPES, H, LQ, LK, stride_qb, stride_qh, stride_qm, D, GROUP, HAS_SEG, HAS_BID, HAS_ALIBI,
+            BLOCK_M)
+        qk_scale = sm_scale * _LOG2E
         do = tl.load(DO + _tile(b, h, offs_m, stride_ob, stride_oh, stride_om, D), mask=m_valid[:, None], other=0.0)
         lse = tl.load(LSE + batch_head * LQ + offs_m, mask=m_valid, other=float("inf"))
         delta = tl.load(DELTA + batch_head * LQ + offs_m, mask=m_valid, other=0.0)
-        q_group, q_bid, q_alibi = _query_attributes(SEG, BID, POS, b * LK, tl.minimum(query_pos, LK - 1),
-                                                    HAS_SEG, HAS_BID, HAS_ALIBI)
-        q_pos, q_group, q_bid, q_alibi = query_pos[:, None], q_group[:, None], q_bid[:, None], q_alibi[:, None]
-        qk_scale = sm_scale * _LOG2E
-        slope = tl.load(SLOPES + h) if HAS_ALIBI else 0.0
         dq = tl.zeros([BLOCK_M, D], tl.float32)
         lo, hi, full_start, full_end = _loop_bounds(KEY_LO, KEY_HI, FULL_LO, FULL_HI, b * LQ, offs_m, m_valid, LK,
                                                     BLOCK_N)
