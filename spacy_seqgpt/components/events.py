@@ -23,10 +23,9 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Sequence, Tup
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 
-from ..decoding import Asker, Decoding, Request
-from ..decoding.requests import LINE_BREAKS_TO_SPACES
+from ..decoding import Asker, Decoding
 from ..models import HFModel
-from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, LabelSpec, check_label, chunk_labels, prompt_labels
+from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, LabelSpec, chunk_labels, prompt_labels
 from ..templates import TEMPLATES, check_template, fill_template, template_ref
 from ..validation import check_key
 from .classification import LabelClassification
@@ -164,21 +163,15 @@ class SeqGPTEvents(SeqGPTPipe):
                    ) -> List[List[Tuple[int, Span, float]]]:
         """``(trigger index, argument span labelled with its role, score)`` per Doc, for the
         triggers at ``threshold`` whose type has roles."""
-        requests = []
-        for doc_index, (doc, found) in enumerate(zip(docs, triggers)):
-            for number, (span, score) in enumerate(found):
+        def queries(doc_index: int, doc: Doc):
+            for number, (span, score) in enumerate(triggers[doc_index]):
                 roles = self.roles.get(span.label_)
-                if not roles or score < self.threshold:
-                    continue
-                context = asker.contexts(doc).of([span])
-                if context is None:
-                    asker.stats["over_window"] += 1
-                    continue
-                ids = {fill_template(self.argument_template, role=text, trigger=span.text,
-                                     type=self.types[span.label_]): role for role, text in roles.items()}
-                text = doc.text[context[0]:context[1]].translate(LINE_BREAKS_TO_SPACES)
-                requests.extend(Request(doc_index, context[0], text, EXTRACT, chunk, ids, number)
-                                for chunk in _query_chunks(list(ids), self.label_chunk_size))
+                if roles and score >= self.threshold:
+                    yield number, span, {fill_template(self.argument_template, role=text, trigger=span.text,
+                                                       type=self.types[span.label_]): role
+                                         for role, text in roles.items()}
+
+        requests = asker.in_context(docs, queries, self.label_chunk_size)
         found: List[List[Tuple[int, Span, float]]] = [[] for _ in docs]
         answers = asker.ask(docs, requests, self.extraction.grammar) if requests else []
         for request, (span, score) in self.extraction.answered(docs, requests, answers):
@@ -207,14 +200,3 @@ def _best_once(found: List[ScoredSpan]) -> List[ScoredSpan]:
             best[key] = (span, score)
     return sorted(best.values(), key=lambda item: (item[0].start, item[0].end, item[0].label_))
 
-
-def _query_chunks(queries: List[str], size: int) -> List[List[str]]:
-    """Queries that may share a prompt go in chunks of ``size``; one that holds a separator alone."""
-    shareable, alone = [], []
-    for query in queries:
-        try:
-            check_label(query)
-            shareable.append(query)
-        except ValueError:
-            alone.append([query])
-    return (chunk_labels(shareable, size) if shareable else []) + alone

@@ -1,11 +1,12 @@
-"""What every SeqGPT component shares: decoding settings, the model, asking it, saving.
+"""What every SeqGPT component shares: the model and decoding blocks, an asker, saving.
 
 A component is a spaCy pipe: ``predict(docs)`` turns each Doc into prompts (one per window of
-text and label chunk, or per span question), has the shared model answer all prompts of a
-batch of Docs together and reads the answers back; ``set_annotations(docs, predictions)``
-writes them, applying ``threshold`` where the component has one. The parts a component is
-made of (``extraction``, ``classification``, ``span_questions``) know the two atomic tasks;
-the component only says what to ask and where to write.
+text and label chunk, or per question about spans), has the shared model answer all prompts
+of a batch of Docs together and reads the answers back; ``set_annotations(docs, predictions)``
+writes them (``components.spans``), applying ``threshold`` where the component has one. The
+parts a component is made of (``extraction``, ``classification``) know the two atomic tasks
+and ask through the :class:`~spacy_seqgpt.decoding.Asker` they are handed (the model, the
+decoding block, ``stats``); the component only says what to ask and where to write.
 """
 import os
 from collections import Counter

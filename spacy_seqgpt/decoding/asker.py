@@ -13,7 +13,8 @@ from spacy.tokens import Doc
 from ..models.shared import SharedModel
 from .answers import Answer
 from .decoder import Decoder
-from .requests import Asks, Questions, Request, SpanContexts, make_queries, span_requests, window_requests
+from .requests import (Asks, ContextQueries, Questions, Request, SpanContexts, context_requests, make_queries,
+                       span_requests, window_requests)
 from .settings import Decoding
 
 # For a request about one of the Docs: its answer grammar (None: free decoding).
@@ -50,7 +51,16 @@ class Asker:
                     label_texts: List[str]) -> List[Request]:
         """A classification request per question about spans of ``docs``; a question whose spans
         are over ``max_input_tokens`` on their own is left out (``stats["over_window"]``)."""
-        requests, left_out = span_requests(docs, self.contexts, template, questions, label_texts)
+        return self._counted(span_requests(docs, self.contexts, template, questions, label_texts))
+
+    def in_context(self, docs: Sequence[Doc], queries: ContextQueries, chunk_size: int) -> List[Request]:
+        """Extraction requests of queries about spans over each span's context (an event's roles
+        about its trigger); a span over ``max_input_tokens`` on its own is left out
+        (``stats["over_window"]``)."""
+        return self._counted(context_requests(docs, self.contexts, queries, chunk_size))
+
+    def _counted(self, built: Tuple[List[Request], int]) -> List[Request]:
+        requests, left_out = built
         if left_out:
             self.stats["over_window"] += left_out
         return requests

@@ -15,7 +15,7 @@ from spacy.tokens import Doc, Span
 
 from ..kernels.charclass import splits_word
 from ..kernels.constraints import ClassificationGrammar, ExtractionGrammar
-from ..prompts import CLASSIFY, LINE_BREAKS, build_prompt
+from ..prompts import CLASSIFY, EXTRACT, LINE_BREAKS, build_prompt, check_label, chunk_labels
 from ..templates import fill_template
 from ..text.windows import SubwordCounter, centred_window, subword_starts, window_ranges
 from .answers import Query
@@ -160,3 +160,38 @@ def span_requests(docs: Sequence[Doc], contexts: Callable[[Doc], SpanContexts], 
             requests.append(Request(doc_index, start, text.translate(LINE_BREAKS_TO_SPACES), CLASSIFY, label_texts,
                                     subject=subject))
     return requests, left_out
+
+
+# For a Doc (its index, itself): (what the queries are about, the span whose context they read,
+# {query: the label its spans get}) per span asked about.
+ContextQueries = Callable[[int, Doc], Iterable[Tuple[Hashable, Span, Dict[str, str]]]]
+
+
+def context_requests(docs: Sequence[Doc], contexts: Callable[[Doc], SpanContexts], queries: ContextQueries,
+                     chunk_size: int) -> Tuple[List[Request], int]:
+    """Extraction requests of queries about a span (an event's roles about its trigger) over the
+    span's context, the queries in chunks of ``chunk_size``, and how many spans were left out
+    (over budget on their own)."""
+    requests, left_out = [], 0
+    for doc_index, doc in enumerate(docs):
+        for subject, span, label_of in queries(doc_index, doc):
+            context = contexts(doc).of([span])
+            if context is None:
+                left_out += 1
+                continue
+            text = doc.text[context[0]:context[1]].translate(LINE_BREAKS_TO_SPACES)
+            requests.extend(Request(doc_index, context[0], text, EXTRACT, chunk, label_of, subject)
+                            for chunk in _query_chunks(list(label_of), chunk_size))
+    return requests, left_out
+
+
+def _query_chunks(queries: List[str], size: int) -> List[List[str]]:
+    """Queries that may share a prompt go in chunks of ``size``; one that holds a separator alone."""
+    shareable, alone = [], []
+    for query in queries:
+        try:
+            check_label(query)
+            shareable.append(query)
+        except ValueError:
+            alone.append([query])
+    return (chunk_labels(shareable, size) if shareable else []) + alone
