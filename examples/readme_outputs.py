@@ -45,7 +45,7 @@ def main(model: str) -> None:
     doc._.questions = {"founder": "Who founded the company, and where?", "year": "Year: when was it founded?"}
     print("questions:", [(span.label_, span.text) for span in nlp(doc).spans["answers"]])
 
-    seqgpt = SeqGPT(model, batch_size=16)
+    seqgpt = SeqGPT(model, decoding={"batch_size": 16})
     print("extract:", seqgpt.extract(["Tim Cook met Olaf Scholz in Berlin."], ["person", "location"]))
     print("classify:", seqgpt.classify(["The bank raised rates again."], ["sports", "politics", "business"],
                                        probabilities=True))

@@ -21,10 +21,11 @@ from .components.relations import SeqGPTRelations  # noqa: E402
 from .components.questions import SeqGPTQuestions  # noqa: E402
 from .components.events import SeqGPTEvents  # noqa: E402
 from .models import HFModel  # noqa: E402
+from .decoding import Decoding  # noqa: E402
 from .api import SeqGPT  # noqa: E402
 
-__all__ = ["__version__", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTEvents", "SeqGPTNER", "SeqGPTQuestions",
-           "SeqGPTRelations", "SeqGPTTextcat", "SeqGPTTyping", "unmask"]
+__all__ = ["__version__", "Decoding", "HFModel", "LLMUnmaskedTagger", "SeqGPT", "SeqGPTEvents", "SeqGPTNER",
+           "SeqGPTQuestions", "SeqGPTRelations", "SeqGPTTextcat", "SeqGPTTyping", "unmask"]
 
 
 def __getattr__(name):

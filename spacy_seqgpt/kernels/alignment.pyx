@@ -2,7 +2,7 @@
 # distutils: language = c++
 """Compiled alignment between generated phrases, characters, subwords and spaCy tokens.
 
-Each function has a plain Python twin in ``spacy_seqgpt.text.alignment_reference`` that defines
+Each function has a plain Python twin in ``tests/kernels/alignment_reference.py`` that defines
 what it must return; the tests check the two agree on random Unicode input.
 
 - ``find_phrases``: every occurrence of many phrases in one pass over the text: an
