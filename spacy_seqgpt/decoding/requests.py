@@ -1,8 +1,9 @@
 """What a document is asked, as decoder queries: the one place prompts are built.
 
 Each window of a Doc's text times each chunk of labels (``window_requests``); a question about
-spans already on a Doc in their context (``span_requests``, ``SpanContexts``); and the answer
-grammars of both tasks. The components, ``SeqGPT`` (through them) and ``seqgpt evaluate`` all
+spans already on a Doc in their context (``span_requests``, ``SpanContexts``); queries about a
+span over its context (``context_requests``: an event's roles about its trigger); and the
+answer grammars of both tasks. The components, ``SeqGPT`` (through them) and ``seqgpt evaluate`` all
 ask through here, so evaluation scores the decoding the pipeline runs: the same windows (at
 most ``max_input_tokens`` subwords, on sentence boundaries when the Doc has them), the same
 prompts, the same answer grammars.
