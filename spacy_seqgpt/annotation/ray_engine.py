@@ -9,6 +9,7 @@ Ray is an optional dependency (``pip install spacy-seqgpt[ray]``), imported only
 from pathlib import Path
 from typing import Iterator, List, Optional
 
+from ..validation import require
 from .inputs import Shard
 from .shards import ShardFailed, annotate_shard
 
@@ -51,10 +52,8 @@ def annotate_on_ray(pipeline: str, shards: List[Shard], output: Path, options: d
     so far stay done)."""
     import json
 
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("--engine ray needs Ray: pip install 'spacy-seqgpt[ray]'") from None
+    require("ray", "--engine ray", "ray")
+    import ray
     if not shards:
         return
     if not ray.is_initialized():

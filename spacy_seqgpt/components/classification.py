@@ -12,9 +12,9 @@ from typing import Dict, Sequence
 import numpy as np
 
 from ..decoding import Answer, Asker, Request, make_queries
-from ..decoding.requests import classification_grammar
+from ..decoding.requests import chosen_labels, classification_grammar
 from ..kernels.constraints import ClassificationGrammar
-from ..prompts import CLASSIFY, LABEL_SEPARATOR, parse_answer
+from ..prompts import LABEL_SEPARATOR
 
 
 class LabelClassification:
@@ -41,8 +41,7 @@ class LabelClassification:
     def chosen(self, requests: Sequence[Request], answers: Sequence[Answer]) -> np.ndarray:
         values = np.zeros((len(requests), len(self.labels)))
         for row, (request, answer) in enumerate(zip(requests, answers)):
-            named = parse_answer(CLASSIFY, answer.text, request.label_texts)
-            for prompt_text in named if self.multi_label else named[:1]:
+            for prompt_text in chosen_labels(answer.text, request.label_texts, self.multi_label):
                 values[row, self._column[prompt_text]] = 1.0
         return values
 

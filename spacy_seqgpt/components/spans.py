@@ -28,28 +28,31 @@ def write_spans(doc: Doc, key: Optional[str], scored: Sequence[ScoredSpan], *, o
     if key is None:
         _write_ents(doc, scored, overwrite)
         return
-    if attrs and not overwrite:
+    if overwrite:
+        spans, scores = [span for span, _ in scored], [score for _, score in scored]
+    elif attrs:
         raise ValueError(f"span attributes {sorted(attrs)} are written with overwrite only")
-    spans, scores = ([], []) if overwrite or key not in doc.spans else _merged_start(doc.spans[key])
-    where = {(span.start, span.end, span.label): i for i, span in enumerate(spans)}
-    order = range(len(scored)) if overwrite else sorted(range(len(scored)), key=lambda i: (scored[i][0].start,
-                                                                                          scored[i][0].end))
-    for i in order:
-        span, score = scored[i]
-        known = None if overwrite else where.get((span.start, span.end, span.label))
-        if known is None:
-            where[(span.start, span.end, span.label)] = len(spans)
-            spans.append(span)
-            scores.append(score)
-        elif scores[known] is None or (score is not None and score > scores[known]):
-            scores[known] = score
+    else:
+        spans, scores = _merged(doc.spans.get(key), scored)
     group = SpanGroup(doc, name=key, spans=spans)
     group.attrs.update({"scores": scores, **attrs})
     doc.spans[key] = group
 
 
-def _merged_start(group: SpanGroup) -> Tuple[List[Span], list]:
-    return list(group), list(group.attrs.get("scores", [None] * len(group)))
+def _merged(group: Optional[SpanGroup], scored: Sequence[ScoredSpan]) -> Tuple[List[Span], list]:
+    """The group's spans and scores with ``scored`` added in text order, a span already there
+    keeping its best score."""
+    spans = list(group) if group is not None else []
+    scores = list(group.attrs.get("scores", [None] * len(spans))) if group is not None else []
+    where = {(span.start, span.end, span.label): i for i, span in enumerate(spans)}
+    for span, score in sorted(scored, key=lambda item: (item[0].start, item[0].end)):
+        known = where.setdefault((span.start, span.end, span.label), len(spans))
+        if known == len(spans):
+            spans.append(span)
+            scores.append(score)
+        elif scores[known] is None or (score is not None and score > scores[known]):
+            scores[known] = score
+    return spans, scores
 
 
 def _write_ents(doc: Doc, scored: Sequence[ScoredSpan], overwrite: bool) -> None:

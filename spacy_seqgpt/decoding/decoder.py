@@ -57,7 +57,7 @@ class Decoder:
         self.drafted = self.accepted = 0  # draft tokens verified, and kept (speculation)
         self.candidates = max(candidates, 2 * num_beams)
         self.calls = ModelCalls(shared)
-        self.share_prefixes = share_prefixes and not shared.prefix_lm  # a prefix-LM reads prompts whole
+        self.share_prefixes = share_prefixes and not self.calls.prompt_mode  # a prefix-LM reads prompts whole
         self._overhead: Optional[float] = None
         self.token_bytes = shared.token_table
         self._to_tokens = partial(text_tokens, shared.tokenizer, self.token_bytes)  # text forced or guessed -> tokens

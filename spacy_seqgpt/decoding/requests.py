@@ -16,7 +16,7 @@ from spacy.tokens import Doc, Span
 
 from ..kernels.charclass import splits_word
 from ..kernels.constraints import ClassificationGrammar, ExtractionGrammar
-from ..prompts import CLASSIFY, EXTRACT, LINE_BREAKS, build_prompt, check_label, chunk_labels
+from ..prompts import CLASSIFY, EXTRACT, LINE_BREAKS, build_prompt, check_label, chunk_labels, parse_answer
 from ..templates import fill_template
 from ..text.windows import SubwordCounter, centred_window, subword_starts, window_ranges
 from .answers import Query
@@ -85,6 +85,13 @@ def extraction_grammar(text: str, labels: Sequence[str], token_edges: Optional[T
         starts = [i for i in starts if i in token_edges[0]]
         ends = [i for i in ends if i in token_edges[1]]
     return ExtractionGrammar(text, list(labels), (starts, ends))
+
+
+def chosen_labels(answer_text: str, label_texts: Sequence[str], multi_label: bool) -> List[str]:
+    """The label texts a classification answer chooses: every one it names with ``multi_label``,
+    else its first (what a single-label answer grammar lets it write anyway)."""
+    named = parse_answer(CLASSIFY, answer_text, label_texts)
+    return named if multi_label else named[:1]
 
 
 @lru_cache(maxsize=256)  # a grammar keeps no state: one serves every prompt offering these labels

@@ -11,7 +11,7 @@ setting). The answers of a record's prompts are merged into one parsed answer an
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..decoding import Asker, Decoding, Request
-from ..decoding.requests import classification_grammar, extraction_grammar
+from ..decoding.requests import chosen_labels, classification_grammar, extraction_grammar
 from ..models import SharedModel
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, parse_answer
 
@@ -62,12 +62,12 @@ def predict_records(shared: SharedModel, records: Sequence[dict], decoding: Deco
     generated: List[List[str]] = [[] for _ in records]
     for request, answer in zip(requests, answers):
         index = request.doc_index
-        found = parse_answer(request.task, answer.text, request.label_texts)
         if request.task == EXTRACT:
-            for label, spans in found.items():
+            for label, spans in parse_answer(EXTRACT, answer.text, request.label_texts).items():
                 merged = parsed[index].setdefault(label, [])
                 merged.extend(span for span in spans if span not in merged)
-        else:  # as seqgpt_textcat reads it: single-label, an answer's first label counts
-            parsed[index].extend(label for label in found[:None if multi_label else 1] if label not in parsed[index])
+        else:  # as seqgpt_textcat reads it
+            chosen = chosen_labels(answer.text, request.label_texts, multi_label)
+            parsed[index].extend(label for label in chosen if label not in parsed[index])
         generated[index].append(answer.text.strip())
     return parsed, ["\n".join(parts) for parts in generated]

@@ -192,3 +192,15 @@ def test_span_writers_keep_what_is_there_unless_overwrite(tiny_bloom, factory, k
         pipe.set_annotations([doc], [new])
         written = list(doc.ents) if key is None else list(doc.spans[key])
         assert [(s.start, s.label_) for s in written] == ([(2, "person")] if overwrite else [(0, "OLD"), (2, "person")])
+
+
+def test_every_decoding_setting_given_flat_is_named_with_the_decoding_block():
+    """The retired-settings table lists the decoding block's fields (it cannot import them: the
+    validation module imports nothing of the package), so a field added later is named too."""
+    from spacy_seqgpt.decoding.settings import SETTINGS
+    from spacy_seqgpt.validation import retired_settings
+
+    errors = [{"loc": ("seqgpt_ner", key), "msg": f"unexpected argument: '{key}'"} for key in SETTINGS]
+    lines = retired_settings(errors)
+    assert len(lines) == len(SETTINGS)
+    assert all(f"write [components.seqgpt_ner.decoding] {key}" in line for key, line in zip(SETTINGS, lines))
