@@ -65,10 +65,12 @@ class SeqGPT:
             self._pipelines[key] = nlp
         return self._pipelines[key]
 
-    def extract(self, texts: Sequence[str], labels: Sequence[str]) -> List[List[Dict]]:
+    def extract(self, texts: Sequence[str], labels: Sequence[str], *, threshold: float = 0.0) -> List[List[Dict]]:
         """For each text, the spans found for ``labels``: ``{"start", "end", "label", "text", "score"}``
-        with character offsets, in text order; spans of different labels may overlap."""
-        nlp = self._pipeline("seqgpt_ner", labels, {"spans_key": _SPANS_KEY})
+        with character offsets, in text order; spans of different labels may overlap. Spans scored
+        below ``threshold`` are left out; with ``decoding={"span_search": True}`` every span at least
+        ``threshold`` likely is found, not only those of the greedy answer (lower finds more)."""
+        nlp = self._pipeline("seqgpt_ner", labels, {"spans_key": _SPANS_KEY, "threshold": threshold})
         results = []
         for doc in nlp.pipe(_texts(texts, "texts")):
             group = doc.spans[_SPANS_KEY]

@@ -21,6 +21,8 @@ def evaluate_cli(
     num_beams: int = typer.Option(1, "--num-beams", help="decoding.num_beams"),
     max_input_tokens: int = typer.Option(512, "--max-input-tokens", help="decoding.max_input_tokens: longer texts are cut into windows, as the components cut them"),
     constrained: bool = typer.Option(True, "--constrained/--free", help="decoding.constrained: answers follow the components' answer grammars (default), or decode freely as the paper does"),
+    span_search: bool = typer.Option(False, "--span-search/--greedy-spans", help="decoding.span_search: extraction answers also hold every span at least --threshold likely (the recall knob)"),
+    threshold: float = typer.Option(0.0, "--threshold", help="Extraction spans scored below this are left out, as seqgpt_ner's threshold; the span search's floor"),
     multi_label: bool = typer.Option(False, "--multi-label/--single-label", help="Classification answers name any of the labels (seqgpt_textcat's multi_label), or one (default, as seqgpt_textcat)"),
     device: str = typer.Option("auto", "--device"),
 ):
@@ -38,7 +40,10 @@ def evaluate_cli(
     from ..models import HFModel, ModelLoadError, load_shared
 
     decoding = Decoding(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                        max_input_tokens=max_input_tokens, constrained=constrained)
+                        max_input_tokens=max_input_tokens, constrained=constrained, span_search=span_search)
+    if span_search and not 0 < threshold <= 1:
+        msg.fail("--span-search needs a --threshold above 0 and at most 1", "it finds every span at least that likely; "
+                 "0.1 is a start, lower finds more", exits=1)
 
     records, per_group = [], Counter()
     for path in data:
@@ -54,12 +59,13 @@ def evaluate_cli(
     except (ModelLoadError, ValueError) as err:
         msg.fail("Could not load the model", str(err), exits=1)
     msg.info(f"Answering {len(records)} records from {len({source for source, _ in per_group})} sources")
-    predictions, generated = predict_records(shared, records, decoding, multi_label=multi_label, progress=True)
+    predictions, generated = predict_records(shared, records, decoding, multi_label=multi_label, threshold=threshold,
+                                             progress=True)
     prefixes = [p for p in held_out.split(",") if p]
     results = score_records(records, predictions, generated, prefixes)
     summary = summarize(results)
     output.mkdir(parents=True, exist_ok=True)
-    settings = {**decoding.to_dict(), "multi_label": multi_label}
+    settings = {**decoding.to_dict(), "multi_label": multi_label, "threshold": threshold}
     srsly.write_json(output / "metrics.json", {"model": model, "decoding": settings, "results": results,
                                                "summary": summary})
     table = markdown_table(results, summary, settings)

@@ -117,7 +117,7 @@ class SeqGPTEvents(SeqGPTPipe):
         self.confirm = bool(confirm)
         self.type_template, self.argument_template = templates["event_type"], templates["argument"]
         self.extraction = SpanExtraction(name, {text: label for label, text in queries.items()},
-                                         constrained=self.decoding.constrained, stats=self.stats)
+                                         decoding=self.decoding, threshold=self.threshold, stats=self.stats)
         self.type_question = LabelClassification(self.types, multi_label=False, probabilities=False)
 
     @property
@@ -173,7 +173,7 @@ class SeqGPTEvents(SeqGPTPipe):
 
         requests = asker.in_context(docs, queries, self.label_chunk_size)
         found: List[List[Tuple[int, Span, float]]] = [[] for _ in docs]
-        answers = asker.ask(docs, requests, self.extraction.grammar) if requests else []
+        answers = self.extraction.answers(asker, docs, requests)
         for request, (span, score) in self.extraction.answered(docs, requests, answers):
             found[request.doc_index].append((request.subject, span, score))
         return found

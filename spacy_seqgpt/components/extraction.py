@@ -4,33 +4,40 @@ Each answer phrase is searched in its window; every occurrence becomes a span, s
 probability of the answer tokens that wrote the phrase. Phrases that do not occur are dropped
 and counted in ``stats["dropped"]`` (``stats["unaligned"]`` for matches that ``alignment_mode``
 cannot map to tokens); constrained decoding makes both impossible. The last span of an answer
-that ``max_new_tokens`` cut short is left out (``stats["cut"]``): it may end early.
+that ``max_new_tokens`` cut short is left out (``stats["cut"]``): it may end early. With
+``decoding.span_search`` the spans the search found beside the answer (``Answer.found``, at
+least ``threshold`` likely) are read too (``stats["searched"]``), and of overlapping spans of one
+label the likeliest is kept.
 """
 from collections import Counter
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 
-from ..decoding import Answer, Asker, Request
+from ..decoding import Answer, Asker, Decoding, Request
 from ..decoding.requests import extraction_grammar
 from ..kernels.constraints import ExtractionGrammar
-from ..prompts import locate_spans
-from ..text.alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases
+from ..text.alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases, resolve_overlaps
 from .spans import ScoredSpan
 
 
 class SpanExtraction:
     """Reads extraction answers of ``owner``'s requests; ``label_of`` maps a prompt text to the
-    label its spans get (a request's own ``label_of`` comes first)."""
+    label its spans get (a request's own ``label_of`` comes first). ``decoding``: the owner's
+    block; ``threshold``: the owner's, the floor of the span search where the block asks for it."""
 
     def __init__(self, owner: str, label_of: Dict[str, str], *, alignment_mode: str = "expand",
-                 case_sensitive: bool = False, constrained: bool, stats: Counter):
+                 case_sensitive: bool = False, decoding: Decoding, threshold: float, stats: Counter):
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(f"{owner}: 'alignment_mode' must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}.")
+        if decoding.span_search and not threshold > 0:
+            raise ValueError(f"{owner}: decoding.span_search finds every span at least 'threshold' likely, so it needs "
+                             f"a threshold above 0 (got {threshold!r}); 0.1 is a start, lower finds more.")
         self.label_of = label_of
         self.alignment_mode = alignment_mode
         self.case_sensitive = bool(case_sensitive)
-        self.constrained = constrained
+        self.constrained = decoding.constrained
+        self.threshold = threshold
         self.stats = stats
 
     def grammar(self, doc: Doc, request: Request) -> ExtractionGrammar:
@@ -50,7 +57,11 @@ class SpanExtraction:
 
     def ask(self, asker: Asker, docs: Sequence[Doc], requests: Sequence[Request]) -> List[List[ScoredSpan]]:
         """The scored spans of each Doc: ``requests`` asked through ``asker``, read back."""
-        return self.per_doc(docs, requests, asker.ask(docs, requests, self.grammar))
+        return self.per_doc(docs, requests, self.answers(asker, docs, requests))
+
+    def answers(self, asker: Asker, docs: Sequence[Doc], requests: Sequence[Request]) -> List[Answer]:
+        """The answers to ``requests`` under this part's grammar (and span search, where asked for)."""
+        return asker.ask(docs, requests, self.grammar, span_floor=self.threshold) if requests else []
 
     def answered(self, docs: Sequence[Doc], requests: Sequence[Request], answers: Sequence[Answer]
                  ) -> Iterator[Tuple[Request, ScoredSpan]]:
@@ -69,15 +80,15 @@ class SpanExtraction:
 
     def spans(self, doc: Doc, request: Request, answer: Answer) -> List[ScoredSpan]:
         labels_of = request.label_of or self.label_of
-        phrases, labels, scores = [], [], []
-        located = locate_spans(answer.text, request.label_texts)
-        if not answer.complete and self.constrained and located:
-            located.pop()  # max_new_tokens cut the answer: its last span may be cut short of where it ends
+        written = answer.written_spans(request.label_texts)
+        if not answer.complete and self.constrained and written:
+            written.pop()  # max_new_tokens cut the answer: its last span may be cut short of where it ends
             self.stats["cut"] += 1
-        for prompt_text, phrase, offset in located:
-            phrases.append(phrase)
-            labels.append(labels_of[prompt_text])
-            scores.append(answer.probability(offset, offset + len(phrase)))
+        found = answer.found_spans(request.label_texts)
+        self.stats["searched"] += len(found)
+        phrases = [span for _, span, _ in written + found]
+        labels = [labels_of[label] for label, _, _ in written + found]
+        scores = [score for _, _, score in written + found]
         matches = find_phrases(request.text, phrases, case_sensitive=self.case_sensitive)
         self.stats["answers"] += len(phrases)
         dropped = len(phrases) - len({index for index, _, _ in matches})
@@ -94,4 +105,15 @@ class SpanExtraction:
                 self.stats["unaligned"] += 1
             else:
                 spans.append((Span(doc, start, end, label=labels[index]), scores[index]))
-        return spans
+        return likeliest_apart(spans) if answer.found else spans
+
+
+def likeliest_apart(spans: List[ScoredSpan]) -> List[ScoredSpan]:
+    """Of overlapping spans of one label, the likeliest (then the longest), in text order."""
+    kept = []
+    for label in dict.fromkeys(span.label for span, _ in spans):
+        own = [(span, score) for span, score in spans if span.label == label]
+        chosen = resolve_overlaps([span.start for span, _ in own], [span.end for span, _ in own],
+                                  [score for _, score in own])
+        kept.extend(own[i] for i in chosen)
+    return sorted(kept, key=lambda item: (item[0].start, item[0].end))

@@ -48,7 +48,7 @@ class SeqGPTNER(SeqGPTPipe):
         self.spans_key = check_spans_key(spans_key, name)
         self.extraction = SpanExtraction(name, {text: label for label, text in self.label_map.items()},
                                          alignment_mode=alignment_mode, case_sensitive=case_sensitive,
-                                         constrained=self.decoding.constrained, stats=self.stats)
+                                         decoding=self.decoding, threshold=self.threshold, stats=self.stats)
 
     @property
     def labels(self) -> tuple:

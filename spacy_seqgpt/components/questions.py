@@ -58,7 +58,7 @@ class SeqGPTQuestions(SeqGPTPipe):
         self.spans_key = check_key(spans_key, name, "spans_key", optional=False)
         self.label_map = prompt_labels(questions, component=name, check=check_query) if questions else {}
         self.extraction = SpanExtraction(name, {}, alignment_mode=alignment_mode, case_sensitive=case_sensitive,
-                                         constrained=self.decoding.constrained, stats=self.stats)
+                                         decoding=self.decoding, threshold=self.threshold, stats=self.stats)
 
     @property
     def labels(self) -> tuple:

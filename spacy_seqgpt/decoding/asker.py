@@ -66,12 +66,13 @@ class Asker:
         return requests
 
     def ask(self, docs: Sequence[Doc], requests: Sequence[Request], grammar: Optional[Grammar] = None, *,
-            progress: bool = False) -> List[Answer]:
+            progress: bool = False, span_floor: float = 0.0) -> List[Answer]:
         """The model's answers to ``requests`` about ``docs``, batched together; with
-        ``constrained``, each follows ``grammar(doc, request)`` (kernels.constraints)."""
+        ``constrained``, each follows ``grammar(doc, request)`` (kernels.constraints); with
+        ``span_search``, extraction answers also hold every span at least ``span_floor`` likely."""
         constrain = (lambda request: grammar(docs[request.doc_index], request)
                      ) if self.decoding.constrained and grammar is not None else None
-        return self.decoder().decode(make_queries(requests, constrain), progress=progress)
+        return self.decoder().decode(make_queries(requests, constrain), progress=progress, span_floor=span_floor)
 
     def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[List[int]]) -> np.ndarray:
         """``(prompts, continuations)``: the log-probability of each continuation after each prompt."""

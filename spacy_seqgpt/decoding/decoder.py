@@ -7,7 +7,8 @@ What ``generate()`` cannot do for us, each part in a module of its own:
 - answer grammars asked about the few best tokens of each row (``matcher``, ``search``), and
   scores: each generated token keeps the log-probability the model gave it, so a span's
   probability is the product over the tokens that wrote it;
-- greedy and beam search (``search``), jump-forward and speculation (``speculation``);
+- greedy and beam search (``search``), jump-forward and speculation (``speculation``), the
+  search for every span above a probability beside the greedy answer (``span_search``);
 - scoring given answers instead of generating them (``continuations``).
 
 Rows of one pass append different numbers of tokens (a prompt's rest, a pick, a chain of
@@ -34,8 +35,9 @@ from .matcher import Matchers
 from .model_calls import ModelCalls
 from .prompt_encoding import batches, split_prefixes
 from .search import beam_picks, greedy_choice, greedy_picks
-from .speculation import Chain, pass_width, plan, verify_chain
 from .settings import Decoding
+from .span_search import search_width, span_search_picks
+from .speculation import Chain, pass_width, plan, verify_chain
 
 DEFAULT_CANDIDATES = 8
 
@@ -59,6 +61,7 @@ class Decoder:
         self.calls = ModelCalls(shared)
         self.share_prefixes = share_prefixes and not self.calls.prompt_mode  # a prefix-LM reads prompts whole
         self._overhead: Optional[float] = None
+        self._floor: Optional[float] = None  # the span search's, for the queries being decoded
         self.token_bytes = shared.token_table
         self._to_tokens = partial(text_tokens, shared.tokenizer, self.token_bytes)  # text forced or guessed -> tokens
 
@@ -71,11 +74,19 @@ class Decoder:
     def pass_overhead(self, tokens: float) -> None:
         self._overhead = tokens
 
-    def decode(self, queries: Sequence[Query], *, progress: bool = False) -> List[Answer]:
+    def decode(self, queries: Sequence[Query], *, progress: bool = False, span_floor: float = 0.0) -> List[Answer]:
+        """The answers to ``queries``; with ``span_search``, each extraction answer also holds the
+        spans at least ``span_floor`` likely (``Answer.found``)."""
         from tqdm import tqdm
 
         if not queries:
             return []
+        self._floor = None
+        if self.decoding.span_search:
+            if not 0 < span_floor <= 1:
+                raise ValueError(f"decoding.span_search finds every span at least as likely as a threshold: it needs "
+                                 f"one above 0 and at most 1 (got {span_floor!r}).")
+            self._floor = span_floor
         ids = self.shared.tokenizer([query.prompt for query in queries])["input_ids"]
         keys = self._group_keys(queries)
         answers: List[Optional[Answer]] = [None] * len(queries)
@@ -137,7 +148,12 @@ class Decoder:
     def _step(self, logprobs, state: BatchState, cache_size: int) -> Optional[List[Chain]]:
         """Each row picks its next token; rows whose answer ended leave. The chains of the rows
         going on, or None when none does."""
-        if self.decoding.num_beams == 1:
+        new_rows = None
+        if self._floor is not None:
+            picks, new_rows = span_search_picks(logprobs, state, self.candidates,
+                                                search_width(self._floor, self.candidates), self.token_bytes.eos_id,
+                                                self.decoding.max_new_tokens, self._floor, self.token_bytes)
+        elif self.decoding.num_beams == 1:
             picks = greedy_picks(logprobs, state, self.candidates, self.token_bytes.eos_id,
                                  self.decoding.max_new_tokens)
         else:
@@ -145,7 +161,7 @@ class Decoder:
         if not picks:
             state.rows = []
             return None
-        source = state.step(picks)
+        source = state.step(picks, new_rows)
         chains = self._plan(state)
         continuing = []
         for row, chain in enumerate(chains):
@@ -164,7 +180,7 @@ class Decoder:
     def _plan(self, state: BatchState) -> List[Chain]:
         return plan(state, jump_forward=self.jump_forward, speculate=self.speculate,
                     draft_tokens=self.decoding.draft_tokens, max_new_tokens=self.decoding.max_new_tokens,
-                    to_tokens=self._to_tokens)
+                    to_tokens=self._to_tokens, stop_at_values=self._floor is not None)
 
     def _extend(self, row_inputs, chains: List[Chain], before, state: BatchState):
         """One pass: each row reads its input (the rest of its prompt, or its pick) and then its

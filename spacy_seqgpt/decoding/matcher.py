@@ -29,6 +29,10 @@ class RowMatcher:
         """A guess at what follows (a span's continuation in the input text, or ``None``)."""
         return self.grammar.draft(self.ints, self.bits)
 
+    def opens_value(self) -> int:
+        """The line whose first value the row writes next, or -1 (``Grammar.opens_value``)."""
+        return self.grammar.opens_value(self.ints)
+
     def consume(self, tokens: Sequence[int]) -> List[int]:
         """``tokens`` up to the first the grammar refuses, the state moved past them."""
         for n, token in enumerate(tokens):
@@ -78,6 +82,10 @@ class Matchers:
     def view_row(self, row: int) -> "Matchers":
         """Row ``row`` alone, sharing its state with this batch (no copy: asked once a guess)."""
         return Matchers(self.grammars[row:row + 1], self.ints[row:row + 1], self.bits[row:row + 1], self.vocab)
+
+    def opens_value(self, row: int) -> int:
+        """The line whose first value row ``row`` writes next, or -1 (``Grammar.opens_value``)."""
+        return -1 if self.grammars[row] is None else self.grammars[row].opens_value(self.ints[row])
 
     def write(self, row: int, token: int) -> None:
         """Row ``row`` writes ``token``: its state moves on, in place."""

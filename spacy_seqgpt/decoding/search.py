@@ -3,7 +3,7 @@
 A grammar is asked about the few best tokens of each row only (``candidates``); only if none
 is allowed is the whole vocabulary searched for the best it allows.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -42,16 +42,25 @@ def greedy_choice(logprobs, state: BatchState, row: int, k: int, eos_id: int) ->
 def greedy_picks(logprobs, state: BatchState, k: int, eos_id: int, max_new_tokens: int) -> List[Pick]:
     picks = []
     for row, pairs in enumerate(candidates(logprobs, state.matchers, k, eos_id)):
-        token, lp = pairs[0]
-        if state.rows[row].ended:  # its chain wrote the end (finished already)
-            continue
-        if len(state.rows[row].tokens) >= max_new_tokens:  # jumped forward to the limit
-            state.out_of_tokens(state.rows[row])
-        elif token == eos_id:
-            state.end(row)
-        else:
-            picks.append((row, token, lp))
+        pick = greedy_pick(state, row, pairs[0], eos_id, max_new_tokens)
+        if pick is not None:
+            picks.append(pick)
     return picks
+
+
+def greedy_pick(state: BatchState, row: int, best: Tuple[int, float], eos_id: int, max_new_tokens: int
+                ) -> Optional[Pick]:
+    """Row ``row`` writes its ``best`` (token, log-probability) allowed, or its answer is over."""
+    token, lp = best
+    if state.rows[row].ended:  # its chain wrote the end (finished already)
+        return None
+    if len(state.rows[row].tokens) >= max_new_tokens:  # jumped forward to the limit
+        state.out_of_tokens(state.rows[row])
+    elif token == eos_id:
+        state.end(row)
+    else:
+        return row, token, lp
+    return None
 
 
 def beam_picks(logprobs, state: BatchState, k: int, eos_id: int, beams: int) -> List[Pick]:

@@ -31,7 +31,10 @@ class Decoding:
     (longer Docs are cut into windows); ``constrained``: answers follow the answer grammars;
     ``jump_forward`` and ``speculate``: greedy decoding's shortcuts, which write what
     step-by-step decoding would (off: it goes step by step), ``speculate`` guessing at most
-    ``draft_tokens`` tokens a pass."""
+    ``draft_tokens`` tokens a pass; ``span_search``: an extraction answer also holds every span
+    whose probability as its label's first value reaches the component's ``threshold``, found by
+    a search over the answer grammar (``decoding.span_search``), not only the greedy answer's
+    spans: the recall knob (greedy decoding's)."""
 
     batch_size: int = 16
     max_new_tokens: int = 256
@@ -41,13 +44,18 @@ class Decoding:
     jump_forward: bool = True
     speculate: bool = True
     draft_tokens: int = DEFAULT_DRAFT_TOKENS
+    span_search: bool = False
 
     def __post_init__(self):
         for key in ("batch_size", "max_new_tokens", "num_beams", "max_input_tokens", "draft_tokens"):
             check_positive_int(getattr(self, key), key, "decoding")
-        for key in ("constrained", "jump_forward", "speculate"):
+        for key in ("constrained", "jump_forward", "speculate", "span_search"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"decoding: '{key}' must be true or false, got {getattr(self, key)!r}.")
+        if self.span_search and (self.num_beams != 1 or not self.constrained):
+            raise ValueError("decoding: 'span_search' searches the answer grammar beside greedy decoding's answer: "
+                             f"it needs num_beams = 1 and constrained = true (got num_beams = {self.num_beams}, "
+                             f"constrained = {str(self.constrained).lower()}).")
 
     def but(self, **changes) -> "Decoding":
         """The same settings with ``changes`` (checked as the block is)."""

@@ -38,18 +38,19 @@ ToTokens = Callable[[List[int], bytes], List[int]]
 
 
 def plan(state: BatchState, *, jump_forward: bool, speculate: bool, draft_tokens: int, max_new_tokens: int,
-         to_tokens: ToTokens) -> List[Chain]:
+         to_tokens: ToTokens, stop_at_values: bool = False) -> List[Chain]:
     """Per row (after its pick), what it appends in the same pass: text the grammar forces,
     then guesses and the text forced after each, up to ``draft_tokens`` guessed tokens, a
     span's draft or the end of the answer. A chain with no tokens that ends: the answer is
-    complete."""
+    complete. ``stop_at_values`` (the span search): a chain stops where a line's first value
+    opens, which the search must see the model's logits at; probes go step by step."""
     if state.matchers is None or not (jump_forward or speculate):
         return [Chain() for _ in state.rows]
     chains = []
     for row, written in enumerate(state.rows):
         chain = Chain()
         room = max_new_tokens - len(written.tokens)
-        if state.matchers.grammar(row) is None:
+        if state.matchers.grammar(row) is None or written.is_probe:
             chains.append(chain)
             continue
         matcher = state.matchers.copy_row(row)
@@ -64,6 +65,8 @@ def plan(state: BatchState, *, jump_forward: bool, speculate: bool, draft_tokens
                 if ends and text == data:
                     chain.ends = True
                     break
+            if stop_at_values and matcher.opens_value() > written.line:
+                break
             budget = min(draft_tokens - sum(chain.guessed), room - len(chain.tokens))
             if not speculate or budget <= 0:
                 break

@@ -104,8 +104,9 @@ def _char_spans(doc, spans):
 
 def score_records(records: Sequence[dict], predictions: Sequence, generated: Sequence[str],
                   held_out: Sequence[str] = ()) -> Dict[str, dict]:
-    """Scores per ``source/task`` group: f1, rouge1/2/L, rouge, score, n, span_f1 where gold spans
-    exist, and split ("held-out" for sources starting with one of ``held_out``, else "held-in")."""
+    """Scores per ``source/task`` group: p, r, f1, rouge1/2/L, rouge, score, n, span_p/r/f1 where gold
+    spans exist, triple_p/r/f1 where pairs do, and split ("held-out" for sources starting with one
+    of ``held_out``, else "held-in")."""
     groups: Dict[Tuple[str, str], List[int]] = defaultdict(list)
     for i, record in enumerate(records):
         groups[(record["source"], record["task"])].append(i)
@@ -116,20 +117,26 @@ def score_records(records: Sequence[dict], predictions: Sequence, generated: Seq
         references = [format_answer(task, r["answer"], r["labels"]) for r in group]
         rouge = rouge_scores([generated[i] for i in indices], references, group[0]["lang"])
         split = "held-out" if source.startswith(tuple(held_out)) else "held-in"
-        result = {"task": task, "source": source, "split": split, "n": len(indices), "f1": f1["f"], **rouge,
-                  "score": (f1["f"] + rouge["rouge"]) / 2}
+        result = {"task": task, "source": source, "split": split, "n": len(indices), "p": f1["p"], "r": f1["r"],
+                  "f1": f1["f"], **rouge, "score": (f1["f"] + rouge["rouge"]) / 2}
         with_spans = [i for i in indices if task == EXTRACT and "spans" in records[i]]
         if with_spans:
-            result["span_f1"] = span_f1([records[i] for i in with_spans], [predictions[i] for i in with_spans])["f"]
+            result.update(_prefixed("span", span_f1([records[i] for i in with_spans],
+                                                    [predictions[i] for i in with_spans])))
         with_pairs = [i for i in indices if task == CLASSIFY and "pair" in records[i]]
         if with_pairs:
-            result["triple_f1"] = triple_f1([records[i] for i in with_pairs], [predictions[i] for i in with_pairs])["f"]
+            result.update(_prefixed("triple", triple_f1([records[i] for i in with_pairs],
+                                                        [predictions[i] for i in with_pairs])))
         results[f"{source}/{task}"] = result
     for source in sorted({r["source"] for r in results.values() if "triple_f1" in r}):
         parts = [results.get(f"{source}/{task}") for task in (EXTRACT, CLASSIFY)]
         if parts[0] is not None:
             results[f"{source}/{RELATION}"] = relation_result(*parts)
     return results
+
+
+def _prefixed(name: str, prf: Dict[str, float]) -> Dict[str, float]:
+    return {f"{name}_p": prf["p"], f"{name}_r": prf["r"], f"{name}_f1": prf["f"]}
 
 
 RELATION = "relation"  # the task of a source's combined row, scored over its atomic tasks
@@ -153,9 +160,10 @@ def relation_result(entities: dict, pairs: dict) -> dict:
     """The relation row of a source: the mean of its atomic rows; its rows are marked ``part_of`` it."""
     for part in (entities, pairs):
         part["part_of"] = RELATION
-    means = {key: (entities[key] + pairs[key]) / 2 for key in ("f1", *ROUGE_TYPES, "rouge", "score")}
+    means = {key: (entities[key] + pairs[key]) / 2 for key in ("p", "r", "f1", *ROUGE_TYPES, "rouge", "score")}
     return {"task": RELATION, "source": pairs["source"], "split": pairs["split"], "n": entities["n"] + pairs["n"],
-            **means, "span_f1": entities.get("span_f1", 0.0), "triple_f1": pairs["triple_f1"]}
+            **means, **{key: entities.get(key, 0.0) for key in ("span_p", "span_r", "span_f1")},
+            **{key: pairs[key] for key in ("triple_p", "triple_r", "triple_f1")}}
 
 
 def summarize(results: Dict[str, dict]) -> Dict[str, dict]:
@@ -167,6 +175,6 @@ def summarize(results: Dict[str, dict]) -> Dict[str, dict]:
         buckets[task] = [r for r in results.values() if r["task"] == task]
     for split in ("held-in", "held-out"):
         buckets[split] = [r for r in whole if r["split"] == split]
-    keys = ("f1", "rouge", "score")
+    keys = ("p", "r", "f1", "rouge", "score")
     return {name: {key: sum(r[key] for r in group) / len(group) for key in keys} | {"datasets": len(group)}
             for name, group in buckets.items() if group}

@@ -7,13 +7,18 @@ requests (``decoding.requests``: windows of at most ``max_input_tokens`` subword
 extraction labels in chunks of ``label_chunk_size``, SeqGPT's 6) and the same answer grammars
 (classification: one label, or with ``multi_label`` any of them, as ``seqgpt_textcat``'s
 setting). The answers of a record's prompts are merged into one parsed answer and one text.
+With a ``threshold`` extraction answers are read as ``seqgpt_ner`` reads them with that
+threshold: the spans written and those the span search found (``decoding.span_search``), each at
+least ``threshold`` likely and found in the text, the likeliest of overlapping spans of a label.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..decoding import Asker, Decoding, Request
+from ..decoding.answers import Answer
 from ..decoding.requests import chosen_labels, classification_grammar, extraction_grammar
 from ..models import SharedModel
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, parse_answer
+from ..text.alignment import find_phrases, resolve_overlaps
 
 # spaCy has no blank pipeline for some codes a record may carry; "xx" splits on spaces.
 _BLANK_LANGS: Dict[str, object] = {}
@@ -44,10 +49,22 @@ def record_requests(asker: Asker, records: Sequence[dict], docs: Optional[List] 
 
 
 def predict_records(shared: SharedModel, records: Sequence[dict], decoding: Decoding = Decoding(), *,
-                    multi_label: bool = False, label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE,
-                    progress: bool = False) -> Tuple[List, List[str]]:
+                    multi_label: bool = False, threshold: float = 0.0,
+                    label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE, progress: bool = False) -> Tuple[List, List[str]]:
     """``(parsed answers, generated texts)``, one of each per record, decoded as ``decoding``
-    says; classification answers one label, or with ``multi_label`` any of them."""
+    says; classification answers one label, or with ``multi_label`` any of them; extraction
+    answers with a ``threshold`` are read as ``seqgpt_ner`` reads them (see the module's docs)."""
+    answered = ask_records(shared, records, decoding, multi_label=multi_label, span_floor=threshold,
+                           label_chunk_size=label_chunk_size, progress=progress)
+    return read_answers(records, *answered, multi_label=multi_label, threshold=threshold,
+                        constrained=decoding.constrained)
+
+
+def ask_records(shared: SharedModel, records: Sequence[dict], decoding: Decoding, *, multi_label: bool,
+                span_floor: float = 0.0, label_chunk_size: int = DEFAULT_LABEL_CHUNK_SIZE, progress: bool = False
+                ) -> Tuple[List[Request], List[Answer]]:
+    """The records' requests and the model's answers (with ``span_search``, every span at least
+    ``span_floor`` likely found too): what ``read_answers`` reads, at one threshold or several."""
     asker = Asker(shared, decoding)
     docs = record_docs(records)
     requests = record_requests(asker, records, docs, label_chunk_size)
@@ -57,13 +74,20 @@ def predict_records(shared: SharedModel, records: Sequence[dict], decoding: Deco
             return extraction_grammar(request.text, request.label_texts)
         return classification_grammar(tuple(request.label_texts), not multi_label)
 
-    answers = asker.ask(docs, requests, grammar, progress=progress)
+    return requests, asker.ask(docs, requests, grammar, progress=progress, span_floor=span_floor)
+
+
+def read_answers(records: Sequence[dict], requests: Sequence[Request], answers: Sequence[Answer], *,
+                 multi_label: bool, threshold: float = 0.0, constrained: bool = True) -> Tuple[List, List[str]]:
+    """``(parsed answers, generated texts)`` of each record from its requests' answers."""
     parsed: List = [{} if r["task"] == EXTRACT else [] for r in records]
     generated: List[List[str]] = [[] for _ in records]
     for request, answer in zip(requests, answers):
         index = request.doc_index
         if request.task == EXTRACT:
-            for label, spans in parse_answer(EXTRACT, answer.text, request.label_texts).items():
+            read = (scored_phrases(request.text, answer, request.label_texts, threshold, constrained)
+                    if threshold > 0 else parse_answer(EXTRACT, answer.text, request.label_texts))
+            for label, spans in read.items():
                 merged = parsed[index].setdefault(label, [])
                 merged.extend(span for span in spans if span not in merged)
         else:  # as seqgpt_textcat reads it
@@ -71,3 +95,26 @@ def predict_records(shared: SharedModel, records: Sequence[dict], decoding: Deco
             parsed[index].extend(label for label in chosen if label not in parsed[index])
         generated[index].append(answer.text.strip())
     return parsed, ["\n".join(parts) for parts in generated]
+
+
+def scored_phrases(text: str, answer: Answer, label_texts: List[str], threshold: float, constrained: bool
+                   ) -> Dict[str, List[str]]:
+    """An extraction answer's spans per label text as ``seqgpt_ner`` keeps them at ``threshold``:
+    written (less the last of an answer cut short, when constrained) or found by the span search,
+    at least ``threshold`` likely, found in ``text``; of overlapping occurrences of one label's
+    spans the likeliest (``seqgpt_ner`` case-folds, as here)."""
+    written = answer.written_spans(label_texts)
+    if constrained and not answer.complete and written:
+        written.pop()
+    scored = [item for item in written + answer.found_spans(label_texts) if item[2] >= threshold]
+    matches = find_phrases(text, [span for _, span, _ in scored], case_sensitive=False)
+    kept: Dict[str, List[str]] = {}
+    for label in label_texts:
+        own = [(index, start, end) for index, start, end in matches if scored[index][0] == label]
+        chosen = resolve_overlaps([start for _, start, _ in own], [end for _, _, end in own],
+                                  [scored[index][2] for index, _, _ in own])
+        for index in sorted({own[i][0] for i in chosen}):
+            if scored[index][1] not in kept.setdefault(label, []):
+                kept[label].append(scored[index][1])
+    return kept
+

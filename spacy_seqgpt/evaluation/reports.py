@@ -4,7 +4,8 @@ from typing import Dict, Optional
 
 from ..validation import require
 
-COLUMNS = ("n", "f1", "rouge1", "rouge2", "rougeL", "score", "span_f1", "triple_f1")
+COLUMNS = ("n", "p", "r", "f1", "rouge1", "rouge2", "rougeL", "score", "span_p", "span_r", "span_f1", "triple_p",
+           "triple_r", "triple_f1")
 
 
 def markdown_table(results: Dict[str, dict], summary: Dict[str, dict], decoding: Optional[dict] = None) -> str:
@@ -15,9 +16,10 @@ def markdown_table(results: Dict[str, dict], summary: Dict[str, dict], decoding:
     for result in sorted(results.values(), key=lambda r: (r["split"], r["source"], r["task"])):
         cells = [str(result["n"])] + [f"{result[c]:.3f}" if c in result else "-" for c in COLUMNS[1:]]
         lines.append(f"| {result['source']} | {result['task']} | {result['split']} | " + " | ".join(cells) + " |")
-    lines += ["", "| group | datasets | f1 | rouge | score |", "|---|---|---|---|---|"]
+    lines += ["", "| group | datasets | p | r | f1 | rouge | score |", "|---|---|---|---|---|---|---|"]
     for name, row in summary.items():
-        lines.append(f"| {name} | {row['datasets']} | {row['f1']:.3f} | {row['rouge']:.3f} | {row['score']:.3f} |")
+        lines.append(f"| {name} | {row['datasets']} | " + " | ".join(f"{row[key]:.3f}" for key in
+                                                                    ("p", "r", "f1", "rouge", "score")) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -26,7 +28,9 @@ def describe_decoding(decoding: dict) -> str:
     beams = decoding.get("num_beams", 1)
     return (f"Decoding: {'constrained' if decoding.get('constrained') else 'free'}, "
             f"{'greedy' if beams == 1 else f'{beams} beams'}, at most {decoding.get('max_new_tokens')} new tokens, "
-            f"windows of {decoding.get('max_input_tokens')} subwords.")
+            f"windows of {decoding.get('max_input_tokens')} subwords"
+            + (f", every span at least {decoding.get('threshold')} likely (span search)" if decoding.get("span_search")
+               else f", spans below {decoding.get('threshold')} left out" if decoding.get("threshold") else "") + ".")
 
 
 def bar_chart(results: Dict[str, dict], path: Path, title: str = "SeqGPT evaluation") -> None:

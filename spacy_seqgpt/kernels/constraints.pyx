@@ -138,6 +138,11 @@ cdef class Grammar:
                 return False
         return True
 
+    def opens_value(self, int64_t[::1] ints):
+        """The answer line whose first value a row in state ``ints`` writes next (at most the
+        space of ``label: `` before it), or -1: where the span search begins (``decoding.span_search``)."""
+        return -1
+
     def initial_state(self):
         """``(ints, bits)`` of a row that has written nothing yet (numpy arrays)."""
         ints = np.zeros(N_INTS, dtype=np.int64)
@@ -385,6 +390,17 @@ cdef class ExtractionGrammar(Grammar):
         state[LENGTH] += 1
         return state[NONE_POS] >= 0 or any_set(bits, self.n_words)
 
+
+    def opens_value(self, int64_t[::1] ints):
+        cdef int64_t line = ints[LINE], at
+        if ints[PHASE] == VALUE:
+            return line if ints[LENGTH] == 0 and ints[NONE_POS] == 0 else -1
+        if ints[PHASE] != FORCED:
+            return -1
+        for at in range(self.forced_at[line] + ints[POS], self.forced_at[line + 1]):
+            if self.forced[at] != 32:
+                return -1
+        return line
 
     cdef bint structural(self, const int64_t* state, const uint64_t* bits) noexcept nogil:
         # "label: ", "None" once no span can be read in what it wrote, and the line break or end
