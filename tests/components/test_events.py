@@ -79,6 +79,20 @@ def test_triggers_types_and_arguments_are_the_taught_ones_and_pipe_equals_single
         assert all(0.0 < score <= 1.0 for score in scores)
 
 
+def test_the_span_search_finds_triggers_and_arguments_at_the_threshold(events_model):
+    """The search runs for triggers and for arguments: the taught events stay, nothing is below the threshold."""
+    searching = make_nlp(events_model, threshold=0.05, decoding={"span_search": True, "max_new_tokens": 48})
+    for (text, triggers, arguments), doc in zip(TAUGHT, searching.pipe(text for text, _, _ in TAUGHT)):
+        got = events_of(doc)
+        for event in expected(triggers, arguments):
+            assert event in got
+        scores = doc.spans["events"].attrs["scores"] + doc.spans["events_arguments"].attrs["scores"]
+        assert all(score >= 0.05 for score in scores)
+    assert searching.get_pipe("seqgpt_events").stats["searched"] > 0
+    with pytest.raises(ValueError, match="threshold above 0"):
+        make_nlp(events_model, decoding={"span_search": True})
+
+
 def test_confirmation_asks_the_type_question(events_model):
     confirming = make_nlp(events_model, confirm=True)
     text, triggers, arguments = TAUGHT[0]

@@ -55,6 +55,14 @@ def test_each_docs_questions_get_the_taught_spans_and_pipe_equals_single_calls(q
         assert all(span.text in text for span in doc.spans["answers"])  # spans of the Doc, never invented
 
 
+def test_the_span_search_keeps_the_taught_answers_and_nothing_below_the_threshold(questions_model):
+    nlp = make_nlp(questions_model, threshold=0.05, decoding={"span_search": True, "max_new_tokens": 48})
+    for (text, asked), doc in zip(TAUGHT, nlp.pipe([asked_doc(nlp, text, list(asked)) for text, asked in TAUGHT])):
+        assert set(expected(asked)) <= set(answers(doc))
+        assert all(score >= 0.05 for score in doc.spans["answers"].attrs["scores"])
+    assert nlp.get_pipe("seqgpt_questions").stats["searched"] > 0
+
+
 def test_questions_in_the_config_are_asked_of_every_doc_under_their_ids(questions_model, tmp_path):
     ids = {"founder": "Who founded the company, and where?"}
     nlp = make_nlp(questions_model, questions=ids, spans_key="qa")

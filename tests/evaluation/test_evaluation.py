@@ -68,7 +68,7 @@ def test_summary_and_table_split_held_in_from_held_out():
             "task": "extract",
             "split": "held-in",
             "n": 2,
-            "f1": 0.5,
+            "f1": 0.5, "p": 1.0, "r": 1 / 3,
             "rouge": 0.7,
             "score": 0.6,
             "rouge1": 0.7,
@@ -80,7 +80,7 @@ def test_summary_and_table_split_held_in_from_held_out():
             "task": "extract",
             "split": "held-out",
             "n": 1,
-            "f1": 0.1,
+            "f1": 0.1, "p": 0.5, "r": 0.05,
             "rouge": 0.3,
             "score": 0.2,
             "rouge1": 0.3,
@@ -92,7 +92,7 @@ def test_summary_and_table_split_held_in_from_held_out():
             "task": "classify",
             "split": "held-in",
             "n": 1,
-            "f1": 1.0,
+            "f1": 1.0, "p": 1.0, "r": 1.0,
             "rouge": 1.0,
             "score": 1.0,
             "rouge1": 1.0,
@@ -104,10 +104,13 @@ def test_summary_and_table_split_held_in_from_held_out():
     assert summary["held-out"]["score"] == pytest.approx(0.2)
     assert summary["held-in"]["score"] == pytest.approx(0.8)
     assert summary["extract"]["f1"] == pytest.approx(0.3)
+    assert summary["extract"]["p"] == pytest.approx(0.75)
+    assert summary["extract"]["r"] == pytest.approx((1 / 3 + 0.05) / 2)
     assert summary["ALL"]["datasets"] == 3
     table = markdown_table(results, summary)
     rows = [line for line in table.splitlines() if line.startswith("| crossner-ai")]
-    assert rows and "held-out" in rows[0]
+    assert rows and "held-out" in rows[0] and "| 0.500 | 0.050 | 0.100 |" in rows[0]  # p, r, f1
+    assert "| extract | 2 | 0.750 | 0.192 | 0.300 |" in table
 
 
 TAUGHT = [make_record(EXTRACT, text, NER_LABELS, {label: entities.get(label, []) for label in NER_LABELS}, "taught",
