@@ -85,7 +85,8 @@ class SpanExtraction:
             written.pop()  # max_new_tokens cut the answer: its last span may be cut short of where it ends
             self.stats["cut"] += 1
         found = answer.found_spans(request.label_texts)
-        self.stats["searched"] += len(found)
+        if found:
+            self.stats["searched"] += len(found)
         phrases = [span for _, span, _ in written + found]
         labels = [labels_of[label] for label, _, _ in written + found]
         scores = [score for _, _, score in written + found]

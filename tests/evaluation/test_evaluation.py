@@ -157,6 +157,15 @@ def test_the_report_says_how_answers_were_decoded(seqgpt_tiny, tmp_path):
         assert result.exit_code == 0, result.output
         assert (tmp_path / word / "metrics.md").read_text().startswith(f"Decoding: {word}, greedy")
         assert srsly.read_json(tmp_path / word / "metrics.json")["decoding"]["constrained"] == (word == "constrained")
+    command = ["evaluate", seqgpt_tiny, str(tmp_path / "records.jsonl"), "-o", str(tmp_path / "search"),
+               "--max-new-tokens", "40", "--span-search"]
+    refused = CliRunner().invoke(seqgpt_cli, command)
+    assert refused.exit_code == 1 and "--threshold above 0" in refused.output
+    result = CliRunner().invoke(seqgpt_cli, command + ["--threshold", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "every span at least 0.2 likely (span search)" in (tmp_path / "search" / "metrics.md").read_text()
+    decoding = srsly.read_json(tmp_path / "search" / "metrics.json")["decoding"]
+    assert decoding["span_search"] is True and decoding["threshold"] == 0.2
 
 
 @pytest.mark.parametrize("multi_label", [False, True], ids=["single-label", "multi-label"])
