@@ -21,6 +21,7 @@ def convert_cli(
     all_labels: bool = typer.Option(False, "--all-labels", help="Ask for every label of the dataset in each record (evaluation data)"),
     limit: int = typer.Option(0, "--limit", help="Write at most this many records (0: all)"),
     label_map: Optional[Path] = typer.Option(None, "--label-map", help="JSON file mapping tag names to label words", exists=True),
+    label_variants: float = typer.Option(0.0, "--label-variants", help="Share of extraction training records asking with other words for their labels (0 to 1)"),
 ):
     """Turn a corpus into SeqGPT atomic-task records (JSONL). A relation corpus gives records of
     both atomic tasks: extraction of its entities, classification of each entity pair."""
@@ -35,7 +36,8 @@ def convert_cli(
     try:
         for corpus in read_corpora(input_path, fmt, lang=lang, label_map=mapping):
             made = corpus_records(corpus, source or input_path.resolve().parent.name, seed=seed, quota=quota,
-                                  max_negatives=max_negatives, all_labels=all_labels, limit=limit, left_out=left_out)
+                                  max_negatives=max_negatives, all_labels=all_labels, limit=limit, left_out=left_out,
+                                  label_variants=label_variants)
             records.extend(made)
             msg.text(f"{len(made)} {corpus.task} records ({len(corpus.examples)} examples, {len(corpus.labels)} labels)")
     except (ValueError, OSError) as err:
@@ -68,6 +70,7 @@ def convert_all_cli(
     max_negatives: Optional[int] = typer.Option(None, "--max-negatives", help="Negative labels per record (default: the config's, else 5)"),
     train_limit: Optional[int] = typer.Option(None, "--train-limit", help="At most this many training records per file (0: all; default: the config's, else 0)"),
     eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="At most this many evaluation records per file (0: all; default: the config's, else 0)"),
+    label_variants: Optional[float] = typer.Option(None, "--label-variants", help="Share of extraction training records asking with other words for their labels (default: the config's, else 0)"),
 ):
     """Convert every known dataset found in DATA: train splits with sampling and quotas (the catalog
     has no train split of the held-out CrossNER and CrossRE domains), test splits with every label
@@ -81,17 +84,20 @@ def convert_all_cli(
     from ..data.sampling import corpus_records
     from .preset import corpus_settings
 
-    settings = {"data_dir": data, "quota": 0, "max_negatives": 5, "train_limit": 0, "eval_limit": 0, "skip_sources": []}
+    settings = {"data_dir": data, "quota": 0, "max_negatives": 5, "train_limit": 0, "eval_limit": 0, "skip_sources": [],
+                "label_variants": 0.0}
     if data.is_file():
         try:
             settings.update(corpus_settings(data))
         except (ValueError, configparser.Error) as err:
             msg.fail(f"Could not read the corpus settings of {data}", str(err), exits=1)
-    given = {"quota": quota, "max_negatives": max_negatives, "train_limit": train_limit, "eval_limit": eval_limit}
+    given = {"quota": quota, "max_negatives": max_negatives, "train_limit": train_limit, "eval_limit": eval_limit,
+             "label_variants": label_variants}
     settings.update({key: value for key, value in given.items() if value is not None})
     data_dir, quota, max_negatives = settings["data_dir"], settings["quota"], settings["max_negatives"]
     train_limit, eval_limit = settings["train_limit"], settings["eval_limit"]
-    msg.info(f"Converting {data_dir} (quota {quota}, train limit {train_limit}, eval limit {eval_limit})")
+    msg.info(f"Converting {data_dir} (quota {quota}, train limit {train_limit}, eval limit {eval_limit}, "
+             f"label variants {settings['label_variants']:g})")
     unknown = sorted(set(settings["skip_sources"]) - {item.source for item in CATALOG})
     if unknown:
         msg.fail(f"[corpus] skip_sources names no dataset: {', '.join(unknown)}",
@@ -108,7 +114,7 @@ def convert_all_cli(
                        for record in corpus_records(corpus, item.source, seed=seed, quota=0 if evaluation else quota,
                                                     max_negatives=max_negatives, all_labels=evaluation,
                                                     limit=eval_limit if evaluation else train_limit,
-                                                    left_out=left_out)]
+                                                    left_out=left_out, label_variants=settings["label_variants"])]
         except ValueError as err:
             msg.fail(f"Could not convert {data_dir / item.path}", str(err), exits=1)
         output = output_dir / item.split / item.output_name

@@ -29,7 +29,7 @@ def corpus_settings(path: Path) -> dict:
     corpus = config_section(path, "corpus")
     if "data_dirs" not in corpus:
         raise ValueError(f"{path} has no [corpus] data_dirs: name the dataset folders to convert")
-    unknown = set(corpus) - {"data_dirs", *CORPUS_COUNTS, "skip_sources"}
+    unknown = set(corpus) - {"data_dirs", *CORPUS_COUNTS, "skip_sources", "label_variants"}
     if unknown:
         raise ValueError(f"{path}: unknown setting(s) in [corpus]: {', '.join(sorted(unknown))}")
     for key in ("data_dirs", "skip_sources"):  # a string would be read letter by letter
@@ -40,6 +40,10 @@ def corpus_settings(path: Path) -> dict:
     for key in CORPUS_COUNTS:
         if key in corpus:
             check_count(corpus[key], f"[corpus] {key}", str(path))
+    share = corpus.get("label_variants", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"{path}: [corpus] label_variants is the share of extraction training records that ask with "
+                         f"other words for their labels, from 0 to 1; got {share!r}")
     folders = [Path(folder) for folder in corpus.pop("data_dirs")]
     found = next((folder for folder in folders if folder.is_dir()), None)
     if found is None:

@@ -5,7 +5,8 @@ a person would write them. Known tag sets are listed; any other tag is made read
 rule (``card_arrival`` -> ``card arrival``, ``creative-work`` -> ``creative work``).
 """
 import re
-from typing import Dict, Mapping, Optional
+import random
+from typing import Dict, List, Mapping, Optional, Tuple
 
 KNOWN: Dict[str, str] = {
     # CoNLL-2003 and most newswire sets
@@ -21,6 +22,19 @@ KNOWN: Dict[str, str] = {
     "ORG.NAM": "机构名", "ORG.NOM": "机构指代", "GPE.NAM": "行政区名", "GPE.NOM": "行政区指代",
 }
 _SEPARATORS = re.compile(r"[_\-]+")
+# Other words a person might ask for the entity types of the held-in sets with (the SeqGPT paper's
+# point: a model that has seen a label under many names answers for names it has not seen).
+# A training record may ask with one of these instead of the dataset's word (``label_variants``).
+VARIANTS: Dict[str, Tuple[str, ...]] = {
+    "person": ("people", "person name", "name of a person", "human", "individual"),
+    "organization": ("organisation", "institution", "organization name", "company or institution"),
+    "location": ("place", "place name", "geographic location", "location name"),
+    "miscellaneous": ("other entity", "other named entity", "misc"),
+    "corporation": ("company", "business", "firm", "company name"),
+    "product": ("product name", "commercial product", "brand or product"),
+    "creative work": ("title of a work", "work of art", "creative title"),
+    "group": ("group name", "collective", "band or team"),
+}
 
 
 def label_word(tag: str, overrides: Optional[Mapping[str, str]] = None) -> str:
@@ -30,3 +44,17 @@ def label_word(tag: str, overrides: Optional[Mapping[str, str]] = None) -> str:
     if tag in KNOWN:
         return KNOWN[tag]
     return _SEPARATORS.sub(" ", tag).strip().lower() if tag.isascii() else tag
+
+
+def label_variants(labels: List[str], rng: random.Random) -> Dict[str, str]:
+    """A word for each of ``labels`` to ask with: one of its ``VARIANTS`` or itself, at random,
+    no two the same (case-folded) and none another label's own word."""
+    taken = {label.casefold() for label in labels}
+    chosen = {}
+    for label in labels:
+        options = [word for word in VARIANTS.get(label, ()) if word.casefold() not in taken]
+        word = rng.choice([label, *options])
+        taken.add(word.casefold())
+        chosen[label] = word
+    return chosen
+

@@ -10,6 +10,9 @@
 - **Quotas**: at most ``quota`` records per dataset-label pair. A label whose quota is full is
   left out of later records' queries (the record is kept for its other labels); records with
   no gold label share one quota of their own. Nothing is ever repeated (no up-sampling).
+- **Label variants**: a share (``label_variants``) of the extraction training records asks for
+  each of its labels with another word for it (``label_words.VARIANTS``: "place" for
+  "location"), so the model learns that a label's wording varies, as unseen label sets do.
 
 Seeded: same examples, same seed, same records.
 """
@@ -18,6 +21,7 @@ from collections import Counter
 from typing import List, Optional
 
 from ..prompts import CLASSIFY, EXTRACT, check_label
+from .label_words import label_variants as variant_words
 from .records import GoldCorpus
 from .records import Record, answer_problem, make_record
 
@@ -25,16 +29,22 @@ NO_LABEL = ""  # the quota key of records without any gold label
 
 
 def corpus_records(corpus: GoldCorpus, source: str, *, seed: int = 0, quota: int = 0, max_negatives: int = 5,
-                   all_labels: bool = False, limit: int = 0, left_out: Optional[List[dict]] = None) -> List[Record]:
+                   all_labels: bool = False, limit: int = 0, left_out: Optional[List[dict]] = None,
+                   label_variants: float = 0.0) -> List[Record]:
     """Records of ``corpus``. ``quota``: per dataset-label pair (0: no quota). ``max_negatives``:
     at most this many negative labels per record (at least one for classification when there is
     one). ``all_labels``: ask for the dataset's whole label set in every record, for evaluation
     (no sampling, no quota). ``limit``: stop after this many records (0: all). ``left_out``:
     gets ``{"example", "text", "reason"}`` of each training example whose answer would not read
     back; without it, such an example is a ValueError naming it. A label that cannot be
-    written in a prompt is a ValueError that says to map it to a readable word."""
+    written in a prompt is a ValueError that says to map it to a readable word.
+    ``label_variants``: the share of extraction training records that ask with other words
+    for their labels (never evaluation records)."""
     if quota < 0 or max_negatives < 0 or limit < 0:
         raise ValueError("quota, max_negatives and limit must be >= 0")
+    if not 0 <= label_variants <= 1:
+        raise ValueError(f"label_variants is a share of the records, from 0 to 1; got {label_variants!r}")
+    variants = random.Random(f"{seed}-variants")  # its own stream: the records drawn stay those without variants
     for label in corpus.labels:
         try:
             check_label(label)
@@ -64,8 +74,18 @@ def corpus_records(corpus: GoldCorpus, source: str, *, seed: int = 0, quota: int
             labels = _sample_labels(corpus, gold, used, rng, quota, max_negatives)
             if labels is None:
                 continue
-        records.append(_record(corpus, example, labels, source))
+        record = _record(corpus, example, labels, source)
+        if corpus.task == EXTRACT and not all_labels and label_variants and variants.random() < label_variants:
+            record = _reworded(record, variant_words(labels, variants))
+        records.append(record)
     return records
+
+
+def _reworded(record: Record, words: dict) -> Record:
+    """``record`` asking for each label ``words[label]`` instead."""
+    return {**record, "labels": [words[label] for label in record["labels"]],
+            "answer": {words[label]: spans for label, spans in record["answer"].items()},
+            "spans": [[start, end, words[label]] for start, end, label in record["spans"]]}
 
 
 def _gold_labels(corpus: GoldCorpus, example) -> List[str]:

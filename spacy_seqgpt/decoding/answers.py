@@ -51,4 +51,3 @@ class Answer:
     def found_spans(self, label_texts: List[str]) -> List[Tuple[str, str, float]]:
         """``(label text, span, probability)`` of each span the span search found, best first."""
         return [(label_texts[line], span, probability) for line, span, probability in self.found]
-

@@ -33,8 +33,8 @@ class Decoding:
     step-by-step decoding would (off: it goes step by step), ``speculate`` guessing at most
     ``draft_tokens`` tokens a pass; ``span_search``: an extraction answer also holds every span
     whose probability as its label's first value reaches the component's ``threshold``, found by
-    a search over the answer grammar (``decoding.span_search``), not only the greedy answer's
-    spans: the recall knob (greedy decoding's)."""
+    a search over the answer grammar beside greedy decoding's answer (``span_search.py``): the
+    recall knob."""
 
     batch_size: int = 16
     max_new_tokens: int = 256

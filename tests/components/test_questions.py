@@ -57,7 +57,7 @@ def test_each_docs_questions_get_the_taught_spans_and_pipe_equals_single_calls(q
 
 def test_the_span_search_keeps_the_taught_answers_and_nothing_below_the_threshold(questions_model):
     nlp = make_nlp(questions_model, threshold=0.05, decoding={"span_search": True, "max_new_tokens": 48})
-    for (text, asked), doc in zip(TAUGHT, nlp.pipe([asked_doc(nlp, text, list(asked)) for text, asked in TAUGHT])):
+    for (_, asked), doc in zip(TAUGHT, nlp.pipe([asked_doc(nlp, text, list(asked)) for text, asked in TAUGHT])):
         assert set(expected(asked)) <= set(answers(doc))
         assert all(score >= 0.05 for score in doc.spans["answers"].attrs["scores"])
     assert nlp.get_pipe("seqgpt_questions").stats["searched"] > 0

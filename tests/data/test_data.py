@@ -163,6 +163,42 @@ def test_negatives_never_gold_and_quotas_hold(corpus, quota, max_negatives, seed
     assert corpus_records(corpus, "d", seed=seed, quota=quota, max_negatives=max_negatives) == records  # seeded
 
 
+VARIED = ["person", "location", "organization", "product"]  # labels with other words (label_words.VARIANTS)
+
+
+@settings(max_examples=40, deadline=None)
+@given(corpus=corpora(), share=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 5))
+def test_label_variants_reword_a_share_of_extraction_records_and_nothing_else(corpus, share, seed):
+    from spacy_seqgpt.data.label_words import VARIANTS
+
+    words = dict(zip(LABELS, VARIED + LABELS[len(VARIED):]))
+    corpus = GoldCorpus(corpus.task, "en", [words[label] for label in corpus.labels],
+                        [GoldExample(e.text, spans=[(a, b, words[label]) for a, b, label in e.spans],
+                                     cats=[words[label] for label in e.cats]) for e in corpus.examples])
+    plain = corpus_records(corpus, "d", seed=seed, max_negatives=3)
+    varied = corpus_records(corpus, "d", seed=seed, max_negatives=3, label_variants=share)
+    assert [r["text"] for r in varied] == [r["text"] for r in plain]  # the same records drawn
+    reworded = 0
+    for before, after in zip(plain, varied):
+        check_record(after)
+        if corpus.task == "classify" or share == 0:
+            assert after == before
+            continue
+        assert len({label.casefold() for label in after["labels"]}) == len(after["labels"])
+        rename = dict(zip(before["labels"], after["labels"]))
+        assert all(new == old or new in VARIANTS.get(old, ()) for old, new in rename.items())
+        assert after["answer"] == {rename[label]: spans for label, spans in before["answer"].items()}
+        assert after["spans"] == [[a, b, rename[label]] for a, b, label in before["spans"]]
+        reworded += after != before
+    if share == 1.0 and corpus.task == "extract" and any(label in VARIANTS for r in plain for label in r["labels"]):
+        assert reworded
+    assert corpus_records(corpus, "d", seed=seed, max_negatives=3, label_variants=share) == varied  # seeded
+    evaluation = corpus_records(corpus, "d", all_labels=True, label_variants=1.0)
+    assert evaluation == corpus_records(corpus, "d", all_labels=True)  # test sets are asked as they are
+    with pytest.raises(ValueError, match="label_variants"):
+        corpus_records(corpus, "d", label_variants=1.5)
+
+
 def test_a_file_that_cannot_be_written_ends_the_command_in_one_clear_line(tmp_path):
     from typer.testing import CliRunner
 
@@ -246,6 +282,15 @@ def test_convert_all_reads_a_presets_corpus_section_and_options_override_it(tmp_
     assert train and not any("weibo" in path.name for path in train + evaluation)
     assert all(len(list(read_records(path))) <= 3 for path in train)
     assert all(len(list(read_records(path))) == 1 for path in evaluation)  # the option, not the config's 2
+    config.write_text('[corpus]\ndata_dirs = ["samples"]\ntrain_limit = 50\nlabel_variants = 1.0\n')
+    result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "varied"])
+    assert result.exit_code == 0 and "label variants 1" in words(result.output), result.output
+    asked = {label for r in read_records(tmp_path / "varied" / "train" / "wnut17.jsonl") for label in r["labels"]}
+    assert asked - {"person", "location", "corporation", "product", "creative work", "group"}  # other words too
+    result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "plain", "--label-variants", "0"])
+    asked = {label for r in read_records(tmp_path / "plain" / "train" / "wnut17.jsonl") for label in r["labels"]}
+    assert result.exit_code == 0 and asked <= {"person", "location", "corporation", "product", "creative work",
+                                               "group"}
     config.write_text('[corpus]\ndata_dirs = ["missing"]\n')
     result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "corpus"])
     assert result.exit_code == 1 and "none of the [corpus] data_dirs exists: missing" in words(result.output)
@@ -256,7 +301,9 @@ def test_convert_all_reads_a_presets_corpus_section_and_options_override_it(tmp_
                               ('skip_sources = "weibo"', "skip_sources must be a list"),
                               ('skip_sources = ["weibo"]', "skip_sources names no dataset: weibo"),
                               ("quota = 2.5", "'[corpus] quota' must be a whole number"),
-                              ("train_limit = true", "'[corpus] train_limit' must be a whole")):
+                              ("train_limit = true", "'[corpus] train_limit' must be a whole"),
+                              ("label_variants = 2", "label_variants is the share"),
+                              ('label_variants = "half"', "label_variants is the share")):
         folders = "" if setting.startswith("data_dirs") else 'data_dirs = ["samples"]\n'
         config.write_text(f"[corpus]\n{folders}{setting}\n")
         result = CliRunner().invoke(seqgpt_cli, ["convert-all", "preset.cfg", "corpus"])
