@@ -75,18 +75,16 @@ class Decoder:
         self._overhead = tokens
 
     def decode(self, queries: Sequence[Query], *, progress: bool = False, span_floor: float = 0.0) -> List[Answer]:
-        """The answers to ``queries``; with ``span_search``, each extraction answer also holds the
-        spans at least ``span_floor`` likely (``Answer.found``)."""
+        """The answers to ``queries``; with ``span_search`` and a ``span_floor`` above 0, each
+        extraction answer also holds the spans at least that likely (``Answer.found``); a floor of
+        0 asks for no search (classification)."""
         from tqdm import tqdm
 
+        if not 0 <= span_floor <= 1:
+            raise ValueError(f"the span search's floor is a threshold, a probability from 0 to 1 (got {span_floor!r}).")
+        self._floor = span_floor if self.decoding.span_search and span_floor > 0 else None
         if not queries:
             return []
-        self._floor = None
-        if self.decoding.span_search:
-            if not 0 < span_floor <= 1:
-                raise ValueError(f"decoding.span_search finds every span at least as likely as a threshold: it needs "
-                                 f"one above 0 and at most 1 (got {span_floor!r}).")
-            self._floor = span_floor
         ids = self.shared.tokenizer([query.prompt for query in queries])["input_ids"]
         keys = self._group_keys(queries)
         answers: List[Optional[Answer]] = [None] * len(queries)

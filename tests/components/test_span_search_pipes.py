@@ -3,7 +3,7 @@ in seqgpt_ner, ``SeqGPT.extract`` and ``seqgpt evaluate``'s reading of answers."
 import pytest
 import spacy
 
-from conftest import EXAMPLES, NER_LABELS, load
+from conftest import CAT_LABELS, EXAMPLES, NER_LABELS, load
 from spacy_seqgpt import SeqGPT
 from spacy_seqgpt.data.records import make_record
 from spacy_seqgpt.decoding import Decoding
@@ -64,6 +64,9 @@ def test_seqgpt_extract_takes_the_threshold_and_answers_as_the_pipeline(seqgpt_t
             (span.start_char, span.end_char, span.label_) for span in doc.spans["found"]]
     with pytest.raises(ValueError, match="threshold"):
         api.extract(TEXTS[:1], NER_LABELS)
+    # one decoding block for every task: classification has no spans to search, and answers as ever
+    plain = SeqGPT(seqgpt_tiny, decoding=DECODING)
+    assert api.classify(TEXTS, CAT_LABELS) == plain.classify(TEXTS, CAT_LABELS)
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.005])

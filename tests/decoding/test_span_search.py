@@ -119,7 +119,10 @@ def test_the_span_search_needs_greedy_constrained_decoding_and_a_floor(taught):
     for settings in ({"num_beams": 2}, {"constrained": False}):
         with pytest.raises(ValueError, match="span_search"):
             Decoding(span_search=True, **settings)
-    decoder = Decoder(taught, Decoding(span_search=True))
-    for floor in (0.0, -0.1, 1.5):
+    decoder = Decoder(taught, Decoding(span_search=True, max_new_tokens=48))
+    for floor in (-0.1, 1.5):
         with pytest.raises(ValueError, match="threshold"):
             decoder.decode(queries(TEXTS[:1]), span_floor=floor)
+    # No floor, no search (what classification asks with): greedy decoding's answers.
+    greedy = Decoder(taught, Decoding(max_new_tokens=48)).decode(queries(TEXTS[:2]))
+    assert [(a.text, a.found) for a in decoder.decode(queries(TEXTS[:2]))] == [(g.text, []) for g in greedy]
