@@ -171,6 +171,14 @@ def print_table(rows: dict, columns_shown=COLUMNS):
         print("| " + " | ".join(line) + " |")
 
 
+def print_best(rows: dict, column: str):
+    """Each row's F1 in ``column`` to four places, best first: where a threshold is chosen (dev)."""
+    ranked = sorted(((cells[column][0], key) for key, cells in rows.items() if isinstance(cells.get(column), list)),
+                    reverse=True)
+    for value, key in ranked:
+        msg.text(f"{column} F1 {value:.4f}: {key}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="the datasets, laid out as ../shared/datasets")
@@ -231,6 +239,7 @@ def main():
             args.spacy_train, args.data_dir, records, args.spacy_epochs
         )
     print_table(rows, DEV_COLUMNS if args.split == "dev" else COLUMNS)
+    print_best(rows, "dev mean" if args.split == "dev" else "X mean")
     msg.info(f"{args.limit} records per {args.split} file ({len(records)} in all), max_new_tokens "
              f"{args.max_new_tokens}; entity columns: strict span F1 (precision/recall); RE: CrossRE's held-out "
              "domains, F1 (P/R); last three: accuracy")

@@ -41,9 +41,11 @@ def evaluate_cli(
 
     decoding = Decoding(batch_size=batch_size, max_new_tokens=max_new_tokens, num_beams=num_beams,
                         max_input_tokens=max_input_tokens, constrained=constrained, span_search=span_search)
-    if span_search and not 0 < threshold <= 1:
-        msg.fail("--span-search needs a --threshold above 0 and at most 1", "it finds every span at least that likely; "
-                 "0.1 is a start, lower finds more", exits=1)
+    try:
+        decoding.check_floor(threshold, "--span-search")
+    except ValueError:
+        msg.fail("--span-search needs a --threshold above 0 and at most 1", "it finds every span at least that "
+                 "likely; 0.1 is a start, lower finds more", exits=1)
 
     records, per_group = [], Counter()
     for path in data:

@@ -17,7 +17,7 @@ from spacy.tokens import Doc, Span
 from ..decoding import Answer, Asker, Decoding, Request
 from ..decoding.requests import extraction_grammar
 from ..kernels.constraints import ExtractionGrammar
-from ..text.alignment import ALIGNMENT_MODES, char_spans_to_tokens, find_phrases, resolve_overlaps
+from ..text.alignment import ALIGNMENT_MODES, apart_per_label, char_spans_to_tokens, find_phrases
 from .spans import ScoredSpan
 
 
@@ -30,9 +30,7 @@ class SpanExtraction:
                  case_sensitive: bool = False, decoding: Decoding, threshold: float, stats: Counter):
         if alignment_mode not in ALIGNMENT_MODES:
             raise ValueError(f"{owner}: 'alignment_mode' must be one of {ALIGNMENT_MODES}, got {alignment_mode!r}.")
-        if decoding.span_search and not threshold > 0:
-            raise ValueError(f"{owner}: decoding.span_search finds every span at least 'threshold' likely, so it needs "
-                             f"a threshold above 0 (got {threshold!r}); 0.1 is a start, lower finds more.")
+        decoding.check_floor(threshold, owner)
         self.label_of = label_of
         self.alignment_mode = alignment_mode
         self.case_sensitive = bool(case_sensitive)
@@ -106,15 +104,8 @@ class SpanExtraction:
                 self.stats["unaligned"] += 1
             else:
                 spans.append((Span(doc, start, end, label=labels[index]), scores[index]))
-        return likeliest_apart(spans) if answer.found else spans
-
-
-def likeliest_apart(spans: List[ScoredSpan]) -> List[ScoredSpan]:
-    """Of overlapping spans of one label, the likeliest (then the longest), in text order."""
-    kept = []
-    for label in dict.fromkeys(span.label for span, _ in spans):
-        own = [(span, score) for span, score in spans if span.label == label]
-        chosen = resolve_overlaps([span.start for span, _ in own], [span.end for span, _ in own],
-                                  [score for _, score in own])
-        kept.extend(own[i] for i in chosen)
-    return sorted(kept, key=lambda item: (item[0].start, item[0].end))
+        if not answer.found:
+            return spans
+        # the search found spans beside the answer's: of overlapping ones of a label, the likeliest
+        return [spans[i] for i in apart_per_label([span.start for span, _ in spans], [span.end for span, _ in spans],
+                                                  [score for _, score in spans], [span.label for span, _ in spans])]

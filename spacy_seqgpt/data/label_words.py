@@ -46,7 +46,7 @@ def label_word(tag: str, overrides: Optional[Mapping[str, str]] = None) -> str:
     return _SEPARATORS.sub(" ", tag).strip().lower() if tag.isascii() else tag
 
 
-def label_variants(labels: List[str], rng: random.Random) -> Dict[str, str]:
+def reworded_labels(labels: List[str], rng: random.Random) -> Dict[str, str]:
     """A word for each of ``labels`` to ask with: one of its ``VARIANTS`` or itself, at random,
     no two the same (case-folded) and none another label's own word."""
     taken = {label.casefold() for label in labels}

@@ -21,7 +21,7 @@ from collections import Counter
 from typing import List, Optional
 
 from ..prompts import CLASSIFY, EXTRACT, check_label
-from .label_words import label_variants as variant_words
+from .label_words import reworded_labels
 from .records import GoldCorpus
 from .records import Record, answer_problem, make_record
 
@@ -76,7 +76,7 @@ def corpus_records(corpus: GoldCorpus, source: str, *, seed: int = 0, quota: int
                 continue
         record = _record(corpus, example, labels, source)
         if corpus.task == EXTRACT and not all_labels and label_variants and variants.random() < label_variants:
-            record = _reworded(record, variant_words(labels, variants))
+            record = _reworded(record, reworded_labels(labels, variants))
         records.append(record)
     return records
 

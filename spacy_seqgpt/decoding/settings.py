@@ -57,6 +57,14 @@ class Decoding:
                              f"it needs num_beams = 1 and constrained = true (got num_beams = {self.num_beams}, "
                              f"constrained = {str(self.constrained).lower()}).")
 
+    def check_floor(self, threshold: float, owner: str) -> None:
+        """With ``span_search``, ``threshold`` is the search's floor: refused unless above 0 (and at
+        most 1), naming ``owner``."""
+        if self.span_search and not 0 < threshold <= 1:
+            raise ValueError(f"{owner}: decoding.span_search finds every span at least 'threshold' likely, so it "
+                             f"needs a threshold above 0 and at most 1 (got {threshold!r}); 0.1 is a start, lower "
+                             "finds more.")
+
     def but(self, **changes) -> "Decoding":
         """The same settings with ``changes`` (checked as the block is)."""
         return replace(self, **changes)

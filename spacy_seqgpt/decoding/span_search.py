@@ -10,7 +10,7 @@ product of its probabilities stays at least ``floor``, and ends where its value 
 the line break, the end of the answer). A span's probability is that product, its end included,
 so "New" is not found where the model goes on to "New York". The values of one line are
 disjoint events, so at most ``1 / floor`` probes of a line are alive at once, and asking each
-about its ``ceil(1 / floor)`` likeliest tokens misses none that could reach ``floor``
+about its ``ceil(1 / floor) + 1`` likeliest tokens misses none that could reach ``floor``
 (``search_width``). Probes never write the answer: what they find is its ``Answer.found``.
 """
 import math
@@ -40,13 +40,13 @@ def span_search_picks(logprobs, state: BatchState, k: int, width: int, eos_id: i
     picks: List[Pick] = []
     rows: List[Row] = []
     answers = [row for row, written in enumerate(state.rows) if not written.is_probe]
-    searching = [row for row, written in enumerate(state.rows)
-                 if written.is_probe or _opens_line(state, row) > written.line]
+    opening = {row: line for row in answers if (line := _opens_line(state, row)) > state.rows[row].line}
+    searching = [row for row, written in enumerate(state.rows) if written.is_probe or row in opening]
     wide = dict(zip(searching, _candidates(logprobs, state, searching, width, eos_id)))
     for row, pairs in zip(answers, _candidates(logprobs, state, answers, k, eos_id)):
         written = state.rows[row]
-        if row in wide:  # a line's first value: a probe per start that may reach the floor
-            written.line = _opens_line(state, row)
+        if row in opening:  # a line's first value: a probe per start that may reach the floor
+            written.line = opening[row]
             start = Row(written.query, written.tokens, written.logprobs, 0.0, line=written.line,
                         probe_from=len(written.tokens))
             _probe(state, row, start, wide.pop(row), log_floor, eos_id, max_new_tokens, vocab, picks, rows)

@@ -18,7 +18,7 @@ from ..decoding.answers import Answer
 from ..decoding.requests import chosen_labels, classification_grammar, extraction_grammar
 from ..models import SharedModel
 from ..prompts import DEFAULT_LABEL_CHUNK_SIZE, EXTRACT, chunk_labels, parse_answer
-from ..text.alignment import find_phrases, resolve_overlaps
+from ..text.alignment import apart_per_label, find_phrases
 
 # spaCy has no blank pipeline for some codes a record may carry; "xx" splits on spaces.
 _BLANK_LANGS: Dict[str, object] = {}
@@ -101,20 +101,21 @@ def scored_phrases(text: str, answer: Answer, label_texts: List[str], threshold:
                    ) -> Dict[str, List[str]]:
     """An extraction answer's spans per label text as ``seqgpt_ner`` keeps them at ``threshold``:
     written (less the last of an answer cut short, when constrained) or found by the span search,
-    at least ``threshold`` likely, found in ``text``; of overlapping occurrences of one label's
-    spans the likeliest (``seqgpt_ner`` case-folds, as here)."""
+    at least ``threshold`` likely, found in ``text`` (case-folded, as ``seqgpt_ner``); where the
+    search found spans, of overlapping occurrences of one label's spans the likeliest."""
     written = answer.written_spans(label_texts)
     if constrained and not answer.complete and written:
         written.pop()
     scored = [item for item in written + answer.found_spans(label_texts) if item[2] >= threshold]
     matches = find_phrases(text, [span for _, span, _ in scored], case_sensitive=False)
+    if answer.found:
+        starts, ends = [start for _, start, _ in matches], [end for _, _, end in matches]
+        matches = [matches[i] for i in apart_per_label(starts, ends, [scored[i][2] for i, _, _ in matches],
+                                                       [scored[i][0] for i, _, _ in matches])]
     kept: Dict[str, List[str]] = {}
-    for label in label_texts:
-        own = [(index, start, end) for index, start, end in matches if scored[index][0] == label]
-        chosen = resolve_overlaps([start for _, start, _ in own], [end for _, _, end in own],
-                                  [scored[index][2] for index, _, _ in own])
-        for index in sorted({own[i][0] for i in chosen}):
-            if scored[index][1] not in kept.setdefault(label, []):
-                kept[label].append(scored[index][1])
+    for index in sorted({index for index, _, _ in matches}):
+        label, span, _ = scored[index]
+        if span not in kept.setdefault(label, []):
+            kept[label].append(span)
     return kept
 

@@ -34,6 +34,18 @@ def find_phrases(text: str, phrases: Sequence[str], *, case_sensitive: bool = Tr
     return _compiled.find_phrases(text, phrases, case_sensitive, collapse_whitespace, word_boundaries)
 
 
+def apart_per_label(starts: Sequence[int], ends: Sequence[int], scores: Sequence[float],
+                    labels: Sequence[object]) -> List[int]:
+    """Indices of the spans kept when overlapping spans of one label give way to the likeliest
+    (``resolve_overlaps`` within each label), in input order."""
+    kept: List[int] = []
+    for label in dict.fromkeys(labels):
+        own = [i for i, other in enumerate(labels) if other == label]
+        kept.extend(own[i] for i in resolve_overlaps([starts[i] for i in own], [ends[i] for i in own],
+                                                     [scores[i] for i in own]))
+    return sorted(kept)
+
+
 def char_spans_to_tokens(doc: Doc, starts: Sequence[int], ends: Sequence[int],
                          alignment_mode: str = "strict") -> Tuple[numpy.ndarray, numpy.ndarray]:
     """Token ranges of character ranges of ``doc.text``: ``(token_starts, token_ends)``, exactly
