@@ -10,10 +10,17 @@ against the gold entities (the four CoNLL types; the other labels' spans are not
 are printed. A random-weight model gives meaningless F1, so compare F1 with ``--model``
 pointing at trained weights (e.g. SeqGPT-560M).
 
+``--precisions`` runs the defaults at more model precisions in the same rounds (``auto``:
+bfloat16 where the CPU computes it natively; ``float32``; ``bfloat16``; ``int8``: int8 linear
+layers), and for each prints prefill (prompts) and decoding (answer steps) apart, as FLOP/s of
+the linear layers against the GEMM peak measured at the same row counts in the same run
+(``machine_peak.py``).
+
     python benchmarks/inference.py                        # tiny random BLOOM, CPU
     python benchmarks/inference.py --preset bloomz-560m   # BLOOMZ-560M's shape, random weights
     python benchmarks/inference.py --model path/to/SeqGPT-560M --n 500
     python benchmarks/inference.py --model smollm2 --n 48 --quick   # SmolLM2-135M, converted first
+    python benchmarks/inference.py --model training/ft/final --quick --precisions auto float32 int8
 """
 import argparse
 import statistics
@@ -31,9 +38,13 @@ from spacy_seqgpt.prompts import EXTRACT, build_prompt, chunk_labels, parse_answ
 from spacy_seqgpt.models.pretrained import init_model
 from spacy_seqgpt.models.tiny import write_tiny_model
 
+from machine_peak import DTYPES, PassTimer, describe, gemm_rate, linear_flops_per_token, linear_shapes
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003" / "test.txt"
 CONLL_LABELS = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous"}
 LABELS = list(CONLL_LABELS.values()) + ["date", "time", "event", "product", "money", "percent", "law", "language"]
+PRECISIONS = {"auto": {"dtype": "auto"}, "float32": {"dtype": "float32"}, "bfloat16": {"dtype": "bfloat16"},
+              "int8": {"quantize": "int8"}}
 
 
 def load_sentences(path: Path, n: int):
@@ -149,11 +160,15 @@ def main():
                         "(its rate is per document either way; 0: all)")
     parser.add_argument("--quick", action="store_true", help="time only the defaults, step by step and the official "
                         "recipe (the 560M shape on CPU takes minutes a row)")
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=["auto"],
+                        help="model precisions to run the defaults at; the first runs every row")
     args = parser.parse_args()
     sentences = load_sentences(args.data, args.n)
     texts, golds = [text for text, _ in sentences], [gold for _, gold in sentences]
     official = "official recipe (generate, 4 beams, a prompt at a time)"
     defaults, step_by_step = "seqgpt_ner (defaults)", "seqgpt_ner, step by step (jump-forward and speculation off)"
+    if len(args.precisions) > 1:
+        defaults = f"seqgpt_ner (defaults), {args.precisions[0]}"
     variants = {  # seqgpt_ner decoding settings on top of the shared ones
         defaults: {},
         step_by_step: {"jump_forward": False, "speculate": False},
@@ -170,15 +185,29 @@ def main():
         else:
             model_path = args.model or make_model(args.preset, Path(tmp) / "model")
         decoding = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
-        functions = {}
-        for name, extra in variants.items():  # one loaded model, shared by the pipelines
+        functions, timers = {}, {}
+
+        def pipeline(precision, extra):  # pipelines of one precision share one loaded model
             nlp = spacy.blank("en")
-            nlp.add_pipe("seqgpt_ner", config={"model": {"name": model_path, "device": args.device}, "labels": LABELS,
-                                               "decoding": {**decoding, **extra}})
+            nlp.add_pipe("seqgpt_ner", config={"model": {"name": model_path, "device": args.device,
+                                                         **PRECISIONS[precision]},
+                                               "labels": LABELS, "decoding": {**decoding, **extra}})
             ours(nlp, texts[:8])  # warm-up: first-call costs out of the timing
+            return nlp, nlp.get_pipe("seqgpt_ner").shared
+
+        for name, extra in variants.items():
+            nlp, shared = pipeline(args.precisions[0], extra)
             functions[name] = lambda nlp=nlp: ours(nlp, texts)
-        shared = nlp.get_pipe("seqgpt_ner").shared
         costs = shared.costs
+        precision_rows = {defaults: shared}  # the rows whose passes are timed apart: prefill and decoding
+        for precision in args.precisions[1:]:
+            nlp, other = pipeline(precision, {})
+            name = f"seqgpt_ner (defaults), {precision}"
+            functions[name], precision_rows[name] = (lambda nlp=nlp: ours(nlp, texts)), other
+        float_model = next((s.model for s in precision_rows.values() if s.spec.quantize is None), None)
+        for name, row_shared in precision_rows.items():
+            timers[name] = PassTimer(row_shared.model)
+            functions[name] = lambda run=functions[name], timer=timers[name]: timer.run(run)
         guesses = {"drafted": 0, "accepted": 0}
 
         def counted(run=functions[defaults]):  # the defaults' guesses, drafted and kept
@@ -193,7 +222,8 @@ def main():
         functions[official] = lambda: official_recipe(shared.model, shared.tokenizer, official_texts,
                                                       args.max_new_tokens, shared.device)
         seconds, predictions, rounds = timed_in_rounds(functions, args.repeats)
-    results = {name: (len(texts) / seconds[name], micro_f1(predictions[name], golds)) for name in variants}
+    results = {name: (len(texts) / seconds[name], micro_f1(predictions[name], golds))
+               for name in [*variants, *precision_rows]}
     results[official] = (len(official_texts) / seconds[official],
                          micro_f1(predictions[official], golds[: len(official_texts)]))
     msg.info(f"{len(texts)} sentences x {len(LABELS)} labels (2 prompts each), model {args.model or args.preset} "
@@ -211,6 +241,34 @@ def main():
     kept = guesses["accepted"] / guesses["drafted"] if guesses["drafted"] else float("nan")
     msg.info(f"The defaults guessed {guesses['drafted']} tokens and kept {kept:.0%}; a pass costs "
              f"{costs.overhead:.0f} tokens on {shared.device.type} (the decoder's pass_overhead)")
+    if len(precision_rows) > 1:
+        for name in list(precision_rows)[1:]:
+            per_round = [times[name] / times[defaults] for times in rounds]
+            msg.good(f"defaults at {precision_rows[defaults].spec.dtype} are {seconds[name] / seconds[defaults]:.2f}x "
+                     f"{name}'s rate (each round: {', '.join(f'{r:.2f}x' for r in per_round)}), micro-F1 "
+                     f"{results[defaults][1] - results[name][1]:+.3f}")
+    if float_model is not None:
+        report_passes(precision_rows, timers, float_model)
+
+
+def report_passes(precision_rows, timers, float_model):
+    """Each precision row's prefill and decoding as linear-layer FLOP/s against the GEMM peak at
+    the rows its passes had on average, measured now."""
+    shapes, flops_per_token = linear_shapes(float_model), linear_flops_per_token(float_model)
+    table = []
+    for name, row_shared in precision_rows.items():
+        timer, spec = timers[name], row_shared.spec
+        dtype = "bfloat16" if spec.dtype == "bfloat16" else "float32"  # int8 rows: against float32's
+        for kind in ("prefill", "decoding"):
+            if not timer.passes[kind]:
+                continue
+            rows = max(1, round(timer.tokens[kind] / timer.passes[kind]))
+            peak = {dtype: gemm_rate(shapes, rows, DTYPES[dtype])}
+            rate = flops_per_token * timer.tokens[kind] / timer.seconds[kind]
+            table.append((name if kind == "prefill" else "", kind, f"{timer.passes[kind]}", f"{rows}",
+                          f"{timer.tokens[kind] / timer.seconds[kind]:.0f}", describe(rate, peak, dtype)))
+    msg.table(table, header=("", "passes", "n", "tokens/pass", "tokens/s", "linear layers vs the machine"),
+              divider=True, widths=(40, 8, 6, 11, 9, 62))
 
 
 if __name__ == "__main__":

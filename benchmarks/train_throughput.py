@@ -10,10 +10,14 @@ model, records, batch and thread count, timed in interleaved rounds (medians).
   batch's longest, forward with ``labels``, backward, AdamW.
 
 A token is a real (not padding) token of the batch. The records are the shipped WNUT-17 sample's
-sentences (as SeqGPT extraction records and as the tagger's Docs).
+sentences (as SeqGPT extraction records and as the tagger's Docs). ``--precision``: both sides
+compute in bf16 autocast (``bf16``), in float32 (``no``), or as the configs' ``auto`` decides
+(bf16 where the device computes it natively). Each row's rate is also printed as linear-layer
+FLOP/s against the GEMM peak measured at the step's shapes in the same run (``machine_peak.py``):
+6 FLOPs a weight a token for full fine-tuning, 4 for frozen weights under LoRA.
 
     python benchmarks/train_throughput.py --model smollm2          # converts SmolLM2-135M first
-    python benchmarks/train_throughput.py --model DIR --threads 1 --steps 4 --rounds 3
+    python benchmarks/train_throughput.py --model DIR --threads 1 --steps 4 --rounds 3 --precision bf16
 """
 import argparse
 import tempfile
@@ -26,6 +30,7 @@ from thinc.api import Adam
 from wasabi import msg
 
 from inference import timed_in_rounds
+from machine_peak import DTYPES, describe, gemm_rate, linear_flops_per_token, linear_shapes
 from spacy_seqgpt.data.readers import read_corpus
 from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.models.adapters import quiet_peft
@@ -48,26 +53,27 @@ def seqgpt_batches(tokenizer, records, *, batch: int, max_length: int, steps: in
     return ours, plain, tokens
 
 
-def seqgpt_ours(model_dir: str, batches, output: Path, device: str):
+def seqgpt_ours(model_dir: str, batches, output: Path, device: str, precision: str):
     from accelerate import Accelerator
 
     from spacy_seqgpt.training.loss import AnswerLoss
-    from spacy_seqgpt.training.trainer import load_for_training, optimizer_step
+    from spacy_seqgpt.training.trainer import load_for_training, mixed_precision, optimizer_step
 
     stage = StageSettings(data="", steps=1, batch_size=1, accumulate=1, learning_rate=1e-5, warmup_steps=0,
                           min_learning_rate=1e-5, weight_decay=0.0, max_grad_norm=1.0, checkpoint_every=1, log_every=1)
     settings = RunSettings(stage="ft", base_model=model_dir, output=output, seed=0, dtype="float32", quantize=None,
+                           mixed_precision=precision,
                            lora=None, gradient_checkpointing=False, max_length=0, packing=True, train=stage)
     model, _ = load_for_training(settings, model_dir)
     params = [p for p in model.parameters() if p.requires_grad]
-    accelerator = Accelerator(cpu=device == "cpu")
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision(precision))
     loss_model, optimizer = accelerator.prepare(AnswerLoss(model, True), torch.optim.AdamW(params, lr=1e-5))
     loss_model.train()
     return synchronized(lambda: [optimizer_step(accelerator, loss_model, optimizer, params, [b], 1.0)
                                  for b in batches], device)
 
 
-def seqgpt_plain(model_dir: str, batches, device: str):
+def seqgpt_plain(model_dir: str, batches, device: str, bf16: bool):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).train()
@@ -76,7 +82,8 @@ def seqgpt_plain(model_dir: str, batches, device: str):
 
     def run():
         for b in batches:
-            loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -105,16 +112,17 @@ def tagger_batches(nlp, sentences, batch: int, steps: int):
     return [examples[i:i + batch] for i in range(0, len(examples), batch)]
 
 
-def tagger_ours(model_dir: str, batches, code: str, device: str):
+def tagger_ours(model_dir: str, batches, code: str, device: str, bf16: bool):
     nlp = spacy.blank("en")
     nlp.add_pipe("llm_unmasked_tagger", config={"model": {"name": model_dir, "device": device, "unmask": code},
-                                                "lora": LORA, "batch_size": 64, "dropout": 0.0})
+                                                "lora": LORA, "batch_size": 64, "dropout": 0.0,
+                                                "mixed_precision": bf16})
     nlp.initialize(lambda: [eg for b in batches for eg in b])
     optimizer = Adam(1e-4)
     return synchronized(lambda: [nlp.update(b, sgd=optimizer) for b in batches], device), nlp
 
 
-def tagger_plain(model_dir: str, batches, tags, device: str):
+def tagger_plain(model_dir: str, batches, tags, device: str, bf16: bool):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -149,7 +157,9 @@ def tagger_plain(model_dir: str, batches, tags, device: str):
 
     def run():
         for b in inputs:
-            model(**b).loss.backward()
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**b).loss
+            loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -169,7 +179,12 @@ def main():
     parser.add_argument("--code", default="0110", help="the tagger's unmasking code")
     parser.add_argument("--only", choices=["seqgpt", "tagger"])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 weights either way)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto",
+                        help="mixed precision of both sides (auto: bf16 where the device computes it natively)")
     args = parser.parse_args()
+    from spacy_seqgpt.training.trainer import mixed_precision
+
+    bf16 = mixed_precision(args.precision) == "bf16"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,31 +199,40 @@ def main():
             records = corpus_records(corpus, "wnut17", seed=0, left_out=[])
             ours, plain, tokens = seqgpt_batches(AutoTokenizer.from_pretrained(model_dir), records, batch=args.batch,
                                                  max_length=args.max_length, steps=args.steps)
-            functions = {"seqgpt train step": seqgpt_ours(model_dir, ours, Path(tmp), args.device),
-                         "plain loop (forward with labels)": seqgpt_plain(model_dir, plain, args.device)}
+            functions = {"seqgpt train step": seqgpt_ours(model_dir, ours, Path(tmp), args.device, args.precision),
+                         "plain loop (forward with labels)": seqgpt_plain(model_dir, plain, args.device, bf16)}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
-            rows.append((tokens, seconds, *functions))
+            rows.append((tokens, seconds, 3, args.batch * args.max_length, *functions))
         if args.only in (None, "tagger"):
             from spacy_seqgpt.data.conll import read_sentences
 
             nlp = spacy.blank("en")
             batches = tagger_batches(nlp, [s for s in read_sentences(SAMPLE) if any(t != "O" for t in s[1])],
                                      args.tagger_batch, args.steps)
-            ours, tagger_nlp = tagger_ours(model_dir, batches, args.code, args.device)
+            ours, tagger_nlp = tagger_ours(model_dir, batches, args.code, args.device, bf16)
             plain, tokens = tagger_plain(model_dir, batches, tagger_nlp.get_pipe("llm_unmasked_tagger").tags,
-                                         args.device)
+                                         args.device, bf16)
             name = f"llm_unmasked_tagger update ({args.code})"
             functions = {name: ours, "plain loop (token classification, LoRA)": plain}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
-            rows.append((tokens, seconds, *functions))
+            rows.append((tokens, seconds, 2, tokens // args.steps, *functions))
+        from transformers import AutoModelForCausalLM
+
+        float_model = AutoModelForCausalLM.from_pretrained(model_dir)
+    dtype = "bfloat16" if bf16 else "float32"
     msg.info(f"model {args.model} on {args.device}, {args.threads} threads, {args.steps} steps a round, "
-             f"medians of {args.rounds} rounds")
+             f"medians of {args.rounds} rounds, {dtype} compute")
     table = []
-    for tokens, seconds, ours_name, plain_name in rows:
+    shapes, flops_per_token = linear_shapes(float_model), linear_flops_per_token(float_model)
+    for tokens, seconds, passes, rows_per_step, ours_name, plain_name in rows:
+        # a forward's 2 FLOPs a weight, times 3 with weight gradients (full fine-tuning), times 2 without (LoRA)
+        peak = {dtype: gemm_rate(shapes, rows_per_step, DTYPES[dtype])}
         rate = {name: tokens / seconds[name] for name in (ours_name, plain_name)}
-        table.append((ours_name, f"{rate[ours_name]:.0f}", f"{rate[ours_name] / rate[plain_name]:.2f}x"))
-        table.append((plain_name, f"{rate[plain_name]:.0f}", "1.00x"))
-    msg.table(table, header=("", "tokens/s", "vs plain"), divider=True, widths=(44, 9, 9))
+        for name in (ours_name, plain_name):
+            table.append((name, f"{rate[name]:.0f}", f"{rate[name] / rate[plain_name]:.2f}x",
+                          describe(rate[name] * flops_per_token * passes, peak, dtype)))
+    msg.table(table, header=("", "tokens/s", "vs plain", "linear layers vs the machine"), divider=True,
+              widths=(44, 9, 9, 62))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The Triton kernels run on CPU tensors in the interpreter; Triton reads this when kernels are
 # defined, so before anything imports them. (GPU runs: TRITON_INTERPRET=0 python -m pytest ...)
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# dtype "auto" computes in bfloat16 on CPUs that have it natively: the suite's numbers are
+# float32's on every machine (subprocesses inherit it); tests of the bfloat16 path ask for it.
+os.environ.setdefault("SEQGPT_CPU_BF16", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

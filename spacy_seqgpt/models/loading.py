@@ -1,7 +1,8 @@
 """Loading Hugging Face models: one loader for the SeqGPT components, the tagger and training.
 
 :func:`load_pretrained` reads a tokenizer and a model (a causal LM, or a token classifier for
-the tagger) at the dtype, device and quantization of an :class:`HFModel`, applies a PEFT
+the tagger) at the dtype, device and quantization of an :class:`HFModel` (bitsandbytes on a GPU,
+int8 linear layers on a CPU), applies a PEFT
 adapter, removes the causal mask where ``unmask`` says, and completes the tokenizer by one
 rule (a missing end-of-sequence token is taken from the model's generation config; a missing
 padding token is the end-of-sequence token, else the unknown token). Whatever goes wrong is a
@@ -59,7 +60,7 @@ def load_pretrained(spec: "HFModel", *, task: str = "causal_lm", source: Optiona
     kwargs: dict = {"dtype": getattr(torch, spec.dtype), **remote}
     if source is not None:  # a saved pipeline's folder: its weights are safetensors, never pickle
         kwargs["use_safetensors"] = True
-    if spec.quantize is not None:  # (outside the try: a missing package is not a model that failed to load)
+    if spec.bitsandbytes:  # (outside the try: a missing package is not a model that failed to load)
         kwargs.update(quantization_config=quantization_config(spec), device_map={"": spec.device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(checked_source(tokenizer_source, "tokenizer") if tokenizer_source
@@ -79,10 +80,14 @@ def load_pretrained(spec: "HFModel", *, task: str = "causal_lm", source: Optiona
                     path, config=config, attn_implementation=built_in_attention(config, task), **kwargs)
     except _load_errors() as err:
         raise load_error("model", name, err) from None  # the reason is in the message: no chained traceback
-    if spec.quantize is None:
+    if not spec.bitsandbytes:
         model.to(spec.device)
     if spec.adapter is not None:
         model = _apply_adapter(model, spec)
+    if spec.quantize == "int8":  # after the adapter's merge: the merged weights are quantized
+        from .cpu_int8 import quantize_linear_layers
+
+        quantize_linear_layers(model)
     if spec.unmask is not None:
         from .unmasking import unmask
 
@@ -166,7 +171,7 @@ def _apply_adapter(model, spec: "HFModel"):
         raise load_error("adapter", spec.adapter, err) from None
     # Merging makes inference as fast as the base model and lets the pipeline save plain
     # weights; 4-/8-bit weights cannot take a merge without loss, so those keep the adapter.
-    return model if spec.quantize else model.merge_and_unload()
+    return model if spec.bitsandbytes else model.merge_and_unload()
 
 
 @contextmanager

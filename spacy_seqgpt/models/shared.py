@@ -65,15 +65,28 @@ class SharedModel:
         state = self.unmasking
         return state is not None and "prompt" in state.modes.values()
 
+    @property
+    def narrowed(self) -> bool:
+        """Whether the weights in memory are narrower than float32 on a CPU (``dtype = "auto"``'s
+        bfloat16, int8 layers): a saved pipeline must not lose what its source had."""
+        return self.device.type == "cpu" and (self.spec.quantize == "int8" or self.spec.dtype != "float32")
+
     def save(self, path: Path) -> str:
         """Write weights (safetensors) and tokenizer, and return the weights' hash.
 
-        A PEFT-wrapped (quantized) model writes its adapter, which names its base model.
+        A PEFT-wrapped (quantized) model writes its adapter, which names its base model. A model
+        narrowed on a CPU writes the float32 weights it was narrowed from (read again from its
+        source), so that a pipeline saved where bfloat16 runs loads as float32 where it does not.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if self.narrowed:
+            spec = replace(self.spec, dtype="float32", quantize=None, unmask=None,
+                           adapter=None if self.source is not None else self.spec.adapter)
+            model, _ = spec.load(task="causal_lm", source=str(self.source) if self.source is not None else None)
         with quiet_progress_bars():
-            self.model.save_pretrained(path)
+            model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         return weights_hash(path)
 

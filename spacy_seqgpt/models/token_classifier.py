@@ -20,7 +20,7 @@ from ..validation import check_positive_int
 from .adapters import add_lora, lora_settings, prepare_for_training, quiet_peft
 from .errors import ModelLoadError
 from .loading import quiet_progress_bars
-from .spec import HFModel
+from .spec import HFModel, cpu_computes_bf16
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,11 @@ class TaggerSettings:
                              "pipeline: leave the model's 'adapter' null.")
         if self.lora is not None:
             lora_settings(self.lora)
-        elif self.model.quantize is not None:
+        elif self.model.bitsandbytes:
             raise ValueError(f"quantize={self.model.quantize!r} trains through LoRA (QLoRA): quantized weights cannot "
                              "be trained directly. Give 'lora' settings (e.g. {\"r\": 64, \"alpha\": 16}) or set "
                              "quantize to null.")
-        object.__setattr__(self, "model", self.model.resolved())
+        object.__setattr__(self, "model", self.model.resolved(trains=True))
 
 
 @dataclass
@@ -88,7 +88,7 @@ class TokenClassifier:
                                          tags=tags, dropout=settings.dropout, unmask_mode="full")
         if not getattr(tok, "is_fast", False):
             raise ModelLoadError(f"{settings.model.name!r} has no fast tokenizer: the tagger needs subword offsets.")
-        model = prepare_for_training(model, quantized=settings.model.quantize is not None,
+        model = prepare_for_training(model, quantized=settings.model.bitsandbytes,
                                      gradient_checkpointing=settings.gradient_checkpointing)
         if settings.lora is not None and adapter is not None:  # a saved adapter and head
             from peft import PeftModel
@@ -132,7 +132,8 @@ class TokenClassifier:
         device = self.device
         out = torch.zeros(len(windows.window), len(self.tags), device=device)
         order = sorted(range(len(windows.input_ids)), key=lambda w: len(windows.input_ids[w]))
-        autocast = self.settings.mixed_precision and device.type == "cuda"
+        # bf16 autocast where the device computes it natively; elsewhere it would be slower than float32
+        autocast = self.settings.mixed_precision and (device.type == "cuda" or cpu_computes_bf16())
         pieces, placed = [], []
         for start in range(0, len(order), self.settings.batch_size):
             batch = order[start : start + self.settings.batch_size]

@@ -16,8 +16,8 @@ from thinc.api import Config
 from ..validation import check_positive_int
 
 STAGES = ("pt", "ft")
-# auto: bf16 autocast on a CUDA GPU that has it, none elsewhere; bf16 also speeds up CPUs with
-# AVX-512 BF16 or AMX (the smollm2 preset sets it for this project's 2-core machines).
+# auto: bf16 autocast where the device computes bf16 natively (a CUDA GPU that has it, a CPU with
+# AVX512-BF16 or AMX: models.spec.cpu_computes_bf16), none elsewhere.
 MIXED_PRECISION = ("auto", "bf16", "no")
 
 

@@ -20,6 +20,7 @@ from ..data.records import answer_problem, read_records
 from ..models import HFModel
 from ..models.adapters import add_lora, base_model, prepare_for_training
 from ..models.saved_weights import model_folder_hash
+from ..models.spec import cpu_computes_bf16
 from ..models.unmasking import UnsupportedModelError
 from ..validation import require
 from .batching import BatchStream
@@ -61,7 +62,7 @@ def load_for_training(settings: RunSettings, source: str):
         raise ValueError("quantized training needs LoRA (QLoRA): set [model.lora] or quantize = null")
     # Packed rows go through the kernel with every layer causal: it keeps packed records apart.
     spec = HFModel(name=source, dtype=settings.dtype, quantize=settings.quantize,
-                   unmask="0" if settings.packing else None).resolved()
+                   unmask="0" if settings.packing else None).resolved(trains=True)
     try:
         model, tokenizer = spec.load(task="causal_lm", unmask_mode="full")
     except UnsupportedModelError as err:
@@ -208,7 +209,9 @@ def mixed_precision(setting: str) -> str:
     import torch
 
     if setting == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "no"
+        return "bf16" if cpu_computes_bf16() else "no"
     return setting
 
 
