@@ -1,11 +1,10 @@
 """``quantize = "int8"``: a loaded model's linear layers as torch's dynamic int8 layers, on a CPU.
 
 torch's own dynamic quantization (FBGEMM) keeps each weight matrix in int8 with a scale per
-output row, quantizes the activations per batch and multiplies in int8 with VNNI where the
-CPU has it. Measured at SmolLM2-135M's shapes it was faster than both float32 and bfloat16,
-where torchao's int8 tensors (eager, no compile) were slower than float32 for decoding's few
-rows (benchmarks/cpu_precision.py). The output layer stays in float: the answer scores are
-its log-probabilities, and the embeddings it shares weights with are read as floats.
+output row, quantizes the activations per batch and multiplies in int8 (with VNNI where the CPU
+has it); it needs no other package. ``benchmarks/inference.py --precisions auto float32 int8``
+measures it against bfloat16 and float32. The output layer stays in float: the answer scores
+are its log-probabilities, and the embeddings it shares weights with are read as floats.
 """
 import warnings
 
