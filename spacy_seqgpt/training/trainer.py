@@ -29,6 +29,7 @@ from .encoding import IGNORE, encode_records
 from .loss import AnswerLoss
 from .schedules import cosine_rate
 from .settings import RunSettings
+from .threads import ThreadGovernor
 
 LOG_FILE = "log.jsonl"
 
@@ -180,10 +181,14 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
     started = time.time()
     progress = tqdm(total=train.steps, initial=step, desc=f"seqgpt {settings.stage}", unit="step",
                     disable=not accelerator.is_local_main_process)
+    # on a CPU, the thread count follows the machine's load (a busy core would stall every step)
+    threads = ThreadGovernor(torch.get_num_threads() if accelerator.device.type == "cpu" else 1)
     while step < train.steps:
         first = (step * train.accumulate) * accelerator.num_processes + accelerator.process_index
         batches = [stream[first + m * accelerator.num_processes] for m in range(train.accumulate)]
+        step_started = time.perf_counter()
         total, answer_tokens = optimizer_step(accelerator, loss_model, optimizer, params, batches, train.max_grad_norm)
+        threads.step_done(time.perf_counter() - step_started)
         scheduler.step()
         step += 1
         progress.update(1)
@@ -191,7 +196,8 @@ def train_stage(settings: RunSettings, init_from: Optional[str] = None, *, stop_
         progress.set_postfix(loss=f"{mean_loss:.4f}")
         if step % train.log_every == 0 or step == train.steps:
             log.write({"stage": settings.stage, "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                       "answer_tokens": answer_tokens, "seconds": round(time.time() - started, 2)})
+                       "answer_tokens": answer_tokens, "seconds": round(time.time() - started, 2),
+                       "threads": threads.current})
         if accelerator.is_main_process and (step % train.checkpoint_every == 0 or step == train.steps):
             save_checkpoint(checkpoints, step, model, optimizer, scheduler, identity)
         accelerator.wait_for_everyone()
