@@ -24,19 +24,23 @@ from pathlib import Path
 from wasabi import msg
 
 HERE = Path(__file__).resolve().parent
-# (name, torch threads, environment): libgomp's default spins a while before it sleeps; PASSIVE
-# sleeps at once, so a thread that waits at a barrier gives its core to whoever needs it.
+# (name, torch threads, environment, governed): libgomp's default spins a while before it sleeps;
+# PASSIVE sleeps at once, so a thread that waits at a barrier gives its core to whoever needs it.
+# Governed: the trainer's ThreadGovernor chooses the count step by step (training only).
 SETTINGS = [
-    ("2 threads", 2, {}),
-    ("2 threads, OMP_WAIT_POLICY=PASSIVE", 2, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    ("1 thread", 1, {}),
+    ("2 threads", 2, {}, False),
+    ("2 threads, OMP_WAIT_POLICY=PASSIVE", 2, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
+    ("1 thread", 1, {}, False),
+    ("2 threads, the trainer's governor", 2, {}, True),
 ]
 SPIN = "while True: pass"
 
 
-def worker(kind: str, model_dir: str, threads: int, steps: int) -> list:
+def worker(kind: str, model_dir: str, threads: int, steps: int, governed: bool) -> list:
     """Seconds of each step of ``kind`` (after one untimed step)."""
     import torch
+
+    from spacy_seqgpt.training.threads import ThreadGovernor
 
     torch.set_num_threads(threads)
     if kind == "training":
@@ -51,7 +55,7 @@ def worker(kind: str, model_dir: str, threads: int, steps: int) -> list:
                                        steps=1)
         with tempfile.TemporaryDirectory() as tmp:
             step = seqgpt_ours(model_dir, batches, Path(tmp), "cpu", "bf16")
-            return timed(step, steps)
+            return timed(step, steps, ThreadGovernor(threads) if governed else None)
     import spacy
 
     from spacy_seqgpt.data.conll import read_sentences
@@ -64,20 +68,22 @@ def worker(kind: str, model_dir: str, threads: int, steps: int) -> list:
     return timed(lambda: list(nlp.pipe(texts)), steps)
 
 
-def timed(function, steps: int) -> list:
+def timed(function, steps: int, governor=None) -> list:
     function()  # first-call costs out of the timing
     out = []
     for _ in range(steps):
         start = time.perf_counter()
         function()
         out.append(time.perf_counter() - start)
+        if governor is not None:
+            governor.step_done(out[-1])
     return out
 
 
-def measure(kind: str, model_dir: str, threads: int, env: dict, steps: int, busy: bool) -> float:
-    """The median step of a fresh worker, with a competing process on one core if ``busy``."""
+def measure(kind: str, model_dir: str, threads: int, env: dict, governed: bool, steps: int, busy: bool):
+    """The median and mean step of a fresh worker, with a competing process on one core if ``busy``."""
     command = [sys.executable, __file__, "--worker", kind, "--model", model_dir, "--threads", str(threads),
-               "--steps", str(steps)]
+               "--steps", str(steps)] + (["--governed"] if governed else [])
     spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if busy else None
     try:
         done = subprocess.run(command, env={**os.environ, **env, "OMP_NUM_THREADS": str(threads)},
@@ -88,7 +94,8 @@ def measure(kind: str, model_dir: str, threads: int, env: dict, steps: int, busy
             spinner.wait()
     if done.returncode != 0:
         raise SystemExit(f"the {kind} worker failed:\n{done.stderr[-3000:]}")
-    return statistics.median(json.loads(done.stdout.strip().splitlines()[-1]))
+    times = json.loads(done.stdout.strip().splitlines()[-1])
+    return statistics.median(times), statistics.mean(times)
 
 
 def main():
@@ -98,10 +105,11 @@ def main():
     parser.add_argument("--only", choices=["training", "decoding"])
     parser.add_argument("--worker", choices=["training", "decoding"], help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--governed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         sys.path.insert(0, str(HERE))
-        print(json.dumps(worker(args.worker, args.model, args.threads, args.steps)))
+        print(json.dumps(worker(args.worker, args.model, args.threads, args.steps, args.governed)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
@@ -110,17 +118,21 @@ def main():
 
             model_dir = str(init_model("smollm2-135m", Path(tmp) / "smollm2"))
         for kind in [args.only] if args.only else ["training", "decoding"]:
-            seconds = {}
-            for name, threads, env in SETTINGS:
+            settings = [setting for setting in SETTINGS if kind == "training" or not setting[3]]
+            seconds, means = {}, {}
+            for name, threads, env, governed in settings:
                 for busy in (False, True):
-                    seconds[name, busy] = measure(kind, model_dir, threads, env, args.steps, busy)
+                    seconds[name, busy], means[name, busy] = measure(kind, model_dir, threads, env, governed,
+                                                                     args.steps, busy)
                     msg.text(f"{kind}, {name}, {'busy' if busy else 'idle'}: {seconds[name, busy]:.2f} s a step")
-            best_idle = min(seconds[name, False] for name, _, _ in SETTINGS)
+            best_idle = min(seconds[name, False] for name, *_ in settings)
             msg.table([(name, f"{seconds[name, False]:.2f}", f"{seconds[name, True]:.2f}",
+                        f"{means[name, False]:.2f}", f"{means[name, True]:.2f}",
                         f"{seconds[name, True] / seconds[name, False]:.2f}x",
-                        f"{seconds[name, True] / best_idle:.2f}x") for name, _, _ in SETTINGS],
-                      header=(f"{kind} step, median of {args.steps}", "idle s", "busy s", "busy/idle",
-                              "busy/best idle"), divider=True, widths=(40, 8, 8, 10, 15))
+                        f"{seconds[name, True] / best_idle:.2f}x") for name, *_ in settings],
+                      header=(f"{kind} step ({args.steps} steps)", "idle s", "busy s", "idle mean", "busy mean",
+                              "busy/idle", "busy/best idle"), divider=True, widths=(40, 7, 7, 9, 9, 9, 14))
+            msg.info("s: medians; busy/idle and busy/best idle: of the medians")
 
 
 if __name__ == "__main__":
