@@ -2,8 +2,9 @@
 
 torch splits every operation over its threads and waits for the last of them. When another
 process takes one of the cores, the thread that shares it finishes late at every one of
-those waits, and a 2-thread step on 2 cores was measured 6-12x slower (BENCHMARKS.md, "The CPU
-at its speed"); one thread would have had the free core to itself. No setting decides this
+those waits: a 2-thread step on 2 cores was measured 2.9x slower beside one busy core, and
+6-12x beside a test suite (BENCHMARKS.md, "The CPU at its speed"), where one thread would have
+had the free core to itself. No setting decides this
 ahead: the load comes and goes. So the trainer times its steps: where a step takes clearly
 longer than the steps at full threads did, it measures a few steps at one thread and keeps
 whichever count is faster, and it looks again at full threads from time to time.
@@ -28,7 +29,7 @@ class ThreadGovernor:
     count is applied (``torch.set_num_threads``). The first window at full threads is followed
     by one at one thread, and the faster count is kept; after that, a window clearly slower
     than its count's usual step, or ``RECHECK_EVERY`` steps at one thread, tries the other count.
-    ``switches`` counts the changes, for the log.
+    ``switches`` counts the changes.
     """
 
     def __init__(self, most: int, set_threads: Optional[Callable[[int], None]] = None):
@@ -59,11 +60,10 @@ class ThreadGovernor:
             if before is None or before < now:  # the run's first window, or the other count was faster
                 self._switch(other)
             return
-        if now > SLOWER * self._usual[self.current] or (other == self.most and self._since_switch >= RECHECK_EVERY):
-            self._usual[self.current] = now
+        slowed = now > SLOWER * self._usual[self.current]
+        self._usual[self.current] = now
+        if slowed or (other == self.most and self._since_switch >= RECHECK_EVERY):
             self._switch(other)
-        else:
-            self._usual[self.current] = now
 
     def _switch(self, threads: int) -> None:
         self.set_threads(threads)
