@@ -2,9 +2,9 @@
 
 torch splits every operation over its threads and waits for the last of them. When another
 process takes one of the cores, the thread that shares it finishes late at every one of
-those waits: a 2-thread step on 2 cores was measured 2.9x slower beside one busy core, and
-6-12x beside a test suite (BENCHMARKS.md, "The CPU at its speed"), where one thread would have
-had the free core to itself. No setting decides this
+those waits: a 2-thread step on 2 cores was measured 2.9x slower beside one busy core (and
+6-12x in an earlier run beside another process; BENCHMARKS.md, "The CPU at its speed"), where
+one thread would have had the free core to itself. No setting decides this
 ahead: the load comes and goes. So the trainer times its steps: where a step takes clearly
 longer than the steps at full threads did, it measures a few steps at one thread and keeps
 whichever count is faster, and it looks again at full threads from time to time.
