@@ -38,7 +38,7 @@ from spacy_seqgpt.prompts import EXTRACT, build_prompt, chunk_labels, parse_answ
 from spacy_seqgpt.models.pretrained import init_model
 from spacy_seqgpt.models.tiny import write_tiny_model
 
-from machine_peak import DTYPES, PassTimer, describe, gemm_rate, linear_flops_per_token, linear_shapes
+from machine_peak import DTYPES, PassTimer, describe, gemm_rate, linear_flops_per_token, linear_shapes, skeleton
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "conll2003" / "test.txt"
 CONLL_LABELS = {"PER": "person", "ORG": "organization", "LOC": "location", "MISC": "miscellaneous"}
@@ -184,6 +184,7 @@ def main():
             model_path = str(init_model("smollm2-135m", Path(tmp) / "smollm2"))
         else:
             model_path = args.model or make_model(args.preset, Path(tmp) / "model")
+        layers = skeleton(model_path)  # the linear layers' shapes, for the peak (the folder may be temporary)
         decoding = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
         functions, timers = {}, {}
 
@@ -204,7 +205,6 @@ def main():
             nlp, other = pipeline(precision, {})
             name = f"seqgpt_ner (defaults), {precision}"
             functions[name], precision_rows[name] = (lambda nlp=nlp: ours(nlp, texts)), other
-        float_model = next((s.model for s in precision_rows.values() if s.spec.quantize is None), None)
         for name, row_shared in precision_rows.items():
             timers[name] = PassTimer(row_shared.model)
             functions[name] = lambda run=functions[name], timer=timers[name]: timer.run(run)
@@ -247,14 +247,13 @@ def main():
             msg.good(f"defaults at {precision_rows[defaults].spec.dtype} are {seconds[name] / seconds[defaults]:.2f}x "
                      f"{name}'s rate (each round: {', '.join(f'{r:.2f}x' for r in per_round)}), micro-F1 "
                      f"{results[defaults][1] - results[name][1]:+.3f}")
-    if float_model is not None:
-        report_passes(precision_rows, timers, float_model)
+    report_passes(precision_rows, timers, layers)
 
 
-def report_passes(precision_rows, timers, float_model):
-    """Each precision row's prefill and decoding as linear-layer FLOP/s against the GEMM peak at
-    the rows its passes had on average, measured now."""
-    shapes, flops_per_token = linear_shapes(float_model), linear_flops_per_token(float_model)
+def report_passes(precision_rows, timers, layers):
+    """Each precision row's prefill and decoding as linear-layer FLOP/s (of ``layers``, the model's
+    skeleton) against the GEMM peak at the rows its passes had on average, measured now."""
+    shapes, flops_per_token = linear_shapes(layers), linear_flops_per_token(layers)
     table = []
     for name, row_shared in precision_rows.items():
         timer, spec = timers[name], row_shared.spec

@@ -18,6 +18,15 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def skeleton(folder: str):
+    """The causal LM of ``folder`` built from its config on the meta device: its layers' shapes,
+    no weights read."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+
+
 def linear_shapes(model):
     """``[(in, out)]`` of every linear layer of ``model`` but its output layer, one per layer kind."""
     output = model.get_output_embeddings()
@@ -53,12 +62,6 @@ def gemm_rate(shapes, rows: int, dtype, *, repeats: int = 5, min_seconds: float 
                     break
             rates.append(flops * count / elapsed)
     return statistics.median(rates)
-
-
-def peaks(model, rows: int) -> dict:
-    """``{dtype name: FLOP/s}``: the GEMM peak at ``model``'s shapes and ``rows`` rows."""
-    shapes = linear_shapes(model)
-    return {name: gemm_rate(shapes, rows, dtype) for name, dtype in DTYPES.items()}
 
 
 class PassTimer:
@@ -109,8 +112,6 @@ def describe(rate: float, peak: dict, dtype: str) -> str:
 def main():
     from tempfile import TemporaryDirectory
 
-    from transformers import AutoModelForCausalLM
-
     from spacy_seqgpt.models.pretrained import init_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,10 +122,10 @@ def main():
     torch.set_num_threads(args.threads)
     with TemporaryDirectory() as tmp:
         folder = str(init_model("smollm2-135m", f"{tmp}/smollm2")) if args.model == "smollm2" else args.model
-        model = AutoModelForCausalLM.from_pretrained(folder)
-    print(f"{args.model}: linear shapes {linear_shapes(model)}, {args.threads} threads")
+        shapes = linear_shapes(skeleton(folder))
+    print(f"{args.model}: linear shapes {shapes}, {args.threads} threads")
     for rows in args.rows:
-        rates = peaks(model, rows)
+        rates = {name: gemm_rate(shapes, rows, dtype) for name, dtype in DTYPES.items()}
         print(f"{rows:>6} rows: " + ", ".join(f"{name} {rate / 1e9:.0f} GFLOP/s" for name, rate in rates.items())
               + f" (bfloat16 {rates['bfloat16'] / rates['float32']:.2f}x float32)")
 

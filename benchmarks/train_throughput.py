@@ -30,7 +30,7 @@ from thinc.api import Adam
 from wasabi import msg
 
 from inference import timed_in_rounds
-from machine_peak import DTYPES, describe, gemm_rate, linear_flops_per_token, linear_shapes
+from machine_peak import DTYPES, describe, gemm_rate, linear_flops_per_token, linear_shapes, skeleton
 from spacy_seqgpt.data.readers import read_corpus
 from spacy_seqgpt.data.sampling import corpus_records
 from spacy_seqgpt.models.adapters import quiet_peft
@@ -216,14 +216,12 @@ def main():
             functions = {name: ours, "plain loop (token classification, LoRA)": plain}
             seconds, _, _ = timed_in_rounds(functions, args.rounds)
             rows.append((tokens, seconds, 2, tokens // args.steps, *functions))
-        from transformers import AutoModelForCausalLM
-
-        float_model = AutoModelForCausalLM.from_pretrained(model_dir)
+        layers = skeleton(model_dir)
     dtype = "bfloat16" if bf16 else "float32"
     msg.info(f"model {args.model} on {args.device}, {args.threads} threads, {args.steps} steps a round, "
              f"medians of {args.rounds} rounds, {dtype} compute")
     table = []
-    shapes, flops_per_token = linear_shapes(float_model), linear_flops_per_token(float_model)
+    shapes, flops_per_token = linear_shapes(layers), linear_flops_per_token(layers)
     for tokens, seconds, passes, rows_per_step, ours_name, plain_name in rows:
         # a forward's 2 FLOPs a weight, times 3 with weight gradients (full fine-tuning), times 2 without (LoRA)
         peak = {dtype: gemm_rate(shapes, rows_per_step, DTYPES[dtype])}

@@ -24,6 +24,9 @@ def test_linear_work_counts_every_weight_of_the_body_twice_and_not_the_output_la
     body = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"]
     assert peak.linear_flops_per_token(model) == 2 * sum(m.weight.numel() for m in body)
     assert set(peak.linear_shapes(model)) == {(m.in_features, m.out_features) for m in body}
+    layers = peak.skeleton(tiny_llama)  # the same layers from the config alone, no weights read
+    assert peak.linear_shapes(layers) == peak.linear_shapes(model)
+    assert peak.linear_flops_per_token(layers) == peak.linear_flops_per_token(model)
     assert peak.gemm_rate(peak.linear_shapes(model)[:1], 4, torch.float32, repeats=1, min_seconds=0.001) > 0
 
 
