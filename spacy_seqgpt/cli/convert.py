@@ -82,7 +82,7 @@ def convert_all_cli(
     from ..data.readers import read_corpora
     from ..data.records import write_records
     from ..data.sampling import corpus_records
-    from .preset import corpus_settings
+    from .preset import FETCH_HINT, corpus_settings
 
     settings = {"data_dir": data, "quota": 0, "max_negatives": 5, "train_limit": 0, "eval_limit": 0, "skip_sources": [],
                 "label_variants": 0.0}
@@ -102,10 +102,15 @@ def convert_all_cli(
     if unknown:
         msg.fail(f"[corpus] skip_sources names no dataset: {', '.join(unknown)}",
                  f"Known: {', '.join(sorted({item.source for item in CATALOG}))}.", exits=1)
-    found = [item for item in available(data_dir) if item.source not in settings["skip_sources"]]
+    wanted = [item for item in CATALOG if item.source not in settings["skip_sources"]]
+    found = [item for item in available(data_dir) if item in wanted]
     if not found:
         msg.fail(f"No known dataset files under {data_dir}", "Expected the layout of ../shared/datasets "
-                 "(e.g. conll2003/train.txt, banking77/train.csv).", exits=1)
+                 f"(e.g. conll2003/train.txt, banking77/train.csv). {FETCH_HINT}", exits=1)
+    lacking = sorted({item.source for item in wanted if item not in found})
+    if lacking:
+        msg.warn(f"{data_dir} lacks files of {len(lacking)} datasets, not converted: {', '.join(lacking)}",
+                 FETCH_HINT)
     for item in found:
         evaluation = item.split == "eval"
         left_out: list = []

@@ -11,6 +11,8 @@ from ..validation import check_count
 from . import command
 
 CORPUS_COUNTS = ("quota", "train_limit", "eval_limit", "max_negatives")  # whole numbers, 0 or more
+FETCH_HINT = ("`python -m spacy project assets` (in the project's folder) fetches the full datasets into assets/full, "
+              "from the sources project.yml pins, checksummed; the presets read that folder first.")
 # init-base's sources besides init-model's known models: the tiny random-weight models of init-tiny
 TINY_SOURCES = {"tiny-bloom": "bloom", "tiny-llama": "llama"}
 
@@ -47,7 +49,7 @@ def corpus_settings(path: Path) -> dict:
     folders = [Path(folder) for folder in corpus.pop("data_dirs")]
     found = next((folder for folder in folders if folder.is_dir()), None)
     if found is None:
-        raise ValueError(f"{path}: none of the [corpus] data_dirs exists: {', '.join(map(str, folders))}")
+        raise ValueError(f"{path}: none of the [corpus] data_dirs exists: {', '.join(map(str, folders))}. {FETCH_HINT}")
     return {"data_dir": found, **corpus}
 
 

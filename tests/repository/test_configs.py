@@ -87,7 +87,7 @@ def test_the_smollm2_presets_start_from_smollm2_and_convert_the_shared_datasets_
         path = CONFIGS / "training" / name
         paths, corpus = config_section(path, "paths"), config_section(path, "corpus")
         assert (paths["base_source"], paths["base_model"]) == ("smollm2-135m", "training/smollm2-base")
-        assert corpus["data_dirs"] == ["../shared/datasets", "assets/datasets"]
+        assert corpus["data_dirs"] == ["assets/full", "../shared/datasets", "assets/datasets"]
     cpu = load_settings(CONFIGS / "training" / "seqgpt_smollm2.cfg", "pt")
     assert cpu.mixed_precision == "bf16" and cpu.train.pass_through_without_data and cpu.train.fallback_data is None
 
