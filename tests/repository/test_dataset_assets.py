@@ -41,6 +41,22 @@ def test_the_declared_checksums_are_those_of_the_data_we_measured_on(declared):
         assert hashlib.md5(data).hexdigest() == asset.checksum, asset.name
 
 
+def test_spacy_project_assets_finds_every_file_of_the_shared_copy_in_place(tmp_path, monkeypatch):
+    """weasel (`spacy project assets`) reads the declarations as we do: on a project whose
+    assets/full holds the shared copy, it checks each file by its own checksum and fetches nothing."""
+    from weasel.cli import assets as weasel_assets
+
+    if not DATASETS.is_dir():
+        pytest.skip(f"needs the datasets' shared copy at {DATASETS} (CI has it beside the checkout)")
+    (tmp_path / "project.yml").write_text(PROJECT.read_text())
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "full").symlink_to(DATASETS)
+    fetched = []
+    monkeypatch.setattr(weasel_assets, "download_file", lambda url, dest: fetched.append(url))
+    weasel_assets.project_assets(tmp_path)
+    assert fetched == []
+
+
 def test_the_listing_runs_offline_and_tells_missing_matching_and_changed_files(declared, tmp_path, capsys):
     folder = tmp_path / "full"
     first, second = declared[0], declared[1]
