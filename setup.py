@@ -16,8 +16,8 @@ RAY = "ray[data]>=2.40"
 GGUF = "gguf>=0.10"
 ACCELERATE = "accelerate>=1.0"
 TRAIN = [ACCELERATE, "matplotlib>=3.7", "rouge-score>=0.1.2"]
-PACKAGES = ("annotation", "api", "cli", "components", "data", "decoding", "evaluation", "kernels", "kernels.attention",
-            "models", "text", "training")
+PACKAGES = ("annotation", "api", "cli", "components", "data", "decoding", "demo", "evaluation", "kernels",
+            "kernels.attention", "models", "text", "training")
 
 
 def cython_extensions():

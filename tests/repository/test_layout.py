@@ -25,8 +25,9 @@ ALLOWED = {
     "training": {"models", "data"},
     "components": {"kernels", "text", "models", "decoding"},
     "annotation": {"text"},
-    "cli": {"models", "decoding", "data", "training", "evaluation", "annotation"},
+    "cli": {"models", "decoding", "data", "training", "evaluation", "annotation", "demo"},
     "api": {"models", "decoding"},
+    "demo": {"text", "models", "components"},  # the page asks through the components
 }
 LEAVES = {"prompts", "templates", "validation", "about", "atomic"}
 MAX_LINES = 400  # a module longer than this does more than one job (the Triton kernels excepted)
