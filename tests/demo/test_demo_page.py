@@ -32,6 +32,7 @@ def test_a_model_folder_answers_every_task_with_labels_chosen_per_request(engine
     assert list(cats)[0] == "politics" and abs(sum(cats.values()) - 1) < 1e-6  # highest first, probabilities
     persons = engine.run("ner", TEXT, ["person"])  # other labels, the same loaded model
     assert {label for *_, label, _ in persons.spans} == {"person"}
+    assert all(pipe.shared is engine.shared for nlp in engine._pipelines.values() for _, pipe in nlp.pipeline)
     typed = engine.run("typing", TEXT, ["person", "location"], NER_LABELS)
     assert [TEXT[start:end] for start, end, *_ in typed.spans] == ["Tim Cook", "Olaf Scholz", "Berlin"]
     related = engine.run("relations", TEXT, ["based in"], NER_LABELS)
@@ -101,3 +102,14 @@ def test_the_server_serves_the_form_and_answers_a_post(engine):
         assert 'data-label="person"' in page and "Olaf Scholz" in page and 'id="time"' in page
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(url + "elsewhere", timeout=30)
+
+
+def test_the_command_names_a_model_it_cannot_load_and_a_bad_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from spacy_seqgpt.cli import seqgpt_cli
+
+    result = CliRunner().invoke(seqgpt_cli, ["demo", str(tmp_path / "no-such-model")])
+    assert result.exit_code == 1 and "could not be loaded" in result.output and "no-such-model" in result.output
+    result = CliRunner().invoke(seqgpt_cli, ["demo", str(tmp_path), "--max-chars", "0"])
+    assert result.exit_code == 2 and "--max-chars" in result.output
