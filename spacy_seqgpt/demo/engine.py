@@ -29,6 +29,15 @@ TASKS: Dict[str, Tuple[str, bool]] = {
     "relations": ("seqgpt_rel", True),
     "questions": ("seqgpt_questions", False),
 }
+# What each component is set to besides its labels: where the page reads its answers (a saved
+# pipeline's component may write elsewhere), and textcat's probabilities (bars that add up).
+PAGE_SETTINGS: Dict[str, dict] = {
+    "seqgpt_ner": {"spans_key": None},
+    "seqgpt_textcat": {"probabilities": True},
+    "seqgpt_typing": {"input_key": None, "multi_label": False},
+    "seqgpt_rel": {"input_key": None},
+    "seqgpt_questions": {"spans_key": ANSWERS_KEY},
+}
 KEPT_PIPELINES = 8
 
 
@@ -86,9 +95,7 @@ class DemoEngine:
 
     def _add(self, nlp: Language, factory: str, labels: Tuple[str, ...]) -> None:
         settings = {"questions": list(labels)} if factory == "seqgpt_questions" else {"labels": list(labels)}
-        if factory == "seqgpt_textcat":
-            settings["probabilities"] = True  # bars that add up
-        pipe = nlp.add_pipe(factory, config={**self._component_config(factory), **settings})
+        pipe = nlp.add_pipe(factory, config={**self._component_config(factory), **settings, **PAGE_SETTINGS[factory]})
         if self.loaded is not None:  # read the weights where the loaded pipeline read them: shared, not loaded again
             pipe.from_disk(Path(self.source) / self._components[factory])
 

@@ -57,12 +57,13 @@ def test_bad_input_comes_back_as_a_message_for_the_page(engine, task, text, labe
 
 def test_a_saved_pipeline_offers_its_tasks_and_shares_its_loaded_model(seqgpt_tiny, tmp_path):
     nlp = spacy.blank("en")
-    nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": ["person"]})
+    nlp.add_pipe("seqgpt_ner", config={"model": seqgpt_tiny, "labels": ["person"], "spans_key": "elsewhere"})
     nlp.add_pipe("seqgpt_textcat", config={"model": seqgpt_tiny, "labels": ["sports"]})
     nlp.to_disk(tmp_path / "pipeline")
     saved = DemoEngine(str(tmp_path / "pipeline"))
     assert saved.tasks == ["ner", "textcat"]  # no typing, relations or questions in it
-    found = saved.run("ner", TEXT, NER_LABELS)  # the labels typed, not the saved ["person"]
+    # the labels typed, not the saved ["person"]; written where the page reads, not to the saved spans_key
+    found = saved.run("ner", TEXT, NER_LABELS)
     assert ("Berlin", "location") in [(TEXT[start:end], label) for start, end, label, _ in found.spans]
     asked = next(iter(saved._pipelines.values())).get_pipe("seqgpt_ner")
     assert asked.shared is saved.loaded.get_pipe("seqgpt_ner").shared  # the weights loaded once
