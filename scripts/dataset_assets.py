@@ -10,7 +10,6 @@ the md5 that ``spacy project assets`` checks after downloading (weasel's checksu
 Exits 1 when a present file differs from its checksum or the declarations are malformed.
 """
 import argparse
-import hashlib
 import re
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Dict, List
 
 import srsly
 from wasabi import msg
+from weasel.util import get_checksum
 
 FULL = PurePosixPath("assets/full")  # where the assets go: the first of the presets' [corpus] data_dirs
 PINNED_URL = re.compile(r"https://raw\.githubusercontent\.com/(?P<repo>[\w.-]+/[\w.-]+)/(?P<commit>[0-9a-f]{40})/"
@@ -62,20 +62,12 @@ def declared_assets(project: Path) -> List[Asset]:
     return assets
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def asset_status(asset: Asset, folder: Path) -> str:
     """"ok", "missing" or "differs": the asset's file in ``folder`` against its checksum."""
     path = folder / asset.name
     if not path.is_file():
         return "missing"
-    return "ok" if file_md5(path) == asset.checksum else "differs"
+    return "ok" if get_checksum(path) == asset.checksum else "differs"  # what `spacy project assets` checks
 
 
 def undeclared_files(assets: List[Asset], folder: Path) -> List[str]:
